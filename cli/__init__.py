@@ -1,0 +1,1 @@
+"""The `streamgen` command-line application (installed as `streamgen.cli`)."""

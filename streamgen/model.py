@@ -1,0 +1,407 @@
+"""`StreamGen`: an outer recurrent model and an inner decoder with STOP tokens.
+
+Architecture, per outer step `i` (shapes for a batch of `B` rows):
+
+- model_a, the *outer* cell, steps once per input and carries its state:
+  `x[i] (B, input_size) -> h[i] (B, outer_units)`, then
+  `IR[i] = ir_projection(h[i])  (B, ir_size)` (identity when `ir_size=None`).
+- model_b, the *inner* cell, runs inner steps `j = 0, 1, ...` on
+  `concat(IR[i], y[i, j-1])  (B, ir_size + output_size)` (zeros at `j = 0`):
+  `frame_head` maps its output to the frame `y[i, j]  (B, output_size)` and
+  `stop_head` to a stop logit `(B,)`.
+- model_b's state at `j = 0` is `tanh(Dense(IR[i]))` per state tensor in
+  `"reset"` mode, or the state where `Out[i-1]` ended (its STOP step
+  included) in `"carry"` mode (zeros before the first outer step).
+- STOP-token semantics: the step where a stop criterion fires is not
+  emitted, so `len(Out[i])` is in `[0, max_steps]`.
+
+`call()` is the teacher-forced pass used for training: model_a over all `T`
+steps at once, model_b over all `(row, outer step)` pairs at once (`"reset"`)
+or over each row's inner steps in order with a mask (`"carry"`). Decoding
+(`stream`, `open_stream`, `decode`) lives in `decode.py` and `stream.py`.
+"""
+
+import keras
+import numpy as np
+
+from streamgen import decode as decode_lib
+from streamgen import stopping
+from streamgen._quiet import import_tensorflow
+from streamgen.stream import Stream
+
+tf = import_tensorflow()
+
+CELLS = {
+    "gru": keras.layers.GRUCell,
+    "lstm": keras.layers.LSTMCell,
+    "simple_rnn": keras.layers.SimpleRNNCell,
+}
+DECODER_STATES = ("reset", "carry")
+
+
+@keras.saving.register_keras_serializable(package="streamgen")
+class StreamGen(keras.Model):
+    """Hierarchical streaming generator: one input in, one ragged `Out[i]` out.
+
+    Args:
+        input_size: positive int, width of each input vector `x[i]`.
+        output_size: positive int, width of each frame of `Out[i]`.
+        ir_size: positive int, width of the intermediate representation
+            `IR[i]`; `None` uses model_a's output as `IR[i]` unprojected.
+        units: positive int, units of the default cells.
+        cell: `"gru"`, `"lstm"` or `"simple_rnn"`: the kind of the default
+            cells, used where `outer` / `inner` is `None`.
+        outer: optional Keras RNN cell for model_a (an object with the Keras
+            cell API: `state_size` and `call(inputs, states)`), e.g.
+            `trained_model_a.get_layer("gru").cell`. It must accept inputs
+            of width `input_size`.
+        inner: optional Keras RNN cell for model_b. It must accept inputs of
+            width `ir_size + output_size`.
+        max_steps: positive int, the cap on `len(Out[i])`. Defaults to 9.
+        decoder_state: `"reset"` or `"carry"` (see the module docstring).
+        stop: default stop criteria: a `sg.StopCriterion`, a list of them
+            ("any of"), or `[]` for the cap alone. Defaults to
+            `sg.StopHead(threshold=0.5)`.
+        **kwargs: passed to `keras.Model` (`name`, ...).
+
+    Call arguments (teacher-forced pass, see `call`):
+        inputs: dict with `"inputs"` `(B, T, input_size)`, `"frames"`
+            `(B, T, max_steps, output_size)` (the true frames, zero padded)
+            and, in `"carry"` mode, `"lengths"` int `(B, T)`.
+
+    Raises:
+        ValueError: for an invalid size, `max_steps`, `cell`,
+            `decoder_state`, or a cell that cannot take its inputs.
+        TypeError: if `outer` / `inner` is not a Keras RNN cell.
+
+    Example:
+
+    >>> model = sg.StreamGen(input_size=3, output_size=2, units=16)
+    >>> for out in model.stream(np.random.rand(5, 3)):
+    ...     print(out.shape)  # (L_i, 2), 0 <= L_i <= 9
+    """
+
+    def __init__(
+        self,
+        input_size,
+        output_size,
+        ir_size=32,
+        units=64,
+        cell="gru",
+        outer=None,
+        inner=None,
+        max_steps=9,
+        decoder_state="reset",
+        stop=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.input_size = _positive_int("input_size", input_size)
+        self.output_size = _positive_int("output_size", output_size)
+        self.ir_size = None if ir_size is None else _positive_int("ir_size", ir_size)
+        self.units = _positive_int("units", units)
+        self.max_steps = _positive_int("max_steps", max_steps)
+        if cell not in CELLS:
+            raise ValueError(
+                "Received an invalid value for argument `cell`, expected one "
+                f"of {sorted(CELLS)}, got {cell!r}."
+            )
+        self.cell = cell
+        if decoder_state not in DECODER_STATES:
+            raise ValueError(
+                "Received an invalid value for argument `decoder_state`, "
+                f"expected 'reset' or 'carry', got {decoder_state!r}."
+            )
+        self.decoder_state = decoder_state
+        self._stop = stopping.normalize_stop(
+            [stopping.StopHead(0.5)] if stop is None else stop
+        )
+
+        self._custom_outer = outer is not None
+        self._custom_inner = inner is not None
+        self.outer_cell = _check_cell("outer", outer) if outer else CELLS[cell](units)
+        self.inner_cell = _check_cell("inner", inner) if inner else CELLS[cell](units)
+        self.outer_state_sizes = _state_sizes(self.outer_cell)
+        self.inner_state_sizes = _state_sizes(self.inner_cell)
+
+        outer_width = _probe_cell("outer", self.outer_cell, self.input_size)
+        if self.ir_size is None:
+            self.ir_projection = None
+            self.ir_width = outer_width
+        else:
+            self.ir_projection = keras.layers.Dense(self.ir_size, name="ir_projection")
+            self.ir_projection.build((None, outer_width))
+            self.ir_width = self.ir_size
+        inner_width = _probe_cell(
+            "inner", self.inner_cell, self.ir_width + self.output_size
+        )
+        self.frame_head = keras.layers.Dense(self.output_size, name="frame_head")
+        self.frame_head.build((None, inner_width))
+        self.stop_head = keras.layers.Dense(1, name="stop_head")
+        self.stop_head.build((None, inner_width))
+        self.state_projections = []
+        if decoder_state == "reset":
+            for index, size in enumerate(self.inner_state_sizes):
+                projection = keras.layers.Dense(
+                    size, activation="tanh", name=f"state_projection_{index}"
+                )
+                projection.build((None, self.ir_width))
+                self.state_projections.append(projection)
+
+        # Whole-sequence wrappers for the teacher-forced pass; they share the
+        # cells (and so the weights) with the step-by-step decoder.
+        self.outer_rnn = keras.layers.RNN(
+            self.outer_cell, return_sequences=True, name="outer_rnn"
+        )
+        self.outer_rnn.build((None, None, self.input_size))
+        self.inner_rnn = keras.layers.RNN(
+            self.inner_cell, return_sequences=True, name="inner_rnn"
+        )
+        self.inner_rnn.build((None, None, self.ir_width + self.output_size))
+        self.built = True
+        self._compiled = decode_lib.CompiledFunctions(self)
+
+    # ------------------------------------------------------------------ #
+    # Building blocks shared by training and decoding.
+    # ------------------------------------------------------------------ #
+    @property
+    def stop(self):
+        """The default stop criteria, a tuple of `sg.StopCriterion`."""
+        return self._stop
+
+    def project_ir(self, outer_output):
+        """`IR = ir_projection(outer_output)`; `(..., outer_units) -> (..., ir_width)`."""
+        if self.ir_projection is None:
+            return outer_output
+        return self.ir_projection(outer_output)
+
+    def initial_inner_state(self, ir):
+        """model_b's state at `j = 0` in `"reset"` mode.
+
+        Args:
+            ir: float tensor `(N, ir_width)`.
+
+        Returns:
+            A list of float tensors `(N, size)`, one per inner state tensor.
+        """
+        return [projection(ir) for projection in self.state_projections]
+
+    def inner_heads(self, inner_output):
+        """Frame and stop logit from model_b's output.
+
+        Args:
+            inner_output: float tensor `(..., inner_units)`.
+
+        Returns:
+            `(frames (..., output_size), stop_logits (...,))`.
+        """
+        frames = self.frame_head(inner_output)
+        stop_logits = self.stop_head(inner_output)[..., 0]
+        return frames, stop_logits
+
+    def get_initial_state(self, batch_size):
+        """Zeros for a fresh stream of `batch_size` rows.
+
+        Returns:
+            `{"outer": [np.ndarray (batch_size, size), ...],
+              "inner": [np.ndarray (batch_size, size), ...]}`. In `"reset"`
+            mode the inner state is recomputed from `IR[i]` at every outer
+            step; it is kept so that every mode has the same state layout.
+        """
+        return {
+            "outer": [np.zeros((batch_size, s), np.float32) for s in self.outer_state_sizes],
+            "inner": [np.zeros((batch_size, s), np.float32) for s in self.inner_state_sizes],
+        }
+
+    # ------------------------------------------------------------------ #
+    # Teacher-forced pass.
+    # ------------------------------------------------------------------ #
+    def call(self, inputs, training=False):
+        """Teacher-forced pass over whole sequences.
+
+        model_b's input at inner step `j` is the *true* frame `j - 1`
+        (zeros at `j = 0`), so every inner step of every outer step is
+        computed at once.
+
+        Args:
+            inputs: dict with
+                `"inputs"`: float `(B, T, input_size)`;
+                `"frames"`: float `(B, T, max_steps, output_size)`, the true
+                frames, zero padded;
+                `"lengths"`: int `(B, T)`, the true lengths (required in
+                `"carry"` mode: inner steps `j > lengths` are masked so that
+                they neither emit nor change the carried state).
+            training: Python bool.
+
+        Returns:
+            dict with `"frames"` `(B, T, max_steps, output_size)` and
+            `"stop_logits"` `(B, T, max_steps)`.
+        """
+        x = tf.convert_to_tensor(inputs["inputs"], tf.float32)  # (B, T, I)
+        targets = tf.convert_to_tensor(inputs["frames"], tf.float32)  # (B, T, M, O)
+        steps = targets.shape[2]
+        if steps is not None and steps != self.max_steps:
+            raise ValueError(
+                f"Expected `frames` padded to max_steps={self.max_steps} inner "
+                f"steps, got shape {tuple(targets.shape)}."
+            )
+        batch, outer_steps = tf.shape(x)[0], tf.shape(x)[1]
+        M, O = self.max_steps, self.output_size
+
+        ir = self.project_ir(self.outer_rnn(x, training=training))  # (B, T, ir)
+        previous = tf.concat(  # (B, T, M, O): frame j - 1, zeros at j = 0
+            [tf.zeros_like(targets[:, :, :1]), targets[:, :, :-1]], axis=2
+        )
+        ir_repeated = tf.repeat(ir[:, :, None, :], M, axis=2)  # (B, T, M, ir)
+        inner_inputs = tf.concat([ir_repeated, previous], axis=-1)  # (B, T, M, ir+O)
+        width = self.ir_width + O
+
+        if self.decoder_state == "reset":
+            flat_inputs = tf.reshape(inner_inputs, [-1, M, width])  # (B*T, M, ir+O)
+            flat_ir = tf.reshape(ir, [-1, self.ir_width])  # (B*T, ir)
+            hidden = self.inner_rnn(
+                flat_inputs,
+                initial_state=self.initial_inner_state(flat_ir),
+                training=training,
+            )  # (B*T, M, units)
+        else:
+            if inputs.get("lengths") is None:
+                raise ValueError(
+                    "The teacher-forced pass of a model with "
+                    "decoder_state='carry' needs `lengths` (B, T) in its inputs."
+                )
+            lengths = tf.cast(inputs["lengths"], tf.int32)  # (B, T)
+            # Inner step j of outer step t runs iff j <= len (the STOP step
+            # runs too): the state carried to t + 1 is exactly the state
+            # that free-running decoding hands on.
+            runs = tf.range(M)[None, None, :] <= lengths[:, :, None]  # (B, T, M)
+            hidden = self.inner_rnn(
+                tf.reshape(inner_inputs, [batch, -1, width]),  # (B, T*M, ir+O)
+                mask=tf.reshape(runs, [batch, -1]),
+                training=training,
+            )  # (B, T*M, units)
+        hidden = tf.reshape(hidden, [batch, outer_steps, M, -1])  # (B, T, M, units)
+        frames, stop_logits = self.inner_heads(hidden)
+        return {"frames": frames, "stop_logits": stop_logits}
+
+    # ------------------------------------------------------------------ #
+    # Decoding.
+    # ------------------------------------------------------------------ #
+    def open_stream(self, stop=None, max_steps=None, jit_compile=False):
+        """Opens a `sg.Stream`: state holder for step-by-step decoding.
+
+        Args:
+            stop: stop criteria for this stream; `None` uses the model's.
+            max_steps: optional int in `[1, self.max_steps]`, a lower cap.
+            jit_compile: compile the step with XLA.
+
+        Returns:
+            A `sg.Stream`.
+        """
+        return Stream(self, stop=stop, max_steps=max_steps, jit_compile=jit_compile)
+
+    def stream(self, inputs, stop=None, max_steps=None, jit_compile=False):
+        """Yields `Out[i]` for each input as soon as it is decoded.
+
+        Args:
+            inputs: any iterable of inputs, consumed lazily: each an array
+                `(input_size,)` or `(B, input_size)`.
+            stop, max_steps, jit_compile: as in `open_stream`.
+
+        Yields:
+            For a 1-D input, an `np.ndarray (L_i, output_size)`; for a 2-D
+            input, a list of `B` such arrays.
+        """
+        return self.open_stream(stop, max_steps, jit_compile).feed(inputs)
+
+    def decode(self, x, stop=None, lengths=None, max_steps=None):
+        """Decodes whole sequences, the outer loop running inside the graph.
+
+        Row by row, the result equals what `stream` yields for the same
+        inputs.
+
+        Args:
+            x: float array `(B, T, input_size)`.
+            stop: stop criteria for this call; `None` uses the model's.
+            lengths: optional int array `(B, T)` in `[0, max_steps]` that
+                forces every `len(Out[i])` and ignores the stop criteria.
+            max_steps: optional int in `[1, self.max_steps]`, a lower cap.
+
+        Returns:
+            A `tf.RaggedTensor` of shape `(B, T, None, output_size)`.
+
+        Raises:
+            ValueError: for a wrong shape, non-finite values, or `lengths`
+                outside `[0, max_steps]`.
+        """
+        return decode_lib.decode(self, x, stop=stop, lengths=lengths, max_steps=max_steps)
+
+    # ------------------------------------------------------------------ #
+    # Serialization.
+    # ------------------------------------------------------------------ #
+    def get_config(self):
+        base_config = super().get_config()
+        config = {
+            "input_size": self.input_size,
+            "output_size": self.output_size,
+            "ir_size": self.ir_size,
+            "units": self.units,
+            "cell": self.cell,
+            "outer": _serialize_or_none(self.outer_cell, self._custom_outer),
+            "inner": _serialize_or_none(self.inner_cell, self._custom_inner),
+            "max_steps": self.max_steps,
+            "decoder_state": self.decoder_state,
+            "stop": [keras.saving.serialize_keras_object(c) for c in self._stop],
+        }
+        return {**base_config, **config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("outer", "inner"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        config["stop"] = stopping.normalize_stop(config.get("stop", []))
+        return cls(**config)
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            f"positive integer, got {value!r}."
+        )
+    return int(value)
+
+
+def _check_cell(name, cell):
+    if not (hasattr(cell, "state_size") and callable(cell)):
+        raise TypeError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            "Keras RNN cell (an object with `state_size` and "
+            f"`call(inputs, states)`), got {cell!r}."
+        )
+    return cell
+
+
+def _state_sizes(cell):
+    """`cell.state_size` as a list of ints."""
+    sizes = cell.state_size
+    sizes = list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
+    return [int(s) for s in sizes]
+
+
+def _probe_cell(name, cell, width):
+    """Runs `cell` once on zeros (building it); returns its output width."""
+    states = [tf.zeros((1, s)) for s in _state_sizes(cell)]
+    try:
+        output, _ = cell(tf.zeros((1, width)), states)
+    except Exception as error:  # any failure means "wrong cell for this place"
+        raise ValueError(
+            f"The `{name}` cell cannot take inputs of width {width}: {error}"
+        ) from error
+    return int(output.shape[-1])
+
+
+def _serialize_or_none(cell, custom):
+    return keras.saving.serialize_keras_object(cell) if custom else None

@@ -1,0 +1,208 @@
+"""Stop criteria: small serializable objects that end an `Out[i]`.
+
+At inner step `j` the decoder produces a frame `y[i, j]` and a stop logit.
+Every criterion looks at them and answers, per row, "is step `j` the STOP
+token?". Any criterion that fires ends the row: step `j` is not emitted and
+`len(Out[i]) == j`. The cap `max_steps` is not a criterion: it always holds,
+beside whatever criteria are active.
+
+A criterion is split like a KerasHub sampler policy: the *kind* (the class and
+any structural option such as `mode`) decides which graph is compiled, while
+the `threshold` is fed to the compiled step as a tensor, so changing a
+threshold at inference time neither retrains nor retraces.
+"""
+
+import math
+
+import keras
+
+from streamgen._quiet import import_tensorflow
+
+tf = import_tensorflow()
+
+
+@keras.saving.register_keras_serializable(package="streamgen")
+class StopCriterion:
+    """Base class of stop criteria.
+
+    Subclasses implement `fires(frame, stop_logit, threshold)` with TensorFlow
+    ops and return a boolean `(batch,)` tensor. Everything in `get_config()`
+    except `threshold` is part of the criterion's *kind* (see `kind()`), and a
+    new kind compiles a new decoding graph; thresholds do not.
+
+    Args:
+        threshold: A finite or infinite float (not NaN).
+    """
+
+    def __init__(self, threshold):
+        self.threshold = _check_threshold(threshold, type(self).__name__)
+
+    def fires(self, frame, stop_logit, threshold):
+        """Whether this inner step is the STOP token, per row.
+
+        Args:
+            frame: float tensor `(batch, output_size)`, the frame `y[i, j]`.
+            stop_logit: float tensor `(batch,)`, the stop head's logit.
+            threshold: float scalar tensor, this criterion's threshold.
+
+        Returns:
+            A bool tensor of shape `(batch,)`.
+        """
+        raise NotImplementedError
+
+    def kind(self):
+        """A hashable key of everything but the threshold."""
+        config = {k: v for k, v in self.get_config().items() if k != "threshold"}
+        return (type(self).__name__, tuple(sorted(config.items())))
+
+    def get_config(self):
+        return {"threshold": self.threshold}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash((self.kind(), self.threshold))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="streamgen")
+class StopHead(StopCriterion):
+    """STOP when the learned stop head's probability exceeds `threshold`.
+
+    `p[i, j] = sigmoid(stop_logit)`; the step is the STOP token when
+    `p > threshold`. A threshold of 1.0 never fires.
+
+    Args:
+        threshold: float in `[0, 1]`. Defaults to 0.5.
+
+    Example:
+
+    >>> sg.StopHead(threshold=0.7)
+    StopHead(threshold=0.7)
+    """
+
+    def __init__(self, threshold=0.5):
+        super().__init__(threshold)
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(
+                "Received an invalid value for argument `threshold` of "
+                f"StopHead, expected a probability in [0, 1], got {threshold!r}."
+            )
+
+    def fires(self, frame, stop_logit, threshold):
+        return tf.sigmoid(stop_logit) > threshold
+
+
+@keras.saving.register_keras_serializable(package="streamgen")
+class L2Norm(StopCriterion):
+    """STOP on the L2 norm of the frame.
+
+    With `mode="above"` the step is the STOP token when
+    `||y[i, j]||_2 > threshold`; with `mode="below"`, when it is
+    `< threshold`. `L2Norm(0.0, "above")` stops every row at once (only
+    empty outputs); `L2Norm(float("inf"))` never fires.
+
+    Args:
+        threshold: non-negative float, may be `inf`. Defaults to 3.0.
+        mode: `"above"` or `"below"`.
+    """
+
+    def __init__(self, threshold=3.0, mode="above"):
+        super().__init__(threshold)
+        if self.threshold < 0:
+            raise ValueError(
+                "Received an invalid value for argument `threshold` of L2Norm, "
+                f"expected a non-negative number, got {threshold!r}."
+            )
+        if mode not in ("above", "below"):
+            raise ValueError(
+                "Received an invalid value for argument `mode` of L2Norm, "
+                f"expected 'above' or 'below', got {mode!r}."
+            )
+        self.mode = mode
+
+    def fires(self, frame, stop_logit, threshold):
+        norm = tf.norm(frame, axis=-1)  # (B,)
+        return norm > threshold if self.mode == "above" else norm < threshold
+
+    def get_config(self):
+        return {"threshold": self.threshold, "mode": self.mode}
+
+
+def normalize_stop(stop):
+    """Turns a `stop=` argument into a tuple of `StopCriterion`.
+
+    Args:
+        stop: a `StopCriterion`, a list/tuple of them ("any of"), `[]` (the
+            cap alone), or a serialized criterion / list of them (from a
+            config).
+
+    Returns:
+        A tuple of `StopCriterion` instances.
+
+    Raises:
+        TypeError: if an element is not a stop criterion.
+    """
+    if isinstance(stop, (StopCriterion, dict)):
+        stop = [stop]
+    if not isinstance(stop, (list, tuple)):
+        raise TypeError(
+            "Received an invalid value for argument `stop`, expected a stop "
+            "criterion (e.g. sg.StopHead(0.5)), a list of them, or [], "
+            f"got {stop!r}."
+        )
+    criteria = []
+    for item in stop:
+        if isinstance(item, dict):
+            item = keras.saving.deserialize_keras_object(item)
+        if not isinstance(item, StopCriterion):
+            raise TypeError(
+                "Received an invalid element in argument `stop`, expected a "
+                f"stop criterion such as sg.StopHead or sg.L2Norm, got {item!r}."
+            )
+        criteria.append(item)
+    return tuple(criteria)
+
+
+def criteria_kind(criteria):
+    """The compile key of a tuple of criteria: their kinds, in order."""
+    return tuple(c.kind() for c in criteria)
+
+
+def any_fires(criteria, frame, stop_logit, thresholds):
+    """Whether any criterion fires, per row.
+
+    Args:
+        criteria: tuple of `StopCriterion`.
+        frame: float tensor `(batch, output_size)`.
+        stop_logit: float tensor `(batch,)`.
+        thresholds: float tensor `(len(criteria),)`, in the same order.
+
+    Returns:
+        A bool tensor `(batch,)`; all False when `criteria` is empty.
+    """
+    fired = tf.zeros_like(stop_logit, dtype=tf.bool)
+    for index, criterion in enumerate(criteria):
+        fired = fired | criterion.fires(frame, stop_logit, thresholds[index])
+    return fired
+
+
+def _check_threshold(threshold, owner):
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(threshold, bool) or math.isnan(value):
+        raise ValueError(
+            f"Received an invalid value for argument `threshold` of {owner}, "
+            f"expected a number, got {threshold!r}."
+        )
+    return value

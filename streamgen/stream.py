@@ -1,0 +1,178 @@
+"""`Stream`: the carried state of a `StreamGen` and a generator over inputs.
+
+The outer loop is plain Python: each `step` is one call of the compiled
+outer step (model_a's cell, then model_b's whole inner loop), numpy in and
+numpy out. The state is a small nest of numpy arrays that can be read,
+stored and restored:
+
+    {"outer": [np.ndarray (B, size), ...], "inner": [np.ndarray (B, size), ...]}
+"""
+
+import numpy as np
+
+from streamgen import decode as decode_lib
+from streamgen._quiet import import_tensorflow
+
+tf = import_tensorflow()
+
+
+class Stream:
+    """Step-by-step decoding with explicit, restorable state.
+
+    Made by `StreamGen.open_stream()`. A fresh (or `reset`) stream takes its
+    batch size from the first input: `x` of shape `(input_size,)` is one
+    stream (batch 1), `(B, input_size)` is `B` streams stepped together,
+    each row stopping on its own. Later inputs must keep that batch size.
+
+    Args:
+        model: a `sg.StreamGen`.
+        stop: stop criteria for this stream; `None` uses the model's.
+        max_steps: optional int in `[1, model.max_steps]`, a lower cap.
+        jit_compile: compile the step with XLA.
+
+    Example:
+
+    >>> s = model.open_stream(stop=[sg.StopHead(0.7), sg.L2Norm(2.0)])
+    >>> out = s.step(np.zeros(3))   # np.ndarray (L_0, output_size)
+    >>> saved = s.get_state()
+    >>> a = s.step(x1); s.set_state(saved); b = s.step(x1)   # a == b
+    """
+
+    def __init__(self, model, stop=None, max_steps=None, jit_compile=False):
+        self.model = model
+        self.criteria = decode_lib.resolve_stop(model, stop)
+        self.max_steps = decode_lib.resolve_cap(model, max_steps)
+        self._thresholds = tf.constant(
+            [c.threshold for c in self.criteria], tf.float32, shape=[len(self.criteria)]
+        )
+        self._cap = tf.constant(self.max_steps, tf.int32)
+        self._step = model._compiled.step(self.criteria, jit_compile)
+        self.reset()
+
+    @property
+    def batch_size(self):
+        """Rows in the current state; `None` before the first step."""
+        return self._batch_size
+
+    def reset(self):
+        """Returns to the initial state (the batch size is free again)."""
+        self._state = None
+        self._batch_size = None
+        self._fresh = True
+
+    def get_state(self):
+        """The carried state, as a nest of numpy arrays (copies).
+
+        Returns:
+            `{"outer": [...], "inner": [...]}`, each array `(B, size)`.
+            Before the first step, the initial state for one row.
+        """
+        state = self._state or self.model.get_initial_state(self._batch_size or 1)
+        return {key: [np.array(a, copy=True) for a in arrays] for key, arrays in state.items()}
+
+    def set_state(self, state):
+        """Restores a state from `get_state()`; decoding resumes exactly.
+
+        Args:
+            state: `{"outer": [...], "inner": [...]}` with the shapes
+                `get_state()` returns (any batch size, the same for all).
+
+        Raises:
+            ValueError: if the nest or a shape does not match this model.
+        """
+        expected = self.model.get_initial_state(1)
+        if not isinstance(state, dict) or set(state) != set(expected):
+            raise ValueError(
+                "Received an invalid value for argument `state`, expected a "
+                f"dict with keys {sorted(expected)}, got {_describe(state)}."
+            )
+        restored, batch = {}, None
+        for key, templates in expected.items():
+            arrays = state[key]
+            if not isinstance(arrays, (list, tuple)) or len(arrays) != len(templates):
+                raise ValueError(
+                    f"Received an invalid value for argument `state`: "
+                    f"state[{key!r}] must be a list of {len(templates)} arrays, "
+                    f"got {_describe(arrays)}."
+                )
+            restored[key] = []
+            for index, (array, template) in enumerate(zip(arrays, templates)):
+                array = np.asarray(array, np.float32)
+                batch = array.shape[0] if batch is None and array.ndim == 2 else batch
+                if array.shape != (batch, template.shape[1]):
+                    raise ValueError(
+                        f"Received an invalid value for argument `state`: "
+                        f"state[{key!r}][{index}] must have shape "
+                        f"({batch if batch is not None else 'batch'}, "
+                        f"{template.shape[1]}), got {array.shape}."
+                    )
+                restored[key].append(array.copy())
+        self._state = restored
+        self._batch_size = batch
+        self._fresh = False
+
+    def step(self, x, decode=True):
+        """Consumes one input and returns `Out[i]`.
+
+        Args:
+            x: float array `(input_size,)` or `(B, input_size)`.
+            decode: bool, or bool array `(B,)`: where False, model_b is
+                skipped for this step (model_a still advances) and `Out[i]`
+                has length 0.
+
+        Returns:
+            For 1-D `x`, an `np.ndarray (L_i, output_size)`; for 2-D `x`, a
+            list of `B` such arrays.
+
+        Raises:
+            ValueError: wrong width or batch size, or non-finite values.
+        """
+        array = decode_lib.check_inputs(self.model, x, "x", ndim=(1, 2))
+        rows = array[None] if array.ndim == 1 else array  # (B, I)
+        batch = rows.shape[0]
+        if self._batch_size is not None and batch != self._batch_size and not self._fresh:
+            raise ValueError(
+                f"Received an input batch of {batch} rows, but this stream "
+                f"carries state for {self._batch_size}; call reset() or "
+                "set_state() to change the batch size."
+            )
+        if self._state is None or (self._fresh and batch != self._batch_size):
+            self._state = self.model.get_initial_state(batch)
+        decode_rows = np.broadcast_to(np.asarray(decode, bool), (batch,))
+        frames, lengths, outer, inner = self._step(
+            rows,
+            self._state["outer"],
+            self._state["inner"],
+            decode_rows,
+            np.full((batch,), self.model.max_steps, np.int32),
+            self._thresholds,
+            self._cap,
+        )
+        self._state = {
+            "outer": [s.numpy() for s in outer],
+            "inner": [s.numpy() for s in inner],
+        }
+        self._batch_size = batch
+        self._fresh = False
+        frames, lengths = frames.numpy(), lengths.numpy()
+        outs = [frames[b, : lengths[b]] for b in range(batch)]
+        return outs[0] if array.ndim == 1 else outs
+
+    def feed(self, inputs):
+        """Yields `step(x)` for each `x` of an iterable, lazily.
+
+        Args:
+            inputs: any iterable (a list, an array's rows, a file parser,
+                a socket reader); each element is consumed only when the
+                previous `Out[i]` has been yielded.
+
+        Yields:
+            What `step` returns, one per input.
+        """
+        for x in inputs:
+            yield self.step(x)
+
+
+def _describe(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
