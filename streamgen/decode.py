@@ -11,6 +11,8 @@ function convertible to LiteRT and compilable by XLA.
 inputs, so changing them does not retrace).
 """
 
+import functools
+
 import numpy as np
 
 from streamgen import stopping
@@ -151,14 +153,10 @@ class CompiledFunctions:
         """The compiled `outer_step` for these criteria kinds."""
         key = ("step", stopping.criteria_kind(criteria), bool(jit_compile))
         if key not in self._functions:
-            model = self._model
-
-            def step(x, outer_state, inner_state, decode, stop_at, thresholds, cap):
-                return outer_step(model, criteria, x, outer_state, inner_state,
-                                  decode, stop_at, thresholds, cap)
-
+            # A partial (not a closure) keeps TensorFlow's "frequent
+            # retracing" warning per model instead of per code object.
             self._functions[key] = tf.function(
-                step,
+                functools.partial(outer_step, self._model, criteria),
                 input_signature=self._step_signature(len(criteria)),
                 jit_compile=bool(jit_compile),
                 reduce_retracing=True,
@@ -170,12 +168,8 @@ class CompiledFunctions:
         key = ("sequences", stopping.criteria_kind(criteria))
         if key not in self._functions:
             model = self._model
-
-            def sequences(x, stop_at, thresholds, cap):
-                return decode_sequences(model, criteria, x, stop_at, thresholds, cap)
-
             self._functions[key] = tf.function(
-                sequences,
+                functools.partial(decode_sequences, model, criteria),
                 input_signature=(
                     tf.TensorSpec([None, None, model.input_size], tf.float32),
                     tf.TensorSpec([None, None], tf.int32),
