@@ -3,22 +3,75 @@
 An outer recurrent model (model_a) takes one input at a time and keeps its
 state; for each outer step an inner decoder (model_b) emits a short,
 variable-length `Out[i]`, ended by a STOP decision or a cap.
+
+The names below are exported lazily (PEP 562): `import streamgen` does not
+import TensorFlow, the first use of a name that needs it does (quietly), and
+`sg.LiteStream` runs a `.tflite` export on numpy and ai-edge-litert alone.
+To add a public name, add it to `_EXPORTS` (not as an import here).
 """
 
-from streamgen._quiet import import_tensorflow
+import importlib
+import sys
 
-import_tensorflow()  # before anything else imports TensorFlow: keeps stderr clean
+from streamgen import _quiet
 
-from streamgen.model import StreamGen  # noqa: E402
-from streamgen.stopping import L2Norm, StopCriterion, StopHead  # noqa: E402
-from streamgen.stream import Stream  # noqa: E402
+_quiet.install()  # TensorFlow / Keras import quietly, whoever imports them first
 
 __version__ = "0.1.0"
 
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "L2Norm": "streamgen.stopping",
+    "LiteStream": "streamgen.lite",
+    "StopCriterion": "streamgen.stopping",
+    "StopHead": "streamgen.stopping",
+    "Stream": "streamgen.stream",
+    "StreamGen": "streamgen.model",
+    "evaluate": "streamgen.train",
+    "load_default": "streamgen.default",
+    "load_jsonl": "streamgen.data",
+    "make_dataset": "streamgen.data",
+    "save_jsonl": "streamgen.data",
+}
+_WITHOUT_TENSORFLOW = {"streamgen.lite"}
+
 __all__ = [
     "L2Norm",
+    "LiteStream",
     "StopCriterion",
     "StopHead",
     "Stream",
     "StreamGen",
+    "evaluate",
+    "load_default",
+    "load_jsonl",
+    "make_dataset",
+    "save_jsonl",
 ]
+
+
+def __getattr__(name):
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'streamgen' has no attribute {name!r}")
+    if module_name not in _WITHOUT_TENSORFLOW:
+        _quiet.import_tensorflow()
+        # Registers every Keras class of streamgen, so that
+        # `keras.saving.load_model` finds them once any name is used.
+        importlib.import_module("streamgen.model")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if "keras" in sys.modules or "tensorflow" in sys.modules:
+    # TensorFlow is loaded anyway: import eagerly, which also registers the
+    # Keras classes for a `keras.saving.load_model` right after this import.
+    for _name, _module in _EXPORTS.items():
+        if _module not in _WITHOUT_TENSORFLOW:
+            __getattr__(_name)
+    del _name, _module

@@ -6,6 +6,12 @@ TensorFlow 2.21 writes absl log lines ("oneDNN custom operations are on",
 We set the variable (for later messages) and point fd 2 at `/dev/null`
 for the duration of the import only. If TensorFlow is already imported this
 is a no-op; an import error is re-raised after stderr is restored.
+
+`install()` (called by `streamgen/__init__.py`) puts a finder on
+`sys.meta_path` that does the same for whoever first imports `tensorflow` or
+`keras`: `import streamgen` itself no longer imports TensorFlow (so that
+`streamgen.lite` runs without it), and `import streamgen; import keras`
+stays as quiet as it was. Nothing in this module imports TensorFlow.
 """
 
 import os
@@ -34,3 +40,72 @@ def import_tensorflow():
         os.close(saved)
         os.close(devnull)
     return tensorflow
+
+
+class _QuietLoader:
+    """Wraps a module loader; its `exec_module` runs with fd 2 silenced."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        try:
+            with silenced_fd2():
+                self._loader.exec_module(module)
+        finally:  # later look-ups see the real loader
+            module.__loader__ = self._loader
+            if module.__spec__ is not None:
+                module.__spec__.loader = self._loader
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class _QuietFinder:
+    """A `sys.meta_path` finder that makes the first import of TensorFlow
+    (or Keras, which imports it) quiet, whoever imports it and in whatever
+    order: `import streamgen` no longer imports TensorFlow itself (so that
+    `streamgen.lite` runs without it), and `import streamgen; import keras`
+    must stay as quiet as it was."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in ("tensorflow", "keras") or fullname in sys.modules:
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def install():
+    """Installs `_QuietFinder` once (idempotent)."""
+    if not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietFinder())
+
+
+class silenced_fd2:
+    """Context manager: fd 2 points at /dev/null (no-op without an fd 2)."""
+
+    def __enter__(self):
+        self._saved = None
+        try:
+            sys.stderr.flush()
+            self._saved = os.dup(2)
+        except (OSError, ValueError):  # no usable fd 2 (embedded interpreters)
+            return self
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+        return False

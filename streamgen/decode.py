@@ -1,7 +1,7 @@
 """Compiled decoding: one outer step, and whole sequences.
 
 `outer_step` is the whole per-input computation: model_a's cell once, then
-model_b's inner loop with its stop checks, a per-row `finished` mask and an
+model_b's inner loop with its stop checks, a per-row `running` mask and an
 early exit once every row has stopped. Frames are written into a fixed-size
 buffer `(B, max_steps, output_size)` (no `TensorArray`), which keeps the
 function convertible to LiteRT and compilable by XLA.
@@ -16,6 +16,7 @@ import functools
 import numpy as np
 
 from streamgen import stopping
+from streamgen._checks import check_inputs, check_lengths, resolve_cap  # noqa: F401
 from streamgen._quiet import import_tensorflow
 
 tf = import_tensorflow()
@@ -36,7 +37,8 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
             (`len(Out[i]) == 0`, inner state unchanged).
         stop_at: int32 tensor `(B,)`; forces the STOP token at inner step
             `stop_at` (the step runs but is not emitted). `max_steps` or more
-            means "not forced".
+            means "not forced"; `None` (at trace time) leaves it out of the
+            graph.
         thresholds: float tensor `(len(criteria),)`.
         cap: int32 scalar tensor in `[0, max_steps]`: no inner step `j >= cap`
             runs.
@@ -57,44 +59,51 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
     else:
         start_state = list(inner_state)
 
-    def cond(j, finished, previous, state, frames, lengths):
-        return (j < cap) & ~tf.reduce_all(finished)
+    # Loop invariants, hoisted: the body is run up to M times per call, and
+    # at batch 1 its cost is the number of ops in it, not their size.
+    cap = tf.minimum(cap, M)  # the hard bound beside the stop condition
+    limits = [thresholds[k] for k in range(len(criteria))]
+    slots = tf.constant(np.eye(M, dtype=np.float32)[:, None, :, None])  # (M, 1, M, 1)
 
-    def body(j, finished, previous, state, frames, lengths):
+    def cond(j, running, previous, state, frames, lengths):
+        return (j < cap) & tf.reduce_any(running)
+
+    def body(j, running, previous, state, frames, lengths):
+        # `running`: rows for which inner step j runs (not yet stopped).
         inner_input = tf.concat([ir, previous], axis=-1)  # (B, ir + O)
         output, new_state = model.inner_cell(inner_input, list(state))
         frame, stop_logit = model.inner_heads(output)  # (B, O), (B,)
-        stop = stopping.any_fires(criteria, frame, stop_logit, thresholds)
-        stop = stop | (j == stop_at)
-        running = ~finished  # rows for which step j runs
-        emit = running & ~stop  # rows for which step j is a frame
-        slot = tf.cast(tf.range(M) == j, frame.dtype)  # (M,) one-hot of j
-        frames += slot[None, :, None] * tf.where(emit[:, None], frame, 0.0)[:, None, :]
-        lengths += tf.cast(emit, tf.int32)
-        state = [
-            tf.where(running[:, None], new, old)
-            for new, old in zip(_as_list(new_state), state)
-        ]
-        previous = tf.where(running[:, None], frame, previous)
-        return j + 1, finished | stop, previous, state, frames, lengths
+        stops = [criterion.fires(frame, stop_logit, limit)  # each (B,)
+                 for criterion, limit in zip(criteria, limits)]
+        if stop_at is not None:
+            stops.append(j == stop_at)  # the forced STOP
+        emit = running  # rows for which step j is a frame: no STOP fired
+        if stops:
+            emit = running & ~functools.reduce(tf.logical_or, stops)
+        lengths = tf.where(emit, j + 1, lengths)
+        # `expand_dims`, not `[:, None]`, which costs two LiteRT ops.
+        emitted = tf.where(tf.expand_dims(emit, 1), frame, 0.0)  # (B, O)
+        # Slot j of the buffer: a broadcast multiply-add, cheaper than a
+        # broadcast select on large batches.
+        frames += tf.gather(slots, j) * tf.expand_dims(emitted, 1)  # (B, M, O)
+        rows = tf.expand_dims(running, 1)  # (B, 1)
+        state = [tf.where(rows, new, old) for new, old in zip(_as_list(new_state), state)]
+        # A stopped row never runs again, so its `previous` is never read.
+        return j + 1, emit, frame, state, frames, lengths
 
     loop_vars = (
         tf.constant(0),
-        ~tf.cast(decode, tf.bool),  # finished: rows not decoded end at once
+        tf.cast(decode, tf.bool),  # rows not decoded end at once
         tf.zeros([batch, model.output_size]),  # previous frame, zeros at j = 0
         start_state,
         tf.zeros([batch, M, model.output_size]),
         tf.zeros([batch], tf.int32),
     )
-    _, _, _, end_state, frames, lengths = tf.while_loop(
-        cond, body, loop_vars, maximum_iterations=M
-    )
+    _, _, _, end_state, frames, lengths = tf.while_loop(cond, body, loop_vars)
     if model.decoder_state == "reset":
         # Rows that were not decoded keep their previous inner state too.
-        end_state = [
-            tf.where(decode[:, None], new, old)
-            for new, old in zip(end_state, inner_state)
-        ]
+        decoded = tf.expand_dims(tf.cast(decode, tf.bool), 1)  # (B, 1)
+        end_state = [tf.where(decoded, new, old) for new, old in zip(end_state, inner_state)]
     return frames, lengths, outer_state, end_state
 
 
@@ -148,6 +157,7 @@ class CompiledFunctions:
     def __init__(self, model):
         self._model = model
         self._functions = {}
+        self._concrete = {}
 
     def step(self, criteria, jit_compile=False):
         """The compiled `outer_step` for these criteria kinds."""
@@ -162,6 +172,19 @@ class CompiledFunctions:
                 reduce_retracing=True,
             )
         return self._functions[key]
+
+    def step_concrete(self, criteria, jit_compile=False):
+        """`step(criteria, jit_compile)` as its one concrete function.
+
+        The signature already fixes every shape up to the batch size, so
+        this is the same (single) trace; calling it directly skips the
+        `tf.function` dispatch (argument binding and trace lookup), which
+        costs more than the whole step of a small model.
+        """
+        key = ("concrete", stopping.criteria_kind(criteria), bool(jit_compile))
+        if key not in self._concrete:
+            self._concrete[key] = self.step(criteria, jit_compile).get_concrete_function()
+        return self._concrete[key]
 
     def sequences(self, criteria):
         """The compiled `decode_sequences` for these criteria kinds."""
@@ -222,74 +245,6 @@ def decode(model, x, stop=None, lengths=None, max_steps=None):
 def resolve_stop(model, stop):
     """`stop=None` -> the model's criteria; else normalized."""
     return model.stop if stop is None else stopping.normalize_stop(stop)
-
-
-def resolve_cap(model, max_steps):
-    """A runtime cap in `[1, model.max_steps]`; `None` -> the model's."""
-    if max_steps is None:
-        return model.max_steps
-    if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
-            or not 1 <= max_steps <= model.max_steps):
-        raise ValueError(
-            "Received an invalid value for argument `max_steps`, expected an "
-            f"integer in [1, {model.max_steps}] (the trained cap), got {max_steps!r}."
-        )
-    return int(max_steps)
-
-
-def check_inputs(model, x, name, ndim):
-    """Validates inputs and returns them as a float32 array.
-
-    Raises:
-        ValueError: wrong rank, wrong width, or non-finite values.
-    """
-    try:
-        array = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"Received an invalid value for argument `{name}`, expected an "
-            f"array of numbers: {error}"
-        ) from None
-    if array.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
-        raise ValueError(
-            f"Received an invalid value for argument `{name}`, expected "
-            f"{_rank_text(ndim)} array with last dimension "
-            f"input_size={model.input_size}, got shape {array.shape}."
-        )
-    if array.shape[-1] != model.input_size:
-        raise ValueError(
-            f"Received an invalid value for argument `{name}`, expected last "
-            f"dimension input_size={model.input_size}, got shape {array.shape}."
-        )
-    if not np.all(np.isfinite(array)):
-        where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
-        raise ValueError(
-            f"Received an invalid value for argument `{name}`: it holds a "
-            f"non-finite value ({array[where]}) at index {where}."
-        )
-    return array
-
-
-def check_lengths(model, lengths, shape):
-    """Validates forced lengths; returns them as int32 `(B, T)`."""
-    array = np.asarray(lengths)
-    if array.shape != tuple(shape) or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(
-            "Received an invalid value for argument `lengths`, expected an "
-            f"integer array of shape {tuple(shape)}, got {array.dtype} {array.shape}."
-        )
-    if array.size and (array.min() < 0 or array.max() > model.max_steps):
-        raise ValueError(
-            "Received an invalid value for argument `lengths`, expected values "
-            f"in [0, max_steps={model.max_steps}], got min {array.min()} and "
-            f"max {array.max()}."
-        )
-    return array.astype(np.int32)
-
-
-def _rank_text(ndim):
-    ranks = (ndim,) if isinstance(ndim, int) else ndim
-    return " or ".join(f"a {n}-D" for n in ranks)
 
 
 def _as_list(state):

@@ -2,14 +2,15 @@
 
 The outer loop is plain Python: each `step` is one call of the compiled
 outer step (model_a's cell, then model_b's whole inner loop), numpy in and
-numpy out. The state is a small nest of numpy arrays that can be read,
-stored and restored:
+numpy out; between steps the state stays a tensor. `get_state` gives it as a
+small nest of numpy arrays that can be stored and restored:
 
     {"outer": [np.ndarray (B, size), ...], "inner": [np.ndarray (B, size), ...]}
 """
 
 import numpy as np
 
+from streamgen import _checks
 from streamgen import decode as decode_lib
 from streamgen._quiet import import_tensorflow
 
@@ -46,7 +47,8 @@ class Stream:
             [c.threshold for c in self.criteria], tf.float32, shape=[len(self.criteria)]
         )
         self._cap = tf.constant(self.max_steps, tf.int32)
-        self._step = model._compiled.step(self.criteria, jit_compile)
+        self._step = model._compiled.step_concrete(self.criteria, jit_compile)
+        self._constants = {}  # batch -> (decode all True, stop_at), as tensors
         self.reset()
 
     @property
@@ -68,7 +70,10 @@ class Stream:
             Before the first step, the initial state for one row.
         """
         state = self._state or self.model.get_initial_state(self._batch_size or 1)
-        return {key: [np.array(a, copy=True) for a in arrays] for key, arrays in state.items()}
+        return {
+            key: [np.array(a, np.float32, copy=True) for a in arrays]
+            for key, arrays in state.items()
+        }
 
     def set_state(self, state):
         """Restores a state from `get_state()`; decoding resumes exactly.
@@ -80,33 +85,10 @@ class Stream:
         Raises:
             ValueError: if the nest or a shape does not match this model.
         """
-        expected = self.model.get_initial_state(1)
-        if not isinstance(state, dict) or set(state) != set(expected):
-            raise ValueError(
-                "Received an invalid value for argument `state`, expected a "
-                f"dict with keys {sorted(expected)}, got {_describe(state)}."
-            )
-        restored, batch = {}, None
-        for key, templates in expected.items():
-            arrays = state[key]
-            if not isinstance(arrays, (list, tuple)) or len(arrays) != len(templates):
-                raise ValueError(
-                    f"Received an invalid value for argument `state`: "
-                    f"state[{key!r}] must be a list of {len(templates)} arrays, "
-                    f"got {_describe(arrays)}."
-                )
-            restored[key] = []
-            for index, (array, template) in enumerate(zip(arrays, templates)):
-                array = np.asarray(array, np.float32)
-                batch = array.shape[0] if batch is None and array.ndim == 2 else batch
-                if array.shape != (batch, template.shape[1]):
-                    raise ValueError(
-                        f"Received an invalid value for argument `state`: "
-                        f"state[{key!r}][{index}] must have shape "
-                        f"({batch if batch is not None else 'batch'}, "
-                        f"{template.shape[1]}), got {array.shape}."
-                    )
-                restored[key].append(array.copy())
+        restored, batch = _checks.check_state(state, {
+            "outer": self.model.outer_state_sizes,
+            "inner": self.model.inner_state_sizes,
+        })
         self._state = restored
         self._batch_size = batch
         self._fresh = False
@@ -127,36 +109,37 @@ class Stream:
         Raises:
             ValueError: wrong width or batch size, or non-finite values.
         """
-        array = decode_lib.check_inputs(self.model, x, "x", ndim=(1, 2))
+        array = _checks.check_inputs(self.model, x, "x", ndim=(1, 2))
         rows = array[None] if array.ndim == 1 else array  # (B, I)
         batch = rows.shape[0]
-        if self._batch_size is not None and batch != self._batch_size and not self._fresh:
-            raise ValueError(
-                f"Received an input batch of {batch} rows, but this stream "
-                f"carries state for {self._batch_size}; call reset() or "
-                "set_state() to change the batch size."
-            )
+        _checks.check_batch(batch, self._batch_size, self._fresh)
         if self._state is None or (self._fresh and batch != self._batch_size):
             self._state = self.model.get_initial_state(batch)
-        decode_rows = np.broadcast_to(np.asarray(decode, bool), (batch,))
+        # Hot path: one call of the concrete function; the constant inputs
+        # are tensors made once per batch size, and the state stays a tensor
+        # from one step to the next (numpy only in `get_state`).
+        constants = self._constants.get(batch)
+        if constants is None:
+            constants = self._constants[batch] = (
+                tf.ones([batch], tf.bool),
+                tf.fill([batch], tf.constant(self.model.max_steps, tf.int32)),
+            )
+        decode_rows, stop_at = constants
+        if decode is not True:
+            decode_rows = np.broadcast_to(np.asarray(decode, bool), (batch,))
         frames, lengths, outer, inner = self._step(
-            rows,
+            tf.constant(rows),
             self._state["outer"],
             self._state["inner"],
             decode_rows,
-            np.full((batch,), self.model.max_steps, np.int32),
+            stop_at,
             self._thresholds,
             self._cap,
         )
-        self._state = {
-            "outer": [s.numpy() for s in outer],
-            "inner": [s.numpy() for s in inner],
-        }
+        self._state = {"outer": outer, "inner": inner}
         self._batch_size = batch
         self._fresh = False
-        frames, lengths = frames.numpy(), lengths.numpy()
-        outs = [frames[b, : lengths[b]] for b in range(batch)]
-        return outs[0] if array.ndim == 1 else outs
+        return _checks.split_outputs(frames.numpy(), lengths.numpy(), array.ndim == 1)
 
     def feed(self, inputs):
         """Yields `step(x)` for each `x` of an iterable, lazily.
@@ -172,7 +155,3 @@ class Stream:
         for x in inputs:
             yield self.step(x)
 
-
-def _describe(value):
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
