@@ -26,6 +26,7 @@ import numpy as np
 
 from streamgen import decode as decode_lib
 from streamgen import stopping
+from streamgen import train as train_lib
 from streamgen._quiet import import_tensorflow
 from streamgen.stream import Stream
 
@@ -62,7 +63,23 @@ class StreamGen(keras.Model):
         stop: default stop criteria: a `sg.StopCriterion`, a list of them
             ("any of"), or `[]` for the cap alone. Defaults to
             `sg.StopHead(threshold=0.5)`.
+        frame_loss: `"mse"`, `"mae"` or `"categorical"`: the loss on emitted
+            frames. `"categorical"` puts a softmax on the frame head (frames
+            are distributions over `output_size` classes; targets one-hot
+            or probabilities) and, at inference, feeds the predicted
+            distribution back to model_b.
+        stop_loss_weight: non-negative float, the weight of the STOP loss
+            in the total loss. Defaults to 1.0.
+        stop_pos_weight: positive float, the weight of the positive class
+            (the STOP token) in the STOP binary cross-entropy; above 1
+            counters a data set of mostly long outputs. Defaults to 1.0.
         **kwargs: passed to `keras.Model` (`name`, ...).
+
+    Training: `compile(optimizer=...)` (no `loss`: the model has its own)
+    then `fit` on `sg.make_dataset(...)`. The loss is the masked frame loss
+    plus `stop_loss_weight` times the masked STOP binary cross-entropy
+    (see `sg.train.masked_losses`); `fit` reports `loss`, `frame_loss`,
+    `stop_loss` and `stop_accuracy`.
 
     Call arguments (teacher-forced pass, see `call`):
         inputs: dict with `"inputs"` `(B, T, input_size)`, `"frames"`
@@ -93,6 +110,9 @@ class StreamGen(keras.Model):
         max_steps=9,
         decoder_state="reset",
         stop=None,
+        frame_loss="mse",
+        stop_loss_weight=1.0,
+        stop_pos_weight=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -116,11 +136,22 @@ class StreamGen(keras.Model):
         self._stop = stopping.normalize_stop(
             [stopping.StopHead(0.5)] if stop is None else stop
         )
+        self.frame_loss = train_lib.check_frame_loss(frame_loss)
+        self.stop_loss_weight = train_lib.check_weight(
+            "stop_loss_weight", stop_loss_weight, allow_zero=True
+        )
+        self.stop_pos_weight = train_lib.check_weight(
+            "stop_pos_weight", stop_pos_weight, allow_zero=False
+        )
 
         self._custom_outer = outer is not None
         self._custom_inner = inner is not None
-        self.outer_cell = _check_cell("outer", outer) if outer else CELLS[cell](units)
-        self.inner_cell = _check_cell("inner", inner) if inner else CELLS[cell](units)
+        self.outer_cell = (
+            _check_cell("outer", outer) if outer else CELLS[cell](units, name="outer_cell")
+        )
+        self.inner_cell = (
+            _check_cell("inner", inner) if inner else CELLS[cell](units, name="inner_cell")
+        )
         self.outer_state_sizes = _state_sizes(self.outer_cell)
         self.inner_state_sizes = _state_sizes(self.inner_cell)
 
@@ -135,7 +166,11 @@ class StreamGen(keras.Model):
         inner_width = _probe_cell(
             "inner", self.inner_cell, self.ir_width + self.output_size
         )
-        self.frame_head = keras.layers.Dense(self.output_size, name="frame_head")
+        self.frame_head = keras.layers.Dense(
+            self.output_size,
+            activation="softmax" if self.frame_loss == "categorical" else None,
+            name="frame_head",
+        )
         self.frame_head.build((None, inner_width))
         self.stop_head = keras.layers.Dense(1, name="stop_head")
         self.stop_head.build((None, inner_width))
@@ -160,6 +195,10 @@ class StreamGen(keras.Model):
         self.inner_rnn.build((None, None, self.ir_width + self.output_size))
         self.built = True
         self._compiled = decode_lib.CompiledFunctions(self)
+        # Shown by `fit` / `evaluate` beside `loss` (Keras tracks them).
+        self.frame_loss_tracker = keras.metrics.Mean(name="frame_loss")
+        self.stop_loss_tracker = keras.metrics.Mean(name="stop_loss")
+        self.stop_accuracy_tracker = keras.metrics.Mean(name="stop_accuracy")
 
     # ------------------------------------------------------------------ #
     # Building blocks shared by training and decoding.
@@ -285,6 +324,59 @@ class StreamGen(keras.Model):
         return {"frames": frames, "stop_logits": stop_logits}
 
     # ------------------------------------------------------------------ #
+    # Training hooks (`fit` / `evaluate` of Keras).
+    # ------------------------------------------------------------------ #
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        """Masked frame loss + `stop_loss_weight` * masked STOP loss.
+
+        Args:
+            x: the model's inputs (unused).
+            y: dict from `sg.make_dataset`: `"frames"` `(B, T, M, O)`,
+                `"frame_mask"`, `"stop_labels"`, `"stop_mask"` `(B, T, M)`.
+            y_pred: dict from `call`.
+            sample_weight: optional float `(B,)`, a weight per sequence.
+            training: unused.
+
+        Returns:
+            A float scalar tensor (plus any regularization losses).
+
+        Raises:
+            ValueError: if the model was compiled with a `loss`.
+        """
+        del x, training
+        if getattr(self, "loss", None) is not None:
+            raise ValueError(
+                "Received an invalid value for argument `loss` of compile(), "
+                "expected None (StreamGen has its own masked loss), got "
+                f"{self.loss!r}."
+            )
+        parts = self._loss_parts(y, y_pred, sample_weight)
+        total = parts["frame_loss"] + self.stop_loss_weight * parts["stop_loss"]
+        for loss in self.losses:
+            total = total + tf.cast(tf.reduce_sum(loss), total.dtype)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Updates `frame_loss`, `stop_loss`, `stop_accuracy`; returns all metrics."""
+        parts = self._loss_parts(y, y_pred, sample_weight)
+        # Weighted like Keras' `loss` tracker (by batch size), so that the
+        # epoch figures keep `loss == frame_loss + w * stop_loss`.
+        batch = tf.cast(tf.shape(y["frames"])[0], tf.float32)
+        self.frame_loss_tracker.update_state(parts["frame_loss"], sample_weight=batch)
+        self.stop_loss_tracker.update_state(parts["stop_loss"], sample_weight=batch)
+        self.stop_accuracy_tracker.update_state(
+            parts["stop_accuracy"], sample_weight=parts["stop_count"]
+        )
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    def _loss_parts(self, y, y_pred, sample_weight):
+        return train_lib.masked_losses(
+            y, y_pred, frame_loss=self.frame_loss,
+            stop_pos_weight=self.stop_pos_weight, sample_weight=sample_weight,
+        )
+
+    # ------------------------------------------------------------------ #
     # Decoding.
     # ------------------------------------------------------------------ #
     def open_stream(self, stop=None, max_steps=None, jit_compile=False):
@@ -336,6 +428,30 @@ class StreamGen(keras.Model):
         """
         return decode_lib.decode(self, x, stop=stop, lengths=lengths, max_steps=max_steps)
 
+    def export_litert(self, path, stop=None):
+        """Writes a `.tflite` file of the outer step, for `sg.LiteStream`.
+
+        The file holds one outer step (model_a's cell, then model_b's inner
+        loop with the stop checks) with the state, the thresholds and the
+        cap as inputs, in TFLite builtin ops only, and the metadata that
+        `sg.LiteStream(path)` needs. Running it needs `numpy` and
+        `ai-edge-litert`, not TensorFlow.
+
+        Args:
+            path: str or path-like, the file to write.
+            stop: the stop criteria kinds to bake in (their thresholds stay
+                adjustable); `None` uses the model's.
+
+        Returns:
+            The metadata stored in the file, a dict.
+
+        Raises:
+            ImportError: if `ai-edge-litert` is not installed.
+        """
+        from streamgen import export
+
+        return export.export_litert(self, path, stop=stop)
+
     # ------------------------------------------------------------------ #
     # Serialization.
     # ------------------------------------------------------------------ #
@@ -352,6 +468,9 @@ class StreamGen(keras.Model):
             "max_steps": self.max_steps,
             "decoder_state": self.decoder_state,
             "stop": [keras.saving.serialize_keras_object(c) for c in self._stop],
+            "frame_loss": self.frame_loss,
+            "stop_loss_weight": self.stop_loss_weight,
+            "stop_pos_weight": self.stop_pos_weight,
         }
         return {**base_config, **config}
 
