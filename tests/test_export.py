@@ -1,0 +1,124 @@
+"""`StreamGen.export_litert`: the file, its metadata, its ops."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import streamgen as sg
+from conftest import make_model
+from streamgen import export as export_lib
+from streamgen import lite as lite_lib
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An LSTM carry model with two criteria, exported: `(model, path, metadata)`."""
+    model = make_model("lstm", "carry", seed=4, max_steps=6)
+    path = str(tmp_path_factory.mktemp("export") / "model.tflite")
+    metadata = model.export_litert(path, stop=[sg.StopHead(0.6), sg.L2Norm(3.0, "above")])
+    return model, path, metadata
+
+
+def test_metadata_describes_the_model(exported):
+    model, path, metadata = exported
+    with open(path, "rb") as file:
+        stored = lite_lib.read_metadata(file.read())
+    assert stored == metadata
+    assert {k: stored[k] for k in ("format", "version", "input_size", "output_size",
+                                   "max_steps", "outer_state_sizes", "inner_state_sizes",
+                                   "decoder_state", "cell")} == {
+        "format": "streamgen-litert", "version": 1, "input_size": 3, "output_size": 2,
+        "max_steps": 6, "outer_state_sizes": [8, 8], "inner_state_sizes": [8, 8],
+        "decoder_state": "carry", "cell": "lstm",
+    }
+    assert stored["criteria"] == [
+        {"class_name": "StopHead", "config": {"threshold": 0.6}},
+        {"class_name": "L2Norm", "config": {"threshold": 3.0, "mode": "above"}},
+    ]
+    assert stored["inputs"]["state"] == "state"  # (B, 8 + 8 + 8 + 8), packed
+    assert stored["outputs"] == {"frames": "output_0", "lengths": "output_1", "state": "output_2"}
+
+
+def test_only_builtin_ops_and_no_variables(exported):
+    _, path, _ = exported
+    schema = lite_lib.import_schema()
+    with open(path, "rb") as file:
+        root = schema.Model.GetRootAs(file.read(), 0)
+    codes = {name: value for name, value in vars(schema.BuiltinOperator).items()
+             if not name.startswith("_")}
+    names = {value: name for name, value in codes.items()}
+    used = set()
+    for index in range(root.OperatorCodesLength()):
+        code = root.OperatorCodes(index)
+        used.add(names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())])
+    assert "CUSTOM" not in used  # Flex (Select TF ops) would appear as custom ops
+    assert not used & {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"}
+    assert {"WHILE", "FULLY_CONNECTED"} <= used
+    # One signature, batch dimension dynamic.
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    signature = interpreter.get_signature_list()[lite_lib.SIGNATURE]
+    assert sorted(signature["inputs"]) == ["cap", "decode", "state", "thresholds", "x"]
+    details = interpreter.get_signature_runner(lite_lib.SIGNATURE).get_input_details()
+    assert list(details["x"]["shape_signature"]) == [-1, 3]
+    assert list(details["state"]["shape_signature"]) == [-1, 32]  # LSTM: 2 x (8 + 8)
+    assert list(details["thresholds"]["shape_signature"]) == [2]
+
+
+def test_exported_thresholds_are_the_defaults(exported):
+    model, path, _ = exported
+    x = np.random.default_rng(2).normal(size=(40, 2, 3)).astype(np.float32)
+    lite_stream = sg.LiteStream(path)
+    tf_stream = model.open_stream(stop=[sg.StopHead(0.6), sg.L2Norm(3.0, "above")])
+    for t in range(40):
+        for a, b in zip(lite_stream.step(x[t]), tf_stream.step(x[t])):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_export_uses_the_current_weights(tmp_path):
+    model = make_model("gru", "reset", seed=7)
+    first, second = str(tmp_path / "a.tflite"), str(tmp_path / "b.tflite")
+    model.export_litert(first, stop=[])  # the cap alone: 9 frames each
+    x = np.ones((1, 3), np.float32)
+    before = sg.LiteStream(first).step(x)[0]
+    model.frame_head.set_weights([w + 0.5 for w in model.frame_head.get_weights()])
+    model.export_litert(second, stop=[])
+    after, expected = sg.LiteStream(second).step(x)[0], model.open_stream(stop=[]).step(x)[0]
+    assert after.shape == expected.shape == (9, 2)
+    np.testing.assert_allclose(after, expected, atol=1e-5)
+    assert not np.allclose(before, after)
+
+
+def test_loaded_model_exports(tmp_path):
+    model = make_model("simple_rnn", "carry", seed=8)
+    keras_path, tflite_path = str(tmp_path / "m.keras"), str(tmp_path / "m.tflite")
+    model.save(keras_path)
+    import keras
+
+    loaded = keras.saving.load_model(keras_path)
+    loaded.export_litert(tflite_path)
+    x = np.random.default_rng(3).normal(size=(20, 3)).astype(np.float32)
+    for a, b in zip(sg.LiteStream(tflite_path).feed(x), model.stream(x)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_missing_litert_is_a_clear_import_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    with pytest.raises(ImportError, match=r"pip install 'streamgen\[litert\]'"):
+        make_model("gru", "reset").export_litert(str(tmp_path / "m.tflite"))
+    with pytest.raises(ImportError, match=r"need the `ai-edge-litert` package"):
+        sg.LiteStream(str(tmp_path / "m.tflite"))
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_export_litert_function_is_the_method(tmp_path):
+    model = make_model("gru", "carry", seed=9)
+    metadata = export_lib.export_litert(model, str(tmp_path / "f.tflite"), stop=[])
+    assert metadata["criteria"] == []
+    s = sg.LiteStream(str(tmp_path / "f.tflite"))
+    # The cap alone: every output has max_steps frames.
+    assert [len(s.step(x)) for x in np.zeros((3, 3))] == [9, 9, 9]

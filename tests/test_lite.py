@@ -1,0 +1,285 @@
+"""`sg.LiteStream` (LiteRT, no TensorFlow) == `sg.Stream` (TensorFlow)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import streamgen as sg
+from conftest import CELLS, MODES
+
+STEPS = 200  # "long streams": every state path is exercised many times
+
+
+@pytest.fixture(scope="module")
+def exports(core_models, tmp_path_factory):
+    """`(cell, mode) -> path` of each core model's LiteRT export."""
+    folder = tmp_path_factory.mktemp("litert")
+    paths = {}
+    for key, model in core_models.items():
+        paths[key] = str(folder / f"{key[0]}_{key[1]}.tflite")
+        model.export_litert(paths[key])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def long_inputs():
+    """`(STEPS, 3, 3)`: 200 steps of 3 rows, seeded."""
+    return np.random.default_rng(5).normal(size=(STEPS, 3, 3)).astype(np.float32)
+
+
+def assert_same(got, expected, where):
+    got = got if isinstance(got, list) else [got]
+    expected = expected if isinstance(expected, list) else [expected]
+    assert len(got) == len(expected)
+    for row, (a, b) in enumerate(zip(got, expected)):
+        assert a.shape == b.shape, f"{where}, row {row}: {a.shape} != {b.shape}"
+        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=f"{where}, row {row}")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("mode", MODES)
+def test_lite_equals_stream_over_long_streams(core_models, exports, long_inputs, cell, mode):
+    model = core_models[(cell, mode)]
+    lengths = []
+    # Batch 1 (1-D inputs) and batch 3, each over all 200 steps.
+    for x in (long_inputs[:, 0], long_inputs):
+        tf_stream, lite_stream = model.open_stream(), sg.LiteStream(exports[(cell, mode)])
+        for t in range(STEPS):
+            expected, got = tf_stream.step(x[t]), lite_stream.step(x[t])
+            assert_same(got, expected, f"step {t}, batch {lite_stream.batch_size}")
+            lengths += [len(o) for o in (expected if isinstance(expected, list) else [expected])]
+        for a, b in zip(lite_stream.get_state().values(), tf_stream.get_state().values()):
+            for u, v in zip(a, b):
+                np.testing.assert_allclose(u, v, atol=1e-5)
+    assert len(set(lengths)) >= 4, f"needs varied lengths to mean anything: {set(lengths)}"
+
+
+def test_xla_stream_equals_stream(core_models, long_inputs):
+    """The third runtime on the same outer step: `jit_compile=True`."""
+    model = core_models[("lstm", "carry")]
+    plain, xla = model.open_stream(), model.open_stream(jit_compile=True)
+    for t in range(60):
+        assert_same(xla.step(long_inputs[t]), plain.step(long_inputs[t]), f"step {t}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_get_state_set_state_resume_and_cross_runtime(core_models, exports, long_inputs, mode):
+    model = core_models[("lstm", mode)]
+    x = long_inputs[:40]
+    s = sg.LiteStream(exports[("lstm", mode)])
+    for t in range(20):
+        s.step(x[t])
+    saved = s.get_state()
+    assert [a.shape for a in saved["outer"]] == [(3, 8), (3, 8)]
+    uninterrupted = [s.step(x[t]) for t in range(20, 40)]
+
+    # Restored into a LiteStream with other history: resumes exactly.
+    other = sg.LiteStream(exports[("lstm", mode)])
+    other.step(x[0, :1] * 3.0)
+    other.set_state(saved)
+    assert other.batch_size == 3
+    for t, expected in zip(range(20, 40), uninterrupted):
+        got = other.step(x[t])
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+
+    # States move between the runtimes: a TF stream resumes a Lite state.
+    tf_stream = model.open_stream()
+    tf_stream.set_state(saved)
+    for t, expected in zip(range(20, 40), uninterrupted):
+        assert_same(tf_stream.step(x[t]), expected, f"step {t}")
+
+
+def test_get_state_returns_copies_and_reset(exports, long_inputs):
+    s = sg.LiteStream(exports[("gru", "carry")])
+    assert s.batch_size is None
+    assert [a.shape for a in s.get_state()["outer"]] == [(1, 8)]
+    first = [s.step(x) for x in long_inputs[:6, 0]]
+    state = s.get_state()
+    state["outer"][0][:] = 123.0
+    assert not np.any(s.get_state()["outer"][0] == 123.0)
+    s.reset()
+    assert s.batch_size is None
+    again = [s.step(x) for x in long_inputs[:6, 0]]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    s.reset()
+    assert len(s.step(long_inputs[0])) == 3  # the batch size is free again
+    assert s.batch_size == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_decode_mask_matches_stream(core_models, exports, long_inputs, mode):
+    model = core_models[("gru", mode)]
+    tf_stream, lite_stream = model.open_stream(), sg.LiteStream(exports[("gru", mode)])
+    masks = [True, [True, False, True], False, [False, True, True], True]
+    for t in range(25):
+        decode = masks[t % len(masks)]
+        expected = tf_stream.step(long_inputs[t], decode=decode)
+        got = lite_stream.step(long_inputs[t], decode=decode)
+        assert_same(got, expected, f"step {t}, decode={decode}")
+        if decode is False:
+            assert all(len(o) == 0 for o in got)
+
+
+def test_feed_is_lazy_and_equal(core_models, exports, long_inputs):
+    model = core_models[("simple_rnn", "reset")]
+    consumed = []
+
+    def inputs():
+        for t in range(5):
+            consumed.append(t)
+            yield long_inputs[t, 0]
+
+    generator = sg.LiteStream(exports[("simple_rnn", "reset")]).feed(inputs())
+    first = next(generator)
+    assert consumed == [0]
+    rest = list(generator)
+    assert consumed == [0, 1, 2, 3, 4]
+    for t, (got, expected) in enumerate(zip([first] + rest, model.stream(long_inputs[:5, 0]))):
+        assert_same(got, expected, f"step {t}")
+
+
+def test_stop_thresholds_override_without_reexport(core_models, exports, long_inputs):
+    model = core_models[("gru", "reset")]
+    path = exports[("gru", "reset")]  # exported with StopHead(0.5)
+    cases = [  # (LiteStream's stop=, the same for Stream)
+        ([sg.StopHead(0.9)], [sg.StopHead(0.9)]),
+        (sg.StopHead(0.1), sg.StopHead(0.1)),
+        ([{"class_name": "StopHead", "config": {"threshold": 0.9}}], [sg.StopHead(0.9)]),
+    ]
+    totals = {}
+    for lite_stop, tf_stop in cases:
+        tf_stream, lite_stream = model.open_stream(stop=tf_stop), sg.LiteStream(path, stop=lite_stop)
+        total = 0
+        for t in range(30):
+            got = lite_stream.step(long_inputs[t])
+            assert_same(got, tf_stream.step(long_inputs[t]), f"stop={lite_stop!r}, step {t}")
+            total += sum(len(o) for o in got)
+        totals[repr(tf_stop)] = total
+    default = sg.LiteStream(path)
+    default_total = sum(len(o) for x in long_inputs[:30] for o in default.step(x))
+    assert totals["[StopHead(threshold=0.9)]"] > default_total > totals["StopHead(threshold=0.1)"]
+
+
+def test_stop_override_of_another_kind_asks_to_reexport(core_models, exports, tmp_path):
+    path = exports[("gru", "reset")]  # exported with the model's [StopHead(0.5)]
+    for stop in ([sg.L2Norm(1.0)], [sg.StopHead(0.5), sg.L2Norm(1.0)], []):
+        with pytest.raises(ValueError, match=r"exported with the stop criteria \[StopHead\(\)\].*re-export"):
+            sg.LiteStream(path, stop=stop)
+    two = str(tmp_path / "two.tflite")
+    core_models[("gru", "reset")].export_litert(two, stop=[sg.StopHead(0.5), sg.L2Norm(2.0, "below")])
+    with pytest.raises(ValueError, match=r"\[StopHead\(\), L2Norm\(mode='below'\)\], got "
+                                         r"\[StopHead\(\), L2Norm\(mode='above'\)\]"):
+        sg.LiteStream(two, stop=[sg.StopHead(0.5), sg.L2Norm(2.0)])
+    s = sg.LiteStream(two, stop=[sg.StopHead(0.7), sg.L2Norm(0.5, "below")])
+    assert [c["config"]["threshold"] for c in s.criteria] == [0.7, 0.5]
+
+
+def test_stop_override_errors(exports):
+    path = exports[("gru", "reset")]
+    with pytest.raises(TypeError, match=r"expected a stop criterion .* got 0.5"):
+        sg.LiteStream(path, stop=0.5)
+    with pytest.raises(TypeError, match=r"invalid element in argument `stop`.* got 'head'"):
+        sg.LiteStream(path, stop=["head"])
+    bad = {"class_name": "StopHead", "config": {"threshold": 1.5}}
+    with pytest.raises(ValueError, match=r"`threshold` of StopHead, expected a probability in \[0, 1\], got 1.5"):
+        sg.LiteStream(path, stop=[bad])
+    bad = {"class_name": "StopHead", "config": {"threshold": "high"}}
+    with pytest.raises(ValueError, match=r"`threshold` of StopHead, expected a number, got 'high'"):
+        sg.LiteStream(path, stop=[bad])
+
+
+def test_lower_cap(core_models, exports, long_inputs):
+    model = core_models[("lstm", "reset")]
+    tf_stream = model.open_stream(max_steps=3)
+    lite_stream = sg.LiteStream(exports[("lstm", "reset")], max_steps=3)
+    assert lite_stream.max_steps == 3
+    for t in range(30):
+        got = lite_stream.step(long_inputs[t])
+        assert_same(got, tf_stream.step(long_inputs[t]), f"step {t}")
+        assert max(len(o) for o in got) <= 3
+    for bad in (10, 0, 2.5, True):
+        with pytest.raises(ValueError) as lite_error:
+            sg.LiteStream(exports[("lstm", "reset")], max_steps=bad)
+        with pytest.raises(ValueError) as tf_error:
+            model.open_stream(max_steps=bad)
+        assert str(lite_error.value) == str(tf_error.value)
+
+
+@pytest.mark.parametrize("x", [
+    np.zeros(4),  # wrong width
+    np.zeros((1, 1, 3)),  # wrong rank
+    np.array([0.0, np.nan, 1.0]),  # non-finite
+    np.array([[0.0, 1.0, np.inf]]),
+    ["a", "b", "c"],  # not numbers
+])
+def test_input_errors_match_stream(core_models, exports, x):
+    tf_stream = core_models[("gru", "reset")].open_stream()
+    lite_stream = sg.LiteStream(exports[("gru", "reset")])
+    with pytest.raises(ValueError) as tf_error:
+        tf_stream.step(x)
+    with pytest.raises(ValueError) as lite_error:
+        lite_stream.step(x)
+    assert str(lite_error.value) == str(tf_error.value)
+
+
+def test_batch_and_state_errors_match_stream(core_models, exports):
+    streams = [core_models[("lstm", "reset")].open_stream(),
+               sg.LiteStream(exports[("lstm", "reset")])]
+    messages = []
+    for s in streams:
+        s.step(np.zeros((2, 3)))
+        found = []
+        with pytest.raises(ValueError, match="batch of 3 rows, but this stream carries state for 2") as e:
+            s.step(np.zeros((3, 3)))
+        found.append(str(e.value))
+        bad_states = [[np.zeros((1, 8))], {"outer": [np.zeros((1, 8))], "inner": []}]
+        state = s.get_state()
+        state["inner"][1] = np.zeros((2, 7))
+        bad_states.append(state)
+        for bad in bad_states:
+            with pytest.raises(ValueError) as e:
+                s.set_state(bad)
+            found.append(str(e.value))
+        messages.append(found)
+    assert messages[0] == messages[1]
+    assert "state['inner'][1] must have shape (2, 8), got (2, 7)" in messages[1][-1]
+
+
+def test_not_a_streamgen_export(tmp_path):
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=r"`path`: '.*junk.tflite' is not a streamgen LiteRT export"):
+        sg.LiteStream(str(junk))
+
+
+def test_lite_does_not_import_tensorflow(exports, tmp_path):
+    """In a fresh interpreter: import, load, step, state, feed — no TF, quiet."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np
+        import streamgen.lite
+        import streamgen as sg
+        s = sg.LiteStream({exports[("lstm", "carry")]!r},
+                          stop=[{{"class_name": "StopHead", "config": {{"threshold": 0.6}}}}])
+        outs = [s.step(x) for x in np.zeros((3, 2, 3), np.float32)]
+        state = s.get_state(); s.set_state(state)
+        outs += list(s.feed(np.ones((2, 2, 3), np.float32)))
+        s.reset(); s.step(np.zeros(3))
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+        print(json.dumps({{"heavy": heavy, "steps": len(outs), "batch": s.batch_size}}))
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report == {"heavy": [], "steps": 5, "batch": 1}
+    assert result.stderr == ""  # not even LiteRT's "Created XNNPACK delegate" line
