@@ -40,3 +40,42 @@ def core_models():
 def core_inputs():
     """Inputs `(4, 12, 3)`, seeded."""
     return np.random.default_rng(0).normal(size=(4, 12, 3)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- #
+# CLI fixtures (tests/test_cli*.py).
+# ---------------------------------------------------------------------- #
+@pytest.fixture(scope="session")
+def cli_model_path(tmp_path_factory):
+    """A tiny saved model for the CLI tests: input_size 3, output_size 2.
+
+    Its stop head is sharpened (see `make_model`) so that lengths vary
+    between 0 and 9 and do not flip on float noise.
+    """
+    path = tmp_path_factory.mktemp("cli_model") / "tiny.keras"
+    make_model(seed=3, stop_scale=8.0).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def cli_model(cli_model_path):
+    """`cli_model_path`, loaded: the reference the CLI's output is checked against."""
+    return keras.models.load_model(cli_model_path, compile=False)
+
+
+@pytest.fixture(scope="session")
+def cli_tflite(cli_model_path, tmp_path_factory):
+    """`cli_model_path` exported by `streamgen export --format litert`."""
+    import os
+
+    from click.testing import CliRunner
+
+    from streamgen.cli.main import cli
+
+    pytest.importorskip("ai_edge_litert")
+    path = str(tmp_path_factory.mktemp("cli_lite") / "tiny.tflite")
+    result = CliRunner().invoke(cli, ["export", "--model", cli_model_path, "-o", path],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"wrote {path} ({os.path.getsize(path):,} bytes)\n"
+    return path

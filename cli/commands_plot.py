@@ -1,0 +1,130 @@
+"""`streamgen plot`: draw the ragged output of one input sequence."""
+
+import os
+
+import click
+
+from streamgen.cli import common
+from streamgen.cli.reader import BadLine, Vector, format_error, read_events
+
+_WIDTH = 0.8  # each Out[i] is drawn over x in [i, i + 0.8)
+
+
+@click.command()
+@common.model_option
+@common.stop_options
+@click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
+              help="Lower cap on the length of every Out[i].")
+@click.option("--sequence", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Which sequence of INPUT to draw (sequences end at blank lines).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              metavar="FIG.png", help="Image file; the format follows its extension.")
+@click.argument("input_file", metavar="INPUT", type=click.File("rb"))
+def plot(model_path, stop_kind, threshold, max_steps, sequence, output, input_file):
+    """Run the model on one sequence of INPUT and draw its ragged output.
+
+    One panel per output channel. Out[i] is drawn as its own short segment
+    starting at x = i (frame j at x = i + 0.8 j / max_steps); a red x marks
+    the STOP token, after the last frame (at y = 0 for an empty Out[i]; no
+    mark where the cap ended Out[i]). INPUT has the format
+    of 'streamgen stream'. Needs matplotlib: pip install "streamgen[plot]".
+
+    \b
+    Example:
+      streamgen plot samples/inputs.txt -o plot.png
+      streamgen plot samples/inputs.txt --sequence 2 --model m.keras -o plot.svg
+    """
+    pyplot = _pyplot()
+    extension = os.path.splitext(output)[1].lower().lstrip(".")
+    formats = pyplot.figure().canvas.get_supported_filetypes()
+    pyplot.close("all")
+    if extension not in formats:
+        raise common.bad_value(
+            "output", f"unknown image format {extension or '(none)'!r}; use one of "
+            f"{', '.join(sorted(formats))}.")
+    model = common.load_model(model_path)
+    spec = common.stop_spec(common.criteria_dicts(model.stop), stop_kind, threshold)
+    common.check_cap(model.max_steps, max_steps)
+    source = common.source_name(input_file)
+    inputs = _sequence(input_file, source, model.input_size, sequence)
+    stream = model.open_stream(stop=common.stop_criteria(spec), max_steps=max_steps)
+    outs = [stream.step(x) for x in inputs]  # each (L_i, output_size)
+    figure = draw(pyplot, outs, max_steps or model.max_steps, model.output_size,
+                  f"{os.path.basename(source)}, sequence {sequence}")
+    try:
+        figure.savefig(output, dpi=120)
+    except OSError as error:
+        raise common.CliError(f"{output}: {error.strerror or error}") from None
+    finally:
+        pyplot.close(figure)
+    lengths = " ".join(str(len(out)) for out in outs)
+    click.echo(f"wrote {output}: {len(outs)} outer steps, lengths {lengths}")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise common.CliError('plot needs matplotlib: pip install "streamgen[plot]"') from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def _sequence(file, source, input_size, wanted):
+    """The input vectors of sequence `wanted` (1-based) of a file."""
+    sequences, current = [], []
+    for event in read_events(file, input_size):
+        if isinstance(event, BadLine):
+            raise common.CliError(format_error(source, event.line_no, event.message))
+        if isinstance(event, Vector):
+            current.append(event.values)
+        elif current:  # a blank line ends a non-empty sequence
+            sequences.append(current)
+            current = []
+    if current:
+        sequences.append(current)
+    if not sequences:
+        raise common.CliError(f"{source}: no input vectors")
+    if wanted > len(sequences):
+        raise common.bad_value(
+            "sequence", f"{wanted}, but {source} holds {len(sequences)} sequence"
+            f"{'' if len(sequences) == 1 else 's'}.")
+    return sequences[wanted - 1]
+
+
+def draw(pyplot, outs, cap, output_size, title):
+    """Draws `outs` (a list of `(L_i, output_size)` arrays); returns the figure."""
+    from matplotlib.lines import Line2D
+
+    step = _WIDTH / cap
+    figure, axes = pyplot.subplots(
+        output_size, 1, sharex=True, squeeze=False,
+        figsize=(min(max(6.0, 0.5 * len(outs) + 2), 16), 1.8 * output_size + 1.2))
+    for channel, axis in enumerate(axes[:, 0]):
+        for i, out in enumerate(outs):
+            length = len(out)
+            if length:
+                axis.plot(i + step * _range(length), out[:, channel], "-o",
+                          color="C0", markersize=2.5, linewidth=1.2)
+            if length < cap:  # step `length` was the STOP token
+                y = out[-1, channel] if length else 0.0
+                axis.plot(i + step * length, y, "x", color="C3", markersize=5)
+        axis.set_ylabel(f"channel {channel}")
+        axis.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("outer step i")
+    axes[-1, 0].set_xticks(range(len(outs)))
+    axes[0, 0].set_title(title + ": Out[i] per outer step", fontsize=10, loc="left")
+    axes[0, 0].legend(
+        handles=[Line2D([], [], color="C0", marker="o", markersize=2.5, label="frames of Out[i]"),
+                 Line2D([], [], color="C3", marker="x", linestyle="", label="STOP")],
+        loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def _range(length):
+    import numpy as np
+
+    return np.arange(length)
