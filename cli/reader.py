@@ -3,7 +3,8 @@
 Each physical line (ended by `\\n`; a `\\r` before it is dropped) gives at
 most one event: a `Vector` for numbers separated by commas and/or whitespace
 (`1 2 3`, `1, 2,3`) or a JSON array (`[1, 2, 3]`, any line whose first
-non-space character is `[`); a `Reset` for a line that is empty after
+non-space character is `[`; one that starts with `{` is read as JSON too, to
+report an object as such); a `Reset` for a line that is empty after
 stripping whitespace; nothing for a comment (first non-space character `#`);
 and a `BadLine` for anything else. Bad input never raises.
 
@@ -116,22 +117,30 @@ def _number(token, field):
     raise InputLineError(f"field {field}: {kind}: {_quote(token)}")
 
 
+def _json_kind(value):
+    return next(kind for t, kind in _JSON_KINDS if isinstance(value, t))
+
+
+def _json_what(text):
+    return "JSON array" if text.startswith("[") else "JSON"
+
+
 def _json_fields(text, lead):
     try:
         items = json.loads(text, parse_float=_Token, parse_int=_Token,
                            parse_constant=_Token)
     except json.JSONDecodeError as e:
         raise InputLineError(
-            f"invalid JSON array: {e.msg} at column {lead + e.pos + 1}")
+            f"invalid {_json_what(text)}: {e.msg} at column {lead + e.pos + 1}")
     except RecursionError:
-        raise InputLineError("invalid JSON array: nested too deeply")
+        raise InputLineError(f"invalid {_json_what(text)}: nested too deeply")
     if not isinstance(items, list):
-        raise InputLineError("JSON: expected an array")
+        raise InputLineError(
+            f"JSON: expected an array of numbers, got {_json_kind(items)}")
     for field, item in enumerate(items, 1):
         if not isinstance(item, _Token):
-            kind = next(k for t, k in _JSON_KINDS if isinstance(item, t))
             raise InputLineError("JSON: expected a flat array of numbers, "
-                                 f"field {field} is {kind}")
+                                 f"field {field} is {_json_kind(item)}")
     return [item.text for item in items]
 
 
@@ -153,7 +162,7 @@ def parse_vector(text: str, input_size: int) -> np.ndarray:
             a flat array, or the count is not `input_size`.
     """
     stripped = text.strip()
-    if stripped.startswith("["):
+    if stripped.startswith(("[", "{")):  # `{`: a JSON object, reported as such
         tokens = _json_fields(stripped, len(text) - len(text.lstrip()))
     else:
         tokens = _SEPARATOR.split(stripped) if stripped else []

@@ -348,6 +348,7 @@ CATALOG = [  # (bad line, message)
     (b'[{"x": 1}, 2, 3]', "JSON: expected a flat array of numbers, field 1 is an object"),
     (b"[1, 2,", "invalid JSON array: Expecting value at column 7"),
     (b"[1 2 3]", "invalid JSON array: Expecting ',' delimiter at column 4"),
+    (b'{"x": [1, 2, 3]}', "JSON: expected an array of numbers, got an object"),
     (b"\xff 1 2", "not valid UTF-8 (byte 0xff at column 1)"),
     (b"1 2 \xc3\x28", "not valid UTF-8 (byte 0xc3 at column 5)"),
     (LONG, "line too long (more than 1048576 bytes)"),

@@ -104,6 +104,8 @@ MALFORMED = [
     (b"[true, 1, 2]\n", "JSON: expected a flat array of numbers, field 1 is a boolean"),
     (b"[1, 2, null]\n", "JSON: expected a flat array of numbers, field 3 is null"),
     (b"[{}, 1, 2]\n", "JSON: expected a flat array of numbers, field 1 is an object"),
+    (b'{"x": [1, 2, 3]}\n', "JSON: expected an array of numbers, got an object"),
+    (b' {"x": 1\n', "invalid JSON: Expecting ',' delimiter at column 9"),
     (b"1 2 \xff\n", "not valid UTF-8 (byte 0xff at column 5)"),
     (b"1 2 \xe2\x82", "not valid UTF-8 (byte 0xe2 at column 5)"),  # cut short
     ("\u00e9 ".encode() + b"\xc0\xaf\n", "not valid UTF-8 (byte 0xc0 at column 3)"),
