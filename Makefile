@@ -12,11 +12,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest
 
+# pip's and setuptools' chatter goes to $(VENV)/install.log; shown on failure.
 $(STAMP): pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing streamgen and its dependencies into $(VENV) (log: $(VENV)/install.log) ..."
+	@( $(VENV)/bin/python -m pip install --upgrade pip \
+	   && $(VENV)/bin/python -m pip install -e ".[test]" ) > $(VENV)/install.log 2>&1 \
+	  || { tail -n 30 $(VENV)/install.log; echo "make: installing into $(VENV) failed; see $(VENV)/install.log" >&2; exit 1; }
+	@touch $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
