@@ -11,11 +11,18 @@ To add a public name, add it to `_EXPORTS` (not as an import here).
 """
 
 import importlib
-import sys
 
 from streamgen import _quiet
 
-_quiet.install()  # TensorFlow / Keras import quietly, whoever imports them first
+
+def _register_keras_classes():
+    # `@keras.saving.register_keras_serializable` runs on import.
+    importlib.import_module("streamgen.model")
+
+
+# TensorFlow / Keras import quietly, whoever imports them first; once both
+# are in, streamgen's Keras classes are registered for `load_model`.
+_quiet.install(on_loaded=_register_keras_classes)
 
 __version__ = "0.1.0"
 
@@ -55,10 +62,7 @@ def __getattr__(name):
     if module_name is None:
         raise AttributeError(f"module 'streamgen' has no attribute {name!r}")
     if module_name not in _WITHOUT_TENSORFLOW:
-        _quiet.import_tensorflow()
-        # Registers every Keras class of streamgen, so that
-        # `keras.saving.load_model` finds them once any name is used.
-        importlib.import_module("streamgen.model")
+        _quiet.import_tensorflow()  # which registers the Keras classes
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value  # later look-ups skip this function
     return value
@@ -66,12 +70,3 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
-
-
-if "keras" in sys.modules or "tensorflow" in sys.modules:
-    # TensorFlow is loaded anyway: import eagerly, which also registers the
-    # Keras classes for a `keras.saving.load_model` right after this import.
-    for _name, _module in _EXPORTS.items():
-        if _module not in _WITHOUT_TENSORFLOW:
-            __getattr__(_name)
-    del _name, _module

@@ -60,6 +60,7 @@ class _QuietLoader:
             module.__loader__ = self._loader
             if module.__spec__ is not None:
                 module.__spec__.loader = self._loader
+        _run_loaded_callbacks(executed=module.__name__)
 
     def __getattr__(self, name):
         return getattr(self._loader, name)
@@ -83,10 +84,46 @@ class _QuietFinder:
         return spec
 
 
-def install():
-    """Installs `_QuietFinder` once (idempotent)."""
+def install(on_loaded=None):
+    """Installs `_QuietFinder` once (idempotent).
+
+    Args:
+        on_loaded: optional callable with no arguments, called once, as soon
+            as both `tensorflow` and `keras` are fully imported (at once if
+            they already are). `streamgen` uses it to register its Keras
+            classes, so that `import streamgen; import keras;
+            keras.models.load_model(...)` finds them.
+    """
     if not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietFinder())
+    if on_loaded is not None and on_loaded not in _LOADED_CALLBACKS:
+        _LOADED_CALLBACKS.append(on_loaded)
+        _run_loaded_callbacks()
+
+
+_LOADED_CALLBACKS = []
+
+
+def _fully_imported(name, executed):
+    module = sys.modules.get(name)
+    if module is None:
+        return False
+    if name == executed:  # its `exec_module` just returned
+        return True
+    return not getattr(getattr(module, "__spec__", None), "_initializing", False)
+
+
+def _run_loaded_callbacks(executed=None):
+    """Runs (and forgets) the `on_loaded` callbacks once TF and Keras are in.
+
+    Args:
+        executed: the name of the module whose `exec_module` just returned
+            (its import is still marked as in progress).
+    """
+    if not all(_fully_imported(name, executed) for name in ("tensorflow", "keras")):
+        return
+    while _LOADED_CALLBACKS:
+        _LOADED_CALLBACKS.pop(0)()
 
 
 class silenced_fd2:

@@ -20,6 +20,27 @@ def test_import_is_quiet():
     assert result.stderr == ""
 
 
+@pytest.mark.parametrize("imports", [
+    "import streamgen; import keras",
+    "import streamgen; import tensorflow; import keras",
+    "import keras; import streamgen",
+])
+def test_load_model_right_after_import_finds_the_classes(imports, tmp_path):
+    """`keras.models.load_model` works without touching a streamgen name first,
+    whichever of streamgen / Keras is imported first (and quietly, when
+    streamgen comes first)."""
+    path = tmp_path / "m.keras"
+    make_model(seed=0).save(path)
+    script = (f"{imports}\n"
+              f"m = keras.models.load_model({str(path)!r})\n"
+              "print(type(m).__module__, type(m).__name__, m.max_steps)")
+    result = subprocess.run([sys.executable, "-c", script],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout == "streamgen.model StreamGen 9\n"
+    if imports.startswith("import streamgen"):
+        assert result.stderr == ""
+
+
 @pytest.mark.parametrize(
     "kwargs, error",
     [
