@@ -29,3 +29,27 @@ def test_readme_python_example_runs(capsys):
         assert int(index) == i and 0 <= int(rows) <= 9 and int(width) == 2
     assert namespace["rt"].shape.as_list() == [1, 5, None, 2]
     assert set(namespace["saved"]) == {"outer", "inner"}
+
+
+def test_readme_training_example_runs(tmp_path, monkeypatch, capsys):
+    """The training example, shortened to one epoch, saving under tmp_path."""
+    (example,) = [b for b in python_blocks() if "sg.load_jsonl" in b]
+    assert "epochs=30" in example and '"model.keras"' in example
+    example = example.replace("epochs=30", "epochs=1")
+    monkeypatch.chdir(README.parent)
+    example = example.replace('"model.keras"', repr(str(tmp_path / "model.keras")))
+    namespace = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    figures = eval(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(figures) == {"length_accuracy", "length_mae", "frame_mse"}
+    assert 0.0 <= figures["length_accuracy"] <= 1.0 and figures["frame_mse"] > 0.0
+
+    import keras
+    import numpy as np
+
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    x = np.stack(namespace["valid_inputs"][:1])
+    expected = namespace["model"].decode(x)
+    got = loaded.decode(x)
+    np.testing.assert_array_equal(got.values.row_lengths(), expected.values.row_lengths())
+    np.testing.assert_allclose(got.flat_values, expected.flat_values, atol=1e-6)
