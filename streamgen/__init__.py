@@ -36,9 +36,9 @@ _EXPORTS = {
     "StreamGen": "streamgen.model",
     "evaluate": "streamgen.train",
     "load_default": "streamgen.default",
-    "load_jsonl": "streamgen.data",
+    "load_jsonl": "streamgen.jsonl",
     "make_dataset": "streamgen.data",
-    "save_jsonl": "streamgen.data",
+    "save_jsonl": "streamgen.jsonl",
 }
 _WITHOUT_TENSORFLOW = {"streamgen.lite"}
 

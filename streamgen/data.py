@@ -1,4 +1,4 @@
-"""Training data: ragged targets <-> padded tensors + masks, JSON Lines, tf.data.
+"""Training data: ragged targets <-> padded tensors + masks, tf.data.
 
 A data set is N sequences. Sequence `n` has `T_n >= 1` outer steps; at outer
 step `t` it has an input vector `x[n][t]` (`input_size`) and a target
@@ -16,16 +16,10 @@ Padded (what the model trains on, `M = max_steps`): `frames`
 `(N, T_max, M, output_size)`, `lengths` `(N, T_max)` and the masks of the
 STOP-token scheme (see `masks_from_lengths`).
 
-On disk (JSON Lines, one sequence per line):
-
-    {"x": [[0.1, 0.5, -0.3], ...], "y": [[[0.2, 0.9], [0.4, 0.8]], [], ...]}
-
-`y[t]` is the list of frames of `Out[t]` and `len(y) == len(x)`.
+On disk: JSON Lines, see `streamgen.jsonl`.
 """
 
 import itertools
-import json
-import os
 
 import numpy as np
 
@@ -37,8 +31,6 @@ __all__ = [
     "pad_targets",
     "masks_from_lengths",
     "make_dataset",
-    "load_jsonl",
-    "save_jsonl",
     "ragged_from_padded",
     "targets_from_ragged",
 ]
@@ -51,7 +43,11 @@ __all__ = [
 
 
 def _check_max_steps(max_steps):
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+    if (
+        isinstance(max_steps, bool)
+        or not isinstance(max_steps, (int, np.integer))
+        or max_steps < 1
+    ):
         raise ValueError(f"max_steps must be a positive integer; received max_steps={max_steps!r}")
     return int(max_steps)
 
@@ -75,7 +71,9 @@ def _numeric(value, name, shape_doc):
     except (ValueError, TypeError):
         a = None
     if a is None or a.dtype.kind == "O":
-        raise ValueError(f"{name} must be a rectangular {shape_doc} array of numbers; received {value!r:.80}")
+        raise ValueError(
+            f"{name} must be a rectangular {shape_doc} array of numbers; received {value!r:.80}"
+        )
     if a.dtype.kind not in "iuf":
         raise ValueError(f"{name} must hold numbers; received dtype {a.dtype}")
     if a.ndim != 2:
@@ -87,7 +85,9 @@ def _as_list(value, name, what):
     try:
         return list(value)
     except TypeError:
-        raise ValueError(f"{name} must be a list of {what} arrays; received {value!r:.80}") from None
+        raise ValueError(
+            f"{name} must be a list of {what} arrays; received {value!r:.80}"
+        ) from None
 
 
 def _first_nonfinite(flat, counts, name):
@@ -95,7 +95,9 @@ def _first_nonfinite(flat, counts, name):
     if bad.any():
         row = int(np.argmax(bad))
         n, t = _locate(row, counts)
-        raise ValueError(f"{name}[{n}][{t}] has a non-finite value (nan, inf or beyond float32): {flat[row]}")
+        raise ValueError(
+            f"{name}[{n}][{t}] has a non-finite value (nan, inf or beyond float32): {flat[row]}"
+        )
 
 
 def _flatten_inputs(inputs, dtype=np.float32):
@@ -103,7 +105,9 @@ def _flatten_inputs(inputs, dtype=np.float32):
     seqs = None
     if isinstance(inputs, tf.RaggedTensor):
         if inputs.shape.rank != 3 or inputs.ragged_rank != 1:
-            raise ValueError(f"inputs as a RaggedTensor must have shape (N, None, input_size); received {inputs.shape}")
+            raise ValueError(
+                f"inputs as a RaggedTensor must have shape (N, None, input_size); received {inputs.shape}"
+            )
         T_n = inputs.row_lengths().numpy().astype(np.int64)
         x = inputs.values.numpy()
     elif tf.is_tensor(inputs) or isinstance(inputs, np.ndarray):
@@ -111,7 +115,8 @@ def _flatten_inputs(inputs, dtype=np.float32):
         if a.ndim != 3 or a.dtype.kind not in "iuf":
             raise ValueError(
                 "inputs must be a list of (T, input_size) arrays or one (N, T, input_size) "
-                f"array of numbers; received an array of shape {a.shape}, dtype {a.dtype}")
+                f"array of numbers; received an array of shape {a.shape}, dtype {a.dtype}"
+            )
         T_n = np.full(a.shape[0], a.shape[1], np.int64)
         x = a.reshape(-1, a.shape[2])
     else:
@@ -130,7 +135,9 @@ def _flatten_inputs(inputs, dtype=np.float32):
                 raise ValueError(f"inputs[{n}] has 0 outer steps; every sequence needs T >= 1")
             a = _numeric(s, f"inputs[{n}]", "(T, input_size)")
             if width is not None and a.shape[1] != width:
-                raise ValueError(f"inputs[{n}] has width {a.shape[1]}, but inputs[0] has width {width}")
+                raise ValueError(
+                    f"inputs[{n}] has width {a.shape[1]}, but inputs[0] has width {width}"
+                )
             width = a.shape[1]
         raise ValueError("inputs could not be stacked into (T, input_size) arrays")
     if len(T_n) == 0:
@@ -148,7 +155,9 @@ def _flatten_inputs(inputs, dtype=np.float32):
 def _ragged_parts(rt):
     """`(T_n, L, f)` from a `tf.RaggedTensor` `(N, T, None, O)`."""
     if rt.shape.rank != 4:
-        raise ValueError(f"targets as a RaggedTensor must have shape (N, T, None, output_size); received {rt.shape}")
+        raise ValueError(
+            f"targets as a RaggedTensor must have shape (N, T, None, output_size); received {rt.shape}"
+        )
     T_n = rt.row_lengths().numpy()
     inner = rt.values  # (S, None, O)
     if isinstance(inner, tf.RaggedTensor):
@@ -196,19 +205,27 @@ def _flatten_targets(targets, output_size=None, dtype=np.float32, need_width=Tru
                         pass
                     a = _numeric(out, f"targets[{n}][{t}]", "(L, output_size)")
                     if ref is not None and a.shape[1] != ref[0]:
-                        raise ValueError(f"targets[{n}][{t}] has frames of width {a.shape[1]}, but {ref[1]}")
+                        raise ValueError(
+                            f"targets[{n}][{t}] has frames of width {a.shape[1]}, but {ref[1]}"
+                        )
                     ref = ref or (a.shape[1], f"targets[{n}][{t}] has width {a.shape[1]}")
             raise ValueError("targets could not be stacked into (L, output_size) arrays")
         if f is None:
-            widths = [out.shape[1] for out in steps if isinstance(out, np.ndarray) and out.ndim == 2]
+            widths = [
+                out.shape[1] for out in steps if isinstance(out, np.ndarray) and out.ndim == 2
+            ]
             width = output_size if output_size is not None else (widths[0] if widths else None)
             if width is None and not need_width:
                 width = 0
             if width is None:
-                raise ValueError("targets has no frames at all, so output_size cannot be inferred; pass output_size")
+                raise ValueError(
+                    "targets has no frames at all, so output_size cannot be inferred; pass output_size"
+                )
             f = np.zeros((0, width))
     if output_size is not None and f.shape[1] != output_size:
-        raise ValueError(f"targets have frames of width {f.shape[1]}, but output_size={output_size}")
+        raise ValueError(
+            f"targets have frames of width {f.shape[1]}, but output_size={output_size}"
+        )
     if dtype is not None:
         with np.errstate(over="ignore"):  # Overflow shows as inf, reported below.
             f = f.astype(dtype, copy=False)
@@ -217,7 +234,9 @@ def _flatten_targets(targets, output_size=None, dtype=np.float32, need_width=Tru
         if bad.any():
             s, _ = _locate(int(np.argmax(bad)), L)
             n, t = _locate(s, T_n)
-            raise ValueError(f"targets[{n}][{t}] has a non-finite value (nan, inf or beyond float32)")
+            raise ValueError(
+                f"targets[{n}][{t}] has a non-finite value (nan, inf or beyond float32)"
+            )
     return T_n, L, f
 
 
@@ -225,7 +244,9 @@ def _check_lengths(T_n, L, max_steps):
     over = np.flatnonzero(L > max_steps)
     if len(over):
         n, t = _locate(int(over[0]), T_n)
-        raise ValueError(f"targets[{n}][{t}] has {L[over[0]]} frames, more than max_steps={max_steps}")
+        raise ValueError(
+            f"targets[{n}][{t}] has {L[over[0]]} frames, more than max_steps={max_steps}"
+        )
 
 
 def _check_pair(T_x, T_y):
@@ -319,19 +340,31 @@ def masks_from_lengths(lengths, outer_mask, max_steps):
     max_steps = _check_max_steps(max_steps)
     if tf.is_tensor(lengths) or tf.is_tensor(outer_mask):
         L = tf.cast(lengths, tf.int32)[..., None]
-        om = tf.ones_like(L, tf.float32) if outer_mask is None else tf.cast(outer_mask, tf.float32)[..., None]
+        om = (
+            tf.ones_like(L, tf.float32)
+            if outer_mask is None
+            else tf.cast(outer_mask, tf.float32)[..., None]
+        )
         j = tf.range(max_steps, dtype=tf.int32)
         return tuple(tf.cast(c, tf.float32) * om for c in (j < L, tf.equal(j, L), j <= L))
     L = np.asarray(lengths)
     if L.size and (L.min() < 0 or L.max() > max_steps):
-        raise ValueError(f"lengths must lie in 0..max_steps={max_steps}; received values {L.min()}..{L.max()}")
+        raise ValueError(
+            f"lengths must lie in 0..max_steps={max_steps}; received values {L.min()}..{L.max()}"
+        )
     L = L[..., None]
-    om = np.ones(L.shape, np.float32) if outer_mask is None else np.asarray(outer_mask, np.float32)[..., None]
+    om = (
+        np.ones(L.shape, np.float32)
+        if outer_mask is None
+        else np.asarray(outer_mask, np.float32)[..., None]
+    )
     j = np.arange(max_steps)
     return tuple((c * om).astype(np.float32) for c in (j < L, j == L, j <= L))
 
 
-def make_dataset(inputs, targets, batch_size=32, shuffle=True, seed=None, *, max_steps=9, output_size=None):
+def make_dataset(
+    inputs, targets, batch_size=32, shuffle=True, seed=None, *, max_steps=9, output_size=None
+):
     """A `tf.data.Dataset` of padded, masked batches for teacher forcing.
 
     Each batch is padded to its own longest sequence `T` (the last batch may
@@ -371,8 +404,14 @@ def make_dataset(inputs, targets, batch_size=32, shuffle=True, seed=None, *, max
     TensorShape([1, 4, 9, 2])
     """
     max_steps = _check_max_steps(max_steps)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; received batch_size={batch_size!r}")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"batch_size must be a positive integer; received batch_size={batch_size!r}"
+        )
     T_x, x = _flatten_inputs(inputs)
     T_y, L, f = _flatten_targets(targets, output_size)
     _check_pair(T_x, T_y)
@@ -391,161 +430,18 @@ def make_dataset(inputs, targets, batch_size=32, shuffle=True, seed=None, *, max
         outer_mask = tf.sequence_mask(rows.row_lengths(), tf.shape(lengths)[1], tf.float32)
         frame_mask, stop_labels, stop_mask = masks_from_lengths(lengths, outer_mask, max_steps)
         x = {"inputs": inp, "frames": frames, "lengths": lengths, "outer_mask": outer_mask}
-        y = {"frames": frames, "frame_mask": frame_mask, "stop_labels": stop_labels, "stop_mask": stop_mask}
+        y = {
+            "frames": frames,
+            "frame_mask": frame_mask,
+            "stop_labels": stop_labels,
+            "stop_mask": stop_mask,
+        }
         return x, y
 
     ds = tf.data.Dataset.range(N)
     if shuffle:
         ds = ds.shuffle(N, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).map(batch).prefetch(tf.data.AUTOTUNE)
-
-
-# Float64 values at or beyond this magnitude round to infinity in float32.
-_F32_OVERFLOW = float(2**128 - 2**103)
-
-
-def _check_record(rec, line_no, max_steps, widths):
-    """Validates one decoded JSON record; returns `(x, frames_per_step)`."""
-
-    def rows(value, name, key, what):
-        if not isinstance(value, list):
-            raise ValueError(f"field '{name}': expected a list of {what}, received {type(value).__name__}")
-        out = []
-        for k, row in enumerate(value):
-            where = f"{name}[{k}]"
-            if not isinstance(row, list):
-                raise ValueError(f"field '{where}': expected a list of numbers, received {type(row).__name__}")
-            for c, v in enumerate(row):
-                if type(v) not in (int, float):
-                    raise ValueError(f"field '{where}[{c}]': expected a number, received {json.dumps(v)}")
-                if not abs(v) < _F32_OVERFLOW:
-                    raise ValueError(f"field '{where}[{c}]': not a finite float32 number ({str(v):.24})")
-            width, source = widths[key]
-            if not row:
-                raise ValueError(f"field '{where}': an empty vector (width 0)")
-            if width is None:
-                widths[key] = (len(row), f"as in field '{where}' on line {line_no}")
-            elif len(row) != width:
-                raise ValueError(f"field '{where}': width {len(row)}, expected {width} ({source})")
-            out.append(row)
-        return out
-
-    if not isinstance(rec, dict):
-        raise ValueError(f"expected a JSON object with keys 'x' and 'y', received {type(rec).__name__}")
-    for key in ("x", "y"):
-        if key not in rec:
-            raise ValueError(f"missing key '{key}'")
-    x = rows(rec["x"], "x", "x", "input vectors")
-    if not x:
-        raise ValueError("field 'x': no outer steps (T = 0); every sequence needs T >= 1")
-    y = rec["y"]
-    if not isinstance(y, list):
-        raise ValueError(f"field 'y': expected a list of frame lists, received {type(y).__name__}")
-    if len(y) != len(x):
-        raise ValueError(f"field 'y': {len(y)} outer steps, but 'x' has {len(x)}")
-    outs = []
-    for t, out in enumerate(y):
-        frames = rows(out, f"y[{t}]", "y", "frames")
-        if max_steps is not None and len(frames) > max_steps:
-            raise ValueError(f"field 'y[{t}]': {len(frames)} frames, more than max_steps={max_steps}")
-        outs.append(frames)
-    return x, outs
-
-
-def load_jsonl(path, *, max_steps=None, input_size=None, output_size=None):
-    """Reads sequences from a JSON Lines file.
-
-    One sequence per line: `{"x": [[...], ...], "y": [[[...], ...], ...]}`
-    where `x` holds `T >= 1` input vectors and `y[t]` the frames of
-    `Out[t]` (possibly `[]`), `len(y) == len(x)`. Blank lines are skipped.
-    Widths must agree on every line (the first record fixes them unless
-    given). Extra keys are ignored.
-
-    Args:
-        path: str or path-like.
-        max_steps: int or None; when given, longer `Out[t]` are an error.
-        input_size: int or None; the width of every `x[t]` when given.
-        output_size: int or None; the width of every frame when given.
-
-    Returns:
-        `(inputs, targets)`: a list of float32 arrays `(T_n, input_size)` and
-        a list of lists of float32 arrays `(L, output_size)`.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a malformed record; the message starts with
-            `"{path}:{line}: "` and names the field, e.g.
-            `train.jsonl:7: field 'y[2]': 12 frames, more than max_steps=9`.
-            An empty file gives `"{path}: no sequences"`.
-    """
-    if max_steps is not None:
-        max_steps = _check_max_steps(max_steps)
-    path = os.fspath(path)
-    widths = {"x": (input_size, f"input_size={input_size}"), "y": (output_size, f"output_size={output_size}")}
-    inputs, targets = [], []
-    with open(path, "rb") as fh:
-        for line_no, raw in enumerate(fh, 1):
-            try:
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
-                if line_no == 1:
-                    text = text.lstrip("\ufeff")
-                if not text.strip():
-                    continue
-                try:
-                    rec = json.loads(text.rstrip("\r\n"))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"bad JSON: {e.msg} at column {e.colno}") from None
-                x, outs = _check_record(rec, line_no, max_steps, widths)
-            except ValueError as e:
-                raise ValueError(f"{path}:{line_no}: {e}") from None
-            inputs.append(np.array(x, np.float32))
-            targets.append(outs)
-    if not inputs:
-        raise ValueError(f"{path}: no sequences")
-    width = widths["y"][0] or 0  # 0 only if no line has a frame.
-    targets = [[np.array(out, np.float32).reshape(len(out), width) for out in outs] for outs in targets]
-    return inputs, targets
-
-
-def save_jsonl(path, inputs, targets):
-    """Writes sequences to a JSON Lines file that `load_jsonl` reads back.
-
-    Numbers are written with the shortest text that round-trips in their
-    own dtype, so float32 data (what `load_jsonl` returns) come back bit
-    for bit.
-
-    Args:
-        path: str or path-like.
-        inputs: a list of N arrays `(T_n, input_size)` or one array
-            `(N, T, input_size)`.
-        targets: a list of N lists of `T_n` arrays `(L, output_size)`, or a
-            `tf.RaggedTensor` `(N, T, None, output_size)`.
-
-    Returns:
-        `path`.
-
-    Raises:
-        ValueError: as `make_dataset` (no limit on frames per step).
-    """
-    T_x, x = _flatten_inputs(inputs, dtype=None)
-    T_y, L, f = _flatten_targets(targets, dtype=None, need_width=False)
-    _check_pair(T_x, T_y)
-    xs = [",".join(r) for r in x.astype(str)]
-    fs = [",".join(r) for r in f.astype(str)]
-    step, frame = 0, 0
-    with open(path, "w", encoding="utf-8") as fh:
-        for T in T_x:
-            ys = []
-            for n in L[step:step + T]:
-                ys.append("[" + ",".join("[" + r + "]" for r in fs[frame:frame + n]) + "]")
-                frame += n
-            xl = ",".join("[" + r + "]" for r in xs[step:step + T])
-            fh.write('{"x":[' + xl + '],"y":[' + ",".join(ys) + "]}\n")
-            step += T
-    return path
 
 
 def ragged_from_padded(frames, lengths):
@@ -579,4 +475,4 @@ def targets_from_ragged(rt):
     T_n, L, f = _ragged_parts(rt)
     outs = np.split(f, np.cumsum(L)[:-1]) if len(L) else []
     bounds = np.cumsum(T_n)
-    return [outs[b - n:b] for n, b in zip(T_n, bounds)]
+    return [outs[b - n : b] for n, b in zip(T_n, bounds)]

@@ -1,4 +1,4 @@
-"""Tests for `streamgen.data`: padding, STOP masks, tf.data batches, JSON Lines."""
+"""Tests for `streamgen.data` and `streamgen.jsonl`: padding, STOP masks, tf.data batches, JSON Lines."""
 
 import json
 import os
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from streamgen._quiet import import_tensorflow
-from streamgen.data import (load_jsonl, make_dataset, masks_from_lengths,
-                            pad_targets, ragged_from_padded, save_jsonl,
-                            targets_from_ragged)
+from streamgen.data import (make_dataset, masks_from_lengths, pad_targets,
+                            ragged_from_padded, targets_from_ragged)
+from streamgen.jsonl import load_jsonl, save_jsonl
 
 tf = import_tensorflow()
 
