@@ -3,8 +3,12 @@
     python benchmarks/lite_latency.py MODEL.tflite INPUTS.npy ROUNDS PER_ROUND
 
 Prints JSON: the median seconds per `LiteStream.step` over all timed calls,
-the median of the best round, and whether TensorFlow got imported (it must
-not). `run.py` calls this; it is not meant to be run by hand.
+the median of the best round, every timed call (`samples`), the median
+seconds of `invoke()` alone (the interpreter run again on the same inputs:
+the rest of a step is Python), and whether TensorFlow got imported (it must
+not). 200 untimed steps come first (warm-up). `run.py` and
+`lite_breakdown.py` call this with one round per process, in turn with the
+other contenders; it is not meant to be run by hand.
 """
 
 import json
@@ -19,7 +23,10 @@ import streamgen as sg
 def main(path, inputs_path, rounds, per_round):
     inputs = np.load(inputs_path)
     stream = sg.LiteStream(path)
-    samples, position = [], 0
+    samples, invokes, position = [], [], 0
+    for x in inputs[:200]:
+        stream.step(x)
+    stream.reset()
     for _ in range(rounds):
         block = []
         for i in range(3 + per_round):
@@ -30,9 +37,16 @@ def main(path, inputs_path, rounds, per_round):
             if i >= 3:  # 3 untimed warm-up calls per round
                 block.append(time.perf_counter() - start)
         samples.append(block)
+        invoke = stream._interpreter.invoke  # noqa: SLF001  (a benchmark may look inside)
+        for _ in range(per_round // 4):
+            start = time.perf_counter()
+            invoke()
+            invokes.append(time.perf_counter() - start)
     print(json.dumps({
         "median": float(np.median(np.concatenate(samples))),
         "best_round": float(min(np.median(block) for block in samples)),
+        "invoke": float(np.median(invokes)),
+        "samples": [float(t) for t in np.concatenate(samples)],
         "tensorflow_loaded": "tensorflow" in sys.modules,
     }))
 

@@ -20,8 +20,9 @@ inner steps of every outer step: the worst case, and the same work for all.
 Timings are interleaved in rounds so that a noisy neighbour slows every path
 alike; each contender runs a warm block per round. "median" is over all timed
 calls, "best round" the median of the quietest round. LiteRT is timed twice:
-in a process without TensorFlow (how it is deployed; `lite_latency.py`) and
-in this one, where TensorFlow's idle thread pools share the two cores.
+in processes without TensorFlow (how it is deployed; `lite_latency.py`, a
+fresh one per round, in turn with the others) and in this one, where
+TensorFlow's idle thread pools share the two cores.
 """
 
 import argparse
@@ -93,9 +94,11 @@ def main(argv=None):
     }
     counts = {"naive": 5 if quick else 20}
     rounds, per_round = (3, 100) if quick else (7, 400)
+    lite_alone = LiteWithoutTensorflow(lite_path, inputs)
     times = interleaved(contenders, rounds=rounds,
-                        per_round=lambda name: counts.get(name, per_round))
-    times["litert_alone"] = lite_without_tensorflow(lite_path, inputs, rounds, per_round)
+                        per_round=lambda name: counts.get(name, per_round),
+                        elsewhere={"litert_alone": lite_alone.block})
+    lite_invoke = lite_alone.invoke()
     base = times["naive"][0]
     labels = {
         "naive": "naive eager loop (Keras layers per inner step)",
@@ -112,6 +115,8 @@ def main(argv=None):
         note = f"target >= {target}x" if target else ""
         if name.startswith("litert"):
             note += ", <= 50 us"
+        if name == "litert_alone":
+            note += f"; `invoke()` alone {us(lite_invoke)}"
         median, best = times[name]
         rows.append(("1. latency, batch 1", label, us(median), us(best),
                      f"{base / median:.1f}x", note))
@@ -165,15 +170,19 @@ def cycling(step, inputs):
     return call
 
 
-def interleaved(contenders, rounds, per_round):
+def interleaved(contenders, rounds, per_round, elsewhere=None):
     """Seconds per call of each contender: `{name: (median, best round)}`.
 
     Each round runs every contender for a warm block (3 untimed calls, then
     `per_round(name)` timed ones), so slow phases of the machine hit all.
     `median` is over all timed calls; `best round` is the median of the
     quietest round (what the code costs when the machine is not shared).
+    `elsewhere`: `{name: block(count) -> [seconds, ...]}`, contenders timed
+    outside this process (`count` timed calls, warm-up their own), one
+    block per round in turn with the others.
     """
-    samples = {name: [] for name in contenders}
+    elsewhere = elsewhere or {}
+    samples = {name: [] for name in list(contenders) + list(elsewhere)}
     for _ in range(rounds):
         for name, call in contenders.items():
             block = []
@@ -184,6 +193,8 @@ def interleaved(contenders, rounds, per_round):
                 call()
                 block.append(time.perf_counter() - start)
             samples[name].append(block)
+        for name, block in elsewhere.items():
+            samples[name].append(block(per_round(name)))
     return {
         name: (float(np.median(np.concatenate(blocks))),
                float(min(np.median(block) for block in blocks)))
@@ -191,18 +202,33 @@ def interleaved(contenders, rounds, per_round):
     }
 
 
-def lite_without_tensorflow(lite_path, inputs, rounds, per_round):
-    """`LiteStream.step` timed in a fresh process that never imports TF."""
-    inputs_path = os.path.join(os.path.dirname(lite_path), "inputs.npy")
-    np.save(inputs_path, inputs)
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lite_latency.py")
-    result = subprocess.run(
-        [sys.executable, script, lite_path, inputs_path, str(rounds), str(per_round)],
-        capture_output=True, text=True, check=True,
-    )
-    report = json.loads(result.stdout)
-    assert not report["tensorflow_loaded"]
-    return report["median"], report["best_round"]
+class LiteWithoutTensorflow:
+    """`LiteStream.step` timed in fresh processes that never import TF.
+
+    `block(count)` runs `lite_latency.py` for one round of `count` timed
+    steps (after its own warm-up) and returns their durations; `invoke()`
+    is the median of `invoke()` alone over the blocks run so far.
+    """
+
+    def __init__(self, lite_path, inputs):
+        self.lite_path = lite_path
+        self.inputs_path = os.path.join(os.path.dirname(lite_path), "inputs.npy")
+        np.save(self.inputs_path, inputs)
+        self.script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lite_latency.py")
+        self.invokes = []
+
+    def block(self, count):
+        result = subprocess.run(
+            [sys.executable, self.script, self.lite_path, self.inputs_path, "1", str(count)],
+            capture_output=True, text=True, check=True,
+        )
+        report = json.loads(result.stdout)
+        assert not report["tensorflow_loaded"]
+        self.invokes.append(report["invoke"])
+        return report["samples"]
+
+    def invoke(self):
+        return float(np.median(self.invokes))
 
 
 def us(seconds):

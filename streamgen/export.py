@@ -1,6 +1,8 @@
 """LiteRT export: the one-outer-step function as a `.tflite` file.
 
-The exported function is `decode.outer_step` with everything explicit:
+The exported function is the outer step (`decode.outer_step`: model_a's
+cell, then model_b's inner steps with the stop checks) with everything
+explicit:
 
 | input | shape | |
 | --- | --- | --- |
@@ -20,8 +22,28 @@ are used, so no Flex delegate is needed.
 What `sg.LiteStream` needs to run the file alone (sizes, the stop criteria
 kinds with their default thresholds, the tensor names) is stored as JSON in
 the model's metadata table under the name `"streamgen"`.
+
+The inner loop. Up to `UNROLL_MAX_STEPS` (16) inner steps, which covers the
+default `max_steps=9`, the file holds the inner steps *unrolled*
+(`_unrolled_outer_step`): every row runs all `max_steps` steps as one
+straight chain of ops, and the stop tests, the lengths, the frames' mask and
+the carried state are computed once, at the end. At batch 1 and
+`max_steps=9` that is about as fast as a `WHILE` loop that stops after its
+first inner step, and about twice as fast as one that runs all nine
+(`benchmarks/lite_breakdown.py`, `benchmarks/README.md`): LiteRT's `WHILE`
+costs ~14 us per call (its cond and body sub-graphs are re-allocated and
+released on every call) and ~4 us per iteration (two sub-graph invocations,
+the loop variables copied between them, and per-step masks: selects and
+gathers, which the XNNPACK delegate does not take, between the cell's ops),
+while an unrolled step costs ~1.7 us (the chain of all of them is one
+XNNPACK partition). The price: every inner step runs even when every row has
+stopped, so the cost grows with `max_steps`, not with the lengths decoded.
+Above `UNROLL_MAX_STEPS` the file therefore holds `decode.outer_step`'s
+`tf.while_loop`, which exits as soon as every row has stopped. Both give
+`sg.Stream`'s outputs.
 """
 
+import functools
 import json
 
 import keras
@@ -30,9 +52,15 @@ import numpy as np
 from streamgen import decode as decode_lib
 from streamgen import _quiet
 from streamgen import lite
+from streamgen import stopping
 from streamgen._quiet import import_tensorflow
 
 tf = import_tensorflow()
+
+# Largest `max_steps` whose inner steps are unrolled in the file; above it
+# the file holds a `WHILE` loop (see the module docstring). Tests lower it to
+# 0 to export small models with the loop.
+UNROLL_MAX_STEPS = 16
 
 
 def export_litert(model, path, stop=None):
@@ -64,7 +92,8 @@ def export_litert(model, path, stop=None):
     schema = lite.import_schema()
     criteria = decode_lib.resolve_stop(model, stop)
     specs = _input_specs(model, len(criteria))
-    function = tf.function(_flat_step(model, criteria), input_signature=specs)
+    unrolled = model.max_steps <= UNROLL_MAX_STEPS
+    function = tf.function(_flat_step(model, criteria, unrolled), input_signature=specs)
     concrete = function.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -87,6 +116,7 @@ def export_litert(model, path, stop=None):
         "inner_state_sizes": list(model.inner_state_sizes),
         "decoder_state": model.decoder_state,
         "cell": model.cell,
+        "inner_loop": "unrolled" if unrolled else "while",
         "criteria": [
             {"class_name": type(c).__name__, "config": c.get_config()} for c in criteria
         ],
@@ -110,8 +140,12 @@ def _input_specs(model, num_criteria):
     ]
 
 
-def _flat_step(model, criteria):
-    """`outer_step` on a packed state, with a flat tuple of outputs."""
+def _flat_step(model, criteria, unrolled):
+    """The outer step on a packed state, with a flat tuple of outputs.
+
+    `unrolled`: `_unrolled_outer_step` if True, else `decode.outer_step`
+    (a `tf.while_loop`).
+    """
     sizes = list(model.outer_state_sizes) + list(model.inner_state_sizes)
     num_outer = len(model.outer_state_sizes)
     weights = [(v, v.numpy()) for v in model.variables]  # read now, eagerly
@@ -122,25 +156,132 @@ def _flat_step(model, criteria):
         mapping = [(v, tf.constant(value)) for v, value in weights]
         with keras.StatelessScope(state_mapping=mapping):
             parts = tf.split(state, sizes, axis=1) if len(sizes) > 1 else [state]
-            # No forced lengths (`stop_at=None`): streaming never forces them,
-            # and leaving the check out saves two ops per inner step.
-            frames, lengths, outer_state, inner_state = decode_lib.outer_step(
-                model, criteria, x, parts[:num_outer], parts[num_outer:], decode,
-                None, thresholds, cap,
-            )
+            outer_state, inner_state = parts[:num_outer], parts[num_outer:]
+            if unrolled:
+                frames, lengths, outer_state, inner_state = _unrolled_outer_step(
+                    model, criteria, x, outer_state, inner_state, decode, thresholds, cap)
+            else:
+                # No forced lengths (`stop_at=None`): streaming never forces
+                # them, and leaving the check out saves two ops per inner step.
+                frames, lengths, outer_state, inner_state = decode_lib.outer_step(
+                    model, criteria, x, outer_state, inner_state, decode,
+                    None, thresholds, cap,
+                )
             state = tf.concat(list(outer_state) + list(inner_state), axis=1)
             return frames, lengths, state
 
     return step
 
 
-def _check_export(model, concrete, content, names):
-    """Runs the converted file once against the TensorFlow step.
+def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
+                         thresholds, cap):
+    """`decode.outer_step` with the inner steps unrolled and unmasked.
 
-    The probe uses random states and `decode` all False, so every output is
-    exactly determined without any stop decision (model_a's update, model_b's
-    state passed through, empty frames): it checks that each signature
-    output is the one `names` says, and that the conversion is faithful.
+    Same arguments (without `stop_at`), same results: `(frames, lengths,
+    outer_state, inner_state)`. Every row runs all `max_steps` inner steps,
+    whether it has stopped or not; nothing a stopped row computes reaches
+    the results (it is only ever *selected* away, so even a NaN in it
+    cannot leak). Per row, with `first` the first inner step where a
+    criterion fires (`max_steps` if none):
+
+    - `lengths = min(first, cap)`, 0 where `decode` is False;
+    - the frames of steps `j < lengths` are emitted, the rest are zeros;
+    - the carried inner state is the one after the last step that ran (the
+      STOP step included): after step `min(first, cap - 1)`, which is
+      index `min(first + 1, cap)` in `[start, after step 0, ...]`; the start
+      state where nothing ran (`decode` False, or `cap` 0).
+
+    That is what the masked `tf.while_loop` of `outer_step` computes; here
+    the inner steps form one chain of ops without selects or comparisons,
+    which the XNNPACK delegate runs as one partition, and the stop tests of
+    all steps are one call per criterion, after it.
+    """
+    M = model.max_steps
+    outer_output, outer_state = model.outer_cell(x, list(outer_state))
+    outer_state = _as_list(outer_state)
+    ir = model.project_ir(outer_output)  # (B, ir)
+    if model.decoder_state == "reset":
+        state = model.initial_inner_state(ir)
+    else:
+        state = list(inner_state)
+    limits = [thresholds[k] for k in range(len(criteria))]
+
+    history = [[s] for s in state]  # per state tensor: start, after step 0, ...
+    frames, stop_logits = [], []
+    previous = None
+    for _ in range(M):
+        if previous is None:  # the previous frame is zeros at step 0
+            inner_input = tf.pad(ir, [[0, 0], [0, model.output_size]])
+        else:
+            inner_input = tf.concat([ir, previous], axis=-1)  # (B, ir + O)
+        output, state = model.inner_cell(inner_input, list(state))
+        state = _as_list(state)
+        for past, now in zip(history, state):
+            past.append(now)
+        # The heads as in `model.inner_heads`, the stop logit kept `(B, 1)`.
+        frames.append(model.frame_head(output))  # (B, O)
+        stop_logits.append(model.stop_head(output))  # (B, 1)
+        previous = frames[-1]
+
+    frames = tf.stack(frames, axis=1)  # (B, M, O)
+    # The stop tests of all steps at once, off the chain: `(B, M)` each.
+    stop_logits = tf.concat(stop_logits, axis=1)
+    fired = [_fires(criterion, frames, stop_logits, limit)
+             for criterion, limit in zip(criteria, limits)]
+    # (Not `clip_by_value(cap, 0, M)`: the converter turns an int32 clip to
+    # [0, 6] into a RELU6 that LiteRT lacks.)
+    cap = tf.minimum(cap, M)
+    steps = tf.range(M)  # (M,)
+    decode = tf.cast(decode, tf.bool)
+    ran = decode & (cap > 0)  # rows that ran at least one inner step
+    if fired:  # the first step where a criterion fires, M if none: (B,)
+        stops = functools.reduce(tf.logical_or, fired)
+        first = tf.reduce_min(tf.where(stops, steps, M), axis=1)
+    else:
+        first = M
+    lengths = tf.where(ran, tf.minimum(first, cap), 0)  # (B,)
+    last = tf.where(ran, tf.minimum(first + 1, cap), 0)  # index into history
+    end_state = [tf.gather(tf.stack(past, axis=1), last, batch_dims=1) for past in history]
+    if model.decoder_state == "reset":
+        # Rows that were not decoded keep their previous inner state.
+        decoded = tf.expand_dims(decode, 1)  # (B, 1)
+        end_state = [tf.where(decoded, new, old) for new, old in zip(end_state, inner_state)]
+    emitted = tf.reshape(steps, [1, M, 1]) < tf.reshape(lengths, [-1, 1, 1])  # (B, M, 1)
+    frames = tf.where(emitted, frames, 0.0)  # (B, M, O)
+    return frames, lengths, outer_state, end_state
+
+
+def _fires(criterion, frames, stop_logits, threshold):
+    """`criterion.fires` for every inner step at once: `(B, M)` bool.
+
+    Args:
+        frames: `(B, M, O)`; stop_logits: `(B, M)`.
+
+    A criterion decides row by row (`fires` maps `(N, O)` frames and `(N,)`
+    logits to `(N,)`), so the `B * M` (row, step) pairs go through one call
+    as `N` rows. `sg.StopHead` is computed directly on `(B, M)` (the same
+    `sigmoid(logit) > threshold`), which spares the two reshapes.
+    """
+    if type(criterion) is stopping.StopHead:
+        return tf.sigmoid(stop_logits) > threshold
+    fired = criterion.fires(tf.reshape(frames, [-1, frames.shape[2]]),
+                            tf.reshape(stop_logits, [-1]), threshold)
+    return tf.reshape(fired, [-1, stop_logits.shape[1]])
+
+
+def _as_list(state):
+    return list(state) if isinstance(state, (list, tuple)) else [state]
+
+
+def _check_export(model, concrete, content, names):
+    """Runs the converted file against the TensorFlow step it came from.
+
+    Two probes on random inputs and states, each exactly determined
+    without any stop decision: `decode` all False (model_a's update,
+    model_b's state passed through, empty frames), which also checks that
+    each signature output is the one `names` says; and `decode` all True
+    with `cap` 1, whose state output (model_a's update, then one inner
+    step, run whether or not it is the STOP step) checks the inner cell.
 
     Raises:
         RuntimeError: on any mismatch.
@@ -154,21 +295,28 @@ def _check_export(model, concrete, content, names):
     for spec in specs:
         shape = [batch if d is None else d for d in spec.shape]
         feeds[spec.name] = rng.normal(size=shape).astype(np.float32)
-    feeds["decode"] = np.zeros(batch, bool)
-    feeds["cap"] = np.array(model.max_steps, np.int32)
-    expected = [np.asarray(t) for t in concrete(*[tf.constant(feeds[s.name]) for s in specs])]
-
-    interpreter = Interpreter(model_content=content)
-    runner = interpreter.get_signature_runner(lite.SIGNATURE)
-    with _quiet.silenced_fd2():  # LiteRT logs "Created ... XNNPACK delegate"
-        got = runner(**feeds)
-    for name, want in zip(("frames", "lengths", "state"), expected):
-        value = got.get(names["outputs"][name])
-        if value is None or value.shape != want.shape or not np.allclose(value, want, atol=1e-5):
-            raise RuntimeError(
-                f"The converted LiteRT model does not reproduce output {name!r} "
-                "of the TensorFlow step; nothing was written."
-            )
+    probes = [
+        ({"decode": np.zeros(batch, bool), "cap": np.array(model.max_steps, np.int32)},
+         ("frames", "lengths", "state")),
+        ({"decode": np.ones(batch, bool), "cap": np.array(1, np.int32)}, ("state",)),
+    ]
+    # LiteRT logs "Created TensorFlow Lite XNNPACK delegate for CPU." on
+    # stderr, once per process, when it first plans an interpreter.
+    with _quiet.silenced_fd2():
+        runner = Interpreter(model_content=content).get_signature_runner(lite.SIGNATURE)
+        results = [runner(**{**feeds, **changes}) for changes, _ in probes]
+    for (changes, checked), got in zip(probes, results):
+        inputs = {**feeds, **changes}
+        expected = concrete(*[tf.constant(inputs[s.name]) for s in specs])
+        expected = dict(zip(("frames", "lengths", "state"), expected))
+        for name in checked:
+            want, value = np.asarray(expected[name]), got.get(names["outputs"][name])
+            if (value is None or value.shape != want.shape
+                    or not np.allclose(value, want, atol=1e-5)):
+                raise RuntimeError(
+                    f"The converted LiteRT model does not reproduce output {name!r} "
+                    "of the TensorFlow step; nothing was written."
+                )
 
 
 def _with_metadata(schema, content, data):

@@ -86,7 +86,12 @@ class LiteStream:
         self.max_steps = _checks.resolve_cap(self._spec, max_steps)
         self._sizes = {"outer": meta["outer_state_sizes"], "inner": meta["inner_state_sizes"]}
 
-        self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
+        # LiteRT logs "Created TensorFlow Lite XNNPACK delegate for CPU." on
+        # stderr, once per process, when it first plans an interpreter (in
+        # `_allocate`, also silenced); its creation is silenced as well, so
+        # that no LiteRT version's eager set-up reaches the user's stderr.
+        with _quiet.silenced_fd2():
+            self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
         runner = self._interpreter.get_signature_runner(meta["signature"])
         inputs = runner.get_input_details()  # name -> details (tensor index)
         outputs = {name: d["index"] for name, d in runner.get_output_details().items()}
@@ -172,20 +177,22 @@ class LiteStream:
             ValueError: wrong width or batch size, or non-finite values.
         """
         array = _checks.check_inputs(self._spec, x, "x", ndim=(1, 2))
-        rows = array[None] if array.ndim == 1 else array  # (B, I)
+        single = array.ndim == 1
+        rows = array[None] if single else array  # (B, I)
         batch = rows.shape[0]
-        _checks.check_batch(batch, self._batch_size, self._fresh)
-        if self._state is None or (self._fresh and batch != self._batch_size):
-            self._state = self._initial_state(batch)
-        if batch != self._allocated:
+        if batch != self._batch_size or self._state is None:
+            _checks.check_batch(batch, self._batch_size, self._fresh)
+            if self._state is None or self._fresh:
+                self._state = self._initial_state(batch)
+        if batch != self._allocated:  # (`set_state` may change the batch size)
             self._allocate(batch)
         interpreter = self._interpreter
-        set_tensor = interpreter.set_tensor
-        set_tensor(self._x, np.ascontiguousarray(rows))
+        set_tensor = interpreter.set_tensor  # copies, from any memory layout
+        set_tensor(self._x, rows)
         set_tensor(self._state_input, self._state)
         if decode is not True or self._decode_masked:
             rows_decoded = np.broadcast_to(np.asarray(decode, bool), (batch,))
-            set_tensor(self._decode, np.ascontiguousarray(rows_decoded))
+            set_tensor(self._decode, rows_decoded)
             self._decode_masked = not rows_decoded.all()
         interpreter.invoke()
         get_tensor = interpreter.get_tensor  # copies
@@ -193,7 +200,7 @@ class LiteStream:
         self._batch_size = batch
         self._fresh = False
         return _checks.split_outputs(
-            get_tensor(self._frames), get_tensor(self._lengths), array.ndim == 1
+            get_tensor(self._frames), get_tensor(self._lengths), single
         )
 
     def feed(self, inputs):

@@ -108,6 +108,18 @@ def test_closed_pipe_ends_quietly(cli_model_path):
     assert (status, stderr) == (1, "")  # status 1 as the Python docs advise, no traceback
 
 
+def test_export_leaves_stderr_clean(cli_model_path, tmp_path):
+    """A fresh process: no TensorFlow, converter or LiteRT line (LiteRT logs
+    "Created TensorFlow Lite XNNPACK delegate for CPU." once per process,
+    when the export's self-check first plans an interpreter)."""
+    pytest.importorskip("ai_edge_litert")
+    path = str(tmp_path / "quiet.tflite")
+    result = subprocess.run(STREAMGEN + ["export", "--model", cli_model_path, "-o", path],
+                            capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == f"wrote {path} ({os.path.getsize(path):,} bytes)\n"
+
+
 LITE_RUN = """
 import sys
 from streamgen.cli.main import cli

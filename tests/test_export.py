@@ -27,10 +27,10 @@ def test_metadata_describes_the_model(exported):
     assert stored == metadata
     assert {k: stored[k] for k in ("format", "version", "input_size", "output_size",
                                    "max_steps", "outer_state_sizes", "inner_state_sizes",
-                                   "decoder_state", "cell")} == {
+                                   "decoder_state", "cell", "inner_loop")} == {
         "format": "streamgen-litert", "version": 1, "input_size": 3, "output_size": 2,
         "max_steps": 6, "outer_state_sizes": [8, 8], "inner_state_sizes": [8, 8],
-        "decoder_state": "carry", "cell": "lstm",
+        "decoder_state": "carry", "cell": "lstm", "inner_loop": "unrolled",
     }
     assert stored["criteria"] == [
         {"class_name": "StopHead", "config": {"threshold": 0.6}},
@@ -40,8 +40,8 @@ def test_metadata_describes_the_model(exported):
     assert stored["outputs"] == {"frames": "output_0", "lengths": "output_1", "state": "output_2"}
 
 
-def test_only_builtin_ops_and_no_variables(exported):
-    _, path, _ = exported
+def ops_used(path):
+    """The set of builtin operator names a `.tflite` file uses."""
     schema = lite_lib.import_schema()
     with open(path, "rb") as file:
         root = schema.Model.GetRootAs(file.read(), 0)
@@ -52,9 +52,16 @@ def test_only_builtin_ops_and_no_variables(exported):
     for index in range(root.OperatorCodesLength()):
         code = root.OperatorCodes(index)
         used.add(names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())])
+    return used
+
+
+def test_only_builtin_ops_and_no_variables(exported):
+    _, path, _ = exported
+    used = ops_used(path)
     assert "CUSTOM" not in used  # Flex (Select TF ops) would appear as custom ops
     assert not used & {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"}
-    assert {"WHILE", "FULLY_CONNECTED"} <= used
+    # max_steps 6 <= UNROLL_MAX_STEPS: the inner steps are unrolled, no loop.
+    assert "FULLY_CONNECTED" in used and "WHILE" not in used
     # One signature, batch dimension dynamic.
     from ai_edge_litert.interpreter import Interpreter
 
@@ -122,3 +129,62 @@ def test_export_litert_function_is_the_method(tmp_path):
     s = sg.LiteStream(str(tmp_path / "f.tflite"))
     # The cap alone: every output has max_steps frames.
     assert [len(s.step(x)) for x in np.zeros((3, 3))] == [9, 9, 9]
+
+
+def test_large_max_steps_exports_a_while_loop(tmp_path):
+    """Above UNROLL_MAX_STEPS the file loops (and stops early) instead."""
+    model = make_model("gru", "carry", seed=6, max_steps=export_lib.UNROLL_MAX_STEPS + 1)
+    path = str(tmp_path / "long.tflite")
+    assert model.export_litert(path)["inner_loop"] == "while"
+    assert {"WHILE", "FULLY_CONNECTED"} <= ops_used(path)
+    x = np.random.default_rng(4).normal(size=(30, 2, 3)).astype(np.float32)
+    lite_stream, tf_stream = sg.LiteStream(path), model.open_stream()
+    lengths = set()
+    for t in range(30):
+        for a, b in zip(lite_stream.step(x[t]), tf_stream.step(x[t])):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, atol=1e-5)
+            lengths.add(len(a))
+    assert len(lengths) >= 3, lengths
+
+
+def test_cap_zero_runs_no_inner_step(core_models, tmp_path, monkeypatch):
+    """The file's `cap` input at 0 (LiteStream never sends it): the same
+    results as the TensorFlow step, for both loop structures."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(8)
+    thresholds, cap = np.array([0.5], np.float32), np.array(0, np.int32)
+    for mode in ("reset", "carry"):
+        model = core_models[("lstm", mode)]
+        x = rng.normal(size=(2, 3)).astype(np.float32)
+        state = rng.normal(size=(2, 32)).astype(np.float32)
+        decode = np.array([True, False])
+        step = model._compiled.step_concrete(model.stop)
+        frames, lengths, outer, inner = step(
+            x, [state[:, :8], state[:, 8:16]], [state[:, 16:24], state[:, 24:]], decode,
+            np.full(2, model.max_steps, np.int32), thresholds, cap)
+        expected_state = np.concatenate([np.asarray(t) for t in list(outer) + list(inner)], 1)
+        for unroll in (export_lib.UNROLL_MAX_STEPS, 0):
+            monkeypatch.setattr(export_lib, "UNROLL_MAX_STEPS", unroll)
+            path = str(tmp_path / f"{mode}_{unroll}.tflite")
+            loop = model.export_litert(path)["inner_loop"]
+            assert loop == ("unrolled" if unroll else "while")
+            runner = Interpreter(model_path=path).get_signature_runner(lite_lib.SIGNATURE)
+            got = runner(x=x, state=state, decode=decode, thresholds=thresholds, cap=cap)
+            assert got["output_1"].tolist() == [0, 0] == np.asarray(lengths).tolist()
+            assert not got["output_0"].any() and not np.asarray(frames).any()
+            np.testing.assert_allclose(got["output_2"], expected_state, atol=1e-5,
+                                       err_msg=f"{mode}, {loop}")
+
+
+def test_export_and_lite_stream_print_nothing(tmp_path, capfd):
+    """No LiteRT or converter line on stdout/stderr (LiteRT logs its XNNPACK
+    line once per process, so `test_cli_subprocess` checks a fresh process)."""
+    model = make_model("gru", "reset", seed=2)
+    path = str(tmp_path / "quiet.tflite")
+    capfd.readouterr()
+    model.export_litert(path)
+    stream = sg.LiteStream(path)
+    stream.step(np.zeros(3))
+    assert capfd.readouterr() == ("", "")

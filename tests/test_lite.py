@@ -6,11 +6,13 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
+from keras import ops
 
 import streamgen as sg
-from conftest import CELLS, MODES
+from conftest import CELLS, MODES, make_model
 
 STEPS = 200  # "long streams": every state path is exercised many times
 
@@ -23,6 +25,22 @@ def exports(core_models, tmp_path_factory):
     for key, model in core_models.items():
         paths[key] = str(folder / f"{key[0]}_{key[1]}.tflite")
         model.export_litert(paths[key])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def while_exports(core_models, tmp_path_factory):
+    """`(cell, mode) -> path`, exported with the `WHILE` inner loop that
+    models above `UNROLL_MAX_STEPS` get (forced here on the tiny models)."""
+    from streamgen import export as export_lib
+
+    folder = tmp_path_factory.mktemp("litert_while")
+    paths = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_lib, "UNROLL_MAX_STEPS", 0)
+        for key, model in core_models.items():
+            paths[key] = str(folder / f"{key[0]}_{key[1]}.tflite")
+            assert model.export_litert(paths[key])["inner_loop"] == "while"
     return paths
 
 
@@ -41,14 +59,17 @@ def assert_same(got, expected, where):
         np.testing.assert_allclose(a, b, atol=1e-5, err_msg=f"{where}, row {row}")
 
 
+@pytest.mark.parametrize("loop", ["unrolled", "while"])
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("mode", MODES)
-def test_lite_equals_stream_over_long_streams(core_models, exports, long_inputs, cell, mode):
+def test_lite_equals_stream_over_long_streams(core_models, exports, while_exports, long_inputs,
+                                              cell, mode, loop):
     model = core_models[(cell, mode)]
+    path = (exports if loop == "unrolled" else while_exports)[(cell, mode)]
     lengths = []
     # Batch 1 (1-D inputs) and batch 3, each over all 200 steps.
     for x in (long_inputs[:, 0], long_inputs):
-        tf_stream, lite_stream = model.open_stream(), sg.LiteStream(exports[(cell, mode)])
+        tf_stream, lite_stream = model.open_stream(), sg.LiteStream(path)
         for t in range(STEPS):
             expected, got = tf_stream.step(x[t]), lite_stream.step(x[t])
             assert_same(got, expected, f"step {t}, batch {lite_stream.batch_size}")
@@ -113,10 +134,12 @@ def test_get_state_returns_copies_and_reset(exports, long_inputs):
     assert s.batch_size == 3
 
 
+@pytest.mark.parametrize("loop", ["unrolled", "while"])
 @pytest.mark.parametrize("mode", MODES)
-def test_decode_mask_matches_stream(core_models, exports, long_inputs, mode):
+def test_decode_mask_matches_stream(core_models, exports, while_exports, long_inputs, mode, loop):
     model = core_models[("gru", mode)]
-    tf_stream, lite_stream = model.open_stream(), sg.LiteStream(exports[("gru", mode)])
+    path = (exports if loop == "unrolled" else while_exports)[("gru", mode)]
+    tf_stream, lite_stream = model.open_stream(), sg.LiteStream(path)
     masks = [True, [True, False, True], False, [False, True, True], True]
     for t in range(25):
         decode = masks[t % len(masks)]
@@ -195,10 +218,12 @@ def test_stop_override_errors(exports):
         sg.LiteStream(path, stop=[bad])
 
 
-def test_lower_cap(core_models, exports, long_inputs):
+@pytest.mark.parametrize("loop", ["unrolled", "while"])
+def test_lower_cap(core_models, exports, while_exports, long_inputs, loop):
     model = core_models[("lstm", "reset")]
     tf_stream = model.open_stream(max_steps=3)
-    lite_stream = sg.LiteStream(exports[("lstm", "reset")], max_steps=3)
+    path = (exports if loop == "unrolled" else while_exports)[("lstm", "reset")]
+    lite_stream = sg.LiteStream(path, max_steps=3)
     assert lite_stream.max_steps == 3
     for t in range(30):
         got = lite_stream.step(long_inputs[t])
@@ -283,3 +308,65 @@ def test_lite_does_not_import_tensorflow(exports, tmp_path):
     report = json.loads(result.stdout)
     assert report == {"heavy": [], "steps": 5, "batch": 1}
     assert result.stderr == ""  # not even LiteRT's "Created XNNPACK delegate" line
+
+
+class LeakyPair(keras.layers.Layer):
+    """A user-written Keras RNN cell (not one of Keras' own): two state
+    tensors, and an output that is not a state."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.state_size = [units, units]
+        self.output_size = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+        self.recurrent = self.add_weight(shape=(self.units, self.units), name="recurrent")
+
+    def call(self, inputs, states):
+        h, slow = states
+        h = ops.tanh(ops.matmul(inputs, self.kernel) + ops.matmul(h, self.recurrent))
+        slow = 0.7 * slow + 0.3 * h
+        return h - 0.5 * slow, [h, slow]
+
+
+class ShiftedStop(sg.StopHead):
+    """A user's stop criterion (a `StopHead` subclass with its own `fires`):
+    the export must call its `fires`, not StopHead's."""
+
+    def fires(self, frame, stop_logit, threshold):
+        return ops.sigmoid(stop_logit + 0.3) > threshold
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_custom_cells_and_criteria_equal_stream(tmp_path, long_inputs, mode):
+    """User-supplied cells and criteria go through the generic ops of the
+    unrolled export (they are called, not rewritten) and still match."""
+    model = make_model("gru", mode, seed=12, outer=LeakyPair(8), inner=LeakyPair(8))
+    stop = [ShiftedStop(0.5), sg.L2Norm(1.4, "above")]
+    path = str(tmp_path / "custom.tflite")
+    metadata = model.export_litert(path, stop=stop)
+    assert metadata["inner_loop"] == "unrolled"
+    assert metadata["inner_state_sizes"] == [8, 8]
+    lite_stream, tf_stream = sg.LiteStream(path), model.open_stream(stop=stop)
+    lengths = set()
+    for t in range(60):
+        got, expected = lite_stream.step(long_inputs[t]), tf_stream.step(long_inputs[t])
+        assert_same(got, expected, f"step {t}")
+        lengths |= {len(o) for o in got}
+    assert len(lengths) >= 3, lengths
+    for a, b in zip(lite_stream.get_state().values(), tf_stream.get_state().values()):
+        for u, v in zip(a, b):
+            np.testing.assert_allclose(u, v, atol=1e-5)
+
+
+def test_lite_stream_prints_nothing(exports, capfd):
+    """Construction, the first step (which plans the interpreter) and a new
+    batch size write nothing to stdout or stderr."""
+    capfd.readouterr()
+    s = sg.LiteStream(exports[("gru", "carry")])
+    s.step(np.zeros(3))
+    s.reset()
+    s.step(np.zeros((4, 3)))
+    assert capfd.readouterr() == ("", "")
