@@ -53,3 +53,26 @@ def test_readme_training_example_runs(tmp_path, monkeypatch, capsys):
     got = loaded.decode(x)
     np.testing.assert_array_equal(got.values.row_lengths(), expected.values.row_lengths())
     np.testing.assert_allclose(got.flat_values, expected.flat_values, atol=1e-6)
+
+
+def test_readme_litert_example_runs(tmp_path, monkeypatch):
+    """The LiteRT example runs as written and matches the TensorFlow path."""
+    import numpy as np
+    import pytest
+
+    import streamgen as sg
+
+    pytest.importorskip("ai_edge_litert")
+    (example,) = [b for b in python_blocks() if "sg.LiteStream" in b]
+    monkeypatch.chdir(tmp_path)  # it writes model.tflite
+    namespace = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    model, out, state = namespace["model"], namespace["out"], namespace["state"]
+    expected_stream = model.open_stream(stop=sg.StopHead(0.7))
+    expected = expected_stream.step(namespace["x"])
+    assert out.shape == expected.shape and out.shape[1] == 2
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert set(state) == {"outer", "inner"}
+    for key in state:
+        for got, want in zip(state[key], expected_stream.get_state()[key]):
+            np.testing.assert_allclose(got, want, atol=1e-5)
