@@ -112,6 +112,35 @@ def check_batch(batch, carried, fresh):
         )
 
 
+def stop_items(stop, is_single):
+    """A `stop=` argument as a list of its elements (not yet checked).
+
+    Args:
+        stop: one criterion, a list/tuple of them, or `[]`.
+        is_single: callable, True for one criterion (not a list).
+
+    Raises:
+        TypeError: if `stop` is neither a criterion nor a list/tuple.
+    """
+    if is_single(stop):
+        return [stop]
+    if not isinstance(stop, (list, tuple)):
+        raise TypeError(
+            "Received an invalid value for argument `stop`, expected a stop "
+            "criterion (e.g. sg.StopHead(0.5)), a list of them, or [], "
+            f"got {stop!r}."
+        )
+    return list(stop)
+
+
+def bad_stop_item(item):
+    """The `TypeError` for an element of `stop=` that is not a criterion."""
+    return TypeError(
+        "Received an invalid element in argument `stop`, expected a "
+        f"stop criterion such as sg.StopHead or sg.L2Norm, got {item!r}."
+    )
+
+
 def check_state(state, sizes):
     """Validates a state nest for `set_state`.
 

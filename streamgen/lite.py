@@ -242,6 +242,10 @@ class _Spec:
         self.max_steps = max_steps
 
 
+def _is_one_criterion(stop):
+    return isinstance(stop, dict) or hasattr(stop, "get_config")
+
+
 def resolve_stop(stop, exported):
     """Checks a `stop=` override against the exported criteria.
 
@@ -260,26 +264,15 @@ def resolve_stop(stop, exported):
     """
     if stop is None:
         return [dict(c) for c in exported]
-    if isinstance(stop, dict) or hasattr(stop, "get_config"):
-        stop = [stop]
-    if not isinstance(stop, (list, tuple)):
-        raise TypeError(
-            "Received an invalid value for argument `stop`, expected a stop "
-            "criterion (e.g. sg.StopHead(0.5)), a list of them, or [], "
-            f"got {stop!r}."
-        )
     criteria = []
-    for item in stop:
+    for item in _checks.stop_items(stop, _is_one_criterion):
         if isinstance(item, dict) and isinstance(item.get("class_name"), str):
             criterion = {"class_name": item["class_name"], "config": dict(item.get("config", {}))}
             _check_threshold(criterion)
         elif hasattr(item, "get_config") and hasattr(item, "threshold"):
             criterion = {"class_name": type(item).__name__, "config": item.get_config()}
         else:
-            raise TypeError(
-                "Received an invalid element in argument `stop`, expected a "
-                f"stop criterion such as sg.StopHead or sg.L2Norm, got {item!r}."
-            )
+            raise _checks.bad_stop_item(item)
         criteria.append(criterion)
     if [_kind(c) for c in criteria] != [_kind(c) for c in exported]:
         raise ValueError(

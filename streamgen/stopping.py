@@ -16,6 +16,7 @@ import math
 
 import keras
 
+from streamgen import _checks
 from streamgen._quiet import import_tensorflow
 
 tf = import_tensorflow()
@@ -151,23 +152,12 @@ def normalize_stop(stop):
     Raises:
         TypeError: if an element is not a stop criterion.
     """
-    if isinstance(stop, (StopCriterion, dict)):
-        stop = [stop]
-    if not isinstance(stop, (list, tuple)):
-        raise TypeError(
-            "Received an invalid value for argument `stop`, expected a stop "
-            "criterion (e.g. sg.StopHead(0.5)), a list of them, or [], "
-            f"got {stop!r}."
-        )
     criteria = []
-    for item in stop:
+    for item in _checks.stop_items(stop, lambda s: isinstance(s, (StopCriterion, dict))):
         if isinstance(item, dict):
             item = keras.saving.deserialize_keras_object(item)
         if not isinstance(item, StopCriterion):
-            raise TypeError(
-                "Received an invalid element in argument `stop`, expected a "
-                f"stop criterion such as sg.StopHead or sg.L2Norm, got {item!r}."
-            )
+            raise _checks.bad_stop_item(item)
         criteria.append(item)
     return tuple(criteria)
 

@@ -178,3 +178,10 @@ def test_gradient_flows_from_previous_output_in_carry_mode(core_models):
     assert np.abs(fed).sum() > 0  # horizontal flow from Out[i-1] into Out[i]
     fed, _ = teacher_forced_grads(model, i=3, k=4)
     assert np.all(fed == 0.0)  # and never from the future
+
+
+def test_stop_argument_that_is_not_a_criterion():
+    with pytest.raises(TypeError, match=r"invalid value for argument `stop`.* got 'head'"):
+        sg.StreamGen(3, 2, units=4, stop="head")
+    with pytest.raises(TypeError, match=r"invalid element in argument `stop`.* got 0.5"):
+        sg.StreamGen(3, 2, units=4, stop=[sg.StopHead(0.5), 0.5])
