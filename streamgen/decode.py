@@ -50,14 +50,7 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
     """
     M = model.max_steps
     batch = tf.shape(x)[0]
-
-    outer_output, outer_state = model.outer_cell(x, list(outer_state))
-    outer_state = _as_list(outer_state)
-    ir = model.project_ir(outer_output)  # (B, ir)
-    if model.decoder_state == "reset":
-        start_state = model.initial_inner_state(ir)
-    else:
-        start_state = list(inner_state)
+    outer_state, ir, start_state = outer_update(model, x, outer_state, inner_state)
 
     # Loop invariants, hoisted: the body is run up to M times per call, and
     # at batch 1 its cost is the number of ops in it, not their size.
@@ -240,6 +233,28 @@ def decode(model, x, stop=None, lengths=None, max_steps=None):
         lengths=tf.reshape(lengths, [-1]),
     )
     return tf.RaggedTensor.from_uniform_row_length(flat, steps)  # (B, T, None, O)
+
+
+def outer_update(model, x, outer_state, inner_state):
+    """model_a's step, and where model_b starts for this `Out[i]`.
+
+    Args:
+        model: a `sg.StreamGen`.
+        x: float tensor `(B, input_size)`.
+        outer_state, inner_state: lists of float tensors `(B, size)`.
+
+    Returns:
+        `(outer_state, ir, start_state)`: model_a's new state (a list),
+        `IR[i]` `(B, ir_size)`, and model_b's start state (a list): from
+        `IR[i]` in `"reset"` mode, `inner_state` in `"carry"` mode.
+    """
+    outer_output, outer_state = model.outer_cell(x, list(outer_state))
+    ir = model.project_ir(outer_output)  # (B, ir)
+    if model.decoder_state == "reset":
+        start_state = model.initial_inner_state(ir)
+    else:
+        start_state = list(inner_state)
+    return _as_list(outer_state), ir, start_state
 
 
 def resolve_stop(model, stop):

@@ -197,13 +197,7 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
     all steps are one call per criterion, after it.
     """
     M = model.max_steps
-    outer_output, outer_state = model.outer_cell(x, list(outer_state))
-    outer_state = _as_list(outer_state)
-    ir = model.project_ir(outer_output)  # (B, ir)
-    if model.decoder_state == "reset":
-        state = model.initial_inner_state(ir)
-    else:
-        state = list(inner_state)
+    outer_state, ir, state = decode_lib.outer_update(model, x, outer_state, inner_state)
     limits = [thresholds[k] for k in range(len(criteria))]
 
     history = [[s] for s in state]  # per state tensor: start, after step 0, ...
