@@ -18,6 +18,7 @@ import numpy as np
 
 from streamgen import _checks
 from streamgen import _quiet
+from streamgen._stream_base import StreamBase
 
 METADATA_NAME = "streamgen"  # entry of the .tflite metadata table
 SIGNATURE = "serving_default"  # the converter's name for the one signature
@@ -25,7 +26,7 @@ FORMAT = "streamgen-litert"
 FORMAT_VERSION = 1
 
 
-class LiteStream:
+class LiteStream(StreamBase):
     """Step-by-step decoding of a LiteRT export, with restorable state.
 
     A fresh (or `reset`) stream takes its batch size from the first input:
@@ -120,17 +121,6 @@ class LiteStream:
         self._decode_masked = False  # whether `decode` holds a False
         self.reset()
 
-    @property
-    def batch_size(self):
-        """Rows in the current state; `None` before the first step."""
-        return self._batch_size
-
-    def reset(self):
-        """Returns to the initial state (the batch size is free again)."""
-        self._state = None
-        self._batch_size = None
-        self._fresh = True
-
     def get_state(self):
         """The carried state, as a nest of numpy arrays (copies).
 
@@ -156,65 +146,24 @@ class LiteStream:
             ValueError: if the nest or a shape does not match this model.
         """
         restored, batch = _checks.check_state(state, self._sizes)
-        self._state = np.concatenate(restored["outer"] + restored["inner"], axis=1)
-        self._batch_size = batch
-        self._fresh = False
+        self._restore(np.concatenate(restored["outer"] + restored["inner"], axis=1), batch)
 
-    def step(self, x, decode=True):
-        """Consumes one input and returns `Out[i]`.
-
-        Args:
-            x: float array `(input_size,)` or `(B, input_size)`.
-            decode: bool, or bool array `(B,)`: where False, model_b is
-                skipped for this step (model_a still advances) and `Out[i]`
-                has length 0.
-
-        Returns:
-            For 1-D `x`, an `np.ndarray (L_i, output_size)`; for 2-D `x`, a
-            list of `B` such arrays.
-
-        Raises:
-            ValueError: wrong width or batch size, or non-finite values.
-        """
-        array = _checks.check_inputs(self._spec, x, "x", ndim=(1, 2))
-        single = array.ndim == 1
-        rows = array[None] if single else array  # (B, I)
+    def _run(self, rows, state, decode):
         batch = rows.shape[0]
-        if batch != self._batch_size or self._state is None:
-            _checks.check_batch(batch, self._batch_size, self._fresh)
-            if self._state is None or self._fresh:
-                self._state = self._initial_state(batch)
         if batch != self._allocated:  # (`set_state` may change the batch size)
             self._allocate(batch)
         interpreter = self._interpreter
         set_tensor = interpreter.set_tensor  # copies, from any memory layout
         set_tensor(self._x, rows)
-        set_tensor(self._state_input, self._state)
+        set_tensor(self._state_input, state)
         if decode is not True or self._decode_masked:
             rows_decoded = np.broadcast_to(np.asarray(decode, bool), (batch,))
             set_tensor(self._decode, rows_decoded)
             self._decode_masked = not rows_decoded.all()
         interpreter.invoke()
         get_tensor = interpreter.get_tensor  # copies
-        self._state = get_tensor(self._state_output)
-        self._batch_size = batch
-        self._fresh = False
-        return _checks.split_outputs(
-            get_tensor(self._frames), get_tensor(self._lengths), single
-        )
-
-    def feed(self, inputs):
-        """Yields `step(x)` for each `x` of an iterable, lazily.
-
-        Args:
-            inputs: any iterable; each element is consumed only when the
-                previous `Out[i]` has been yielded.
-
-        Yields:
-            What `step` returns, one per input.
-        """
-        for x in inputs:
-            yield self.step(x)
+        return (get_tensor(self._frames), get_tensor(self._lengths),
+                get_tensor(self._state_output))
 
     def _initial_state(self, batch):
         return np.zeros((batch, self._offsets[-1]), np.float32)

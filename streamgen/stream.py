@@ -11,13 +11,14 @@ small nest of numpy arrays that can be stored and restored:
 import numpy as np
 
 from streamgen import _checks
+from streamgen._stream_base import StreamBase
 from streamgen import decode as decode_lib
 from streamgen._quiet import import_tensorflow
 
 tf = import_tensorflow()
 
 
-class Stream:
+class Stream(StreamBase):
     """Step-by-step decoding with explicit, restorable state.
 
     Made by `StreamGen.open_stream()`. A fresh (or `reset`) stream takes its
@@ -41,6 +42,7 @@ class Stream:
 
     def __init__(self, model, stop=None, max_steps=None, jit_compile=False):
         self.model = model
+        self._spec = model  # what the input checks read
         self.criteria = decode_lib.resolve_stop(model, stop)
         self.max_steps = decode_lib.resolve_cap(model, max_steps)
         self._thresholds = tf.constant(
@@ -50,17 +52,6 @@ class Stream:
         self._step = model._compiled.step_concrete(self.criteria, jit_compile)
         self._constants = {}  # batch -> (decode all True, stop_at), as tensors
         self.reset()
-
-    @property
-    def batch_size(self):
-        """Rows in the current state; `None` before the first step."""
-        return self._batch_size
-
-    def reset(self):
-        """Returns to the initial state (the batch size is free again)."""
-        self._state = None
-        self._batch_size = None
-        self._fresh = True
 
     def get_state(self):
         """The carried state, as a nest of numpy arrays (copies).
@@ -89,35 +80,16 @@ class Stream:
             "outer": self.model.outer_state_sizes,
             "inner": self.model.inner_state_sizes,
         })
-        self._state = restored
-        self._batch_size = batch
-        self._fresh = False
+        self._restore(restored, batch)
 
-    def step(self, x, decode=True):
-        """Consumes one input and returns `Out[i]`.
+    def _initial_state(self, batch):
+        return self.model.get_initial_state(batch)
 
-        Args:
-            x: float array `(input_size,)` or `(B, input_size)`.
-            decode: bool, or bool array `(B,)`: where False, model_b is
-                skipped for this step (model_a still advances) and `Out[i]`
-                has length 0.
-
-        Returns:
-            For 1-D `x`, an `np.ndarray (L_i, output_size)`; for 2-D `x`, a
-            list of `B` such arrays.
-
-        Raises:
-            ValueError: wrong width or batch size, or non-finite values.
-        """
-        array = _checks.check_inputs(self.model, x, "x", ndim=(1, 2))
-        rows = array[None] if array.ndim == 1 else array  # (B, I)
-        batch = rows.shape[0]
-        _checks.check_batch(batch, self._batch_size, self._fresh)
-        if self._state is None or (self._fresh and batch != self._batch_size):
-            self._state = self.model.get_initial_state(batch)
+    def _run(self, rows, state, decode):
         # Hot path: one call of the concrete function; the constant inputs
         # are tensors made once per batch size, and the state stays a tensor
         # from one step to the next (numpy only in `get_state`).
+        batch = rows.shape[0]
         constants = self._constants.get(batch)
         if constants is None:
             constants = self._constants[batch] = (
@@ -129,29 +101,11 @@ class Stream:
             decode_rows = np.broadcast_to(np.asarray(decode, bool), (batch,))
         frames, lengths, outer, inner = self._step(
             tf.constant(rows),
-            self._state["outer"],
-            self._state["inner"],
+            state["outer"],
+            state["inner"],
             decode_rows,
             stop_at,
             self._thresholds,
             self._cap,
         )
-        self._state = {"outer": outer, "inner": inner}
-        self._batch_size = batch
-        self._fresh = False
-        return _checks.split_outputs(frames.numpy(), lengths.numpy(), array.ndim == 1)
-
-    def feed(self, inputs):
-        """Yields `step(x)` for each `x` of an iterable, lazily.
-
-        Args:
-            inputs: any iterable (a list, an array's rows, a file parser,
-                a socket reader); each element is consumed only when the
-                previous `Out[i]` has been yielded.
-
-        Yields:
-            What `step` returns, one per input.
-        """
-        for x in inputs:
-            yield self.step(x)
-
+        return frames.numpy(), lengths.numpy(), {"outer": outer, "inner": inner}
