@@ -298,7 +298,7 @@ def memory_rows(model, lite_path, inputs, quick):
     total = 10_000 if quick else 100_000
     rows = []
     for name, stream in (("TF", model.open_stream()), ("LiteRT", sg.LiteStream(lite_path))):
-        traces = model._compiled.tracing_count()
+        traces = compiled_functions(model).tracing_count()
         marks = {}
         for i in range(total):
             stream.step(inputs[i % len(inputs)])
@@ -306,7 +306,7 @@ def memory_rows(model, lite_path, inputs, quick):
                 gc.collect()
                 marks[i + 1] = rss_mb()
         growth = marks[total] - marks[1_000]
-        retraces = (f"retraces: {model._compiled.tracing_count() - traces}" if name == "TF"
+        retraces = (f"retraces: {compiled_functions(model).tracing_count() - traces}" if name == "TF"
                     else "no graph to retrace")
         rows.append((f"4. memory, {total:,} steps", f"{name}: RSS after 1k / {total // 1000}k steps",
                      f"{marks[1_000]:.0f} / {marks[total]:.0f} MB", "",

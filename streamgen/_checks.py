@@ -1,9 +1,11 @@
-"""Validation shared by `Stream` and `LiteStream`, in numpy only.
+"""Validation shared by every layer of streamgen, in numpy only: one rule,
+one wording.
 
 Nothing here imports TensorFlow: `streamgen.lite` runs on `numpy` and
 `ai-edge-litert` alone and must give the same errors, word for word, as the
-TensorFlow path. Each helper takes a `spec`: any object with the attributes
-it reads (`input_size`, `max_steps`), a `sg.StreamGen` or a `LiteStream`.
+TensorFlow path. Every message has the Keras form "Received an invalid value
+for argument `name`, expected ..., got ...". Helpers that check inputs take a
+`spec`: any object with `input_size` (a `sg.StreamGen`, a runtime).
 """
 
 import math
@@ -12,22 +14,204 @@ import numpy as np
 
 _SMALL = 256  # inputs up to this many values are checked in pure Python
 
+# The largest `max_steps` a model may have. Decoding memory and time grow
+# linearly with it (a `(B, max_steps, output_size)` frame buffer, and in a
+# `.tflite` export up to 16 unrolled steps); the bound keeps a crafted
+# config from asking for gigabytes. "A cap under 10" is the common case.
+MAX_STEPS_LIMIT = 1024
 
-def resolve_cap(spec, max_steps):
-    """A runtime cap in `[1, spec.max_steps]`; `None` -> `spec.max_steps`.
+
+def invalid(name, expected, value, owner=None):
+    """The `ValueError` of the house style for argument `name`."""
+    of = f" of {owner}" if owner else ""
+    return ValueError(
+        f"Received an invalid value for argument `{name}`{of}, expected "
+        f"{expected}, got {describe(value)}."
+    )
+
+
+def is_int(value):
+    """True for Python and numpy integers (not bools)."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def positive_int(name, value, owner=None, maximum=None):
+    """`value` as an int >= 1 (and <= `maximum`), or the house `ValueError`."""
+    if not is_int(value) or value < 1 or (maximum is not None and value > maximum):
+        expected = ("a positive integer" if maximum is None
+                    else f"an integer in [1, {maximum}]")
+        raise invalid(name, expected, value, owner)
+    return int(value)
+
+
+def check_count(name, value):
+    """`value` as an int >= 0, or the house `ValueError`."""
+    if not is_int(value) or value < 0:
+        raise invalid(name, "a non-negative integer", value)
+    return int(value)
+
+
+def check_max_steps(value, owner=None):
+    """A model's `max_steps`: an int in `[1, MAX_STEPS_LIMIT]`."""
+    return positive_int("max_steps", value, owner, maximum=MAX_STEPS_LIMIT)
+
+
+def non_negative_float(name, value, allow_zero=True, owner=None):
+    """A finite float `>= 0` (`> 0` without `allow_zero`)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if (isinstance(value, bool) or not math.isfinite(number) or number < 0
+            or (number == 0 and not allow_zero)):
+        bound = "non-negative" if allow_zero else "positive"
+        raise invalid(name, f"a finite {bound} number", value, owner)
+    return number
+
+
+def resolve_cap(trained_max_steps, max_steps):
+    """A runtime cap in `[1, trained_max_steps]`; `None` -> `trained_max_steps`.
 
     Raises:
         ValueError: if `max_steps` is not an integer in that range.
     """
     if max_steps is None:
-        return spec.max_steps
-    if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
-            or not 1 <= max_steps <= spec.max_steps):
-        raise ValueError(
-            "Received an invalid value for argument `max_steps`, expected an "
-            f"integer in [1, {spec.max_steps}] (the trained cap), got {max_steps!r}."
-        )
+        return trained_max_steps
+    if not is_int(max_steps) or not 1 <= max_steps <= trained_max_steps:
+        raise invalid("max_steps", f"an integer in [1, {trained_max_steps}] "
+                      "(the trained cap)", max_steps)
     return int(max_steps)
+
+
+# ---------------------------------------------------------------------- #
+# Stop criteria, in their serialized form.
+# ---------------------------------------------------------------------- #
+CRITERION_OPTIONS = {"StopHead": {}, "L2Norm": {"mode": ("above", "below")}}
+
+
+def check_threshold(owner, value):
+    """The threshold rules of `sg.StopHead` and `sg.L2Norm`; returns a float.
+
+    Any criterion: a number, not NaN (inf allowed). `StopHead`: in
+    `[0, 1]`. `L2Norm`: `>= 0`.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if isinstance(value, bool) or math.isnan(number):
+        raise invalid("threshold", "a number", value, owner)
+    if owner == "StopHead" and not 0.0 <= number <= 1.0:
+        raise invalid("threshold", "a probability in [0, 1]", value, owner)
+    if owner == "L2Norm" and number < 0:
+        raise invalid("threshold", "a non-negative number", value, owner)
+    return number
+
+
+def check_criterion_dict(item):
+    """A serialized criterion `{"class_name", "config"}`, checked and copied.
+
+    For the classes that ship with streamgen (`StopHead`, `L2Norm`; a
+    `"streamgen>"` prefix is accepted) the options and threshold are
+    checked as the classes do. A criterion class of the user's (a subclass
+    of `sg.StopCriterion`) needs a numeric `threshold`; its other options
+    must be plain JSON values.
+
+    Raises:
+        TypeError: not a dict of that form.
+        ValueError: an unknown option or a bad value.
+    """
+    if not isinstance(item, dict) or not isinstance(item.get("class_name"), str):
+        raise bad_stop_item(item)
+    class_name = item["class_name"].split(">")[-1]
+    config = item.get("config", {})
+    if not isinstance(config, dict):
+        raise invalid("config", "a dict", config, class_name)
+    options = CRITERION_OPTIONS.get(class_name)
+    if options is None:  # the user's own criterion class
+        if "threshold" not in config or not all(
+                isinstance(v, (str, int, float, bool, type(None))) for v in config.values()):
+            raise invalid("config", "a threshold and plain JSON options", config, class_name)
+        return {"class_name": class_name,
+                "config": {**config, "threshold": check_threshold(class_name, config["threshold"])}}
+    unknown = sorted(set(config) - {"threshold"} - set(options))
+    if unknown:
+        raise invalid("config", f"only the keys {['threshold', *options]}", config,
+                      class_name)
+    checked = {"threshold": check_threshold(
+        class_name, config.get("threshold", 0.5 if class_name == "StopHead" else 3.0))}
+    for option, allowed in options.items():
+        value = config.get(option, allowed[0])
+        if value not in allowed:
+            raise invalid(option, " or ".join(repr(a) for a in allowed), value, class_name)
+        checked[option] = value
+    return {"class_name": class_name, "config": checked}
+
+
+def criterion_dict(criterion):
+    """A `sg.StopCriterion` (or its dict) -> `{"class_name", "config"}`."""
+    if isinstance(criterion, dict):
+        return check_criterion_dict(criterion)
+    if hasattr(criterion, "get_config") and hasattr(criterion, "threshold"):
+        return {"class_name": type(criterion).__name__, "config": dict(criterion.get_config())}
+    raise bad_stop_item(criterion)
+
+
+def criterion_kind(criterion):
+    """A criterion dict's kind: everything but the threshold, hashable."""
+    config = {k: v for k, v in criterion["config"].items() if k != "threshold"}
+    return (criterion["class_name"], tuple(sorted(config.items())))
+
+
+def describe_criteria(criteria):
+    """`[StopHead(threshold=0.5), L2Norm(mode='above', threshold=3.0)]`."""
+    parts = []
+    for c in criteria:
+        options = ", ".join(f"{k}={v!r}" for k, v in sorted(c["config"].items()))
+        parts.append(f"{c['class_name']}({options})")
+    return "[" + ", ".join(parts) + "]"
+
+
+def describe_kinds(criteria):
+    """Like `describe_criteria`, without the thresholds."""
+    return describe_criteria(
+        [{"class_name": c["class_name"],
+          "config": {k: v for k, v in c["config"].items() if k != "threshold"}}
+         for c in criteria])
+
+
+def same_kind_criteria(stop, fixed, hint=""):
+    """Checks a `stop=` override against criteria whose kinds are fixed.
+
+    Args:
+        stop: `None`, a criterion (a `sg.StopCriterion` or its dict), or a
+            list of them.
+        fixed: the criteria whose kinds must be kept, as dicts.
+        hint: a sentence appended to the error: how to change the kinds.
+
+    Returns:
+        A list of criterion dicts (copies).
+
+    Raises:
+        TypeError: if an element is not a stop criterion.
+        ValueError: if a threshold is invalid, or the kinds differ.
+    """
+    if stop is None:
+        return [{"class_name": c["class_name"], "config": dict(c["config"])} for c in fixed]
+    is_one = lambda s: isinstance(s, dict) or hasattr(s, "get_config")  # noqa: E731
+    criteria = [criterion_dict(item) for item in stop_items(stop, is_one)]
+    if [criterion_kind(c) for c in criteria] != [criterion_kind(c) for c in fixed]:
+        raise ValueError(
+            "Received an invalid value for argument `stop`: the stop criteria "
+            f"here are {describe_kinds(fixed)}, got {describe_kinds(criteria)}. "
+            "Only thresholds can change." + (f" {hint}" if hint else "")
+        )
+    return criteria
+
+
+# ---------------------------------------------------------------------- #
+# Step arguments.
+# ---------------------------------------------------------------------- #
 
 
 def check_inputs(spec, x, name, ndim):
@@ -45,13 +229,7 @@ def check_inputs(spec, x, name, ndim):
     Raises:
         ValueError: wrong rank, wrong width, or non-finite values.
     """
-    try:
-        array = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"Received an invalid value for argument `{name}`, expected an "
-            f"array of numbers: {error}"
-        ) from None
+    array = as_float32(x, name, f"{_rank_text(ndim)} array of numbers")
     if array.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
         raise ValueError(
             f"Received an invalid value for argument `{name}`, expected "
@@ -63,6 +241,12 @@ def check_inputs(spec, x, name, ndim):
             f"Received an invalid value for argument `{name}`, expected last "
             f"dimension input_size={spec.input_size}, got shape {array.shape}."
         )
+    _check_finite(array, name)
+    return array
+
+
+def _check_finite(array, name):
+    """Raises naming the first non-finite value of a float32 array."""
     # Fast paths (a step at batch 1 costs microseconds): a small input's
     # float64 sum is finite iff every value is (float32 values cannot
     # overflow it); a larger one's x.x likewise, or it overflowed, which the
@@ -79,7 +263,6 @@ def check_inputs(spec, x, name, ndim):
             f"Received an invalid value for argument `{name}`: it holds a "
             f"non-finite value ({array[where]}) at index {where}."
         )
-    return array
 
 
 def check_lengths(spec, lengths, shape):
@@ -99,11 +282,82 @@ def check_lengths(spec, lengths, shape):
     return array.astype(np.int32)
 
 
+def as_float32(value, name, expected):
+    """`np.asarray(value, float32)`, or the house `ValueError`.
+
+    Strings, ragged nests and numbers beyond float32 (which would become
+    inf) are refused by name.
+    """
+    if isinstance(value, np.ndarray) and value.dtype == np.float32:
+        return value
+    try:
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise TypeError
+        with np.errstate(over="ignore"):
+            return array.astype(np.float32, copy=False)
+    except (TypeError, ValueError, OverflowError):
+        raise invalid(name, expected, value) from None
+
+
+def check_decode(decode, rows):
+    """`decode=` of a step: `None` (all rows), or bool array `(rows,)`."""
+    if decode is None:
+        return None
+    if isinstance(decode, (bool, np.bool_)):
+        return None if decode else np.zeros(rows, bool)
+    array = np.asarray(decode) if isinstance(decode, (list, tuple, np.ndarray)) else None
+    if array is None or array.dtype != np.bool_ or array.shape not in ((rows,), ()):
+        raise invalid("decode", f"a bool or a bool array of shape ({rows},)", decode)
+    return np.broadcast_to(array, (rows,))
+
+
+def check_thresholds(thresholds, rows, count):
+    """`thresholds=` of a step: `None` or float `(rows, count)`, not NaN."""
+    if thresholds is None:
+        return None
+    array = as_float32(thresholds, "thresholds", f"a float array of shape ({rows}, {count})")
+    if array.shape != (rows, count) or np.isnan(array).any():
+        raise invalid("thresholds", f"a float array of shape ({rows}, {count}) "
+                      "without NaN", thresholds)
+    return array
+
+
+def check_caps(caps, rows, trained_max_steps):
+    """`caps=` of a step: `None` or int `(rows,)` in `[0, trained_max_steps]`."""
+    if caps is None:
+        return None
+    array = np.asarray(caps)
+    if (array.shape != (rows,) or array.dtype.kind not in "iu"
+            or (rows and (array.min() < 0 or array.max() > trained_max_steps))):
+        raise invalid("caps", f"an int array of shape ({rows},) with values in "
+                      f"[0, {trained_max_steps}]", caps)
+    return array.astype(np.int32, copy=False)
+
+
+def check_packed_state(packed, width, rows=None, name="state"):
+    """A packed state: finite float32 `(rows, width)`."""
+    array = as_float32(packed, name, f"a float array of shape (batch, {width})")
+    if array.ndim != 2 or array.shape[1] != width or (rows is not None and len(array) != rows):
+        expected = f"({'batch' if rows is None else rows}, {width})"
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            f"float array of shape {expected}, got shape {array.shape}."
+        )
+    _check_finite(array, name)
+    return array
+
+
 def check_batch(batch, carried, fresh):
     """Raises unless a stream carrying `carried` rows may take `batch` rows.
 
-    A fresh (or reset) stream takes any batch size.
+    A fresh (or reset) stream takes any batch size but 0.
     """
+    if batch == 0:
+        raise ValueError(
+            "Received an invalid value for argument `x`, expected at least "
+            "one row, got an array of 0 rows."
+        )
     if carried is not None and batch != carried and not fresh:
         raise ValueError(
             f"Received an input batch of {batch} rows, but this stream "
@@ -172,7 +426,8 @@ def check_state(state, sizes):
             )
         restored[key] = []
         for index, (array, width) in enumerate(zip(arrays, widths)):
-            array = np.asarray(array, np.float32)
+            where = f"state[{key!r}][{index}]"
+            array = as_float32(array, "state", f"{where} to be an array of numbers")
             batch = array.shape[0] if batch is None and array.ndim == 2 else batch
             if array.shape != (batch, width):
                 raise ValueError(
@@ -181,6 +436,7 @@ def check_state(state, sizes):
                     f"({batch if batch is not None else 'batch'}, "
                     f"{width}), got {array.shape}."
                 )
+            _check_finite(array, "state")
             restored[key].append(array.copy())
     return restored, batch
 

@@ -1,4 +1,4 @@
-"""What `sg.Stream` and `sg.LiteStream` share: the step-by-step API.
+"""What `sg.Stream` and `sg.LiteStream` share: a state holder over a runtime.
 
 Numpy only: `sg.LiteStream` must run without TensorFlow.
 """
@@ -7,30 +7,31 @@ from streamgen import _checks
 
 
 class StreamBase:
-    """`step`, `feed`, `reset` and `batch_size` over a subclass's runtime.
+    """`step`, `feed`, `reset`, `get_state`, `set_state` over `self.runtime`.
 
+    The stream holds the packed state of its `B` rows (`runtime.state_size`
+    floats a row) and nothing else: every step is one `runtime.step` on it.
     A fresh (or `reset`) stream has no state (`_state is None`) and takes its
     batch size from the first input; later inputs must keep it.
 
-    Subclasses set `_spec` (anything with `input_size` and `max_steps`, for
-    the input checks) and implement:
-
-    - `_initial_state(batch)`: the state of `batch` fresh rows;
-    - `_run(rows, state, decode)`: one outer step on float32 `rows`
-      `(B, input_size)` from `state`; returns numpy `frames`
-      `(B, max_steps, output_size)`, numpy `lengths` `(B,)` and the new state;
-    - `get_state()` / `set_state(state)`, the latter through `_restore`.
+    Subclasses set `runtime` (a `streamgen.runtime.Runtime` opened with
+    this stream's stop criteria and cap, which are its defaults) and call
+    `reset()` from `__init__`.
     """
+
+    @property
+    def max_steps(self):
+        """The cap in use."""
+        return self.runtime.max_steps
 
     @property
     def batch_size(self):
         """Rows in the current state; `None` before the first step."""
-        return self._batch_size
+        return None if self._state is None else self._state.shape[0]
 
     def reset(self):
         """Returns to the initial state (the batch size is free again)."""
         self._state = None
-        self._batch_size = None
 
     def step(self, x, decode=True):
         """Consumes one input and returns `Out[i]`.
@@ -46,16 +47,23 @@ class StreamBase:
             list of `B` such arrays.
 
         Raises:
-            ValueError: wrong width or batch size, or non-finite values.
+            ValueError: wrong width, batch size or `decode`, or non-finite
+                values.
         """
-        array = _checks.check_inputs(self._spec, x, "x", ndim=(1, 2))
+        array = _checks.check_inputs(self.runtime, x, "x", ndim=(1, 2))
         rows = array[None] if array.ndim == 1 else array  # (B, I)
         batch = rows.shape[0]
-        if batch != self._batch_size:  # (only a fresh stream takes a new one)
-            _checks.check_batch(batch, self._batch_size, fresh=self._state is None)
-        state = self._state if self._state is not None else self._initial_state(batch)
-        frames, lengths, self._state = self._run(rows, state, decode)
-        self._batch_size = batch
+        state = self._state
+        if state is None or batch != state.shape[0]:  # (only a fresh stream takes a new one)
+            _checks.check_batch(batch, self.batch_size, fresh=state is None)
+            state = self.runtime.initial_state(batch)
+        if decode is True:
+            decode = None
+        elif decode is None:
+            raise _checks.invalid("decode", "a bool or a bool array", decode)
+        else:
+            decode = _checks.check_decode(decode, batch)
+        frames, lengths, self._state = self.runtime._run(rows, state, decode, None, None)
         return _checks.split_outputs(frames, lengths, array.ndim == 1)
 
     def feed(self, inputs):
@@ -72,7 +80,30 @@ class StreamBase:
         for x in inputs:
             yield self.step(x)
 
-    def _restore(self, state, batch):
-        """Sets a checked state of `batch` rows (for `set_state`)."""
-        self._state = state
-        self._batch_size = batch
+    def get_state(self):
+        """The carried state, as a nest of numpy arrays (copies).
+
+        Returns:
+            `{"outer": [...], "inner": [...]}`, each array `(B, size)`.
+            Before the first step, the initial state for one row. States of
+            `sg.Stream`, `sg.LiteStream` and a remote stream of the same
+            model are interchangeable.
+        """
+        state = self._state if self._state is not None else self.runtime.initial_state(1)
+        return self.runtime.unpack(state)
+
+    def set_state(self, state):
+        """Restores a state from `get_state()`; decoding resumes exactly.
+
+        Args:
+            state: `{"outer": [...], "inner": [...]}` with the shapes
+                `get_state()` returns (any batch size, the same for all).
+
+        Raises:
+            ValueError: if the nest, a shape or a value (NaN, inf) does not
+                fit this model.
+        """
+        packed = self.runtime.pack(state)
+        if packed.shape[0] == 0:
+            raise _checks.invalid("state", "at least one row", state)
+        self._state = packed

@@ -1,22 +1,27 @@
-"""Compiled decoding: one outer step, and whole sequences.
+"""Compiled decoding: one outer step, whole sequences, and `TFRuntime`.
 
-`outer_step` is the whole per-input computation: model_a's cell once, then
-model_b's inner loop with its stop checks, a per-row `running` mask and an
-early exit once every row has stopped. Frames are written into a fixed-size
-buffer `(B, max_steps, output_size)` (no `TensorArray`), which keeps the
-function convertible to LiteRT and compilable by XLA.
+`outer_step` is the whole per-input computation: model_a's step once
+(`model.outer_update`), then model_b's inner loop (`model.inner_step`) with
+its stop checks, a per-row `running` mask and an early exit once every row
+has stopped. Frames are written into a fixed-size buffer
+`(B, max_steps, output_size)` (no `TensorArray`), which keeps the function
+convertible to LiteRT and compilable by XLA. Stop thresholds and caps are
+per-row inputs, so rows with different settings share one call.
 
 `CompiledFunctions` wraps it in `tf.function`s with a fixed input signature
 (batch dimension `None`), one per *kind* of stop criteria (thresholds are
-inputs, so changing them does not retrace).
+inputs, so changing them does not retrace). `TFRuntime` is the public,
+stateless step over it (see `streamgen.runtime`).
 """
 
 import functools
+import weakref
 
 import numpy as np
 
+from streamgen import _checks
+from streamgen import runtime as runtime_lib
 from streamgen import stopping
-from streamgen._checks import check_inputs, check_lengths, resolve_cap  # noqa: F401
 from streamgen._quiet import import_tensorflow
 
 tf = import_tensorflow()
@@ -39,9 +44,9 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
             `stop_at` (the step runs but is not emitted). `max_steps` or more
             means "not forced"; `None` (at trace time) leaves it out of the
             graph.
-        thresholds: float tensor `(len(criteria),)`.
-        cap: int32 scalar tensor in `[0, max_steps]`: no inner step `j >= cap`
-            runs.
+        thresholds: float tensor `(B, len(criteria))`, each row's thresholds.
+        cap: int32 tensor `(B,)` in `[0, max_steps]`: no inner step
+            `j >= cap[b]` runs for row `b`.
 
     Returns:
         `(frames, lengths, outer_state, inner_state)`: frames float
@@ -50,22 +55,23 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
     """
     M = model.max_steps
     batch = tf.shape(x)[0]
-    outer_state, ir, start_state = outer_update(model, x, outer_state, inner_state)
+    outer_state, ir, start_state = model.outer_update(x, outer_state, inner_state)
 
     # Loop invariants, hoisted: the body is run up to M times per call, and
     # at batch 1 its cost is the number of ops in it, not their size.
-    cap = tf.minimum(cap, M)  # the hard bound beside the stop condition
-    limits = [thresholds[k] for k in range(len(criteria))]
-    slots = tf.constant(np.eye(M, dtype=np.float32)[:, None, :, None])  # (M, 1, M, 1)
+    cap = tf.minimum(cap, M)  # (B,), the hard bound beside the stop condition
+    last = tf.reduce_max(tf.concat([cap, [0]], 0))  # no row runs step j >= last
+    limits = [thresholds[:, k] for k in range(len(criteria))]  # each (B,)
+    positions = tf.reshape(tf.range(M), [1, M, 1])  # (1, M, 1): slot indices
 
     def cond(j, running, previous, state, frames, lengths):
-        return (j < cap) & tf.reduce_any(running)
+        return (j < last) & tf.reduce_any(running)
 
     def body(j, running, previous, state, frames, lengths):
-        # `running`: rows for which inner step j runs (not yet stopped).
-        inner_input = tf.concat([ir, previous], axis=-1)  # (B, ir + O)
-        output, new_state = model.inner_cell(inner_input, list(state))
-        frame, stop_logit = model.inner_heads(output)  # (B, O), (B,)
+        # `running`: rows for which inner step j runs (not yet stopped, and
+        # under their cap).
+        running = running & (j < cap)
+        frame, stop_logit, new_state = model.inner_step(ir, previous, list(state))
         stops = [criterion.fires(frame, stop_logit, limit)  # each (B,)
                  for criterion, limit in zip(criteria, limits)]
         if stop_at is not None:
@@ -77,10 +83,11 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
         # `expand_dims`, not `[:, None]`, which costs two LiteRT ops.
         emitted = tf.where(tf.expand_dims(emit, 1), frame, 0.0)  # (B, O)
         # Slot j of the buffer: a broadcast multiply-add, cheaper than a
-        # broadcast select on large batches.
-        frames += tf.gather(slots, j) * tf.expand_dims(emitted, 1)  # (B, M, O)
+        # broadcast select on large batches (and linear in M).
+        slot = tf.cast(tf.equal(positions, j), tf.float32)  # (1, M, 1)
+        frames += slot * tf.expand_dims(emitted, 1)  # (B, M, O)
         rows = tf.expand_dims(running, 1)  # (B, 1)
-        state = [tf.where(rows, new, old) for new, old in zip(_as_list(new_state), state)]
+        state = [tf.where(rows, new, old) for new, old in zip(new_state, state)]
         # A stopped row never runs again, so its `previous` is never read.
         return j + 1, emit, frame, state, frames, lengths
 
@@ -106,7 +113,8 @@ def decode_sequences(model, criteria, x, stop_at, thresholds, cap):
     Args:
         x: float tensor `(B, T, input_size)`.
         stop_at: int32 tensor `(B, T)`, as in `outer_step`.
-        thresholds, cap: as in `outer_step`.
+        thresholds: float tensor `(len(criteria),)`, for every row.
+        cap: int32 scalar tensor, for every row.
 
     Returns:
         `(frames (B, T, max_steps, output_size), lengths (B, T))`.
@@ -116,6 +124,8 @@ def decode_sequences(model, criteria, x, stop_at, thresholds, cap):
     outer_state = [tf.zeros([batch, s.shape[1]]) for s in state["outer"]]
     inner_state = [tf.zeros([batch, s.shape[1]]) for s in state["inner"]]
     decode = tf.ones([batch], tf.bool)
+    thresholds = tf.broadcast_to(thresholds, [batch, len(criteria)])  # (B, K)
+    cap = tf.fill([batch], cap)  # (B,)
     x_time_major = tf.transpose(x, [1, 0, 2])  # (T, B, I)
     stop_at_time_major = tf.transpose(stop_at, [1, 0])  # (T, B)
 
@@ -139,6 +149,18 @@ def decode_sequences(model, criteria, x, stop_at, thresholds, cap):
     return frames, lengths
 
 
+_COMPILED = weakref.WeakKeyDictionary()  # model -> its CompiledFunctions
+
+
+def compiled_functions(model):
+    """The `CompiledFunctions` of `model`, made on first use and kept while
+    the model lives (this module owns them; the model holds no reference)."""
+    functions = _COMPILED.get(model)
+    if functions is None:
+        functions = _COMPILED[model] = CompiledFunctions(model)
+    return functions
+
+
 class CompiledFunctions:
     """The model's compiled decoding functions, made on first use.
 
@@ -153,13 +175,13 @@ class CompiledFunctions:
         self._concrete = {}
 
     def step(self, criteria, jit_compile=False):
-        """The compiled `outer_step` for these criteria kinds."""
+        """The compiled `packed_step` for these criteria kinds."""
         key = ("step", stopping.criteria_kind(criteria), bool(jit_compile))
         if key not in self._functions:
             # A partial (not a closure) keeps TensorFlow's "frequent
             # retracing" warning per model instead of per code object.
             self._functions[key] = tf.function(
-                functools.partial(outer_step, self._model, criteria),
+                functools.partial(packed_step, self._model, criteria),
                 input_signature=self._step_signature(len(criteria)),
                 jit_compile=bool(jit_compile),
                 reduce_retracing=True,
@@ -197,14 +219,14 @@ class CompiledFunctions:
 
     def _step_signature(self, num_criteria):
         model = self._model
+        width = sum(model.outer_state_sizes) + sum(model.inner_state_sizes)
         return (
             tf.TensorSpec([None, model.input_size], tf.float32),
-            [tf.TensorSpec([None, s], tf.float32) for s in model.outer_state_sizes],
-            [tf.TensorSpec([None, s], tf.float32) for s in model.inner_state_sizes],
+            tf.TensorSpec([None, width], tf.float32),
             tf.TensorSpec([None], tf.bool),
             tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([num_criteria], tf.float32),
-            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([None, num_criteria], tf.float32),
+            tf.TensorSpec([None], tf.int32),
         )
 
     def tracing_count(self):
@@ -214,17 +236,21 @@ class CompiledFunctions:
 
 def decode(model, x, stop=None, lengths=None, max_steps=None):
     """Implements `StreamGen.decode`; see its docstring."""
-    x = check_inputs(model, x, "x", ndim=3)
+    x = _checks.check_inputs(model, x, "x", ndim=3)
     batch, steps = x.shape[:2]
     if lengths is None:
-        criteria = resolve_stop(model, stop)
+        criteria = stopping.resolve_stop(model.stop, stop)
         stop_at = np.full((batch, steps), model.max_steps, np.int32)
     else:
         criteria = ()  # forced lengths ignore the stop criteria
-        stop_at = check_lengths(model, lengths, (batch, steps))
-    cap = resolve_cap(model, max_steps)
+        stop_at = _checks.check_lengths(model, lengths, (batch, steps))
+    cap = _checks.resolve_cap(model.max_steps, max_steps)
+    if batch == 0 or steps == 0:  # nothing to run: an empty result
+        empty = np.zeros((0, model.output_size), np.float32)
+        flat = tf.RaggedTensor.from_row_lengths(empty, tf.zeros([batch * steps], tf.int64))
+        return tf.RaggedTensor.from_uniform_row_length(flat, steps, nrows=batch)
     thresholds = np.array([c.threshold for c in criteria], np.float32)
-    frames, lengths = model._compiled.sequences(criteria)(
+    frames, lengths = compiled_functions(model).sequences(criteria)(
         tf.constant(x), tf.constant(stop_at), tf.constant(thresholds),
         tf.constant(cap, tf.int32),
     )
@@ -235,32 +261,89 @@ def decode(model, x, stop=None, lengths=None, max_steps=None):
     return tf.RaggedTensor.from_uniform_row_length(flat, steps)  # (B, T, None, O)
 
 
-def outer_update(model, x, outer_state, inner_state):
-    """model_a's step, and where model_b starts for this `Out[i]`.
+def split_state(model, packed):
+    """A packed state `(B, S)` -> `(outer_state, inner_state)`, lists of `(B, size)`."""
+    sizes = list(model.outer_state_sizes) + list(model.inner_state_sizes)
+    parts = tf.split(packed, sizes, axis=1) if len(sizes) > 1 else [packed]
+    count = len(model.outer_state_sizes)
+    return parts[:count], parts[count:]
+
+
+def packed_step(model, criteria, x, state, decode, stop_at, thresholds, cap):
+    """`outer_step` on a packed state `(B, S)`; returns `(frames, lengths, state)`."""
+    outer_state, inner_state = split_state(model, state)
+    frames, lengths, outer_state, inner_state = outer_step(
+        model, criteria, x, outer_state, inner_state, decode, stop_at, thresholds, cap)
+    return frames, lengths, tf.concat(list(outer_state) + list(inner_state), axis=1)
+
+
+class TFRuntime(runtime_lib.Runtime):
+    """The compiled TensorFlow step of a `sg.StreamGen` as a `sg.Runtime`.
+
+    Stateless: `step(x, state)` for any rows, with per-row thresholds and
+    caps (see `streamgen.runtime.Runtime.step`). Calls the model's one
+    concrete function per criteria kind (no retracing for a new batch size).
 
     Args:
         model: a `sg.StreamGen`.
-        x: float tensor `(B, input_size)`.
-        outer_state, inner_state: lists of float tensors `(B, size)`.
+        stop: stop criteria; `None` uses the model's. Any kinds (each kind
+            compiles its own graph, once per model).
+        max_steps: optional int in `[1, model.max_steps]`, the default cap.
+        jit_compile: compile the step with XLA.
 
-    Returns:
-        `(outer_state, ir, start_state)`: model_a's new state (a list),
-        `IR[i]` `(B, ir_size)`, and model_b's start state (a list): from
-        `IR[i]` in `"reset"` mode, `inner_state` in `"carry"` mode.
+    Example:
+
+    >>> runtime = sg.open_runtime(model)
+    >>> state = runtime.initial_state(4)                   # (4, S)
+    >>> frames, lengths, state = runtime.step(np.zeros((4, 3)), state)
     """
-    outer_output, outer_state = model.outer_cell(x, list(outer_state))
-    ir = model.project_ir(outer_output)  # (B, ir)
-    if model.decoder_state == "reset":
-        start_state = model.initial_inner_state(ir)
-    else:
-        start_state = list(inner_state)
-    return _as_list(outer_state), ir, start_state
 
+    kind_hint = "Open another runtime (sg.open_runtime(model, stop=...)) for other kinds."
 
-def resolve_stop(model, stop):
-    """`stop=None` -> the model's criteria; else normalized."""
-    return model.stop if stop is None else stopping.normalize_stop(stop)
+    def __init__(self, model, stop=None, max_steps=None, jit_compile=False):
+        self.model = model
+        self.stop = stopping.resolve_stop(model.stop, stop)  # StopCriterion objects
+        self.criteria = [_checks.criterion_dict(c) for c in self.stop]
+        self.input_size = model.input_size
+        self.output_size = model.output_size
+        self.trained_max_steps = model.max_steps
+        self.max_steps = _checks.resolve_cap(model.max_steps, max_steps)
+        self.decoder_state = model.decoder_state
+        self.state_sizes = {"outer": list(model.outer_state_sizes),
+                            "inner": list(model.inner_state_sizes)}
+        self.thresholds = np.array([c.threshold for c in self.stop],
+                                   np.float32).reshape([len(self.stop)])
+        self.jit_compile = bool(jit_compile)
+        self._step = compiled_functions(model).step_concrete(self.stop, jit_compile)
+        self._defaults = {}  # rows -> the default per-row inputs, as tensors
+        self._fingerprint = None
 
+    @property
+    def fingerprint(self):
+        if self._fingerprint is None:  # hashing the weights costs a little
+            self._fingerprint = self.model.fingerprint()
+        return self._fingerprint
 
-def _as_list(state):
-    return list(state) if isinstance(state, (list, tuple)) else [state]
+    def _run(self, x, state, decode, thresholds, caps):
+        # Hot path: one call of the concrete function; the default per-row
+        # inputs are tensors made once per batch size.
+        rows = x.shape[0]
+        defaults = self._defaults.get(rows)
+        if defaults is None:
+            if len(self._defaults) > 64:  # many batch sizes (a server)
+                self._defaults.clear()
+            defaults = self._defaults[rows] = (
+                tf.ones([rows], tf.bool),
+                tf.fill([rows], tf.constant(self.trained_max_steps, tf.int32)),
+                tf.constant(np.broadcast_to(self.thresholds, (rows, len(self.stop)))),
+                tf.fill([rows], tf.constant(self.max_steps, tf.int32)),
+            )
+        frames, lengths, state = self._step(
+            tf.constant(x),
+            tf.constant(state) if isinstance(state, np.ndarray) else state,
+            defaults[0] if decode is None else tf.constant(decode),
+            defaults[1],  # no forced STOP
+            defaults[2] if thresholds is None else tf.constant(thresholds),
+            defaults[3] if caps is None else tf.constant(caps),
+        )
+        return frames.numpy(), lengths.numpy(), state.numpy()

@@ -9,8 +9,8 @@ explicit:
 | `x` | `(B, input_size)` float32 | |
 | `state` | `(B, S)` float32 | model_a's then model_b's state tensors, side by side |
 | `decode` | `(B,)` bool | False: skip model_b for that row |
-| `thresholds` | `(len(criteria),)` float32 | one per stop criterion |
-| `cap` | `()` int32 | runtime cap in `[1, max_steps]` |
+| `thresholds` | `(B, len(criteria))` float32 | each row's stop thresholds |
+| `caps` | `(B,)` int32 | each row's cap in `[0, max_steps]` |
 
 and outputs `frames (B, max_steps, output_size)`, `lengths (B,)` int32 and
 the new `state (B, S)`. One packed state tensor (`S` = the sum of the state
@@ -20,8 +20,10 @@ dynamic (`-1` in the file; the runtime resizes it). Only TFLite builtin ops
 are used, so no Flex delegate is needed.
 
 What `sg.LiteStream` needs to run the file alone (sizes, the stop criteria
-kinds with their default thresholds, the tensor names) is stored as JSON in
-the model's metadata table under the name `"streamgen"`.
+kinds with their default thresholds, the tensor names, the model's
+fingerprint) is stored as JSON in the model's metadata table under the name
+`"streamgen"`, with a SHA-256 digest of the whole file that `LiteRuntime`
+checks before the interpreter sees a byte (`lite.digest_of`).
 
 The inner loop. Up to `UNROLL_MAX_STEPS` (16) inner steps, which covers the
 default `max_steps=9`, the file holds the inner steps *unrolled*
@@ -44,6 +46,7 @@ Above `UNROLL_MAX_STEPS` the file therefore holds `decode.outer_step`'s
 """
 
 import functools
+import hashlib
 import json
 
 import keras
@@ -52,7 +55,9 @@ import numpy as np
 from streamgen import decode as decode_lib
 from streamgen import _quiet
 from streamgen import lite
+from streamgen import saving
 from streamgen import stopping
+from streamgen._checks import criterion_dict
 from streamgen._quiet import import_tensorflow
 
 tf = import_tensorflow()
@@ -90,18 +95,20 @@ def export_litert(model, path, stop=None):
     >>> out = s.step(np.zeros(model.input_size))   # (L_0, output_size)
     """
     schema = lite.import_schema()
-    criteria = decode_lib.resolve_stop(model, stop)
+    criteria = stopping.resolve_stop(model.stop, stop)
     specs = _input_specs(model, len(criteria))
     unrolled = model.max_steps <= UNROLL_MAX_STEPS
     function = tf.function(_flat_step(model, criteria, unrolled), input_signature=specs)
     concrete = function.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    content = converter.convert()
+    # The converter logs dozens of progress lines ("Reading SavedModel
+    # from ...") on fd 2; a failure raises with its message.
+    with _quiet.silenced_fd2():
+        content = converter.convert()
 
     names = {  # tensor names in the file's signature `lite.SIGNATURE`
-        "inputs": {name: name for name in
-                   ("x", "state", "decode", "thresholds", "cap")},
+        "inputs": {name: name for name in lite.INPUT_NAMES},
         # The flat outputs of `_flat_step`, in order.
         "outputs": {"frames": "output_0", "lengths": "output_1", "state": "output_2"},
     }
@@ -117,15 +124,18 @@ def export_litert(model, path, stop=None):
         "decoder_state": model.decoder_state,
         "cell": model.cell,
         "inner_loop": "unrolled" if unrolled else "while",
-        "criteria": [
-            {"class_name": type(c).__name__, "config": c.get_config()} for c in criteria
-        ],
+        "criteria": [criterion_dict(c) for c in criteria],
         "signature": lite.SIGNATURE,
+        "fingerprint": model.fingerprint(),
         **names,
+        "digest": lite.DIGEST_PLACEHOLDER,
     }
     content = _with_metadata(schema, content, json.dumps(metadata).encode("utf-8"))
-    with open(path, "wb") as file:
-        file.write(content)
+    # The digest of the file with the placeholder, then put in its place.
+    metadata["digest"] = hashlib.sha256(content).hexdigest()
+    content = content.replace(f'"digest": "{lite.DIGEST_PLACEHOLDER}"'.encode(),
+                              f'"digest": "{metadata["digest"]}"'.encode())
+    saving.write_bytes(path, content)
     return metadata
 
 
@@ -135,8 +145,8 @@ def _input_specs(model, num_criteria):
         tf.TensorSpec([None, model.input_size], tf.float32, name="x"),
         tf.TensorSpec([None, width], tf.float32, name="state"),
         tf.TensorSpec([None], tf.bool, name="decode"),
-        tf.TensorSpec([num_criteria], tf.float32, name="thresholds"),
-        tf.TensorSpec([], tf.int32, name="cap"),
+        tf.TensorSpec([None, num_criteria], tf.float32, name="thresholds"),
+        tf.TensorSpec([None], tf.int32, name="caps"),
     ]
 
 
@@ -146,29 +156,22 @@ def _flat_step(model, criteria, unrolled):
     `unrolled`: `_unrolled_outer_step` if True, else `decode.outer_step`
     (a `tf.while_loop`).
     """
-    sizes = list(model.outer_state_sizes) + list(model.inner_state_sizes)
-    num_outer = len(model.outer_state_sizes)
     weights = [(v, v.numpy()) for v in model.variables]  # read now, eagerly
 
-    def step(x, state, decode, thresholds, cap):
+    def step(x, state, decode, thresholds, caps):
         # Every weight is read as a constant inside this scope, so the file
         # holds plain constants (no resource variables to initialize).
         mapping = [(v, tf.constant(value)) for v, value in weights]
         with keras.StatelessScope(state_mapping=mapping):
-            parts = tf.split(state, sizes, axis=1) if len(sizes) > 1 else [state]
-            outer_state, inner_state = parts[:num_outer], parts[num_outer:]
             if unrolled:
+                outer_state, inner_state = decode_lib.split_state(model, state)
                 frames, lengths, outer_state, inner_state = _unrolled_outer_step(
-                    model, criteria, x, outer_state, inner_state, decode, thresholds, cap)
-            else:
-                # No forced lengths (`stop_at=None`): streaming never forces
-                # them, and leaving the check out saves two ops per inner step.
-                frames, lengths, outer_state, inner_state = decode_lib.outer_step(
-                    model, criteria, x, outer_state, inner_state, decode,
-                    None, thresholds, cap,
-                )
-            state = tf.concat(list(outer_state) + list(inner_state), axis=1)
-            return frames, lengths, state
+                    model, criteria, x, outer_state, inner_state, decode, thresholds, caps)
+                return frames, lengths, tf.concat(list(outer_state) + list(inner_state), 1)
+            # No forced lengths (`stop_at=None`): streaming never forces
+            # them, and leaving the check out saves two ops per inner step.
+            return decode_lib.packed_step(model, criteria, x, state, decode, None,
+                                          thresholds, caps)
 
     return step
 
@@ -197,29 +200,22 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
     all steps are one call per criterion, after it.
     """
     M = model.max_steps
-    outer_state, ir, state = decode_lib.outer_update(model, x, outer_state, inner_state)
-    limits = [thresholds[k] for k in range(len(criteria))]
+    outer_state, ir, state = model.outer_update(x, outer_state, inner_state)
+    limits = [thresholds[:, k] for k in range(len(criteria))]  # each (B,)
 
     history = [[s] for s in state]  # per state tensor: start, after step 0, ...
     frames, stop_logits = [], []
-    previous = None
+    previous = None  # the previous frame is zeros at step 0
     for _ in range(M):
-        if previous is None:  # the previous frame is zeros at step 0
-            inner_input = tf.pad(ir, [[0, 0], [0, model.output_size]])
-        else:
-            inner_input = tf.concat([ir, previous], axis=-1)  # (B, ir + O)
-        output, state = model.inner_cell(inner_input, list(state))
-        state = _as_list(state)
+        previous, stop_logit, state = model.inner_step(ir, previous, state)
         for past, now in zip(history, state):
             past.append(now)
-        # The heads as in `model.inner_heads`, the stop logit kept `(B, 1)`.
-        frames.append(model.frame_head(output))  # (B, O)
-        stop_logits.append(model.stop_head(output))  # (B, 1)
-        previous = frames[-1]
+        frames.append(previous)  # (B, O)
+        stop_logits.append(stop_logit)  # (B,)
 
     frames = tf.stack(frames, axis=1)  # (B, M, O)
     # The stop tests of all steps at once, off the chain: `(B, M)` each.
-    stop_logits = tf.concat(stop_logits, axis=1)
+    stop_logits = tf.stack(stop_logits, axis=1)
     fired = [_fires(criterion, frames, stop_logits, limit)
              for criterion, limit in zip(criteria, limits)]
     # (Not `clip_by_value(cap, 0, M)`: the converter turns an int32 clip to
@@ -257,14 +253,12 @@ def _fires(criterion, frames, stop_logits, threshold):
     `sigmoid(logit) > threshold`), which spares the two reshapes.
     """
     if type(criterion) is stopping.StopHead:
-        return tf.sigmoid(stop_logits) > threshold
+        return tf.sigmoid(stop_logits) > tf.expand_dims(threshold, 1)
+    steps = stop_logits.shape[1]
     fired = criterion.fires(tf.reshape(frames, [-1, frames.shape[2]]),
-                            tf.reshape(stop_logits, [-1]), threshold)
-    return tf.reshape(fired, [-1, stop_logits.shape[1]])
-
-
-def _as_list(state):
-    return list(state) if isinstance(state, (list, tuple)) else [state]
+                            tf.reshape(stop_logits, [-1]),
+                            tf.repeat(threshold, steps))  # row-major (B * M,)
+    return tf.reshape(fired, [-1, steps])
 
 
 def _check_export(model, concrete, content, names):
@@ -290,9 +284,9 @@ def _check_export(model, concrete, content, names):
         shape = [batch if d is None else d for d in spec.shape]
         feeds[spec.name] = rng.normal(size=shape).astype(np.float32)
     probes = [
-        ({"decode": np.zeros(batch, bool), "cap": np.array(model.max_steps, np.int32)},
+        ({"decode": np.zeros(batch, bool), "caps": np.full(batch, model.max_steps, np.int32)},
          ("frames", "lengths", "state")),
-        ({"decode": np.ones(batch, bool), "cap": np.array(1, np.int32)}, ("state",)),
+        ({"decode": np.ones(batch, bool), "caps": np.ones(batch, np.int32)}, ("state",)),
     ]
     # LiteRT logs "Created TensorFlow Lite XNNPACK delegate for CPU." on
     # stderr, once per process, when it first plans an interpreter.

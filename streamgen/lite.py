@@ -1,29 +1,212 @@
-"""`LiteStream`: streaming decoding of a `.tflite` export, without TensorFlow.
+"""`LiteRuntime` and `LiteStream`: a `.tflite` export run without TensorFlow.
 
 `sg.LiteStream(path)` runs the file that `StreamGen.export_litert` writes
 with the LiteRT interpreter (`ai-edge-litert`) and numpy alone: importing
 this module, or using it, never imports TensorFlow. It has the API of
 `sg.Stream` (`step`, `feed`, `reset`, `get_state`, `set_state`,
-`batch_size`, `stop=` and `max_steps=` overrides) and its outputs equal the
-TensorFlow path's to float32 round-off, with the same lengths.
+`batch_size`, `stop=` and `max_steps=` overrides) and gives the same lengths
+and, to float32 round-off, the same frames as the TensorFlow path (a length
+can differ only where a criterion's value lies within float32 round-off of
+its threshold; see the README).
 
-Each `step` is one interpreter invocation of the whole outer step (model_a's
-cell, then model_b's inner loop with its stop checks); the state travels in
-and out as one packed numpy array (split only by `get_state`).
+`LiteRuntime` is the stateless step under it (`streamgen.runtime`): one
+interpreter invocation per call for any set of rows, with one interpreter
+per batch-size bucket (powers of two; a call's rows are padded up to their
+bucket), so a server's changing batch sizes never re-plan memory.
+
+A file is checked before the interpreter sees it: the SHA-256 digest stored
+in its metadata must match its bytes (any corruption fails here), and every
+metadata field is validated (types, ranges, tensor names and shapes).
 """
 
+import hashlib
 import json
+import re
+import threading
 
 import numpy as np
 
 from streamgen import _checks
 from streamgen import _quiet
 from streamgen._stream_base import StreamBase
+from streamgen.runtime import NotAnExportError, Runtime
 
 METADATA_NAME = "streamgen"  # entry of the .tflite metadata table
 SIGNATURE = "serving_default"  # the converter's name for the one signature
 FORMAT = "streamgen-litert"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+INPUT_NAMES = ("x", "state", "decode", "thresholds", "caps")
+OUTPUT_NAMES = ("frames", "lengths", "state")
+# Placeholder of the digest while it is computed (see `digest_of`).
+DIGEST_PLACEHOLDER = "0" * 64
+_DIGEST = re.compile(rb'"digest": "([0-9a-f]{64})"')
+MAX_BUCKET = 1024  # larger calls run in chunks of this many rows
+_MAX_WIDTH = 1 << 20  # bound on any size in the metadata
+
+
+class LiteRuntime(Runtime):
+    """A `.tflite` export's outer step as a `sg.Runtime`, without TensorFlow.
+
+    Stateless: `step(x, state)` for any rows (see
+    `streamgen.runtime.Runtime.step`). One interpreter per batch-size bucket
+    (1, 2, 4, ... 1024 rows), made on first use (~1.3 MB each); a call is
+    padded up to its bucket, and calls above 1024 rows run in chunks. Safe
+    to call from several threads (calls are serialized).
+
+    Args:
+        path: str or path-like, a `.tflite` file written by
+            `StreamGen.export_litert` (or `streamgen export`).
+        stop: stop criteria overriding the thresholds stored in the file:
+            `sg.StopCriterion` objects or their dicts (`{"class_name":
+            "StopHead", "config": {"threshold": 0.7}}`, which need no
+            TensorFlow), of the same kinds, in the same order, as were
+            exported. `None` uses the exported thresholds.
+        max_steps: optional int in `[1, max_steps of the export]`, a lower
+            cap.
+        num_threads: threads of each interpreter. Defaults to 1, the
+            fastest at batch 1; more can help for large batches.
+
+    Attributes:
+        metadata: everything the export stored (a dict), checked.
+
+    Raises:
+        ImportError: if `ai-edge-litert` is not installed.
+        NotAnExportError: if the file is not an intact streamgen LiteRT
+            export of this format version.
+        TypeError, ValueError: for `stop` or `max_steps`.
+    """
+
+    kind_hint = ("To use other kinds of criteria, re-export the model with "
+                 "model.export_litert(path, stop=[...]).")
+
+    def __init__(self, path, stop=None, max_steps=None, num_threads=1):
+        import_schema()  # the clear ImportError first
+        self.path = str(path)
+        with open(path, "rb") as file:
+            content = file.read()
+        self.metadata = read_checked_metadata(content, self.path)
+        meta = self.metadata
+        self.input_size = meta["input_size"]
+        self.output_size = meta["output_size"]
+        self.trained_max_steps = meta["max_steps"]
+        self.decoder_state = meta["decoder_state"]
+        self.state_sizes = {"outer": list(meta["outer_state_sizes"]),
+                            "inner": list(meta["inner_state_sizes"])}
+        self.fingerprint = meta["fingerprint"]
+        self.criteria = _checks.same_kind_criteria(stop, meta["criteria"], self.kind_hint)
+        self.thresholds = np.array([c["config"]["threshold"] for c in self.criteria],
+                                   np.float32).reshape([len(self.criteria)])
+        self.max_steps = _checks.resolve_cap(self.trained_max_steps, max_steps)
+        self.num_threads = _checks.positive_int("num_threads", num_threads)
+        self._content = content
+        self._buckets = {}  # rows -> _Bucket
+        self._lock = threading.Lock()
+        self._bucket(1)  # checks the file's tensors now, not at the first step
+
+    def _run(self, x, state, decode, thresholds, caps):
+        rows = x.shape[0]
+        if rows > MAX_BUCKET:  # in chunks
+            parts = [self._run(x[a:a + MAX_BUCKET], state[a:a + MAX_BUCKET],
+                               *(None if v is None else v[a:a + MAX_BUCKET]
+                                 for v in (decode, thresholds, caps)))
+                     for a in range(0, rows, MAX_BUCKET)]
+            return tuple(np.concatenate(p) for p in zip(*parts))
+        with self._lock:
+            return self._bucket(rows).run(x, state, decode, thresholds, caps)
+
+    def _bucket(self, rows):
+        size = 1 << (rows - 1).bit_length()  # the next power of two
+        bucket = self._buckets.get(size)
+        if bucket is None:
+            bucket = self._buckets[size] = _Bucket(self, size)
+        return bucket
+
+
+class _Bucket:
+    """One interpreter planned for `size` rows, and the inputs it holds.
+
+    Inputs keep their values between invocations, so the defaults
+    (thresholds, caps, `decode` all True) are set only when they change.
+    """
+
+    def __init__(self, runtime, size):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.runtime, self.size = runtime, size
+        meta = runtime.metadata
+        try:
+            # LiteRT logs "Created TensorFlow Lite XNNPACK delegate for CPU."
+            # on stderr when it first plans an interpreter.
+            with _quiet.silenced_fd2():
+                interpreter = Interpreter(model_content=runtime._content,
+                                          num_threads=runtime.num_threads)
+                runner = interpreter.get_signature_runner(meta["signature"])
+                inputs = runner.get_input_details()
+                outputs = runner.get_output_details()
+                _check_tensors(runtime, inputs, outputs, meta)
+                self.inputs = {key: inputs[name]["index"] for key, name in meta["inputs"].items()}
+                self.outputs = {key: outputs[name]["index"]
+                                for key, name in meta["outputs"].items()}
+                del runner  # it holds the interpreter's buffers: no resizing while it lives
+                for key, name in meta["inputs"].items():
+                    shape = list(inputs[name]["shape_signature"])
+                    if shape and shape[0] == -1:
+                        interpreter.resize_tensor_input(self.inputs[key], [size] + shape[1:])
+                interpreter.allocate_tensors()
+        except NotAnExportError:
+            raise
+        except Exception as error:  # noqa: BLE001  (the interpreter's many kinds)
+            raise NotAnExportError(
+                f"{runtime.path}: the LiteRT interpreter cannot load this file: "
+                f"{_checks.describe(str(error))}") from None
+        self.interpreter = interpreter
+        self.current = {}  # input -> what it holds now ("default", or None)
+
+    def run(self, x, state, decode, thresholds, caps):
+        rows, size, runtime = x.shape[0], self.size, self.runtime
+        set_tensor = self.interpreter.set_tensor  # copies, from any memory layout
+        if rows < size:  # pad up to the bucket; padded rows decode nothing
+            x, state = _padded(x, size), _padded(state, size)
+            if decode is None:
+                decode = np.arange(size) < rows
+            else:
+                decode = _padded(decode, size)
+            thresholds = None if thresholds is None else _padded(thresholds, size)
+            caps = None if caps is None else _padded(caps, size)
+        set_tensor(self.inputs["x"], x)
+        set_tensor(self.inputs["state"], state)
+        self._set("decode", decode, lambda: np.ones(size, bool))
+        self._set("thresholds", thresholds,
+                  lambda: np.broadcast_to(runtime.thresholds, (size, len(runtime.criteria))))
+        self._set("caps", caps, lambda: np.full(size, runtime.max_steps, np.int32))
+        try:
+            self.interpreter.invoke()
+        except Exception as error:  # noqa: BLE001
+            raise RuntimeError(
+                f"{runtime.path}: the LiteRT interpreter failed: "
+                f"{_checks.describe(str(error))}") from None
+        get_tensor = self.interpreter.get_tensor  # copies
+        frames = get_tensor(self.outputs["frames"])
+        lengths = get_tensor(self.outputs["lengths"])
+        state = get_tensor(self.outputs["state"])
+        if rows < size:
+            frames, lengths, state = frames[:rows], lengths[:rows], state[:rows]
+        return frames, lengths, state
+
+    def _set(self, name, value, default):
+        if value is None:
+            if self.current.get(name) == "default":
+                return
+            value, self.current[name] = default(), "default"
+        else:
+            self.current[name] = None
+        self.interpreter.set_tensor(self.inputs[name], value)
+
+
+def _padded(array, size):
+    padded = np.zeros((size,) + array.shape[1:], array.dtype)
+    padded[:len(array)] = array
+    return padded
 
 
 class LiteStream(StreamBase):
@@ -32,12 +215,11 @@ class LiteStream(StreamBase):
     A fresh (or `reset`) stream takes its batch size from the first input:
     `x` of shape `(input_size,)` is one stream (batch 1), `(B, input_size)`
     is `B` streams stepped together, each row stopping on its own. Later
-    inputs must keep that batch size (a new batch size re-plans the
-    interpreter's memory once).
+    inputs must keep that batch size.
 
     Args:
         path: str or path-like, a `.tflite` file written by
-            `StreamGen.export_litert` (or `streamgen export --format litert`).
+            `StreamGen.export_litert` (or `streamgen export`).
         stop: stop criteria for this stream, overriding the thresholds
             stored in the file: `sg.StopCriterion` objects (or their
             serialized dicts, `{"class_name": "StopHead", "config":
@@ -50,6 +232,7 @@ class LiteStream(StreamBase):
             fastest at batch 1; more can help for large batches.
 
     Attributes:
+        runtime: the stateless `LiteRuntime` it steps.
         criteria: the stop criteria in use, as
             `[{"class_name": "StopHead", "config": {"threshold": 0.7}}, ...]`.
         max_steps: the runtime cap.
@@ -58,180 +241,31 @@ class LiteStream(StreamBase):
 
     Raises:
         ImportError: if `ai-edge-litert` is not installed.
-        ValueError: if the file is not a streamgen LiteRT export, `stop`
-            has other kinds than the export (re-export to change them), or
-            `max_steps` is out of range.
+        NotAnExportError (a `ValueError`): if the file is not an intact
+            streamgen LiteRT export.
+        ValueError: if `stop` has other kinds than the export (re-export to
+            change them), or `max_steps` is out of range.
 
     Example:
 
     >>> model.export_litert("model.tflite")
     >>> s = sg.LiteStream("model.tflite", stop=[sg.StopHead(0.7)])
-    >>> out = s.step(np.zeros(3))   # np.ndarray (L_0, output_size)
+    >>> first = s.step(np.zeros(3))   # np.ndarray (L_0, output_size)
     >>> saved = s.get_state()
-    >>> a = s.step(x1); s.set_state(saved); b = s.step(x1)   # a == b
+    >>> a = s.step(np.ones(3)); s.set_state(saved); b = s.step(np.ones(3))
+    >>> bool(np.array_equal(a, b))
+    True
     """
 
     def __init__(self, path, stop=None, max_steps=None, num_threads=1):
-        import_schema()  # the clear ImportError first
-        from ai_edge_litert.interpreter import Interpreter
-
-        with open(path, "rb") as file:
-            content = file.read()
-        self.metadata = _read_checked_metadata(content, path)
-        meta = self.metadata
-        self.input_size = meta["input_size"]
-        self.output_size = meta["output_size"]
-        self.decoder_state = meta["decoder_state"]
-        self._spec = _Spec(self.input_size, meta["max_steps"])
-        self.criteria = resolve_stop(stop, meta["criteria"])
-        self.max_steps = _checks.resolve_cap(self._spec, max_steps)
-        self._sizes = {"outer": meta["outer_state_sizes"], "inner": meta["inner_state_sizes"]}
-
-        # LiteRT logs "Created TensorFlow Lite XNNPACK delegate for CPU." on
-        # stderr, once per process, when it first plans an interpreter (in
-        # `_allocate`, also silenced); its creation is silenced as well, so
-        # that no LiteRT version's eager set-up reaches the user's stderr.
-        with _quiet.silenced_fd2():
-            self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
-        runner = self._interpreter.get_signature_runner(meta["signature"])
-        inputs = runner.get_input_details()  # name -> details (tensor index)
-        outputs = {name: d["index"] for name, d in runner.get_output_details().items()}
-        names_in, names_out = meta["inputs"], meta["outputs"]
-        self._x = inputs[names_in["x"]]["index"]
-        self._state_input = inputs[names_in["state"]]["index"]
-        self._decode = inputs[names_in["decode"]]["index"]
-        self._thresholds_input = inputs[names_in["thresholds"]]["index"]
-        self._cap = inputs[names_in["cap"]]["index"]
-        self._batched = [  # (index, shape without the batch dimension)
-            (d["index"], list(d["shape_signature"][1:]))
-            for d in inputs.values()
-            if len(d["shape_signature"]) and d["shape_signature"][0] == -1
-        ]
-        self._frames = outputs[names_out["frames"]]
-        self._lengths = outputs[names_out["lengths"]]
-        self._state_output = outputs[names_out["state"]]
-        # Column ranges of each state tensor in the packed `(B, S)` state.
-        widths = self._sizes["outer"] + self._sizes["inner"]
-        self._offsets = np.cumsum([0] + widths).tolist()
-        self._num_outer = len(self._sizes["outer"])
-        self._thresholds = np.array(
-            [c["config"]["threshold"] for c in self.criteria], np.float32
-        ).reshape([len(self.criteria)])
-        self._allocated = None  # batch size the interpreter is planned for
-        self._decode_masked = False  # whether `decode` holds a False
+        self.runtime = LiteRuntime(path, stop=stop, max_steps=max_steps,
+                                   num_threads=num_threads)
+        self.metadata = self.runtime.metadata
+        self.criteria = self.runtime.criteria
+        self.input_size = self.runtime.input_size
+        self.output_size = self.runtime.output_size
+        self.decoder_state = self.runtime.decoder_state
         self.reset()
-
-    def get_state(self):
-        """The carried state, as a nest of numpy arrays (copies).
-
-        Returns:
-            `{"outer": [...], "inner": [...]}`, each array `(B, size)`.
-            Before the first step, the initial state for one row.
-        """
-        state = self._state if self._state is not None else self._initial_state(
-            self._batch_size or 1)
-        parts = [state[:, start:end].copy()
-                 for start, end in zip(self._offsets[:-1], self._offsets[1:])]
-        return {"outer": parts[:self._num_outer], "inner": parts[self._num_outer:]}
-
-    def set_state(self, state):
-        """Restores a state from `get_state()`; decoding resumes exactly.
-
-        Args:
-            state: `{"outer": [...], "inner": [...]}` with the shapes
-                `get_state()` returns (any batch size, the same for all).
-                States of `sg.Stream` and `LiteStream` are interchangeable.
-
-        Raises:
-            ValueError: if the nest or a shape does not match this model.
-        """
-        restored, batch = _checks.check_state(state, self._sizes)
-        self._restore(np.concatenate(restored["outer"] + restored["inner"], axis=1), batch)
-
-    def _run(self, rows, state, decode):
-        batch = rows.shape[0]
-        if batch != self._allocated:  # (`set_state` may change the batch size)
-            self._allocate(batch)
-        interpreter = self._interpreter
-        set_tensor = interpreter.set_tensor  # copies, from any memory layout
-        set_tensor(self._x, rows)
-        set_tensor(self._state_input, state)
-        if decode is not True or self._decode_masked:
-            rows_decoded = np.broadcast_to(np.asarray(decode, bool), (batch,))
-            set_tensor(self._decode, rows_decoded)
-            self._decode_masked = not rows_decoded.all()
-        interpreter.invoke()
-        get_tensor = interpreter.get_tensor  # copies
-        return (get_tensor(self._frames), get_tensor(self._lengths),
-                get_tensor(self._state_output))
-
-    def _initial_state(self, batch):
-        return np.zeros((batch, self._offsets[-1]), np.float32)
-
-    def _allocate(self, batch):
-        """Plans the interpreter for `batch` rows; sets the constant inputs."""
-        interpreter = self._interpreter
-        for index, rest in self._batched:
-            interpreter.resize_tensor_input(index, [batch] + rest)
-        with _quiet.silenced_fd2():  # LiteRT logs "Created ... XNNPACK delegate" here
-            interpreter.allocate_tensors()
-        # Inputs keep their values between invocations: set these once.
-        interpreter.set_tensor(self._thresholds_input, self._thresholds)
-        interpreter.set_tensor(self._cap, np.array(self.max_steps, np.int32))
-        interpreter.set_tensor(self._decode, np.ones(batch, bool))
-        self._decode_masked = False
-        self._allocated = batch
-
-
-class _Spec:
-    """What the shared validation reads: `input_size`, trained `max_steps`."""
-
-    def __init__(self, input_size, max_steps):
-        self.input_size = input_size
-        self.max_steps = max_steps
-
-
-def _is_one_criterion(stop):
-    return isinstance(stop, dict) or hasattr(stop, "get_config")
-
-
-def resolve_stop(stop, exported):
-    """Checks a `stop=` override against the exported criteria.
-
-    Args:
-        stop: `None`, a criterion (a `sg.StopCriterion` or its dict
-            `{"class_name": ..., "config": {...}}`), or a list of them.
-        exported: the criteria stored in the file, as such dicts.
-
-    Returns:
-        A list of `{"class_name": str, "config": dict}`.
-
-    Raises:
-        TypeError: if an element is not a stop criterion.
-        ValueError: if a threshold is invalid, or the kinds differ from the
-            exported ones.
-    """
-    if stop is None:
-        return [dict(c) for c in exported]
-    criteria = []
-    for item in _checks.stop_items(stop, _is_one_criterion):
-        if isinstance(item, dict) and isinstance(item.get("class_name"), str):
-            criterion = {"class_name": item["class_name"], "config": dict(item.get("config", {}))}
-            _check_threshold(criterion)
-        elif hasattr(item, "get_config") and hasattr(item, "threshold"):
-            criterion = {"class_name": type(item).__name__, "config": item.get_config()}
-        else:
-            raise _checks.bad_stop_item(item)
-        criteria.append(criterion)
-    if [_kind(c) for c in criteria] != [_kind(c) for c in exported]:
-        raise ValueError(
-            "Received an invalid value for argument `stop`: this LiteRT file "
-            f"was exported with the stop criteria {_describe_kinds(exported)}, "
-            f"got {_describe_kinds(criteria)}. Only thresholds can change at "
-            "run time; to use other kinds of criteria, re-export the model "
-            "with model.export_litert(path, stop=[...])."
-        )
-    return criteria
 
 
 def import_schema():
@@ -247,7 +281,10 @@ def import_schema():
 
 
 def read_metadata(content):
-    """The streamgen metadata in a `.tflite` file's bytes, or `None`."""
+    """The streamgen metadata in a `.tflite` file's bytes, or `None`.
+
+    No check at all: see `read_checked_metadata`.
+    """
     schema = import_schema()
     root = schema.Model.GetRootAs(content, 0)
     for index in range(root.MetadataLength()):
@@ -258,60 +295,131 @@ def read_metadata(content):
     return None
 
 
-def _read_checked_metadata(content, path):
+def digest_of(content):
+    """SHA-256 of a file's bytes with its stored digest set to the placeholder.
+
+    The export writes the file with `DIGEST_PLACEHOLDER`, hashes it, and
+    puts the digest in the placeholder's place (same length, so nothing
+    else moves); here the same bytes are hashed back.
+
+    Returns:
+        `(stored, computed)` hex strings; `stored` is `None` if the file
+        holds no digest.
+    """
+    found = _DIGEST.findall(content)
+    if len(found) != 1:
+        return None, None
+    stored = found[0]
+    blanked = content.replace(b'"digest": "' + stored + b'"',
+                              b'"digest": "' + DIGEST_PLACEHOLDER.encode() + b'"')
+    return stored.decode(), hashlib.sha256(blanked).hexdigest()
+
+
+def read_checked_metadata(content, path):
+    """The metadata of an intact streamgen export, every field checked.
+
+    Raises:
+        NotAnExportError: naming the file and what is wrong.
+    """
+    def fail(what):
+        return NotAnExportError(f"{path}: {what}")
+
+    stored, computed = digest_of(content) if content[4:8] == b"TFL3" else (None, None)
     try:
         metadata = read_metadata(content) if content[4:8] == b"TFL3" else None
     except Exception:  # noqa: BLE001  (any parse failure of foreign bytes)
         metadata = None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise ValueError(
-            f"Received an invalid value for argument `path`: {str(path)!r} is "
-            "not a streamgen LiteRT export (write one with "
-            "model.export_litert(path))."
-        )
+        if stored is not None:  # ours, but the metadata did not parse
+            raise fail("corrupt streamgen LiteRT export (its content does not "
+                       "match its stored digest)")
+        raise fail("not a streamgen LiteRT export (write one with "
+                   "model.export_litert(path) or 'streamgen export')")
     if metadata.get("version") != FORMAT_VERSION:
-        raise ValueError(
-            f"Received an invalid value for argument `path`: {str(path)!r} "
-            f"has streamgen LiteRT format version {metadata.get('version')!r}; "
-            f"this streamgen reads version {FORMAT_VERSION}. Re-export it."
-        )
+        raise fail(f"streamgen LiteRT format version {_checks.describe(metadata.get('version'))}; "
+                   f"this streamgen reads version {FORMAT_VERSION}: export the model again")
+    if stored is None or stored != computed:
+        raise fail("corrupt streamgen LiteRT export (its content does not match "
+                   "its stored digest)")
+    try:
+        _check_fields(metadata)
+    except (TypeError, ValueError) as error:
+        raise fail(f"invalid streamgen LiteRT metadata: {error}") from None
     return metadata
 
 
-def _kind(criterion):
-    config = {k: v for k, v in criterion["config"].items() if k != "threshold"}
-    return (criterion["class_name"], tuple(sorted(config.items())))
+def _check_fields(meta):
+    """Types, ranges and names of every metadata field (`ValueError`)."""
+    def integer(name, value, low=1, high=_MAX_WIDTH):
+        if not _checks.is_int(value) or not low <= value <= high:
+            raise ValueError(f"{name}: expected an integer in [{low}, {high}], "
+                             f"got {_checks.describe(value)}")
+
+    def sizes(name):
+        value = meta.get(name)
+        if not isinstance(value, list) or not 1 <= len(value) <= 16:
+            raise ValueError(f"{name}: expected a list of 1 to 16 sizes, "
+                             f"got {_checks.describe(value)}")
+        for size in value:
+            integer(name, size)
+
+    def names(name, expected):
+        value = meta.get(name)
+        if (not isinstance(value, dict) or sorted(value) != sorted(expected)
+                or not all(isinstance(v, str) for v in value.values())
+                or len(set(value.values())) != len(value)):
+            raise ValueError(f"{name}: expected distinct tensor names for "
+                             f"{list(expected)}, got {_checks.describe(value)}")
+
+    integer("input_size", meta.get("input_size"))
+    integer("output_size", meta.get("output_size"))
+    integer("max_steps", meta.get("max_steps"), high=_checks.MAX_STEPS_LIMIT)
+    sizes("outer_state_sizes")
+    sizes("inner_state_sizes")
+    if meta.get("decoder_state") not in ("reset", "carry"):
+        raise ValueError(f"decoder_state: expected 'reset' or 'carry', got "
+                         f"{_checks.describe(meta.get('decoder_state'))}")
+    criteria = meta.get("criteria")
+    if not isinstance(criteria, list) or len(criteria) > 16:
+        raise ValueError(f"criteria: expected a list, got {_checks.describe(criteria)}")
+    for index, criterion in enumerate(criteria):  # stored in full, threshold included
+        config = criterion.get("config") if isinstance(criterion, dict) else None
+        if not isinstance(config, dict) or "threshold" not in config:
+            raise ValueError(f"criteria[{index}]: expected a threshold in its config, "
+                             f"got {_checks.describe(criterion)}")
+    meta["criteria"] = [_checks.check_criterion_dict(c) for c in criteria]
+    for key in ("signature", "fingerprint"):
+        if not isinstance(meta.get(key), str):
+            raise ValueError(f"{key}: expected a string, got {_checks.describe(meta.get(key))}")
+    names("inputs", INPUT_NAMES)
+    names("outputs", OUTPUT_NAMES)
 
 
-def _describe_kinds(criteria):
-    parts = []
-    for c in criteria:
-        options = ", ".join(f"{k}={v!r}" for k, v in sorted(c["config"].items())
-                            if k != "threshold")
-        parts.append(f"{c['class_name']}({options})")
-    return "[" + ", ".join(parts) + "]"
-
-
-def _check_threshold(criterion):
-    """The checks of `sg.StopHead` / `sg.L2Norm` for a criterion's dict."""
-    owner, value = criterion["class_name"], criterion["config"].get("threshold")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or number != number:
-        raise ValueError(
-            f"Received an invalid value for argument `threshold` of {owner}, "
-            f"expected a number, got {value!r}."
-        )
-    if owner == "StopHead" and not 0.0 <= number <= 1.0:
-        raise ValueError(
-            "Received an invalid value for argument `threshold` of "
-            f"StopHead, expected a probability in [0, 1], got {value!r}."
-        )
-    if owner == "L2Norm" and number < 0:
-        raise ValueError(
-            "Received an invalid value for argument `threshold` of L2Norm, "
-            f"expected a non-negative number, got {value!r}."
-        )
-    criterion["config"]["threshold"] = number
+def _check_tensors(runtime, inputs, outputs, meta):
+    """The signature's tensors: the names and shapes the metadata implies."""
+    K, S = len(runtime.criteria), runtime.state_size
+    M, O, I = runtime.trained_max_steps, runtime.output_size, runtime.input_size
+    expected = [
+        (inputs, "inputs", "x", [-1, I], np.float32),
+        (inputs, "inputs", "state", [-1, S], np.float32),
+        (inputs, "inputs", "decode", [-1], np.bool_),
+        (inputs, "inputs", "thresholds", [-1, K], np.float32),
+        (inputs, "inputs", "caps", [-1], np.int32),
+        (outputs, "outputs", "frames", [-1, M, O], np.float32),
+        (outputs, "outputs", "lengths", [-1], np.int32),
+        (outputs, "outputs", "state", [-1, S], np.float32),
+    ]
+    if len(inputs) != 5 or len(outputs) != 3:
+        raise NotAnExportError(f"{runtime.path}: the signature has {len(inputs)} "
+                               f"inputs and {len(outputs)} outputs, expected 5 and 3")
+    for details, group, key, shape, dtype in expected:
+        name = meta[group][key]
+        detail = details.get(name)
+        if (detail is None or [int(d) for d in detail["shape_signature"]] != shape
+                or detail["dtype"] != dtype):
+            got = None if detail is None else ([int(d) for d in detail["shape_signature"]],
+                                               np.dtype(detail["dtype"]).name)
+            raise NotAnExportError(
+                f"{runtime.path}: tensor {name!r} ({group[:-1]} {key!r}) does not "
+                f"match the metadata: expected shape {shape} {np.dtype(dtype).name}, "
+                f"got {got}")

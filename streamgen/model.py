@@ -24,7 +24,10 @@ or over each row's inner steps in order with a mask (`"carry"`). Decoding
 import keras
 import numpy as np
 
+from streamgen import _checks
 from streamgen import decode as decode_lib
+from streamgen import runtime as runtime_lib
+from streamgen import saving
 from streamgen import stopping
 from streamgen import train as train_lib
 from streamgen._quiet import import_tensorflow
@@ -58,7 +61,8 @@ class StreamGen(keras.Model):
             of width `input_size`.
         inner: optional Keras RNN cell for model_b. It must accept inputs of
             width `ir_size + output_size`.
-        max_steps: positive int, the cap on `len(Out[i])`. Defaults to 9.
+        max_steps: int in `[1, 1024]`, the cap on `len(Out[i])`. Defaults
+            to 9. Decoding memory and time grow linearly with it.
         decoder_state: `"reset"` or `"carry"` (see the module docstring).
         stop: default stop criteria: a `sg.StopCriterion`, a list of them
             ("any of"), or `[]` for the cap alone. Defaults to
@@ -116,11 +120,11 @@ class StreamGen(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.input_size = _positive_int("input_size", input_size)
-        self.output_size = _positive_int("output_size", output_size)
-        self.ir_size = None if ir_size is None else _positive_int("ir_size", ir_size)
-        self.units = _positive_int("units", units)
-        self.max_steps = _positive_int("max_steps", max_steps)
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.output_size = _checks.positive_int("output_size", output_size)
+        self.ir_size = None if ir_size is None else _checks.positive_int("ir_size", ir_size)
+        self.units = _checks.positive_int("units", units)
+        self.max_steps = _checks.check_max_steps(max_steps)
         if cell not in CELLS:
             raise ValueError(
                 "Received an invalid value for argument `cell`, expected one "
@@ -155,7 +159,8 @@ class StreamGen(keras.Model):
         self.outer_state_sizes = _state_sizes(self.outer_cell)
         self.inner_state_sizes = _state_sizes(self.inner_cell)
 
-        outer_width = _probe_cell("outer", self.outer_cell, self.input_size)
+        outer_width = _probe_cell(
+            "outer", self.outer_cell, self.input_size, "input_size", lambda w: f"input_size={w}")
         if self.ir_size is None:
             self.ir_projection = None
             self.ir_width = outer_width
@@ -164,8 +169,10 @@ class StreamGen(keras.Model):
             self.ir_projection.build((None, outer_width))
             self.ir_width = self.ir_size
         inner_width = _probe_cell(
-            "inner", self.inner_cell, self.ir_width + self.output_size
-        )
+            "inner", self.inner_cell, self.ir_width + self.output_size,
+            f"ir_size + output_size = {self.ir_width} + {self.output_size}",
+            lambda w: (f"ir_size={w - self.output_size}" if w > self.output_size
+                       else "a cell that takes more than output_size inputs"))
         self.frame_head = keras.layers.Dense(
             self.output_size,
             activation="softmax" if self.frame_loss == "categorical" else None,
@@ -194,7 +201,6 @@ class StreamGen(keras.Model):
         )
         self.inner_rnn.build((None, None, self.ir_width + self.output_size))
         self.built = True
-        self._compiled = decode_lib.CompiledFunctions(self)
         # Shown by `fit` / `evaluate` beside `loss` (Keras tracks them).
         self.frame_loss_tracker = keras.metrics.Mean(name="frame_loss")
         self.stop_loss_tracker = keras.metrics.Mean(name="stop_loss")
@@ -237,6 +243,65 @@ class StreamGen(keras.Model):
         frames = self.frame_head(inner_output)
         stop_logits = self.stop_head(inner_output)[..., 0]
         return frames, stop_logits
+
+    # ------------------------------------------------------------------ #
+    # The kernel of one outer step: what the compiled decoders call.
+    # ------------------------------------------------------------------ #
+    def outer_update(self, x, outer_state, inner_state):
+        """model_a's step, and where model_b starts for this `Out[i]`.
+
+        Args:
+            x: float tensor `(B, input_size)`.
+            outer_state, inner_state: lists of float tensors `(B, size)`.
+
+        Returns:
+            `(outer_state, ir, start_state)`: model_a's new state (a list),
+            `IR[i]` `(B, ir_width)`, and model_b's start state (a list):
+            from `IR[i]` in `"reset"` mode, `inner_state` in `"carry"` mode.
+        """
+        outer_output, outer_state = self.outer_cell(x, list(outer_state))
+        ir = self.project_ir(outer_output)  # (B, ir)
+        if self.decoder_state == "reset":
+            start_state = self.initial_inner_state(ir)
+        else:
+            start_state = list(inner_state)
+        return _as_list(outer_state), ir, start_state
+
+    def inner_step(self, ir, previous, state):
+        """One step of model_b: the next frame and its stop logit.
+
+        Args:
+            ir: float tensor `(B, ir_width)`, `IR[i]`.
+            previous: float tensor `(B, output_size)`, the previous frame
+                (zeros at `j = 0`), or `None` for zeros.
+            state: list of float tensors `(B, size)`, model_b's state.
+
+        Returns:
+            `(frame, stop_logit, state)`: `(B, output_size)`, `(B,)`, and
+            model_b's new state (a list).
+        """
+        if previous is None:
+            inner_input = tf.pad(ir, [[0, 0], [0, self.output_size]])  # (B, ir + O)
+        else:
+            inner_input = tf.concat([ir, previous], axis=-1)  # (B, ir + O)
+        output, state = self.inner_cell(inner_input, list(state))
+        frame = self.frame_head(output)  # (B, O)
+        stop_logit = tf.reshape(self.stop_head(output), [-1])  # (B,)
+        return frame, stop_logit, _as_list(state)
+
+    def fingerprint(self):
+        """Identifies the weights and shapes: `"sha256:<16 hex digits>"`.
+
+        Equal for a model, its saved copy and its LiteRT export (stored in
+        the file), so that states can be checked to belong to it.
+        """
+        config = {
+            "input_size": self.input_size, "output_size": self.output_size,
+            "max_steps": self.max_steps, "decoder_state": self.decoder_state,
+            "outer_state_sizes": tuple(self.outer_state_sizes),
+            "inner_state_sizes": tuple(self.inner_state_sizes),
+        }
+        return runtime_lib.fingerprint_of(config, [w.numpy() for w in self.weights])
 
     def get_initial_state(self, batch_size):
         """Zeros for a fresh stream of `batch_size` rows.
@@ -484,13 +549,8 @@ class StreamGen(keras.Model):
         return cls(**config)
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"Received an invalid value for argument `{name}`, expected a "
-            f"positive integer, got {value!r}."
-        )
-    return int(value)
+def _as_list(state):
+    return list(state) if isinstance(state, (list, tuple)) else [state]
 
 
 def _check_cell(name, cell):
@@ -510,15 +570,32 @@ def _state_sizes(cell):
     return [int(s) for s in sizes]
 
 
-def _probe_cell(name, cell, width):
-    """Runs `cell` once on zeros (building it); returns its output width."""
+def _probe_cell(name, cell, width, width_text, fix):
+    """Runs `cell` once on zeros (building it); returns its output width.
+
+    Args:
+        width: the input width the cell gets here.
+        width_text: how that width comes about, for the message.
+        fix: callable, the cell's own input width -> the setting that fits.
+
+    Raises:
+        ValueError: naming the width expected, the cell's, and the fix.
+    """
     states = [tf.zeros((1, s)) for s in _state_sizes(cell)]
     try:
         output, _ = cell(tf.zeros((1, width)), states)
     except Exception as error:  # any failure means "wrong cell for this place"
-        raise ValueError(
-            f"The `{name}` cell cannot take inputs of width {width}: {error}"
-        ) from error
+        kernel = getattr(cell, "kernel", None)
+        own = None if kernel is None or len(kernel.shape) != 2 else int(kernel.shape[0])
+        if own is not None and own != width:
+            message = (f"Received an invalid value for argument `{name}`: the cell "
+                       f"takes inputs of width {own}, but it gets {width_text} = "
+                       f"{width} here; use {fix(own)}.")
+        else:
+            message = (f"Received an invalid value for argument `{name}`: the cell "
+                       f"cannot take inputs of width {width} ({width_text}): "
+                       f"{saving.first_line(saving.strip_ansi(str(error)))}")
+        raise ValueError(message) from error
     return int(output.shape[-1])
 
 

@@ -12,8 +12,6 @@ the `threshold` is fed to the compiled step as a tensor, so changing a
 threshold at inference time neither retrains nor retraces.
 """
 
-import math
-
 import keras
 
 from streamgen import _checks
@@ -36,7 +34,7 @@ class StopCriterion:
     """
 
     def __init__(self, threshold):
-        self.threshold = _check_threshold(threshold, type(self).__name__)
+        self.threshold = _checks.check_threshold(type(self).__name__, threshold)
 
     def fires(self, frame, stop_logit, threshold):
         """Whether this inner step is the STOP token, per row.
@@ -44,7 +42,8 @@ class StopCriterion:
         Args:
             frame: float tensor `(batch, output_size)`, the frame `y[i, j]`.
             stop_logit: float tensor `(batch,)`, the stop head's logit.
-            threshold: float scalar tensor, this criterion's threshold.
+            threshold: float tensor `(batch,)`, this criterion's threshold
+                for each row (rows may differ), or a scalar.
 
         Returns:
             A bool tensor of shape `(batch,)`.
@@ -91,12 +90,7 @@ class StopHead(StopCriterion):
     """
 
     def __init__(self, threshold=0.5):
-        super().__init__(threshold)
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(
-                "Received an invalid value for argument `threshold` of "
-                f"StopHead, expected a probability in [0, 1], got {threshold!r}."
-            )
+        super().__init__(threshold)  # a probability in [0, 1]
 
     def fires(self, frame, stop_logit, threshold):
         return tf.sigmoid(stop_logit) > threshold
@@ -117,17 +111,9 @@ class L2Norm(StopCriterion):
     """
 
     def __init__(self, threshold=3.0, mode="above"):
-        super().__init__(threshold)
-        if self.threshold < 0:
-            raise ValueError(
-                "Received an invalid value for argument `threshold` of L2Norm, "
-                f"expected a non-negative number, got {threshold!r}."
-            )
-        if mode not in ("above", "below"):
-            raise ValueError(
-                "Received an invalid value for argument `mode` of L2Norm, "
-                f"expected 'above' or 'below', got {mode!r}."
-            )
+        super().__init__(threshold)  # non-negative
+        if mode not in _checks.CRITERION_OPTIONS["L2Norm"]["mode"]:
+            raise _checks.invalid("mode", "'above' or 'below'", mode, "L2Norm")
         self.mode = mode
 
     def fires(self, frame, stop_logit, threshold):
@@ -154,7 +140,10 @@ def normalize_stop(stop):
     """
     criteria = []
     for item in _checks.stop_items(stop, lambda s: isinstance(s, (StopCriterion, dict))):
-        if isinstance(item, dict):
+        if isinstance(item, dict) and str(item.get("class_name")).split(">")[-1] in _BUILT_IN:
+            item = _checks.check_criterion_dict(item)
+            item = _BUILT_IN[item["class_name"]](**item["config"])
+        elif isinstance(item, dict):  # a criterion class of the user's
             item = keras.saving.deserialize_keras_object(item)
         if not isinstance(item, StopCriterion):
             raise _checks.bad_stop_item(item)
@@ -162,37 +151,14 @@ def normalize_stop(stop):
     return tuple(criteria)
 
 
+_BUILT_IN = {"StopHead": StopHead, "L2Norm": L2Norm}
+
+
 def criteria_kind(criteria):
     """The compile key of a tuple of criteria: their kinds, in order."""
     return tuple(c.kind() for c in criteria)
 
 
-def any_fires(criteria, frame, stop_logit, thresholds):
-    """Whether any criterion fires, per row.
-
-    Args:
-        criteria: tuple of `StopCriterion`.
-        frame: float tensor `(batch, output_size)`.
-        stop_logit: float tensor `(batch,)`.
-        thresholds: float tensor `(len(criteria),)`, in the same order.
-
-    Returns:
-        A bool tensor `(batch,)`; all False when `criteria` is empty.
-    """
-    fired = tf.zeros_like(stop_logit, dtype=tf.bool)
-    for index, criterion in enumerate(criteria):
-        fired = fired | criterion.fires(frame, stop_logit, thresholds[index])
-    return fired
-
-
-def _check_threshold(threshold, owner):
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(threshold, bool) or math.isnan(value):
-        raise ValueError(
-            f"Received an invalid value for argument `threshold` of {owner}, "
-            f"expected a number, got {threshold!r}."
-        )
-    return value
+def resolve_stop(default, stop):
+    """`stop=None` -> `default`; anything else through `normalize_stop`."""
+    return tuple(default) if stop is None else normalize_stop(stop)

@@ -10,24 +10,7 @@ import keras
 settings.register_profile("streamgen", deadline=None, max_examples=25, derandomize=True)
 settings.load_profile("streamgen")
 
-CELLS = ("gru", "lstm", "simple_rnn")
-MODES = ("reset", "carry")
-
-
-def make_model(cell="gru", decoder_state="reset", seed=1, stop_scale=20.0, **kwargs):
-    """A tiny StreamGen with a sharpened stop head.
-
-    Scaling the stop head's kernel pushes stop probabilities away from 0.5, so
-    lengths cannot flip on the ~1e-6 differences oneDNN makes between batch
-    sizes.
-    """
-    keras.utils.set_random_seed(seed)
-    options = dict(input_size=3, output_size=2, ir_size=8, units=8)
-    options.update(kwargs)
-    model = sg.StreamGen(cell=cell, decoder_state=decoder_state, **options)
-    kernel, bias = model.stop_head.get_weights()
-    model.stop_head.set_weights([kernel * stop_scale, bias])
-    return model
+from helpers import CELLS, MODES, make_model
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +26,7 @@ def core_inputs():
 
 
 # ---------------------------------------------------------------------- #
-# CLI fixtures (tests/test_cli*.py).
+# CLI fixtures (tests/cli/).
 # ---------------------------------------------------------------------- #
 @pytest.fixture(scope="session")
 def cli_model_path(tmp_path_factory):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import streamgen as sg
-from conftest import make_model
+from helpers import make_model
 from streamgen import export as export_lib
 from streamgen import lite as lite_lib
 
@@ -28,7 +28,7 @@ def test_metadata_describes_the_model(exported):
     assert {k: stored[k] for k in ("format", "version", "input_size", "output_size",
                                    "max_steps", "outer_state_sizes", "inner_state_sizes",
                                    "decoder_state", "cell", "inner_loop")} == {
-        "format": "streamgen-litert", "version": 1, "input_size": 3, "output_size": 2,
+        "format": "streamgen-litert", "version": 2, "input_size": 3, "output_size": 2,
         "max_steps": 6, "outer_state_sizes": [8, 8], "inner_state_sizes": [8, 8],
         "decoder_state": "carry", "cell": "lstm", "inner_loop": "unrolled",
     }
@@ -38,6 +38,9 @@ def test_metadata_describes_the_model(exported):
     ]
     assert stored["inputs"]["state"] == "state"  # (B, 8 + 8 + 8 + 8), packed
     assert stored["outputs"] == {"frames": "output_0", "lengths": "output_1", "state": "output_2"}
+    assert stored["fingerprint"] == model.fingerprint()
+    with open(path, "rb") as file:  # the digest covers the whole file
+        assert lite_lib.digest_of(file.read()) == (stored["digest"], stored["digest"])
 
 
 def ops_used(path):
@@ -67,11 +70,12 @@ def test_only_builtin_ops_and_no_variables(exported):
 
     interpreter = Interpreter(model_path=path)
     signature = interpreter.get_signature_list()[lite_lib.SIGNATURE]
-    assert sorted(signature["inputs"]) == ["cap", "decode", "state", "thresholds", "x"]
+    assert sorted(signature["inputs"]) == ["caps", "decode", "state", "thresholds", "x"]
     details = interpreter.get_signature_runner(lite_lib.SIGNATURE).get_input_details()
     assert list(details["x"]["shape_signature"]) == [-1, 3]
     assert list(details["state"]["shape_signature"]) == [-1, 32]  # LSTM: 2 x (8 + 8)
-    assert list(details["thresholds"]["shape_signature"]) == [2]
+    assert list(details["thresholds"]["shape_signature"]) == [-1, 2]  # per row
+    assert list(details["caps"]["shape_signature"]) == [-1]
 
 
 def test_exported_thresholds_are_the_defaults(exported):
@@ -148,39 +152,35 @@ def test_large_max_steps_exports_a_while_loop(tmp_path):
     assert len(lengths) >= 3, lengths
 
 
-def test_cap_zero_runs_no_inner_step(core_models, tmp_path, monkeypatch):
-    """The file's `cap` input at 0 (LiteStream never sends it): the same
-    results as the TensorFlow step, for both loop structures."""
-    from ai_edge_litert.interpreter import Interpreter
-
+def test_per_row_caps_and_thresholds_equal_the_tensorflow_step(core_models, tmp_path,
+                                                               monkeypatch):
+    """The file's per-row `caps` (0 included: no inner step runs) and
+    `thresholds` give the TensorFlow step's results, for both loop
+    structures."""
     rng = np.random.default_rng(8)
-    thresholds, cap = np.array([0.5], np.float32), np.array(0, np.int32)
+    caps = np.array([0, 0, 1, 3, 6, 6], np.int32)
+    thresholds = np.array([[0.5], [0.5], [0.2], [0.5], [0.9], [0.02]], np.float32)
+    decode = np.array([True, False, True, True, True, True])
     for mode in ("reset", "carry"):
         model = core_models[("lstm", mode)]
-        x = rng.normal(size=(2, 3)).astype(np.float32)
-        state = rng.normal(size=(2, 32)).astype(np.float32)
-        decode = np.array([True, False])
-        step = model._compiled.step_concrete(model.stop)
-        frames, lengths, outer, inner = step(
-            x, [state[:, :8], state[:, 8:16]], [state[:, 16:24], state[:, 24:]], decode,
-            np.full(2, model.max_steps, np.int32), thresholds, cap)
-        expected_state = np.concatenate([np.asarray(t) for t in list(outer) + list(inner)], 1)
+        x = rng.normal(size=(6, 3)).astype(np.float32)
+        state = rng.normal(size=(6, 32)).astype(np.float32)
+        expected = sg.open_runtime(model).step(x, state, decode, thresholds, caps)
+        assert expected[1][:2].tolist() == [0, 0] and not expected[0][:2].any()
         for unroll in (export_lib.UNROLL_MAX_STEPS, 0):
             monkeypatch.setattr(export_lib, "UNROLL_MAX_STEPS", unroll)
             path = str(tmp_path / f"{mode}_{unroll}.tflite")
             loop = model.export_litert(path)["inner_loop"]
             assert loop == ("unrolled" if unroll else "while")
-            runner = Interpreter(model_path=path).get_signature_runner(lite_lib.SIGNATURE)
-            got = runner(x=x, state=state, decode=decode, thresholds=thresholds, cap=cap)
-            assert got["output_1"].tolist() == [0, 0] == np.asarray(lengths).tolist()
-            assert not got["output_0"].any() and not np.asarray(frames).any()
-            np.testing.assert_allclose(got["output_2"], expected_state, atol=1e-5,
-                                       err_msg=f"{mode}, {loop}")
+            got = sg.open_runtime(path).step(x, state, decode, thresholds, caps)
+            assert got[1].tolist() == expected[1].tolist(), f"{mode}, {loop}"
+            np.testing.assert_allclose(got[0], expected[0], atol=1e-5, err_msg=f"{mode}, {loop}")
+            np.testing.assert_allclose(got[2], expected[2], atol=1e-5, err_msg=f"{mode}, {loop}")
 
 
 def test_export_and_lite_stream_print_nothing(tmp_path, capfd):
     """No LiteRT or converter line on stdout/stderr (LiteRT logs its XNNPACK
-    line once per process, so `test_cli_subprocess` checks a fresh process)."""
+    line once per process, so `test_subprocess` checks a fresh process)."""
     model = make_model("gru", "reset", seed=2)
     path = str(tmp_path / "quiet.tflite")
     capfd.readouterr()

@@ -12,7 +12,7 @@ import pytest
 from keras import ops
 
 import streamgen as sg
-from conftest import CELLS, MODES, make_model
+from helpers import CELLS, MODES, make_model
 
 STEPS = 200  # "long streams": every state path is exercised many times
 
@@ -193,7 +193,8 @@ def test_stop_thresholds_override_without_reexport(core_models, exports, long_in
 def test_stop_override_of_another_kind_asks_to_reexport(core_models, exports, tmp_path):
     path = exports[("gru", "reset")]  # exported with the model's [StopHead(0.5)]
     for stop in ([sg.L2Norm(1.0)], [sg.StopHead(0.5), sg.L2Norm(1.0)], []):
-        with pytest.raises(ValueError, match=r"exported with the stop criteria \[StopHead\(\)\].*re-export"):
+        with pytest.raises(ValueError, match=r"the stop criteria here are \[StopHead\(\)\], got "
+                                             r"\[.*\]\. Only thresholds can change.*re-export"):
             sg.LiteStream(path, stop=stop)
     two = str(tmp_path / "two.tflite")
     core_models[("gru", "reset")].export_litert(two, stop=[sg.StopHead(0.5), sg.L2Norm(2.0, "below")])
@@ -280,7 +281,7 @@ def test_batch_and_state_errors_match_stream(core_models, exports):
 def test_not_a_streamgen_export(tmp_path):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
-    with pytest.raises(ValueError, match=r"`path`: '.*junk.tflite' is not a streamgen LiteRT export"):
+    with pytest.raises(sg.NotAnExportError, match=r"junk.tflite: not a streamgen LiteRT export"):
         sg.LiteStream(str(junk))
 
 
@@ -370,3 +371,109 @@ def test_lite_stream_prints_nothing(exports, capfd):
     s.reset()
     s.step(np.zeros((4, 3)))
     assert capfd.readouterr() == ("", "")
+
+
+# ---------------------------------------------------------------------- #
+# Untrusted files: the digest and the metadata are checked first.
+# ---------------------------------------------------------------------- #
+FUZZ_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import streamgen as sg
+    from streamgen.lite import LiteRuntime
+    content = open(sys.argv[1], "rb").read()
+    rng = np.random.default_rng(int(sys.argv[3]))
+    outcomes = {}
+    for trial in range(int(sys.argv[4])):
+        data = bytearray(content)
+        how = trial % 3
+        if how == 0:  # a few random bytes overwritten
+            for i in rng.integers(0, len(data), int(rng.integers(1, 8))):
+                data[i] = int(rng.integers(0, 256))
+        elif how == 1:  # one bit flipped
+            i = int(rng.integers(0, len(data)))
+            data[i] ^= 1 << int(rng.integers(0, 8))
+        else:  # truncated
+            data = data[: int(rng.integers(0, len(data)))]
+        open(sys.argv[2], "wb").write(bytes(data))
+        try:
+            LiteRuntime(sys.argv[2]).step(np.zeros((2, 3)), np.zeros((2, 16)))
+            kind = "accepted"
+        except sg.NotAnExportError:
+            kind = "NotAnExportError"
+        except Exception as error:  # a traceback for a user
+            kind = type(error).__name__
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+    print(json.dumps(outcomes))
+""")
+
+
+def test_corrupted_exports_fail_cleanly(exports, tmp_path):
+    """150 seeded corruptions: each is refused as `NotAnExportError` before
+    the interpreter sees it (no traceback of another kind, no crash: the
+    trials run in a child process, whose death would show)."""
+    script = tmp_path / "fuzz.py"
+    script.write_text(FUZZ_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), exports[("gru", "reset")], str(tmp_path / "bad.tflite"),
+         "7", "150"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == {"NotAnExportError": 150}
+
+
+def rewrite_metadata(source, target, edit):
+    """Copies an export with its metadata edited and a *valid* digest, as an
+    attacker who knows the format would."""
+    import flatbuffers
+
+    from streamgen import lite as lite_lib
+
+    schema = lite_lib.import_schema()
+    content = open(source, "rb").read()
+    metadata = lite_lib.read_metadata(content)
+    edit(metadata)
+    metadata["digest"] = lite_lib.DIGEST_PLACEHOLDER
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    entry = next(m for m in model.metadata if m.name == lite_lib.METADATA_NAME.encode())
+    model.buffers[entry.buffer].data = np.frombuffer(json.dumps(metadata).encode(), np.uint8)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    content = bytes(builder.Output())
+    digest = __import__("hashlib").sha256(content).hexdigest()
+    content = content.replace(f'"digest": "{lite_lib.DIGEST_PLACEHOLDER}"'.encode(),
+                              f'"digest": "{digest}"'.encode())
+    with open(target, "wb") as file:
+        file.write(content)
+
+
+def _swap_outputs(m):
+    m["outputs"]["frames"], m["outputs"]["state"] = m["outputs"]["state"], m["outputs"]["frames"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["inputs"].update(x="y"), r"tensor 'y' \(input 'x'\) does not match"),
+    (lambda m: m["criteria"][0]["config"].pop("threshold"),
+     r"criteria\[0\]: expected a threshold"),
+    (_swap_outputs, r"tensor 'output_2' \(output 'frames'\) does not match the metadata: "
+                    r"expected shape \[-1, 9, 2\] float32, got \(\[-1, 16\], 'float32'\)"),
+    (lambda m: m.update(input_size="3"), r"input_size: expected an integer in \[1, 1048576\], "
+                                         r"got '3'"),
+    (lambda m: m.update(max_steps=10 ** 9), r"max_steps: expected an integer in \[1, 1024\]"),
+    (lambda m: m.update(outer_state_sizes=[8, -1]), r"outer_state_sizes: expected an integer"),
+    (lambda m: m.update(decoder_state="sideways"), r"decoder_state: expected 'reset' or 'carry'"),
+    (lambda m: m.update(version=1), r"format version 1; this streamgen reads version 2"),
+])
+def test_edited_metadata_is_refused_by_name(exports, tmp_path, edit, message):
+    path = str(tmp_path / "edited.tflite")
+    rewrite_metadata(exports[("gru", "reset")], path, edit)
+    with pytest.raises(sg.NotAnExportError, match=r"edited.tflite: .*" + message):
+        sg.LiteStream(path)
+
+
+def test_digest_mismatch_is_named(exports, tmp_path):
+    content = bytearray(open(exports[("gru", "reset")], "rb").read())
+    content[len(content) // 2] ^= 0x10
+    path = tmp_path / "flipped.tflite"
+    path.write_bytes(bytes(content))
+    with pytest.raises(sg.NotAnExportError, match="its content does not match its stored digest"):
+        sg.LiteStream(str(path))

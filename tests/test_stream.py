@@ -4,21 +4,8 @@ import numpy as np
 import pytest
 
 import streamgen as sg
-from conftest import CELLS, MODES, make_model
-
-
-def ragged_to_lists(rt):
-    """`tf.RaggedTensor (B, T, None, O)` -> [[np.ndarray (L, O)] * T] * B."""
-    return [[np.asarray(out) for out in row] for row in rt.to_list()]
-
-
-def assert_outputs_equal(got, expected, atol=1e-5):
-    assert len(got) == len(expected)
-    for i, (a, b) in enumerate(zip(got, expected)):
-        a = np.asarray(a, np.float32).reshape(-1, 2)
-        b = np.asarray(b, np.float32).reshape(-1, 2)
-        assert a.shape == b.shape, f"Out[{i}]: length {len(a)} != {len(b)}"
-        np.testing.assert_allclose(a, b, atol=atol, err_msg=f"Out[{i}]")
+from streamgen.decode import compiled_functions
+from helpers import CELLS, MODES, assert_outputs_equal, make_model, ragged_to_lists
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -174,10 +161,10 @@ def test_tracing_is_bounded(core_inputs):
     s2 = model.open_stream(stop=sg.StopHead(0.9))
     for x in core_inputs[0]:
         s2.step(x)
-    assert model._compiled.tracing_count() == 1
+    assert compiled_functions(model).tracing_count() == 1
     for batch, steps in [(1, 5), (3, 7), (2, 11)]:
         model.decode(rng.normal(size=(batch, steps, 3)).astype(np.float32))
-    assert model._compiled.tracing_count() == 2
+    assert compiled_functions(model).tracing_count() == 2
 
 
 def test_lower_cap_at_inference(core_models, core_inputs):
@@ -211,7 +198,7 @@ class TestStreamErrors:
 
     def test_not_numbers(self, core_models):
         s = core_models[("gru", "reset")].open_stream()
-        with pytest.raises(ValueError, match="expected an array of numbers"):
+        with pytest.raises(ValueError, match="expected a 1-D or a 2-D array of numbers, got \\['a'"):
             s.step(["a", "b", "c"])
 
     def test_batch_size_change(self, core_models):
@@ -232,3 +219,69 @@ class TestStreamErrors:
         state["inner"][1] = np.zeros((1, 7))
         with pytest.raises(ValueError, match=r"state\['inner'\]\[1\] must have shape \(1, 8\), got \(1, 7\)"):
             s.set_state(state)
+
+
+# ---------------------------------------------------------------------- #
+# State and step arguments: a ValueError naming the argument, in Stream and
+# LiteStream alike.
+# ---------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def both_streams(core_models, tmp_path_factory):
+    """`open() -> stream` for a `Stream` and a `LiteStream` of the same model."""
+    pytest.importorskip("ai_edge_litert")
+    model = core_models[("gru", "reset")]
+    path = str(tmp_path_factory.mktemp("both") / "m.tflite")
+    model.export_litert(path)
+    return {"tf": model.open_stream, "lite": lambda: sg.LiteStream(path)}
+
+
+BAD_STATES = [
+    ({"outer": [np.full((1, 8), np.nan)], "inner": [np.zeros((1, 8))]},
+     r"`state`: it holds a non-finite value \(nan\) at index \(0, 0\)"),
+    ({"outer": [np.full((1, 8), np.inf)], "inner": [np.zeros((1, 8))]},
+     r"`state`: it holds a non-finite value \(inf\)"),
+    ({"outer": [np.full((1, 8), 1e300)], "inner": [np.zeros((1, 8))]},
+     r"`state`: it holds a non-finite value \(inf\)"),  # beyond float32
+    ({"outer": [[["a"] * 8]], "inner": [np.zeros((1, 8))]},
+     r"`state`, expected state\['outer'\]\[0\] to be an array of numbers, got \[\['a'"),
+    ({"outer": [np.zeros((0, 8))], "inner": [np.zeros((0, 8))]},
+     r"`state`, expected at least one row"),
+]
+
+
+@pytest.mark.parametrize("kind", ["tf", "lite"])
+@pytest.mark.parametrize("state, message", BAD_STATES)
+def test_set_state_refuses_bad_values(both_streams, kind, state, message):
+    stream = both_streams[kind]()
+    first = stream.step(np.ones(3, np.float32))
+    with pytest.raises(ValueError, match=message):
+        stream.set_state(state)
+    assert stream.batch_size == 1  # the state it had is kept
+    stream.reset()
+    np.testing.assert_allclose(stream.step(np.ones(3, np.float32)), first, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["tf", "lite"])
+@pytest.mark.parametrize("x, decode, message", [
+    (np.ones(3), None, r"`decode`, expected a bool or a bool array, got None"),
+    (np.ones(3), "False", r"`decode`, expected a bool or a bool array of shape \(1,\), got 'False'"),
+    (np.ones((2, 3)), [True, False, True], r"`decode`, expected a bool or a bool array of "
+                                           r"shape \(2,\), got \[True, False, True\]"),
+    (np.ones((2, 3)), [1, 0], r"`decode`, expected a bool or a bool array of shape \(2,\)"),
+    (np.zeros((0, 3)), True, r"`x`, expected at least one row, got an array of 0 rows"),
+    ([1.0, 2.0], True, r"`x`, expected last dimension input_size=3, got shape \(2,\)"),
+])
+def test_step_arguments_are_checked(both_streams, kind, x, decode, message):
+    stream = both_streams[kind]()
+    with pytest.raises(ValueError, match=message):
+        stream.step(x, decode=decode)
+    assert stream.batch_size is None  # a bad first step does not fix the batch size
+    assert len(stream.step(np.ones((4, 3)))) == 4
+
+
+def test_decode_of_empty_sequences_is_empty(core_models):
+    model = core_models[("gru", "reset")]
+    for shape in [(1, 0, 3), (0, 5, 3), (0, 0, 3)]:
+        rt = model.decode(np.zeros(shape, np.float32))
+        assert rt.shape[:2] == shape[:2] and rt.shape[-1] == 2
+        assert rt.flat_values.shape == (0, 2)

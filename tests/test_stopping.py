@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import streamgen as sg
-from conftest import MODES, make_model
+from helpers import MODES, make_model
 
 
 def lengths_of(rt):

@@ -1,5 +1,6 @@
 """StreamGen construction, validation, configs and saved files."""
 
+import os
 import subprocess
 import sys
 
@@ -8,16 +9,36 @@ import numpy as np
 import pytest
 
 import streamgen as sg
-from conftest import CELLS, make_model
-from test_core_stream import ragged_to_lists, assert_outputs_equal
+from helpers import CELLS, assert_outputs_equal, make_model, ragged_to_lists
 
 
-def test_import_is_quiet():
-    result = subprocess.run(
-        [sys.executable, "-c", "import streamgen; streamgen.StreamGen(3, 2, units=4)"],
-        capture_output=True, text=True, check=True,
-    )
+def run_python(script, quiet):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "STREAMGEN_QUIET_TF")}
+    if quiet:
+        env["STREAMGEN_QUIET_TF"] = "1"
+    return subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, check=True, env=env)
+
+
+def test_import_is_quiet_when_asked():
+    result = run_python("import streamgen; streamgen.StreamGen(3, 2, units=4)", quiet=True)
     assert result.stderr == ""
+
+
+def test_library_does_not_hide_the_hosts_stderr():
+    """Unasked, the library leaves fd 2 alone while TensorFlow imports: a
+    host program's own errors (and TensorFlow's lines) stay visible."""
+    script = ("import os, streamgen\n"
+              "os.write(2, b'host line\\n')\n"
+              "streamgen.StreamGen(3, 2, units=4)\n"
+              "os.write(2, b'after\\n')\n")
+    result = run_python(script, quiet=False)
+    assert result.stderr.startswith("host line\n") and result.stderr.endswith("after\n")
+    # TensorFlow 2.21's own import lines (oneDNN, CUDA) reach the host's stderr.
+    assert len(result.stderr.splitlines()) > 2
+    # Quiet when asked, and only TensorFlow's import is silenced.
+    assert run_python(script, quiet=True).stderr == "host line\nafter\n"
 
 
 @pytest.mark.parametrize("imports", [
@@ -28,24 +49,23 @@ def test_import_is_quiet():
 def test_load_model_right_after_import_finds_the_classes(imports, tmp_path):
     """`keras.models.load_model` works without touching a streamgen name first,
     whichever of streamgen / Keras is imported first (and quietly, when
-    streamgen comes first)."""
+    asked)."""
     path = tmp_path / "m.keras"
     make_model(seed=0).save(path)
     script = (f"{imports}\n"
               f"m = keras.models.load_model({str(path)!r})\n"
               "print(type(m).__module__, type(m).__name__, m.max_steps)")
-    result = subprocess.run([sys.executable, "-c", script],
-                            capture_output=True, text=True, check=True)
+    result = run_python(script, quiet=True)
     assert result.stdout == "streamgen.model StreamGen 9\n"
-    if imports.startswith("import streamgen"):
+    if imports.startswith("import streamgen"):  # quiet when asked
         assert result.stderr == ""
 
 
 @pytest.mark.parametrize(
     "kwargs, error",
     [
-        ({"max_steps": 0}, r"`max_steps`, expected a positive integer, got 0"),
-        ({"max_steps": 2.5}, r"`max_steps`, expected a positive integer, got 2.5"),
+        ({"max_steps": 0}, r"`max_steps`, expected an integer in \[1, 1024\], got 0"),
+        ({"max_steps": 2.5}, r"`max_steps`, expected an integer in \[1, 1024\], got 2.5"),
         ({"input_size": -1}, r"`input_size`, expected a positive integer, got -1"),
         ({"units": True}, r"`units`, expected a positive integer, got True"),
         ({"cell": "transformer"}, r"`cell`, expected one of \['gru', 'lstm', 'simple_rnn'\], got 'transformer'"),
@@ -64,8 +84,18 @@ def test_invalid_cells():
         sg.StreamGen(3, 2, outer="gru")
     trained = keras.layers.GRUCell(4)
     trained.build((None, 5))  # built for inputs of width 5, not 3
-    with pytest.raises(ValueError, match=r"The `outer` cell cannot take inputs of width 3"):
+    with pytest.raises(ValueError, match=r"^Received an invalid value for argument `outer`: "
+                                         r"the cell takes inputs of width 5, but it gets "
+                                         r"input_size = 3 here; use input_size=5\.$"):
         sg.StreamGen(3, 2, outer=trained)
+    inner = keras.layers.LSTMCell(4)
+    inner.build((None, 12))  # IR (10) + frame (2)
+    with pytest.raises(ValueError, match=r"`inner`: the cell takes inputs of width 12, but "
+                                         r"it gets ir_size \+ output_size = 8 \+ 2 = 10 "
+                                         r"here; use ir_size=10\.$") as caught:
+        sg.StreamGen(3, 2, ir_size=8, inner=inner)
+    assert "\x1b[" not in str(caught.value)  # no terminal colour codes
+    sg.StreamGen(3, 2, ir_size=10, inner=inner)  # the suggested ir_size fits
 
 
 def test_config_round_trip():
@@ -144,3 +174,45 @@ def test_teacher_forced_pass_shapes_and_errors(core_models):
         core_models[("gru", "reset")]({"inputs": x, "frames": frames[:, :, :5]})
     with pytest.raises(ValueError, match=r"decoder_state='carry' needs `lengths`"):
         core_models[("gru", "carry")]({"inputs": x, "frames": frames})
+
+
+def test_max_steps_is_bounded_and_decoding_memory_is_linear():
+    from streamgen.decode import compiled_functions
+
+    with pytest.raises(ValueError, match=r"`max_steps`, expected an integer in \[1, 1024\], "
+                                         r"got 8000"):
+        sg.StreamGen(3, 2, units=4, max_steps=8000)
+    # No constant of the compiled step grows with max_steps squared (there
+    # was an identity matrix of max_steps x max_steps for the frame slots).
+    model = sg.StreamGen(3, 2, units=4, ir_size=4, max_steps=1024)
+    graph_def = compiled_functions(model).step_concrete(model.stop).graph.as_graph_def()
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:  # the while loop's body and cond
+        nodes += list(function.node_def)
+    sizes = [int(np.prod([d.size for d in node.attr["value"].tensor.tensor_shape.dim]))
+             for node in nodes if node.op == "Const"]
+    assert max(sizes) < 1024 * 16
+    out = model.open_stream().step(np.zeros(3, np.float32))
+    assert out.shape[1] == 2 and 0 <= len(out) <= 1024
+
+
+def test_a_crafted_config_is_refused_with_its_cause(tmp_path):
+    import json
+    import zipfile
+
+    path = tmp_path / "m.keras"
+    make_model(seed=0).save(path)
+    crafted = tmp_path / "crafted.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(crafted, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                config["config"]["max_steps"] = 100000
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    with pytest.raises(sg.NotAKerasModelError,
+                       match=r"crafted.keras: cannot load the model: Received an invalid "
+                             r"value for argument `max_steps`, expected an integer in "
+                             r"\[1, 1024\], got 100000\."):
+        sg.open_runtime(str(crafted))

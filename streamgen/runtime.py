@@ -1,0 +1,271 @@
+"""The stateless runtime step that every layer of streamgen stands on.
+
+A *runtime* is one outer step of a model — model_a's cell, then model_b's
+inner loop with its stop checks — as a pure function of arrays:
+
+    frames, lengths, new_state = runtime.step(x, state)
+
+for **any** set of rows on **any** call: row `b` of `x` and `state` is one
+stream, and the rows of one call need not be the rows of the last one. The
+state of a row is one float32 vector of `state_size` values (model_a's state
+tensors, then model_b's, side by side), so a table of streams is one
+`(N, state_size)` array and stepping a subset of them is
+
+    frames, lengths, table[rows] = runtime.step(x, table[rows])[0:3]
+
+`Stream` and `LiteStream` are thin state holders over a runtime; a server
+batches the rows of many connections into one `step`; offline decoding
+steps thousands of sequences at once. Per-row stop thresholds and caps
+(`thresholds=`, `caps=`) let streams with different settings share a call.
+
+Two implementations:
+
+- `TFRuntime` (`streamgen.decode`): the compiled TensorFlow step, XLA optional.
+- `LiteRuntime` (`streamgen.lite`): a `.tflite` export on `ai-edge-litert`
+  and numpy alone, with one interpreter per batch-size bucket.
+
+`open_runtime(model_or_path)` opens either. This module does not import
+TensorFlow.
+"""
+
+import hashlib
+import os
+
+import numpy as np
+
+from streamgen import _checks
+
+
+class ModelFileError(ValueError):
+    """A file that cannot be opened as a streamgen model.
+
+    Subclasses say what kind of file was expected. The message names the
+    file and what was wrong with it.
+    """
+
+
+class NotAnExportError(ModelFileError):
+    """A `.tflite` file that is not an intact streamgen LiteRT export."""
+
+
+class NotAKerasModelError(ModelFileError):
+    """A `.keras` file that is not an intact, loadable `sg.StreamGen`."""
+
+
+class Runtime:
+    """One outer step of a model, stateless, for any set of rows.
+
+    Subclasses set the attributes below and implement `_run`.
+
+    Attributes:
+        input_size: width of each input row.
+        output_size: width of each frame.
+        trained_max_steps: the model's cap; `frames` has this many slots.
+        max_steps: the default cap of this runtime (`<= trained_max_steps`).
+        decoder_state: `"reset"` or `"carry"`.
+        state_sizes: `{"outer": [int, ...], "inner": [int, ...]}`, the width
+            of each state tensor.
+        state_size: their sum, the width of a packed state row.
+        criteria: the stop criteria, as
+            `[{"class_name": "StopHead", "config": {"threshold": 0.5}}, ...]`.
+            Their kinds are fixed; their thresholds are per-row inputs.
+        thresholds: float32 `(len(criteria),)`, the default thresholds.
+        fingerprint: a string that identifies the model's weights and
+            shapes: equal for a `.keras` model and its `.tflite` export, so
+            that a state can move between them (see `streamgen.wire`).
+    """
+
+    # ------------------------------------------------------------------ #
+    # State.
+    # ------------------------------------------------------------------ #
+    @property
+    def state_size(self):
+        return sum(self.state_sizes["outer"]) + sum(self.state_sizes["inner"])
+
+    def initial_state(self, n):
+        """The packed state of `n` fresh rows: float32 zeros `(n, state_size)`."""
+        n = _checks.check_count("n", n)
+        return np.zeros((n, self.state_size), np.float32)
+
+    def pack(self, state):
+        """A state nest -> the packed float32 array `(B, state_size)`.
+
+        Args:
+            state: `{"outer": [np.ndarray (B, size), ...], "inner": [...]}`,
+                as `Stream.get_state()` returns.
+
+        Raises:
+            ValueError: if the nest, a shape or a value (NaN, inf, or a
+                magnitude no recurrent state reaches) is wrong.
+        """
+        restored, _ = _checks.check_state(state, self.state_sizes)
+        parts = restored["outer"] + restored["inner"]
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+    def unpack(self, packed):
+        """The packed array `(B, state_size)` -> a state nest (copies)."""
+        packed = self.check_packed(packed)
+        offsets = np.cumsum([0] + self.state_sizes["outer"] + self.state_sizes["inner"])
+        parts = [packed[:, a:b].copy() for a, b in zip(offsets[:-1], offsets[1:])]
+        outer = len(self.state_sizes["outer"])
+        return {"outer": parts[:outer], "inner": parts[outer:]}
+
+    def check_packed(self, packed, rows=None, name="state"):
+        """Validates a packed state; returns it as float32 `(B, state_size)`."""
+        return _checks.check_packed_state(packed, self.state_size, rows=rows, name=name)
+
+    # ------------------------------------------------------------------ #
+    # Stop options.
+    # ------------------------------------------------------------------ #
+    def options(self, stop=None, max_steps=None):
+        """Per-row settings for `step` from a `stop=` and `max_steps=`.
+
+        Args:
+            stop: `None` (this runtime's criteria), or criteria of the
+                same kinds, in the same order: `sg.StopCriterion` objects
+                or their dicts (`{"class_name": "StopHead", "config":
+                {"threshold": 0.7}}`). Only thresholds can differ per row.
+            max_steps: `None` (this runtime's cap) or an int in
+                `[1, trained_max_steps]`.
+
+        Returns:
+            `(thresholds, cap)`: float32 `(len(criteria),)` and an int, one
+            row of `step`'s `thresholds=` and `caps=`.
+
+        Raises:
+            TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...)`.
+        """
+        criteria = _checks.same_kind_criteria(stop, self.criteria, self.kind_hint)
+        thresholds = np.array([c["config"]["threshold"] for c in criteria],
+                              np.float32).reshape([len(criteria)])
+        cap = self.max_steps if max_steps is None else _checks.resolve_cap(
+            self.trained_max_steps, max_steps)
+        return thresholds, cap
+
+    kind_hint = ""  # appended to the "other kinds" error (how to change them)
+
+    # ------------------------------------------------------------------ #
+    # The step.
+    # ------------------------------------------------------------------ #
+    def step(self, x, state, decode=None, thresholds=None, caps=None):
+        """One outer step of `B` independent rows.
+
+        Args:
+            x: float array `(B, input_size)`.
+            state: float array `(B, state_size)`, the packed states
+                (`initial_state(B)` for fresh rows).
+            decode: `None` (every row), or bool array `(B,)`: where False,
+                model_b is skipped (the row's `Out[i]` is empty, model_a
+                still advances).
+            thresholds: `None` (this runtime's), or float array
+                `(B, len(criteria))`, each row's stop thresholds (rows from
+                `options()`).
+            caps: `None` (this runtime's cap), or int array `(B,)` in
+                `[0, trained_max_steps]`: no inner step `j >= caps[b]` runs.
+
+        Returns:
+            `(frames, lengths, new_state)`: float32 `(B, trained_max_steps,
+            output_size)`, zero past each row's length; int32 `(B,)`; float32
+            `(B, state_size)`. Row `b` of `Out[i]` is `frames[b, :lengths[b]]`.
+
+        Raises:
+            ValueError: for a wrong shape or non-finite value in any
+                argument, naming it.
+        """
+        x = _checks.check_inputs(self, x, "x", ndim=2)
+        rows = x.shape[0]
+        state = self.check_packed(state, rows=rows)
+        decode = _checks.check_decode(decode, rows)
+        thresholds = _checks.check_thresholds(thresholds, rows, len(self.criteria))
+        caps = _checks.check_caps(caps, rows, self.trained_max_steps)
+        if rows == 0:
+            return (np.zeros((0, self.trained_max_steps, self.output_size), np.float32),
+                    np.zeros((0,), np.int32), np.zeros((0, self.state_size), np.float32))
+        return self._run(x, state, decode, thresholds, caps)
+
+    def _run(self, x, state, decode, thresholds, caps):
+        """`step` without the checks (the arguments are already valid).
+
+        `decode`, `thresholds` and `caps` may be `None` (the defaults).
+        """
+        raise NotImplementedError
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(input_size={self.input_size}, "
+                f"output_size={self.output_size}, max_steps={self.max_steps}, "
+                f"criteria={_checks.describe_criteria(self.criteria)})")
+
+
+def open_runtime(model_or_path, stop=None, max_steps=None, **options):
+    """Opens the runtime of a model object or a model file.
+
+    Args:
+        model_or_path: a `sg.StreamGen`, or the path of a `.keras` model or
+            a `.tflite` export (`StreamGen.export_litert`).
+        stop: the stop criteria; `None` uses the model's (or the export's).
+            For a `.tflite` file only thresholds can change.
+        max_steps: optional int in `[1, max_steps of the model]`, a lower
+            cap.
+        **options: `jit_compile=` for a TensorFlow model, `num_threads=` for
+            a `.tflite` export.
+
+    Returns:
+        A `TFRuntime` (`.keras`, or a model object) or a `LiteRuntime`
+        (`.tflite`; TensorFlow is not imported).
+
+    Raises:
+        NotAnExportError: a `.tflite` file that is not an intact streamgen
+            export.
+        NotAKerasModelError: a `.keras` file that is not an intact streamgen
+            model.
+        ModelFileError: any other file name.
+        FileNotFoundError: no such file.
+        ImportError: `ai-edge-litert` missing for a `.tflite` file.
+
+    Example:
+
+    >>> runtime = sg.open_runtime("model.tflite")
+    >>> state = runtime.initial_state(2)
+    >>> frames, lengths, state = runtime.step(np.zeros((2, 3)), state)
+    """
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        from streamgen.decode import TFRuntime
+
+        return TFRuntime(model_or_path, stop=stop, max_steps=max_steps, **options)
+    path = os.fspath(model_or_path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: a folder, not a model file")
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".tflite":
+        from streamgen.lite import LiteRuntime
+
+        return LiteRuntime(path, stop=stop, max_steps=max_steps, **options)
+    if extension == ".keras":
+        from streamgen.decode import TFRuntime
+        from streamgen.saving import load_model
+
+        return TFRuntime(load_model(path), stop=stop, max_steps=max_steps, **options)
+    raise ModelFileError(
+        f"{path}: expected a .keras model or a .tflite export, got a "
+        f"{extension or 'file without extension'!r} file"
+    )
+
+
+def fingerprint_of(config, arrays):
+    """The fingerprint of a model: its shapes and weights, hashed.
+
+    Args:
+        config: dict of the facts a state depends on (sizes, modes).
+        arrays: the model's weights, in a fixed order.
+
+    Returns:
+        `"sha256:<first 16 hex digits>"`.
+    """
+    digest = hashlib.sha256(repr(sorted(config.items())).encode("utf-8"))
+    for array in arrays:
+        array = np.ascontiguousarray(array, np.float32)
+        digest.update(str(array.shape).encode("ascii"))
+        digest.update(array.tobytes())
+    return "sha256:" + digest.hexdigest()[:16]

@@ -1,0 +1,48 @@
+"""Helpers shared by the test modules (no test module imports another)."""
+
+import keras
+import numpy as np
+
+import streamgen as sg
+
+CELLS = ("gru", "lstm", "simple_rnn")
+MODES = ("reset", "carry")
+
+
+def make_model(cell="gru", decoder_state="reset", seed=1, stop_scale=20.0, **kwargs):
+    """A tiny StreamGen with a sharpened stop head.
+
+    Scaling the stop head's kernel pushes stop probabilities away from 0.5, so
+    lengths cannot flip on the ~1e-6 differences oneDNN makes between batch
+    sizes.
+    """
+    keras.utils.set_random_seed(seed)
+    options = dict(input_size=3, output_size=2, ir_size=8, units=8)
+    options.update(kwargs)
+    model = sg.StreamGen(cell=cell, decoder_state=decoder_state, **options)
+    kernel, bias = model.stop_head.get_weights()
+    model.stop_head.set_weights([kernel * stop_scale, bias])
+    return model
+
+
+def ragged_to_lists(rt):
+    """`tf.RaggedTensor (B, T, None, O)` -> [[np.ndarray (L, O)] * T] * B."""
+    return [[np.asarray(out) for out in row] for row in rt.to_list()]
+
+
+def assert_outputs_equal(got, expected, atol=1e-5):
+    assert len(got) == len(expected)
+    for i, (a, b) in enumerate(zip(got, expected)):
+        a = np.asarray(a, np.float32).reshape(-1, 2)
+        b = np.asarray(b, np.float32).reshape(-1, 2)
+        assert a.shape == b.shape, f"Out[{i}]: length {len(a)} != {len(b)}"
+        np.testing.assert_allclose(a, b, atol=atol, err_msg=f"Out[{i}]")
+
+
+def toy_data(n=5, seed=0, max_steps=9):
+    """`n` sequences with T = 1..n and known, distinct values (input 3, output 2)."""
+    rng = np.random.default_rng(seed)
+    inputs = [rng.normal(size=(t + 1, 3)).astype(np.float32) for t in range(n)]
+    targets = [[rng.normal(size=(int(rng.integers(0, max_steps + 1)), 2)).astype(np.float32)
+                for _ in range(len(x))] for x in inputs]
+    return inputs, targets
