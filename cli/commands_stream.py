@@ -1,5 +1,7 @@
 """`streamgen stream`: one input line in, one `Out[i]` line out, flushed."""
 
+import re
+
 import click
 
 from streamgen.cli import common
@@ -18,8 +20,15 @@ from streamgen.cli.reader import BadLine, Reset, Vector, format_error, read_even
     help="On a bad input line: stop with status 1 (fail), or report it, keep "
          "the state and go on (skip).",
 )
+@click.option(
+    "--url", metavar="URL",
+    help="Stream through a 'streamgen serve' server (ws://HOST:PORT) instead of "
+         "a local model; the output is the same, byte for byte.",
+)
+@click.option("--token", envvar="STREAMGEN_TOKEN", metavar="T",
+              help="The server's token (with --url). Default: $STREAMGEN_TOKEN.")
 @click.argument("input_file", metavar="[INPUT]", type=click.File("rb"), default="-")
-def stream(model_path, stop_kind, threshold, max_steps, on_error, input_file):
+def stream(model_path, stop_kind, threshold, max_steps, on_error, url, token, input_file):
     """Decode input vectors one line at a time, as they arrive.
 
     INPUT (default: stdin) holds one input vector per line: numbers
@@ -42,67 +51,35 @@ def stream(model_path, stop_kind, threshold, max_steps, on_error, input_file):
       printf '0.5 0 0.1\\n1 1 -0.5\\n' | streamgen stream --stop none --max-steps 3
       streamgen stream --model m.keras --stop head --threshold 0.7 inputs.txt
     """
-    runner, input_size = _open_stream(model_path, stop_kind, threshold, max_steps)
+    if url is not None:  # the same loop over a remote stream
+        from streamgen.cli.commands_serve import open_remote_runtime
+
+        runtime = open_remote_runtime(url, token, model_path, stop_kind, threshold, max_steps)
+    else:
+        runtime = common.open_runtime(model_path, stop_kind, threshold, max_steps)
     source = common.source_name(input_file)
     skipped = 0
-    for event in read_events(input_file, input_size):
+    state = runtime.initial_state(1)  # (1, state_size): one stream
+    for event in read_events(input_file, runtime.input_size):
         if isinstance(event, Vector):
             try:
-                frames = runner.step(event.values)  # (L_i, output_size)
+                frames, lengths, state = runtime.step(event.values[None], state)
             except ValueError as error:  # the reader checks first; kept as a guard
                 event = BadLine(event.line_no, str(error))
             else:
-                click.echo(common.frames_json(frames))  # echo flushes
+                click.echo(common.frames_json(frames[0, :lengths[0]]))  # echo flushes
                 continue
         if isinstance(event, Reset):
-            runner.reset()
+            state = runtime.initial_state(1)
             click.echo("")
             continue
-        message = format_error(source, event.line_no, event.message)
+        text = event.message
+        if re.fullmatch(r"expected \d+ numbers, got \d+", text):
+            text += common.bundled_hint(model_path)  # --model forgotten?
+        message = format_error(source, event.line_no, text)
         if on_error == "fail":
             raise common.CliError(message)
         common.report(f"error: {message}")
         skipped += 1
     if skipped:
         common.report(f"skipped {skipped} bad line{'' if skipped == 1 else 's'}")
-
-
-def _open_stream(model_path, stop_kind, threshold, max_steps):
-    """A `sg.Stream` (or `sg.LiteStream`) and the model's `input_size`."""
-    loaded = common.load_model(model_path, allow_lite=True)
-    if isinstance(loaded, str):
-        return _open_lite(loaded, stop_kind, threshold, max_steps)
-    spec = common.stop_spec(common.criteria_dicts(loaded.stop), stop_kind, threshold)
-    common.check_cap(loaded.max_steps, max_steps)
-    stream = loaded.open_stream(stop=common.stop_criteria(spec), max_steps=max_steps)
-    return stream, loaded.input_size
-
-
-def _open_lite(path, stop_kind, threshold, max_steps):
-    """Opens a `.tflite` export with `sg.LiteStream` (no TensorFlow)."""
-    import streamgen as sg
-
-    try:
-        stream = sg.LiteStream(path)
-    except ImportError as error:
-        raise common.CliError(f"{path}: {error}") from None
-    except (OSError, ValueError, RuntimeError) as error:
-        if "not a streamgen LiteRT export" in str(error):
-            raise common.CliError(
-                f"{path}: not a streamgen LiteRT export (write one with "
-                "'streamgen export --format litert')") from None
-        raise common.CliError(f"{path}: {error}") from None
-    exported = stream.criteria
-    spec = common.stop_spec(exported, stop_kind, threshold)
-    common.check_cap(stream.max_steps, max_steps)
-    if spec is not None and [c["class_name"] for c in spec] != [
-            c["class_name"] for c in exported]:
-        names = ", ".join(c["class_name"] for c in exported) or "none"
-        raise common.bad_value(
-            "stop_kind",
-            f"{path} was exported with the stop criteria [{names}]; a .tflite "
-            "model can only change their thresholds (export it again with "
-            "'streamgen export --stop ...').")
-    if spec is not None or max_steps is not None:
-        stream = sg.LiteStream(path, stop=spec, max_steps=max_steps)
-    return stream, stream.input_size

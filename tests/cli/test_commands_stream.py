@@ -1,8 +1,8 @@
 """`streamgen stream` and the group through click's `CliRunner` (in-process).
 
 The subprocess tests (real pipes: streaming, `| head -1`, SIGINT) are in
-`test_cli_subprocess.py`; train / evaluate / info / plot / export in
-`test_cli_commands.py`.
+`test_subprocess.py`; train / evaluate / info / plot / export in
+`test_commands_model.py`.
 """
 
 import io
@@ -18,7 +18,7 @@ import streamgen as sg
 from streamgen.cli import common
 from streamgen.cli.main import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROWS = np.round(np.random.default_rng(5).normal(size=(8, 3)), 4).astype(np.float32)
 
 
@@ -209,7 +209,7 @@ def usage(command, error):
                             "trained cap of 9 (--max-steps may only lower it)."),
     (["--max-steps", "0"], "Invalid value for '--max-steps': 0 is not in the range x>=1."),
     (["--max-steps", "two"], "Invalid value for '--max-steps': 'two' is not a valid integer range."),
-    (["--stop", "norm"], "Invalid value for '--stop': 'norm' is not one of 'head', 'l2', 'none'."),
+    (["--stop", "norm"], "Invalid value for '--stop': 'norm' is not one of 'head', 'l2', 'l2-above', 'l2-below', 'none'."),
     (["--stop", "head", "--threshold", "1.5"],
      "Invalid value for '--threshold': 1.5 is not a probability in [0, 1] (needed by --stop head)."),
     (["--threshold", "-0.1"],
@@ -430,7 +430,7 @@ def test_width_mismatch_with_the_model(tmp_path):
 
 
 # ---------------------------------------------------------------------- #
-# stream: Ctrl-C (in-process; the real signal is in test_cli_subprocess).
+# stream: Ctrl-C (in-process; the real signal is in test_subprocess).
 # ---------------------------------------------------------------------- #
 class InterruptAfter(io.BytesIO):
     """stdin that raises KeyboardInterrupt after `lines` lines."""

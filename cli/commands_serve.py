@@ -1,0 +1,220 @@
+"""`streamgen serve`: many live streams over WebSocket, on Ray Serve."""
+
+import importlib.resources
+import os
+import signal
+import socket
+import threading
+import time
+
+import click
+
+from streamgen.cli import common
+
+DRAIN_TIMEOUT_S = 5.0
+
+
+@click.command()
+@common.model_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (0.0.0.0: every interface; use --token then).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="HTTP / WebSocket port.")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Replicas of the model; each WebSocket connection lives on one.")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=1024, show_default=True,
+              metavar="N", help="Most stream steps in one batched call (1: no batching).")
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              metavar="F", help="How long a tick waits for more steps once one is ready "
+                               "(steps arriving during a tick join the next anyway).")
+@click.option("--max-streams", type=click.IntRange(min=1), default=10_000, show_default=True,
+              metavar="N", help="Open streams per replica; beyond, an open is refused.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              metavar="S", help="Drop a stream after S seconds without a request (0: never).")
+@click.option("--token", envvar="STREAMGEN_TOKEN", metavar="T",
+              help="Require 'Authorization: Bearer T' (WebSocket and HTTP, not /healthz). "
+                   "Default: $STREAMGEN_TOKEN, else no token.")
+@click.option("--address", metavar="ADDR",
+              help="Join a running Ray cluster (e.g. 10.0.0.1:6379 from 'ray start --head'; "
+                   "'auto' finds a local one) instead of starting a local one.")
+def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_streams,
+          idle_timeout, token, address):
+    """Serve streams over WebSocket, batched across streams, on Ray Serve.
+
+    Starts a local Ray cluster (or joins one with --address), deploys the
+    model on --replicas replicas, prints the URL, and serves until Ctrl-C
+    or SIGTERM; then replies to requests already received, closes the
+    connections (code 1001) and stops.
+
+    Protocol: WebSocket at ws://HOST:PORT/v1/streams, JSON arrays of
+    requests for many streams per message ({"id": "a", "x": [...]}); a bare
+    array of numbers steps the default stream. HTTP: GET /healthz, GET
+    /v1/model, POST /v1/decode (NDJSON in, the lines of 'streamgen stream'
+    out). See docs/serving.md. A .tflite model runs on LiteRT.
+
+    \b
+    Example:
+      streamgen serve --port 8000
+      streamgen serve --model m.tflite --replicas 2 --token s3cret
+      printf '0.5 0 0.1\\n' | streamgen stream --url ws://127.0.0.1:8000
+    """
+    path = model_path or str(importlib.resources.files("streamgen").joinpath("default_model.keras"))
+    info = _model_info(model_path)
+    if address is None:
+        _check_port(host, port)
+    import logging
+
+    from streamgen import _quiet
+
+    with _quiet.silenced_fd2():  # Ray's start-up lines (the cluster's logs keep them)
+        import ray
+        from ray import serve
+
+        from streamgen.serve import app as app_lib
+
+        try:
+            local = address is None or address.split(":")[0] in ("127.0.0.1", "localhost")
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, configure_logging=False,
+                     namespace=app_lib.CONTROL_NAMESPACE,
+                     # A loopback cluster (ours, or `ray start --node-ip-address
+                     # 127.0.0.1`): this driver's node is 127.0.0.1 too.
+                     **({"_node_ip_address": "127.0.0.1"} if local else {}))
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise common.CliError(f"cannot start or join the Ray cluster: {error}") from None
+    for name in ("ray", "ray.serve"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    control = None
+    try:
+        with _quiet.silenced_fd2():
+            serve.start(http_options={"host": host, "port": port})
+            control = app_lib.Control.options(name=app_lib.control_name(),
+                                              namespace=app_lib.CONTROL_NAMESPACE).remote()
+            application = app_lib.build_app(
+                path, replicas=replicas, max_batch_size=max_batch_size,
+                batch_wait_ms=batch_wait_ms, max_streams=max_streams,
+                idle_timeout=idle_timeout or None, token=token or None, model_info=info,
+                control=app_lib.control_name())
+            serve.run(application, name=app_lib.APP_NAME, route_prefix="/")
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        click.echo(f"serving {info['model']} at ws://{shown}:{port}{'/v1/streams'} "
+                   f"({replicas} replica{'s' if replicas > 1 else ''}; Ctrl-C to stop)")
+        while not stop.wait(0.5):
+            pass
+        _drain(ray, control)
+    except Exception as error:  # noqa: BLE001  (Ray's many kinds: one line, no traceback)
+        raise common.CliError(f"serving failed: {type(error).__name__}: {error}") from None
+    finally:
+        with _quiet.silenced_fd2():
+            try:
+                if address is None:
+                    serve.shutdown()
+                else:  # leave the cluster's other applications alone
+                    serve.delete(app_lib.APP_NAME)
+            except Exception:  # noqa: BLE001
+                pass
+            if control is not None:
+                ray.kill(control)
+            ray.shutdown()
+    common.report("stopped")
+
+
+def _drain(ray, control):
+    """Replicas answer what they received, then close every connection (1001)."""
+    ray.get(control.drain.remote())
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    time.sleep(0.6)  # every replica has polled the flag at least once
+    while time.monotonic() < deadline and ray.get(control.open_connections.remote()):
+        time.sleep(0.1)
+
+
+def _model_info(model_path):
+    """What `streamgen info --json` prints; checks the model file first."""
+    from streamgen.cli.commands_model import describe
+
+    if model_path is not None and os.path.splitext(model_path)[1].lower() == ".tflite":
+        runtime = common.open_runtime(model_path)
+        return {
+            "model": model_path,
+            "input_size": runtime.input_size,
+            "output_size": runtime.output_size,
+            "max_steps": runtime.trained_max_steps,
+            "decoder_state": runtime.decoder_state,
+            "stop": [{"class": c["class_name"], **c["config"]} for c in runtime.criteria],
+        }
+    return describe(common.load_model(model_path), model_path or "default")
+
+
+def _check_port(host, port):
+    """A clear error for a port in use, before Ray starts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise common.CliError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+# ---------------------------------------------------------------------- #
+# `streamgen stream --url`: the local loop over a remote stream.
+# ---------------------------------------------------------------------- #
+class RemoteRuntime:
+    """What `streamgen stream` needs of a runtime, over one remote stream.
+
+    The "state" the command carries is a marker: `initial_state(1)` means
+    "reset before the next step" (a blank line), and the real state stays on
+    the server.
+    """
+
+    _FRESH, _RUNNING = object(), object()
+
+    def __init__(self, client, remote):
+        self.client, self.remote = client, remote
+        self.input_size = client.input_size
+        self.output_size = client.output_size
+
+    def initial_state(self, rows):
+        return self._FRESH
+
+    def step(self, x, state):
+        import numpy as np
+
+        from streamgen.client import RemoteError
+
+        if state is self._FRESH:
+            self.remote.reset()
+        try:
+            frames = self.remote.step(x[0])
+        except RemoteError:
+            raise
+        except ConnectionError as error:
+            raise common.CliError(str(error)) from None
+        return frames[None], np.array([len(frames)], np.int32), self._RUNNING
+
+
+def open_remote_runtime(url, token, model_path, stop_kind, threshold, max_steps):
+    """A `RemoteRuntime` for `stream --url` (no TensorFlow is imported).
+
+    Raises:
+        click.UsageError / click.BadParameter: options that do not fit the
+            server's model; CliError: no server, or a wrong token.
+    """
+    import streamgen as sg
+
+    if model_path is not None:
+        raise click.UsageError("--model cannot be used with --url (the server has the model).")
+    try:
+        client = sg.connect(url, token=token)
+    except (ConnectionError, PermissionError, ValueError) as error:
+        raise common.CliError(str(error)) from None
+    click.get_current_context().call_on_close(client.close)
+    spec = common.stop_spec(client.criteria, stop_kind, threshold)
+    common.check_cap(client.trained_max_steps, max_steps)
+    try:
+        remote = client.open_stream(stop=spec, max_steps=max_steps)
+    except (TypeError, ValueError) as error:
+        raise common.bad_value("stop_kind", f"the server's model cannot take it: {error}")
+    return RemoteRuntime(client, remote)

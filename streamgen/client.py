@@ -1,0 +1,490 @@
+"""Remote streams: `sg.connect(url)` and streams with `sg.Stream`'s API.
+
+A client holds ONE WebSocket connection to a `streamgen serve` server and
+multiplexes all its streams over it: every request waiting when the
+previous message's reply arrives goes out in the next message, so many
+threads (or asyncio tasks) stepping their own streams share one message per
+round trip, and the server steps them in one batched call.
+
+Two flavours over one implementation:
+
+- `sg.connect(url)` -> `Client`: blocking calls, safe from many threads (an
+  event loop runs in a background thread).
+- `await AsyncClient.connect(url)` -> `AsyncClient`: `await s.step(x)`, for
+  asyncio gateways.
+
+A remote stream's state is a plain value, as for `sg.Stream`: `get_state()`
+gives the same numpy nest, `set_state()` takes one from `sg.Stream`,
+`sg.LiteStream` or another remote stream of the same model (checked by the
+model's fingerprint). If the connection is lost (a replica died), the next
+request reconnects; a stream opened on the old connection must be restored
+with `set_state(saved)` (or `reset()`) before it steps again.
+
+Never imports TensorFlow (numpy and `websockets` only).
+"""
+
+import asyncio
+import itertools
+import json
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+from streamgen import _checks
+from streamgen import wire
+from streamgen.serve import protocol
+
+MAX_REPLY_BYTES = 256 << 20
+
+
+class RemoteError(ValueError):
+    """The server refused a request (its message says why)."""
+
+
+class StreamLostError(ConnectionError):
+    """A stream whose connection was lost; `set_state` or `reset` revives it."""
+
+
+def _urls(url):
+    """`(ws_url, http_base)` from `ws://host:port[/v1/streams]`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc:
+        raise _checks.invalid("url", "a URL such as ws://127.0.0.1:8000/v1/streams", url)
+    secure = parts.scheme in ("wss", "https")
+    prefix = parts.path.rstrip("/")  # an application's route prefix, if any
+    for suffix in (protocol.PATH, protocol.PATH.rsplit("/", 1)[0]):
+        if prefix.endswith(suffix):
+            prefix = prefix[: -len(suffix)]
+            break
+    ws_url = urllib.parse.urlunsplit(("wss" if secure else "ws", parts.netloc,
+                                      prefix + protocol.PATH, parts.query, ""))
+    http = urllib.parse.urlunsplit(("https" if secure else "http", parts.netloc, prefix,
+                                    "", ""))
+    return ws_url, http
+
+
+def fetch_model_info(http_base, token=None, timeout=30.0):
+    """`GET /v1/model` of a server: a dict (see `docs/serving.md`).
+
+    Raises:
+        PermissionError: the server wants a (different) token.
+        ConnectionError: no server answers there.
+    """
+    request = urllib.request.Request(http_base + "/v1/model")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as error:
+        if error.code == 401:
+            raise PermissionError(
+                f"{http_base}: the server needs a token (Authorization: Bearer); "
+                f"{'the one given is wrong' if token else 'none was given'}") from None
+        raise ConnectionError(f"{http_base}/v1/model: HTTP {error.code}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConnectionError(f"cannot reach a streamgen server at {http_base}: {reason}") from None
+
+
+class AsyncClient:
+    """A connection to a server, for asyncio code.
+
+    Make one with `await AsyncClient.connect(url, token=None)`.
+
+    Attributes:
+        url: the WebSocket URL.
+        model: what `GET /v1/model` answered (sizes, criteria, fingerprint).
+        input_size, output_size, trained_max_steps: from `model`.
+    """
+
+    def __init__(self, url, token, model):
+        self.url, self.http = _urls(url)
+        self.token = token
+        self.model = model
+        self.input_size = int(model["input_size"])
+        self.output_size = int(model["output_size"])
+        self.trained_max_steps = int(model["trained_max_steps"])
+        self.fingerprint = model["fingerprint"]
+        self.state_sizes = model["state_sizes"]
+        self.criteria = [_checks.check_criterion_dict(
+            {"class_name": c["class"], "config": {k: v for k, v in c.items() if k != "class"}})
+            for c in model["stop"]]
+        self._ids = itertools.count()
+        self._pending = []  # (request text, future)
+        self._wake = None
+        self._sender = None
+        self._ws = None
+        self._generation = 0
+        self._closed = False
+        self._lock = None
+        self.messages_sent = 0
+
+    @classmethod
+    async def connect(cls, url, token=None):
+        """Connects to a server at `url` (`ws://host:port`); see `sg.connect`."""
+        _, http = _urls(url)
+        model = await asyncio.to_thread(fetch_model_info, http, token)
+        client = cls(url, token, model)
+        await client._connect()
+        return client
+
+    async def _connect(self):
+        from websockets.asyncio.client import connect
+
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        try:
+            self._ws = await connect(self.url, additional_headers=headers,
+                                     max_size=MAX_REPLY_BYTES, compression=None,
+                                     open_timeout=30)
+        except Exception as error:  # noqa: BLE001  (websockets' many kinds)
+            raise ConnectionError(f"cannot open {self.url}: {error}") from None
+        self._generation += 1
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+
+    async def ensure_connected(self):
+        """Reconnects if the connection was lost (streams must then be revived)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._ws is None and not self._closed:
+                await self._connect()
+
+    def open_stream(self, stop=None, max_steps=None):
+        """A new remote stream (opened on the server with its first request).
+
+        Args:
+            stop: stop criteria of the same kinds as the server's model
+                (`sg.StopCriterion` objects or their dicts); only
+                thresholds can differ. `None`: the model's.
+            max_steps: optional lower cap, in `[1, trained max_steps]`.
+
+        Returns:
+            An `AsyncRemoteStream`.
+
+        Raises:
+            TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...)`.
+        """
+        criteria = _checks.same_kind_criteria(stop, self.criteria)
+        if max_steps is not None:
+            max_steps = _checks.resolve_cap(self.trained_max_steps, max_steps)
+        return AsyncRemoteStream(self, f"s{next(self._ids)}", criteria, max_steps)
+
+    async def request(self, text):
+        """Sends one request (JSON text) in the next message; returns its item."""
+        if self._closed:
+            raise ConnectionError("this client is closed")
+        if self._ws is None:
+            await self.ensure_connected()
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((text, future))
+        self._wake.set()
+        return await future
+
+    async def _send_loop(self):
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(0)  # let the other callers of this tick add theirs
+            batch, self._pending = self._pending, []
+            self._wake.clear()
+            if not batch:
+                continue
+            ws = self._ws
+            try:
+                await ws.send("[" + ",".join(text for text, _ in batch) + "]")
+                self.messages_sent += 1
+                reply = protocol.parse_reply(await ws.recv())
+                if not isinstance(reply, list) or len(reply) != len(batch):
+                    raise protocol.ProtocolError(
+                        f"the server answered {len(reply) if isinstance(reply, list) else reply}"
+                        f" items to {len(batch)} requests")
+            except Exception as error:  # noqa: BLE001  (connection lost)
+                self._ws = None
+                lost = ConnectionError(f"the connection to {self.url} was lost: {error}")
+                for _, future in batch + self._pending:
+                    if not future.done():
+                        future.set_exception(lost)
+                self._pending = []
+                try:
+                    await ws.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                return
+            for (_, future), item in zip(batch, reply):
+                if not future.done():
+                    future.set_result(item)
+
+    async def close(self):
+        """Closes the connection (the server drops this client's streams)."""
+        self._closed = True
+        if self._sender is not None:
+            self._sender.cancel()
+            try:
+                await self._sender
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+
+class AsyncRemoteStream:
+    """A stream on a server, with `sg.Stream`'s API as coroutines.
+
+    One row (batch size 1). Make one with `client.open_stream(...)`.
+    """
+
+    def __init__(self, client, stream_id, criteria, max_steps):
+        self.client = client
+        self.id = stream_id
+        self.criteria = criteria
+        self.input_size = client.input_size
+        self.output_size = client.output_size
+        self.max_steps = max_steps if max_steps is not None else client.trained_max_steps
+        self._open = protocol.request(stream_id, "open",
+                                      {"stop": criteria, "max_steps": max_steps})
+        self._generation = None  # the connection it is open on
+        self._closed = False
+
+    @property
+    def batch_size(self):
+        return 1
+
+    async def _call(self, text, revive=False):
+        client = self.client
+        if self._closed:
+            raise ValueError(f"stream {self.id!r} is closed")
+        if client._ws is None and not client._closed:
+            await client.ensure_connected()
+        if self._generation != client._generation:
+            if self._generation is not None and not revive:
+                raise StreamLostError(
+                    f"stream {self.id!r} was lost with its connection (the server or "
+                    "its replica went away); call set_state(saved) or reset() to go on")
+            generation = client._generation
+            opened = client.request(self._open)
+            answer = client.request(text)  # the same message, in order
+            item = await opened
+            if "error" in item:
+                await answer
+                raise RemoteError(item["error"])
+            self._generation = generation
+            return _checked(await answer)
+        return _checked(await client.request(text))
+
+    async def step(self, x):
+        """One outer step; returns `Out[i]` as float32 `(L, output_size)`.
+
+        Args:
+            x: float array `(input_size,)`, or `(1, input_size)` (then a
+                list of one array is returned, as `sg.Stream` does).
+
+        Raises:
+            ValueError: a wrong width or a non-finite value (checked here,
+                as `sg.Stream` does); `RemoteError` for a server refusal.
+            StreamLostError: the connection was lost since the last step.
+        """
+        array = _checks.check_inputs(self, x, "x", ndim=(1, 2))
+        if array.ndim == 2:
+            if array.shape[0] != 1:
+                raise ValueError(
+                    "Received an invalid value for argument `x`, expected one row "
+                    f"(a remote stream is one stream), got shape {array.shape}; "
+                    "open one stream per row")
+            return [await self.step(array[0])]
+        item = await self._call(protocol.step_request(self.id, array))
+        return wire.frames_array(item["out"], self.output_size)
+
+    async def feed(self, inputs):
+        """Yields `await step(x)` for each `x` of an iterable (async generator)."""
+        for x in inputs:
+            yield await self.step(x)
+
+    async def reset(self):
+        """Returns to the initial state (keeps the stop settings)."""
+        await self._call(protocol.request(self.id, "reset"), revive=True)
+
+    async def get_state(self):
+        """The state as `{"outer": [(1, size), ...], "inner": [...]}` (numpy)."""
+        value = await self.get_state_value()
+        packed, sizes = wire.decode_state(value, self.client.fingerprint,
+                                          self.client.state_sizes)
+        return wire.unpack_nest(packed, sizes)
+
+    async def get_state_value(self):
+        """The state as the server sends it: a STATE dict (see `streamgen.wire`)."""
+        return (await self._call(protocol.request(self.id, "get_state")))["state"]
+
+    async def set_state(self, state):
+        """Restores a state (a nest from any stream of this model, or a STATE).
+
+        Also revives a stream lost with its connection.
+
+        Raises:
+            ValueError: a state of another model, a wrong shape or a
+                non-finite value.
+        """
+        if isinstance(state, dict) and "format" in state:
+            value = state
+            wire.decode_state(value, self.client.fingerprint, self.client.state_sizes, rows=1)
+        else:
+            value = wire.encode_state(state, self.client.fingerprint, self.client.state_sizes)
+            if value["rows"] != 1:
+                raise _checks.invalid("state", "one row (a remote stream is one stream)",
+                                      f"{value['rows']} rows")
+        await self._call(protocol.request(self.id, "set_state", value), revive=True)
+
+    async def close(self):
+        """Closes the stream on the server."""
+        if self._closed:
+            return
+        if self._generation == self.client._generation and self.client._ws is not None:
+            try:
+                await self.client.request(protocol.request(self.id, "close"))
+            except ConnectionError:
+                pass
+        self._closed = True
+
+
+def _checked(item):
+    if "error" in item:
+        raise RemoteError(item["error"])
+    return item
+
+
+# ---------------------------------------------------------------------- #
+# The blocking flavour.
+# ---------------------------------------------------------------------- #
+class Client:
+    """A blocking client: `sg.connect(url)`; share it between threads.
+
+    Attributes:
+        url, model, input_size, output_size: as `AsyncClient`.
+    """
+
+    def __init__(self, url, token=None):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="streamgen-client", daemon=True)
+        self._thread.start()
+        try:
+            self._async = self._run(AsyncClient.connect(url, token))
+        except BaseException:
+            self._stop_loop()
+            raise
+        for name in ("url", "model", "input_size", "output_size", "criteria",
+                     "trained_max_steps", "fingerprint", "state_sizes"):
+            setattr(self, name, getattr(self._async, name))
+
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    @property
+    def messages_sent(self):
+        return self._async.messages_sent
+
+    def open_stream(self, stop=None, max_steps=None):
+        """A new `RemoteStream`; see `AsyncClient.open_stream`."""
+        return RemoteStream(self, self._async.open_stream(stop=stop, max_steps=max_steps))
+
+    def close(self):
+        """Closes the connection and the background thread."""
+        if self._loop.is_running():
+            try:
+                self._run(self._async.close())
+            finally:
+                self._stop_loop()
+
+    def _stop_loop(self):
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RemoteStream:
+    """A stream on a server with `sg.Stream`'s API (blocking).
+
+    Example:
+
+    >>> client = sg.connect("ws://127.0.0.1:8000", token=None)
+    >>> s = client.open_stream(stop=[sg.StopHead(0.7)], max_steps=5)
+    >>> out = s.step(np.zeros(3))     # np.ndarray (L, output_size)
+    >>> saved = s.get_state()         # the nest Stream.get_state returns
+    >>> local = sg.Stream(model); local.set_state(saved)
+    """
+
+    def __init__(self, client, stream):
+        self.client = client
+        self._stream = stream
+        self.id = stream.id
+        self.criteria = stream.criteria
+        self.input_size = stream.input_size
+        self.output_size = stream.output_size
+        self.max_steps = stream.max_steps
+        self.batch_size = 1
+
+    def step(self, x):
+        """See `AsyncRemoteStream.step`."""
+        return self.client._run(self._stream.step(x))
+
+    def feed(self, inputs):
+        """Yields `step(x)` for each `x` of an iterable, lazily."""
+        for x in inputs:
+            yield self.step(x)
+
+    def reset(self):
+        self.client._run(self._stream.reset())
+
+    def get_state(self):
+        """See `AsyncRemoteStream.get_state`."""
+        return self.client._run(self._stream.get_state())
+
+    def set_state(self, state):
+        """See `AsyncRemoteStream.set_state`."""
+        self.client._run(self._stream.set_state(state))
+
+    def close(self):
+        self.client._run(self._stream.close())
+
+
+def connect(url, token=None):
+    """Connects to a `streamgen serve` server.
+
+    Args:
+        url: `ws://HOST:PORT` (or `.../v1/streams`; `wss://` for TLS).
+        token: the server's bearer token, if it has one.
+
+    Returns:
+        A `Client`: `client.open_stream(stop=None, max_steps=None)` gives
+        remote streams with `sg.Stream`'s API. Share it between threads:
+        their pending requests travel together in one message.
+
+    Raises:
+        ConnectionError: no server there; PermissionError: a token is
+            needed or wrong.
+
+    Example:
+
+    >>> client = sg.connect("ws://127.0.0.1:8000")
+    >>> s = client.open_stream(max_steps=5)
+    >>> s.step([0.5, 0.0, 0.1]).shape
+    (5, 2)
+    """
+    return Client(url, token)

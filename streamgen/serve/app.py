@@ -1,0 +1,343 @@
+"""The Ray Serve application of `streamgen serve`: one deployment, FastAPI ingress.
+
+Each replica opens the model once (`sg.open_runtime`: the compiled
+TensorFlow step for a `.keras` model, LiteRT buckets for a `.tflite`
+export), keeps the states of all its streams as rows of one `StateTable`,
+and runs a `TickLoop`: every tick, ONE batched `runtime.step` over all the
+streams of all its connections that have a step ready.
+
+Routes (see `docs/serving.md`):
+
+- `WS /v1/streams`: the multiplexed stream protocol (`protocol`).
+- `GET /healthz`: `{"status": "ok", ...}` (no token needed).
+- `GET /v1/model`: what `streamgen info --json` prints, plus the facts a
+  client needs (`fingerprint`, `state_sizes`, `trained_max_steps`).
+- `POST /v1/decode`: an NDJSON body of CLI input lines -> the lines
+  `streamgen stream` prints, streamed as produced.
+
+`build_app(...)` returns the bound application for `serve.run`.
+"""
+
+import asyncio
+import concurrent.futures
+import hmac
+import io
+import logging
+import os
+import tempfile
+import time
+
+import numpy as np
+import ray
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from starlette.websockets import WebSocketDisconnect
+
+from streamgen.serve import protocol
+from streamgen.serve.batcher import Batcher, StateTable, TickLoop
+from streamgen.serve.session import Session, expire_idle, format_bare, format_items
+
+logger = logging.getLogger("ray.serve")
+
+APP_NAME = "streamgen"
+CONTROL_NAMESPACE = "streamgen"
+MAX_MESSAGE_BYTES = 1 << 20  # a larger WebSocket message: close 1009
+MAX_DECODE_BYTES = 64 << 20  # the body of POST /v1/decode
+MAX_CONNECTIONS = 1000  # per replica (Serve's max_ongoing_requests)
+DRAIN_POLL_S = 0.25
+
+api = FastAPI(title="streamgen", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@ray.remote(num_cpus=0)
+class Control:
+    """Shared by the replicas of one app: the drain flag, connection counts."""
+
+    def __init__(self):
+        self.draining = False
+        self.connections = {}
+
+    def drain(self):
+        self.draining = True
+
+    def poll(self, replica, connections):
+        self.connections[replica] = connections
+        return self.draining
+
+    def open_connections(self):
+        return sum(self.connections.values())
+
+
+def control_name(app_name=APP_NAME):
+    return f"{app_name}-control"
+
+
+# Helpers the class uses are defined above it: `serve.ingress` captures the
+# class (by value) where it is defined.
+def _unauthorized():
+    return JSONResponse({"error": "missing or wrong token (Authorization: Bearer <token>)"},
+                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _error(status, message):
+    return JSONResponse({"error": message}, status_code=status)
+
+
+@serve.deployment(
+    max_ongoing_requests=MAX_CONNECTIONS,  # each open WebSocket is one request
+    graceful_shutdown_timeout_s=5,
+    health_check_period_s=5,
+)
+@serve.ingress(api)
+class Server:
+    """A replica: the model's runtime, a table of stream states, one tick loop.
+
+    Args:
+        model_name: the model file's name (its extension picks the runtime).
+        model_bytes: the file's content (so that replicas on other nodes
+            need no copy of it).
+        options: dict with `max_batch_size`, `batch_wait_ms`, `max_streams`,
+            `idle_timeout` (seconds or `None`), `token` (or `None`),
+            `max_message_bytes`, `model_info` (dict or `None`),
+            `control` (the `Control` actor's name, or `None`).
+    """
+
+    def __init__(self, model_name, model_bytes, options):
+        import streamgen as sg
+
+        self.folder = tempfile.TemporaryDirectory(prefix="streamgen-serve-")
+        path = os.path.join(self.folder.name, os.path.basename(model_name))
+        with open(path, "wb") as file:
+            file.write(model_bytes)
+        self.runtime = sg.open_runtime(path)
+        self.options = dict(options)
+        token = self.options.get("token")
+        self.token = None if not token else ("Bearer " + token).encode("utf-8")
+        self.table = StateTable(self.runtime, max_streams=self.options["max_streams"])
+        self.batcher = Batcher(self.table, self.options["max_batch_size"])
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, "streamgen-step")
+        self.ticks = TickLoop(self.batcher, self.options["batch_wait_ms"], self.executor)
+        self.model_info = self._model_info(self.options.get("model_info"), model_name)
+        self.connections = set()  # asyncio.Event per open WebSocket: set to drain it
+        self.draining = False
+        self._tasks = None
+        # Warm up (the first call of a runtime plans or traces).
+        self.runtime.step(np.zeros((1, self.runtime.input_size), np.float32),
+                          self.runtime.initial_state(1))
+
+    def _model_info(self, info, model_name):
+        runtime = self.runtime
+        info = dict(info) if info else {
+            "model": os.path.basename(model_name),
+            "input_size": runtime.input_size,
+            "output_size": runtime.output_size,
+            "max_steps": runtime.trained_max_steps,
+            "decoder_state": runtime.decoder_state,
+            "stop": [{"class": c["class_name"], **c["config"]} for c in runtime.criteria],
+        }
+        info.update(fingerprint=runtime.fingerprint, state_sizes=runtime.state_sizes,
+                    trained_max_steps=runtime.trained_max_steps,
+                    runtime=type(runtime).__name__)
+        return info
+
+    # ------------------------------------------------------------------ #
+    # Background: idle streams, drain.
+    # ------------------------------------------------------------------ #
+    def _start(self):
+        if self._tasks is None:
+            loop = asyncio.get_running_loop()
+            self.ticks.start()
+            self._tasks = [loop.create_task(self._housekeeping())]
+
+    async def _housekeeping(self):
+        idle = self.options.get("idle_timeout")
+        control = None
+        name = self.options.get("control")
+        replica = serve.get_replica_context().replica_id.unique_id
+        last_sweep = time.monotonic()
+        while True:
+            await asyncio.sleep(DRAIN_POLL_S if name else 1.0)
+            if idle and time.monotonic() - last_sweep >= min(1.0, idle / 4):
+                last_sweep = time.monotonic()
+                dropped = expire_idle(self.table, idle)
+                if dropped:
+                    logger.info("dropped %d idle stream(s) (--idle-timeout %g s)", dropped, idle)
+            if name:
+                try:
+                    if control is None:
+                        control = ray.get_actor(name, namespace=CONTROL_NAMESPACE)
+                    draining = await control.poll.remote(replica, len(self.connections))
+                except Exception:  # noqa: BLE001  (no control actor: never drain)
+                    control, draining = None, False
+                if draining and not self.draining:
+                    self.draining = True
+                    for event in list(self.connections):
+                        event.set()
+
+    # ------------------------------------------------------------------ #
+    # Auth.
+    # ------------------------------------------------------------------ #
+    def _authorized(self, headers):
+        if self.token is None:
+            return True
+        given = headers.get("authorization", "").encode("utf-8", "replace")
+        return hmac.compare_digest(given, self.token)
+
+    # ------------------------------------------------------------------ #
+    # HTTP.
+    # ------------------------------------------------------------------ #
+    @api.get("/healthz")
+    def healthz(self):
+        return {"status": "ok", "draining": self.draining}
+
+    @api.get("/v1/model")
+    def model(self, request: Request):
+        if not self._authorized(request.headers):
+            return _unauthorized()
+        return self.model_info
+
+    @api.post("/v1/decode")
+    async def decode(self, request: Request):
+        from streamgen.cli.reader import BadLine, Reset, Vector, format_error, read_events
+
+        if not self._authorized(request.headers):
+            return _unauthorized()
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_DECODE_BYTES:
+                return _error(413, f"the body is over {MAX_DECODE_BYTES} bytes")
+        events = list(read_events(io.BytesIO(body), self.runtime.input_size))
+        for event in events:
+            if isinstance(event, BadLine):
+                return _error(400, format_error("<body>", event.line_no, event.message))
+        self._start()
+        session = Session(self.table)
+        try:
+            session._row("")  # allocates now: --max-streams is said as a 503
+        except ValueError as error:
+            session.close()
+            return _error(503, str(error))
+
+        async def lines():
+            try:
+                for event in events:
+                    if isinstance(event, Vector):
+                        row = session.rows[""]
+                        session._touch(row)
+                        out, = await self.ticks.submit([(row, event.values)])
+                        yield protocol.wire.frames_json(out) + "\n"
+                    elif isinstance(event, Reset):
+                        self.table.states[session.rows[""]] = 0.0
+                        yield "\n"
+            finally:
+                session.close()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    # ------------------------------------------------------------------ #
+    # WebSocket.
+    # ------------------------------------------------------------------ #
+    @api.websocket(protocol.PATH)
+    async def streams(self, websocket: WebSocket):
+        if not self._authorized(websocket.headers):
+            await websocket.close(code=1008)  # before accept: the handshake is refused
+            return
+        if self.draining:
+            await websocket.close(code=1001)
+            return
+        await websocket.accept()
+        self._start()
+        session = Session(self.table)
+        drain = asyncio.Event()
+        self.connections.add(drain)
+        client = websocket.client
+        peer = f"{client.host}:{client.port}" if client else "?"
+        logger.info("connection opened from %s (%d open)", peer, len(self.connections))
+        messages, code = 0, None
+        limit = self.options["max_message_bytes"]
+        drained = asyncio.ensure_future(drain.wait())
+        try:
+            while True:
+                receive = asyncio.ensure_future(websocket.receive())
+                await asyncio.wait({receive, drained}, return_when=asyncio.FIRST_COMPLETED)
+                if not receive.done():  # draining, between messages
+                    receive.cancel()
+                    code = 1001
+                    await websocket.close(code=1001, reason="server shutting down")
+                    break
+                message = receive.result()
+                if message["type"] == "websocket.disconnect":
+                    code = message.get("code")
+                    break
+                text = message.get("text")
+                if text is None:
+                    text = message.get("bytes") or b""
+                if len(text) > limit or (len(text) * 4 > limit and isinstance(text, str)
+                                         and len(text.encode("utf-8")) > limit):
+                    code = 1009
+                    await websocket.close(code=1009, reason=f"message over {limit} bytes")
+                    break
+                messages += 1
+                try:
+                    parsed = protocol.parse_message(text)
+                except protocol.ProtocolError as error:
+                    await websocket.send_text(protocol.reply([protocol.error_item(None, error)]))
+                    continue
+                items = await session.handle(parsed, self.ticks.submit)
+                await websocket.send_text(format_bare(items) if parsed.bare
+                                          else format_items(items))
+        except WebSocketDisconnect as error:
+            code = error.code
+        except (asyncio.CancelledError, RuntimeError, OSError):  # the peer went away
+            pass
+        finally:
+            drained.cancel()
+            session.close()
+            self.connections.discard(drain)
+            logger.info("connection closed from %s after %d messages (code %s, %d open)",
+                        peer, messages, code, len(self.connections))
+
+    def __del__(self):
+        executor = getattr(self, "executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+
+def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
+              max_streams=100_000, idle_timeout=None, token=None,
+              max_message_bytes=MAX_MESSAGE_BYTES, model_info=None, control=None,
+              replica_cpus=0.0):
+    """The bound Serve application for `serve.run`.
+
+    Args:
+        model_path: a `.keras` model or a `.tflite` export (read here, sent
+            to the replicas as bytes).
+        replicas: number of replicas.
+        max_batch_size: the most rows of one step (1: batching off).
+        batch_wait_ms: how long a tick waits for more steps.
+        max_streams: open streams per replica.
+        idle_timeout: seconds after which an idle stream is dropped
+            (`None`: never).
+        token: the bearer token, or `None` (no auth).
+        max_message_bytes: the largest WebSocket message (close 1009 above).
+        model_info: the dict `GET /v1/model` answers (`None`: from the
+            runtime).
+        control: the name of a `Control` actor (namespace `"streamgen"`)
+            that can drain the replicas, or `None`.
+        replica_cpus: CPUs each replica reserves (0: schedule freely).
+
+    Returns:
+        A `ray.serve.Application`.
+    """
+    with open(model_path, "rb") as file:
+        model_bytes = file.read()
+    options = dict(max_batch_size=int(max_batch_size), batch_wait_ms=float(batch_wait_ms),
+                   max_streams=int(max_streams), idle_timeout=idle_timeout, token=token,
+                   max_message_bytes=int(max_message_bytes), model_info=model_info,
+                   control=control)
+    deployment = Server.options(num_replicas=int(replicas),
+                                ray_actor_options={"num_cpus": replica_cpus})
+    return deployment.bind(os.path.basename(str(model_path)), model_bytes, options)
+

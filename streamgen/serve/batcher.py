@@ -1,0 +1,277 @@
+"""Cross-stream batching: a replica's table of states and its batched step.
+
+Pure (numpy and asyncio; no Ray): tested on its own.
+
+- `StateTable`: every stream of a replica is one row of a few arrays — its
+  packed state `(S,)`, its stop thresholds `(K,)`, its cap, when it was last
+  used — not an object per stream. Rows are reused after a stream closes.
+- `Batcher.run(steps)`: the ready steps of any streams (rows), concatenated
+  into ONE `runtime.step` (or a few, of at most `max_batch_size` rows), the
+  results split back per stream and the new states written to the table.
+  Equal to stepping each stream alone: every row of `runtime.step` is
+  independent, with its own thresholds and cap.
+- `TickLoop`: the asyncio side: connections `submit` their steps; one loop
+  gathers everything submitted (waiting up to `batch_wait_ms` for more),
+  runs `Batcher` in a worker thread so the event loop keeps reading
+  messages, and resolves each connection's future.
+"""
+
+import asyncio
+import time
+
+import numpy as np
+
+from streamgen import _checks
+
+
+class LimitError(ValueError):
+    """A stream that cannot be opened: the replica holds `max_streams`."""
+
+
+class StateTable:
+    """The states and settings of all streams of a replica, one row each.
+
+    Args:
+        runtime: the `sg.Runtime` that steps the rows.
+        max_streams: the most rows in use at once.
+        capacity: rows allocated up front (the arrays double as needed).
+
+    Attributes:
+        states: float32 `(capacity, S)`, packed states.
+        thresholds: float32 `(capacity, K)`, each row's stop thresholds.
+        caps: int32 `(capacity,)`, each row's cap.
+        last_used: float64 `(capacity,)`, `time.monotonic()` of each row's
+            last request.
+        owners: `row -> (session, id)` for the rows in use.
+    """
+
+    def __init__(self, runtime, max_streams=100_000, capacity=64):
+        self.runtime = runtime
+        self.max_streams = _checks.positive_int("max_streams", max_streams)
+        capacity = max(1, min(capacity, self.max_streams))
+        self.states = np.zeros((capacity, runtime.state_size), np.float32)
+        self.thresholds = np.zeros((capacity, len(runtime.criteria)), np.float32)
+        self.caps = np.zeros((capacity,), np.int32)
+        self.last_used = np.zeros((capacity,), np.float64)
+        self.generations = np.zeros((capacity,), np.int64)  # +1 per allocation
+        self.owners = {}
+        self._free = list(range(capacity - 1, -1, -1))  # a stack: low rows first
+
+    def __len__(self):
+        return len(self.owners)
+
+    def allocate(self, owner, thresholds, cap, now=None):
+        """A fresh row (zero state) with these settings.
+
+        Args:
+            owner: what to tell when the row expires: `(session, id)`.
+            thresholds: float32 `(K,)`; cap: int.
+
+        Raises:
+            LimitError: the table holds `max_streams` rows.
+        """
+        if len(self.owners) >= self.max_streams:
+            raise LimitError(
+                f"this server replica holds its maximum of {self.max_streams} "
+                "streams (--max-streams); close some streams first")
+        if not self._free:
+            self._grow()
+        row = self._free.pop()
+        self.owners[row] = owner
+        self.configure(row, thresholds, cap)
+        self.states[row] = 0.0
+        self.generations[row] += 1
+        self.last_used[row] = time.monotonic() if now is None else now
+        return row
+
+    def configure(self, row, thresholds, cap):
+        """Sets a row's stop thresholds and cap."""
+        self.thresholds[row] = thresholds
+        self.caps[row] = cap
+
+    def release(self, row):
+        """Frees a row."""
+        if self.owners.pop(row, None) is not None:
+            self._free.append(row)
+
+    def expired(self, timeout, now=None):
+        """The rows idle for more than `timeout` seconds, as `[(row, owner)]`."""
+        now = time.monotonic() if now is None else now
+        rows = [row for row in self.owners if now - self.last_used[row] > timeout]
+        return [(row, self.owners[row]) for row in rows]
+
+    def _grow(self):
+        old = len(self.states)
+        new = min(2 * old, max(old + 1, self.max_streams))
+        for name in ("states", "thresholds", "caps", "last_used", "generations"):
+            array = getattr(self, name)
+            grown = np.zeros((new,) + array.shape[1:], array.dtype)
+            grown[:old] = array
+            setattr(self, name, grown)
+        self._free.extend(range(new - 1, old - 1, -1))
+
+
+class _Rows(np.ndarray):
+    """Row indices `(B,)` that remember the rows' generations."""
+
+    def __new__(cls, rows, generations):
+        array = np.asarray(rows).view(cls)
+        array.generations = generations
+        return array
+
+
+class Batcher:
+    """Steps any set of table rows with one `runtime.step` per chunk.
+
+    Args:
+        table: a `StateTable`.
+        max_batch_size: the most rows of one `runtime.step` call (1 turns
+            batching off: one call per stream step).
+
+    Example:
+
+    >>> table = StateTable(runtime)
+    >>> a = table.allocate(("s", "a"), *runtime.options())
+    >>> b = table.allocate(("s", "b"), *runtime.options(max_steps=3))
+    >>> outs = Batcher(table).run([(a, x_a), (b, x_b)])   # [(L_a, O), (L_b, O)]
+    """
+
+    def __init__(self, table, max_batch_size=1024):
+        self.table = table
+        self.runtime = table.runtime
+        self.max_batch_size = _checks.positive_int("max_batch_size", max_batch_size)
+
+    def gather(self, steps):
+        """The arguments of `runtime.step` for `steps`, a list of `(row, x)`.
+
+        Rows must be distinct. `x` is a float32 `(input_size,)` array.
+
+        Returns:
+            `(rows, x, state, thresholds, caps)`: int `(B,)`, float32
+            `(B, I)`, `(B, S)`, `(B, K)`, int32 `(B,)` (copies). `rows`
+            also carries each row's generation (`rows.generations`), so
+            that `scatter` skips a row that was closed and reused meanwhile.
+        """
+        rows = np.fromiter((row for row, _ in steps), np.int64, len(steps))
+        x = np.stack([x for _, x in steps]) if steps else np.zeros(
+            (0, self.runtime.input_size), np.float32)
+        table = self.table
+        rows = _Rows(rows, table.generations[rows])
+        return rows, x, table.states[rows], table.thresholds[rows], table.caps[rows]
+
+    def scatter(self, rows, result):
+        """Writes the new states back; returns each row's `Out[i]` `(L, O)`."""
+        frames, lengths, new_state = result
+        generations = getattr(rows, "generations", None)
+        if generations is None or np.array_equal(self.table.generations[rows], generations):
+            self.table.states[rows] = new_state
+        else:  # some row was closed (and maybe reused) while it was stepped
+            keep = self.table.generations[rows] == generations
+            self.table.states[rows[keep]] = new_state[keep]
+        return [frames[b, :length] for b, length in enumerate(lengths.tolist())]
+
+    def step(self, rows, x, state, thresholds, caps):
+        """`runtime._run` in chunks of `max_batch_size` rows (no table access)."""
+        size = self.max_batch_size
+        if len(rows) <= size:
+            return self.runtime._run(x, state, None, thresholds, caps)
+        parts = [self.runtime._run(x[a:a + size], state[a:a + size], None,
+                                   thresholds[a:a + size], caps[a:a + size])
+                 for a in range(0, len(rows), size)]
+        return tuple(np.concatenate(p) for p in zip(*parts))
+
+    def run(self, steps):
+        """Steps `[(row, x), ...]` (distinct rows); returns their `Out[i]`s."""
+        if not steps:
+            return []
+        rows, *arguments = self.gather(steps)
+        return self.scatter(rows, self.step(rows, *arguments))
+
+
+class TickLoop:
+    """Gathers the steps of all connections into batched ticks (asyncio).
+
+    Each `submit` call hands in the steps of one connection (distinct rows)
+    and waits for their outputs. A single task runs the ticks: it takes
+    everything submitted so far (up to `max_batch_size` rows), optionally
+    waits `batch_wait_ms` for more, gathers on the event loop, runs the step
+    in `executor` (a thread: the event loop keeps receiving), and scatters.
+
+    Args:
+        batcher: a `Batcher`.
+        batch_wait_ms: how long a tick waits for more steps once one is
+            ready (0: none; steps that arrive while a tick runs join the
+            next one anyway).
+        executor: a `concurrent.futures.Executor` for the step; `None`
+            runs it on the event loop.
+    """
+
+    def __init__(self, batcher, batch_wait_ms=0.0, executor=None):
+        self.batcher = batcher
+        self.batch_wait = _checks.non_negative_float("batch_wait_ms", batch_wait_ms) / 1000.0
+        self.executor = executor
+        self._pending = []  # (row, x, future, index)
+        self._ready = None
+        self._task = None
+        self.ticks = 0
+        self.rows_stepped = 0
+
+    def start(self):
+        """Starts the loop on the running event loop (once)."""
+        if self._task is None:
+            self._ready = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def submit(self, steps):
+        """Steps `[(row, x), ...]` in the next tick; returns their `Out[i]`s."""
+        if not steps:
+            return []
+        self.start()
+        future = asyncio.get_running_loop().create_future()
+        results = [None] * len(steps)
+        counter = [len(steps)]
+        for index, (row, x) in enumerate(steps):
+            self._pending.append((row, x, future, results, counter, index))
+        self._ready.set()
+        return await future
+
+    async def stop(self):
+        """Cancels the loop (pending submissions fail)."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self):
+        loop = asyncio.get_running_loop()
+        size = self.batcher.max_batch_size
+        while True:
+            await self._ready.wait()
+            if self.batch_wait and len(self._pending) < size:
+                await asyncio.sleep(self.batch_wait)
+            chunk, self._pending = self._pending[:size], self._pending[size:]
+            if not self._pending:
+                self._ready.clear()
+            try:
+                rows, *arguments = self.batcher.gather([(row, x) for row, x, *_ in chunk])
+                if self.executor is None:
+                    result = self.batcher.step(rows, *arguments)
+                else:
+                    result = await loop.run_in_executor(self.executor, self.batcher.step,
+                                                         rows, *arguments)
+                outs = self.batcher.scatter(rows, result)
+            except Exception as error:  # noqa: BLE001  (the futures carry it)
+                for _, _, future, *_ in chunk:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self.ticks += 1
+            self.rows_stepped += len(chunk)
+            for (_, _, future, results, counter, index), out in zip(chunk, outs):
+                results[index] = out
+                counter[0] -= 1
+                if counter[0] == 0 and not future.done():
+                    future.set_result(results)

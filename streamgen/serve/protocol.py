@@ -1,0 +1,218 @@
+"""The WebSocket protocol of `streamgen serve`: parse requests, format replies.
+
+Pure (json, numpy): the server and the client (`streamgen.client`) share it,
+and it is tested without Ray. See `docs/serving.md` for the protocol.
+
+A client message is a JSON array of requests, each naming a stream by a
+client-chosen string `"id"` and holding exactly one action:
+
+    {"id": "a", "x": [0.1, 0.2, 0.3]}                  one outer step
+    {"id": "a", "open": {"stop": [...], "max_steps": 5}}
+    {"id": "a", "reset": true}      {"id": "a", "close": true}
+    {"id": "a", "get_state": true}  {"id": "a", "set_state": STATE}
+
+The reply is one JSON array with one item per request, in order:
+`{"id": "a", "out": [[...], ...]}`, `{"id": "a", "state": STATE}`,
+`{"id": "a", "ok": true}` or `{"id": "a", "error": "..."}`.
+
+A message that is a bare array of numbers (`[0.1, 0.2, 0.3]`) is a step of
+the connection's default stream (id `""`), answered by the bare `Out[i]`
+(`[[...], ...]`), or by `{"error": "..."}`.
+"""
+
+import dataclasses
+import json
+from typing import Any, List, Optional
+
+from streamgen import _checks
+from streamgen import wire
+
+PATH = "/v1/streams"
+DEFAULT_ID = ""  # the stream of bare messages
+MAX_ID_CHARS = 256
+ACTIONS = ("x", "open", "reset", "close", "get_state", "set_state")
+OPEN_KEYS = ("stop", "max_steps")
+
+
+class ProtocolError(ValueError):
+    """A message that is not a JSON array of requests (one error reply)."""
+
+
+@dataclasses.dataclass
+class Request:
+    """One request of a message.
+
+    Attributes:
+        id: the stream's id (a string), or `None` if the request had none.
+        action: `"step"`, `"open"`, `"reset"`, `"close"`, `"get_state"`,
+            `"set_state"`, or `"invalid"` (then `value` is the error text).
+        value: the action's argument: the input list for `"step"`, the
+            `open` object, the `STATE` for `"set_state"`.
+    """
+
+    id: Optional[str]
+    action: str
+    value: Any = None
+
+
+@dataclasses.dataclass
+class Message:
+    """A parsed client message: its requests, and whether it was bare."""
+
+    requests: List[Request]
+    bare: bool = False
+
+
+def _no_constant(name):
+    raise ProtocolError(f"malformed JSON: {name} is not a JSON number")
+
+
+def loads(text):
+    """`json.loads` that refuses NaN/Infinity; `ProtocolError` if malformed."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as error:
+        raise ProtocolError(f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise ProtocolError("malformed JSON: nested too deeply") from None
+
+
+def _is_number(value):
+    return type(value) in (int, float)
+
+
+def parse_message(text):
+    """A client message (text) -> a `Message`.
+
+    Args:
+        text: str or bytes, the WebSocket message.
+
+    Returns:
+        A `Message`; a request that is malformed on its own has action
+        `"invalid"` and the error as its value (the others still run).
+
+    Raises:
+        ProtocolError: malformed JSON, or not a JSON array.
+    """
+    data = loads(text)
+    if not isinstance(data, list):
+        raise ProtocolError(
+            "expected a JSON array of requests (or of numbers: a step of the "
+            f"default stream), got {_kind(data)}")
+    if data and all(_is_number(v) for v in data):
+        return Message([Request(DEFAULT_ID, "step", data)], bare=True)
+    return Message([parse_request(item, index) for index, item in enumerate(data)])
+
+
+def parse_request(item, index=0):
+    """One element of a message -> a `Request` (action `"invalid"` if bad)."""
+    if not isinstance(item, dict):
+        return Request(None, "invalid",
+                       f"request {index}: expected a JSON object with an \"id\", got {_kind(item)}")
+    stream_id = item.get("id")
+    if not isinstance(stream_id, str) or len(stream_id) > MAX_ID_CHARS:
+        return Request(None, "invalid",
+                       f"request {index}: expected \"id\" to be a string of at most "
+                       f"{MAX_ID_CHARS} characters, got {_checks.describe(stream_id)}")
+    actions = [key for key in item if key in ACTIONS]
+    unknown = sorted(key for key in item if key not in ACTIONS and key != "id")
+    if unknown or len(actions) != 1:
+        found = f"the unknown keys {unknown}" if unknown else f"{len(actions)} actions {actions}"
+        return Request(stream_id, "invalid",
+                       f"expected exactly one of the keys {list(ACTIONS)} beside \"id\", "
+                       f"got {found}")
+    action = actions[0]
+    value = item[action]
+    if action == "x":
+        if not isinstance(value, list) or not all(_is_number(v) for v in value):
+            return Request(stream_id, "invalid",
+                           f"expected \"x\" to be an array of numbers, got "
+                           f"{_checks.describe(value)}")
+        return Request(stream_id, "step", value)
+    if action in ("reset", "close", "get_state"):
+        if value is not True:
+            return Request(stream_id, "invalid",
+                           f"expected \"{action}\": true, got {_checks.describe(value)}")
+        return Request(stream_id, action)
+    if action == "open":
+        if value is None:
+            value = {}
+        if not isinstance(value, dict) or set(value) - set(OPEN_KEYS):
+            return Request(stream_id, "invalid",
+                           f"expected \"open\" to be an object with the optional keys "
+                           f"{list(OPEN_KEYS)}, got {_checks.describe(value)}")
+        return Request(stream_id, "open", value)
+    return Request(stream_id, "set_state", value)
+
+
+def _kind(value):
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return f"{names.get(type(value), type(value).__name__)} ({_checks.describe(value)})"
+
+
+# ---------------------------------------------------------------------- #
+# Replies (server side). Items are JSON text, joined without re-encoding.
+# ---------------------------------------------------------------------- #
+def out_item(stream_id, frames):
+    """`{"id": ..., "out": [[...], ...]}` for `Out[i]` `(L, output_size)`."""
+    return '{"id":' + json.dumps(stream_id) + ',"out":' + wire.frames_json(frames) + "}"
+
+
+def state_item(stream_id, state):
+    """`{"id": ..., "state": STATE}`."""
+    return json.dumps({"id": stream_id, "state": state}, separators=(",", ":"))
+
+
+def ok_item(stream_id):
+    """`{"id": ..., "ok": true}`."""
+    return '{"id":' + json.dumps(stream_id) + ',"ok":true}'
+
+
+def error_item(stream_id, message):
+    """`{"id": ..., "error": "..."}` (`"id": null` when there was none)."""
+    return json.dumps({"id": stream_id, "error": str(message)}, separators=(",", ":"))
+
+
+def reply(items):
+    """The reply message: a JSON array of the items (JSON text each)."""
+    return "[" + ",".join(items) + "]"
+
+
+def bare_reply(frames=None, error=None):
+    """The reply to a bare message: `Out[i]`, or `{"error": "..."}`."""
+    if error is not None:
+        return json.dumps({"error": str(error)})
+    return wire.frames_json(frames)
+
+
+# ---------------------------------------------------------------------- #
+# Client side.
+# ---------------------------------------------------------------------- #
+def step_request(stream_id, x):
+    """`{"id": ..., "x": [...]}` as JSON text; `x` is a float32 `(I,)` array."""
+    return '{"id":' + json.dumps(stream_id) + ',"x":[' + ",".join(map(repr, x.tolist())) + "]}"
+
+
+def request(stream_id, action, value=True):
+    """Any other request as JSON text."""
+    return json.dumps({"id": stream_id, action: value}, separators=(",", ":"))
+
+
+def _parse_int(text):
+    return -0.0 if text == "-0" else int(text)  # keeps the sign of a -0 frame value
+
+
+def parse_reply(text):
+    """A server reply -> its items (a list of dicts), or a bare value.
+
+    `-0` stays a negative zero, so frames print back byte for byte.
+
+    Raises:
+        ProtocolError: malformed JSON.
+    """
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ProtocolError(f"malformed reply from the server: {error}") from None
+

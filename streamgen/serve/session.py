@@ -1,0 +1,219 @@
+"""A connection's streams: client-chosen ids -> rows of the replica's table.
+
+Pure (no Ray): `Session.handle(message, submit)` applies one parsed client
+message and returns its reply items; `submit` is the replica's batched step
+(`TickLoop.submit`, or `Batcher.run` wrapped in a coroutine in tests).
+
+Ordering: the requests of one stream apply in message order; those of
+different streams are independent. So a message runs in *phases*: phase
+`k` holds every stream's `k`-th request. In a phase the other actions apply
+at once and all steps go to `submit` together — one batched step for a
+message whose streams each have one request, whatever their number.
+"""
+
+import time
+
+from streamgen import _checks
+from streamgen import wire
+from streamgen.serve import protocol
+
+
+class Session:
+    """The streams of one connection.
+
+    Args:
+        table: the replica's `StateTable`.
+        now: the clock (`time.monotonic`), replaceable in tests.
+
+    Attributes:
+        rows: `id -> row` of the open streams.
+        expired: ids dropped for idleness, reported once to the next request.
+    """
+
+    def __init__(self, table, now=time.monotonic):
+        self.table = table
+        self.runtime = table.runtime
+        self.rows = {}
+        self.expired = {}
+        self.now = now
+
+    # ------------------------------------------------------------------ #
+    # A message.
+    # ------------------------------------------------------------------ #
+    async def handle(self, message, submit):
+        """Applies a parsed `protocol.Message`; returns its reply items.
+
+        Args:
+            message: a `protocol.Message`.
+            submit: coroutine function, `[(row, x), ...] -> [Out[i], ...]`.
+
+        Returns:
+            A list of `(kind, id, value)` items in request order: kind
+            `"out"` (value `(L, O)` array), `"state"` (a STATE dict), `"ok"`
+            or `"error"` (a message). Format them with `format_items`.
+        """
+        requests = message.requests
+        items = [None] * len(requests)
+        phases = []  # phase -> [(index, request)]
+        depth = {}
+        for index, request in enumerate(requests):
+            k = depth.get(request.id, 0)
+            depth[request.id] = k + 1
+            if k == len(phases):
+                phases.append([])
+            phases[k].append((index, request))
+        for phase in phases:
+            steps, where = [], []
+            for index, request in phase:
+                try:
+                    result = self._apply(request)
+                except (ValueError, TypeError) as error:
+                    items[index] = ("error", request.id, _message(error, self.runtime))
+                    continue
+                if result[0] == "step":  # ("step", row, x): batched below
+                    steps.append(result[1:])
+                    where.append((index, request.id))
+                else:
+                    items[index] = result
+            if steps:
+                try:
+                    outs = await submit(steps)
+                except Exception as error:  # noqa: BLE001  (a server fault: said per item)
+                    outs = [error] * len(steps)
+                for (index, stream_id), out in zip(where, outs):
+                    if isinstance(out, Exception):
+                        items[index] = ("error", stream_id,
+                                        f"internal error of the server: {type(out).__name__}")
+                    else:
+                        items[index] = ("out", stream_id, out)
+        return items
+
+    def _apply(self, request):
+        """Applies one request; a step returns `("step", row, x)` for the batch."""
+        action, stream_id = request.action, request.id
+        if action == "invalid":
+            raise ValueError(request.value)
+        if action == "close":
+            self.expired.pop(stream_id, None)
+            row = self.rows.pop(stream_id, None)
+            if row is None:
+                raise ValueError(f"no open stream with id {stream_id!r}")
+            self.table.release(row)
+            return ("ok", stream_id, None)
+        if action == "open":
+            value = request.value
+            thresholds, cap = self.runtime.options(value.get("stop"), value.get("max_steps"))
+            self.expired.pop(stream_id, None)
+            row = self.rows.get(stream_id)
+            if row is None:
+                self.rows[stream_id] = self.table.allocate((self, stream_id), thresholds, cap)
+            else:  # re-open: fresh state, new settings
+                self.table.configure(row, thresholds, cap)
+                self.table.states[row] = 0.0
+                self._touch(row)
+            return ("ok", stream_id, None)
+        if action == "step":
+            x = _checks.check_inputs(self.runtime, request.value, "x", ndim=1)
+            row = self._row(stream_id)
+            self._touch(row)
+            return ("step", row, x)
+        if action == "reset":
+            row = self._row(stream_id)
+            self.table.states[row] = 0.0
+            self._touch(row)
+            return ("ok", stream_id, None)
+        if action == "get_state":
+            row = self._row(stream_id)
+            self._touch(row)
+            state = wire.encode_state(self.table.states[row:row + 1],
+                                      self.runtime.fingerprint, self.runtime.state_sizes)
+            return ("state", stream_id, state)
+        if action == "set_state":
+            packed, _ = wire.decode_state(request.value, self.runtime.fingerprint,
+                                          self.runtime.state_sizes, rows=1)
+            row = self._row(stream_id)
+            self.table.states[row] = packed[0]
+            self._touch(row)
+            return ("ok", stream_id, None)
+        raise AssertionError(action)
+
+    def _row(self, stream_id):
+        """The stream's row; a stream is opened with the defaults on first use.
+
+        Raises:
+            ValueError: the stream was dropped for idleness (said once).
+            LimitError: no row is free.
+        """
+        row = self.rows.get(stream_id)
+        if row is not None:
+            return row
+        if stream_id in self.expired:
+            seconds = self.expired.pop(stream_id)
+            raise ValueError(
+                f"stream {stream_id!r} was closed after {seconds:g} s without a request "
+                "(--idle-timeout); its next request opens it afresh, or set_state "
+                "restores a saved state")
+        thresholds, cap = self.runtime.options()
+        row = self.rows[stream_id] = self.table.allocate((self, stream_id), thresholds, cap)
+        return row
+
+    def _touch(self, row):
+        self.table.last_used[row] = self.now()
+
+    # ------------------------------------------------------------------ #
+    # Life cycle.
+    # ------------------------------------------------------------------ #
+    def drop(self, stream_id, seconds):
+        """Drops an idle stream (its row is already released)."""
+        if self.rows.pop(stream_id, None) is not None:
+            self.expired[stream_id] = seconds
+            if len(self.expired) > 10_000:  # bounded memory for a client that never returns
+                self.expired.pop(next(iter(self.expired)))
+
+    def close(self):
+        """Releases every row of this connection."""
+        for row in self.rows.values():
+            self.table.release(row)
+        self.rows.clear()
+
+
+def expire_idle(table, timeout, now=None):
+    """Drops every stream idle for more than `timeout` seconds; returns how many."""
+    dropped = table.expired(timeout, now)
+    for row, (session, stream_id) in dropped:
+        table.release(row)
+        session.drop(stream_id, timeout)
+    return len(dropped)
+
+
+def format_items(items):
+    """Reply items from `Session.handle` -> the reply message text."""
+    parts = []
+    for kind, stream_id, value in items:
+        if kind == "out":
+            parts.append(protocol.out_item(stream_id, value))
+        elif kind == "state":
+            parts.append(protocol.state_item(stream_id, value))
+        elif kind == "ok":
+            parts.append(protocol.ok_item(stream_id))
+        else:
+            parts.append(protocol.error_item(stream_id, value))
+    return protocol.reply(parts)
+
+
+def format_bare(items):
+    """The reply to a bare message (one step of the default stream)."""
+    (kind, _, value), = items
+    if kind == "out":
+        return protocol.bare_reply(value)
+    return protocol.bare_reply(error=value)
+
+
+def _message(error, runtime):
+    """An error's text for a client; the library's hint is dropped."""
+    text = str(error)
+    hint = getattr(runtime, "kind_hint", "")
+    if hint and text.endswith(hint):
+        text = text[: -len(hint)].rstrip() + (
+            " This server runs only these kinds of stop criteria.")
+    return text

@@ -1,0 +1,202 @@
+"""Values on the wire: a stream's state and `Out[i]` frames, TF-free.
+
+A state on the wire (`STATE`) is a JSON object that is exact and checks
+itself:
+
+    {"format": "streamgen-state/1",
+     "fingerprint": "sha256:3f5c0a9e1b2d4c6f",
+     "sizes": {"outer": [64], "inner": [64]},
+     "rows": 1,
+     "data": "AAAAAAAAgD8..."}
+
+`data` is the packed state (`rows` rows of `sum(sizes)` float32 values,
+little-endian, row-major: model_a's state tensors, then model_b's, side by
+side; see `streamgen.runtime`) in base64. `fingerprint` is the model's
+(`Runtime.fingerprint`, equal for a `.keras` model and its `.tflite`
+export), so a state moves between `sg.Stream`, `sg.LiteStream` and a remote
+stream of the same model, and is refused by any other model.
+
+Frames are written as the CLI prints them: `frames_json` (6 significant
+digits, `null` for a non-finite value).
+
+Numpy only: the client (`streamgen.client`) and the server share this.
+"""
+
+import base64
+import binascii
+import math
+
+import numpy as np
+
+from streamgen import _checks
+
+FORMAT = "streamgen-state/1"
+MAX_ROWS = 1 << 16  # bound on the rows of one STATE
+
+
+# ---------------------------------------------------------------------- #
+# Frames.
+# ---------------------------------------------------------------------- #
+def number(value):
+    """A float as JSON text with 6 significant digits (`null` if not finite)."""
+    value = float(value)
+    return f"{value:.6g}" if math.isfinite(value) else "null"
+
+
+def frames_json(frames):
+    """`Out[i]` `(L, output_size)` as one compact JSON line, `[]` if empty.
+
+    Example:
+
+    >>> frames_json(np.array([[0.5, -1.0], [1e-7, 2.0]], np.float32))
+    '[[0.5,-1],[1e-07,2]]'
+    """
+    return "[" + ",".join(
+        "[" + ",".join(number(v) for v in frame) + "]" for frame in frames
+    ) + "]"
+
+
+def frames_array(value, output_size, name="out"):
+    """The JSON value of `frames_json` -> float32 `(L, output_size)`.
+
+    `null` (a non-finite value on the other side) becomes NaN.
+
+    Raises:
+        ValueError: if `value` is not a list of `output_size`-wide frames.
+    """
+    if not isinstance(value, list):
+        raise _checks.invalid(name, "a list of frames", value)
+    if not value:
+        return np.zeros((0, output_size), np.float32)
+    try:
+        array = np.array([[math.nan if v is None else v for v in frame] for frame in value],
+                         np.float32)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.ndim != 2 or array.shape[1] != output_size:
+        raise _checks.invalid(name, f"a list of frames of {output_size} numbers", value)
+    return array
+
+
+# ---------------------------------------------------------------------- #
+# States.
+# ---------------------------------------------------------------------- #
+def pack_nest(state, sizes):
+    """A state nest `{"outer": [...], "inner": [...]}` -> packed `(B, S)`.
+
+    Args:
+        state: arrays `(B, size)`, as `Stream.get_state()` returns.
+        sizes: `{"outer": [int, ...], "inner": [int, ...]}`.
+
+    Raises:
+        ValueError: if the nest, a shape or a value does not fit `sizes`.
+    """
+    restored, _ = _checks.check_state(state, sizes)
+    parts = restored["outer"] + restored["inner"]
+    return np.concatenate(parts, axis=1)
+
+
+def unpack_nest(packed, sizes):
+    """Packed `(B, S)` -> the nest `Stream.get_state()` returns (copies)."""
+    packed = np.asarray(packed, np.float32)
+    offsets = np.cumsum([0] + list(sizes["outer"]) + list(sizes["inner"]))
+    parts = [packed[:, a:b].copy() for a, b in zip(offsets[:-1], offsets[1:])]
+    outer = len(sizes["outer"])
+    return {"outer": parts[:outer], "inner": parts[outer:]}
+
+
+def encode_state(state, fingerprint, sizes):
+    """A state -> its `STATE` object (a JSON-ready dict).
+
+    Args:
+        state: a packed float array `(B, S)`, or a state nest
+            `{"outer": [(B, size), ...], "inner": [...]}`.
+        fingerprint: the model's fingerprint (`runtime.fingerprint`).
+        sizes: the model's `state_sizes`.
+
+    Returns:
+        `{"format", "fingerprint", "sizes", "rows", "data"}`.
+
+    Raises:
+        ValueError: if the state does not fit `sizes` or is not finite.
+
+    Example:
+
+    >>> value = encode_state(stream.get_state(), runtime.fingerprint,
+    ...                      runtime.state_sizes)
+    >>> packed = decode_state(value, runtime.fingerprint, runtime.state_sizes)
+    """
+    sizes = {"outer": [int(s) for s in sizes["outer"]],
+             "inner": [int(s) for s in sizes["inner"]]}
+    width = sum(sizes["outer"]) + sum(sizes["inner"])
+    if isinstance(state, dict):
+        packed = pack_nest(state, sizes)
+    else:
+        packed = _checks.check_packed_state(state, width)
+    data = np.ascontiguousarray(packed, "<f4").tobytes()
+    return {"format": FORMAT, "fingerprint": str(fingerprint), "sizes": sizes,
+            "rows": int(packed.shape[0]), "data": base64.b64encode(data).decode("ascii")}
+
+
+def decode_state(value, fingerprint=None, sizes=None, rows=None, name="state"):
+    """A `STATE` object -> the packed float32 array `(rows, S)`, checked.
+
+    Args:
+        value: what `encode_state` made (parsed JSON).
+        fingerprint: the fingerprint the state must carry; `None` accepts
+            any (then `sizes` comes from the value).
+        sizes: the `state_sizes` it must have; `None` accepts the value's.
+        rows: the number of rows it must have; `None` accepts any >= 1.
+        name: the argument's name, for messages.
+
+    Returns:
+        `(packed, sizes)`: float32 `(rows, S)` and the state sizes.
+
+    Raises:
+        ValueError: naming the problem: not a STATE, another model's
+            fingerprint, other sizes, a wrong number of rows, data that is
+            not base64 of the right length, or a non-finite value.
+    """
+    if not isinstance(value, dict) or value.get("format") != FORMAT:
+        raise _checks.invalid(name, f'a state object with "format": "{FORMAT}" '
+                              "(from get_state)", value)
+    keys = {"format", "fingerprint", "sizes", "rows", "data"}
+    if set(value) != keys:
+        raise _checks.invalid(name, f"a state object with the keys {sorted(keys)}",
+                              sorted(value))
+    if fingerprint is not None and value["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`: it is a state of "
+            f"another model (fingerprint {_checks.describe(value['fingerprint'])}; "
+            f"this model's is {fingerprint!r}).")
+    got = value["sizes"]
+    if (not isinstance(got, dict) or set(got) != {"outer", "inner"}
+            or not all(isinstance(got[k], list) and 1 <= len(got[k]) <= 16
+                       and all(_checks.is_int(s) and 1 <= s <= 1 << 20 for s in got[k])
+                       for k in got)):
+        raise _checks.invalid(f"{name}['sizes']",
+                              'a dict {"outer": [sizes], "inner": [sizes]}', got)
+    if sizes is not None and (list(got["outer"]) != list(sizes["outer"])
+                              or list(got["inner"]) != list(sizes["inner"])):
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`: its state sizes are "
+            f"{got}, this model's are {dict(sizes)}.")
+    count = value["rows"]
+    if not _checks.is_int(count) or not 1 <= count <= MAX_ROWS:
+        raise _checks.invalid(f"{name}['rows']", f"an integer in [1, {MAX_ROWS}]", count)
+    if rows is not None and count != rows:
+        raise _checks.invalid(f"{name}['rows']", f"{rows} (rows of this stream)", count)
+    width = sum(got["outer"]) + sum(got["inner"])
+    data = value["data"]
+    try:
+        raw = base64.b64decode(data.encode("ascii"), validate=True)
+    except (AttributeError, UnicodeEncodeError, binascii.Error, ValueError):
+        raise _checks.invalid(f"{name}['data']", "base64 text", data) from None
+    if len(raw) != count * width * 4:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`: its data holds "
+            f"{len(raw)} bytes, expected {count} rows x {width} float32 values "
+            f"= {count * width * 4} bytes.")
+    packed = np.frombuffer(raw, "<f4").astype(np.float32).reshape(count, width)
+    packed = _checks.check_packed_state(packed, width, name=name)
+    return packed, {"outer": list(got["outer"]), "inner": list(got["inner"])}

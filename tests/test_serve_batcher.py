@@ -1,0 +1,204 @@
+"""`streamgen.serve.batcher` and `session`: the batched step, without Ray.
+
+Equality with stepping each stream alone (`sg.Stream`) is the contract,
+whatever the mix of thresholds, caps and resets.
+"""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+import streamgen as sg
+from helpers import assert_outputs_equal, make_model
+from streamgen.serve import protocol
+from streamgen.serve.batcher import Batcher, LimitError, StateTable, TickLoop
+from streamgen.serve.session import Session, expire_idle, format_items
+
+HEAD = lambda t: [{"class_name": "StopHead", "config": {"threshold": t}}]  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model(seed=3, stop_scale=8.0)
+
+
+@pytest.fixture(scope="module")
+def runtime(model):
+    return sg.open_runtime(model)
+
+
+def inputs(n, t, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, size=(n, t, 3)).astype(np.float32)
+
+
+def handle(session, requests, batcher):
+    async def submit(steps):
+        return batcher.run(steps)
+    message = protocol.parse_message(protocol.reply(requests))
+    return asyncio.run(session.handle(message, submit))
+
+
+def test_batcher_equals_streams_alone(model, runtime):
+    settings = [(None, None), (HEAD(0.3), None), (HEAD(0.8), 4), (None, 2), (HEAD(0.5), 9)]
+    xs = inputs(len(settings), 6)
+    for max_batch_size in (1, 2, 1024):
+        table = StateTable(runtime, capacity=2)  # grows
+        batcher = Batcher(table, max_batch_size)
+        rows = [table.allocate(("t", i), *runtime.options(stop, cap))
+                for i, (stop, cap) in enumerate(settings)]
+        got = [[] for _ in settings]
+        for t in range(xs.shape[1]):
+            live = [i for i in range(len(settings)) if (t + i) % 3 != 2]  # a changing subset
+            outs = batcher.run([(rows[i], xs[i, t]) for i in live])
+            for i, out in zip(live, outs):
+                got[i].append(out)
+        for i, (stop, cap) in enumerate(settings):
+            stream = sg.Stream(model, stop=stop, max_steps=cap)
+            live = [t for t in range(xs.shape[1]) if (t + i) % 3 != 2]
+            assert_outputs_equal(got[i], [stream.step(xs[i, t]) for t in live])
+    assert len(table) == len(settings)
+
+
+def test_session_multiplexed_with_resets_equals_streams(model, runtime):
+    table = StateTable(runtime)
+    batcher = Batcher(table)
+    session = Session(table)
+    xs = inputs(3, 5, seed=1)
+    opens = [{"id": "a", "open": {"stop": HEAD(0.3), "max_steps": 5}},
+             {"id": "b", "open": {"max_steps": 3}}]
+    items = handle(session, [protocol.request(r["id"], "open", r["open"]) for r in opens], batcher)
+    assert [k for k, *_ in items] == ["ok", "ok"]
+    local = {"a": sg.Stream(model, stop=HEAD(0.3), max_steps=5),
+             "b": sg.Stream(model, max_steps=3), "c": sg.Stream(model)}
+    got, expected = [], []
+    for t in range(5):
+        requests = []
+        for i, name in enumerate("abc"):
+            requests.append(protocol.step_request(name, xs[i, t]))
+            expected.append(local[name].step(xs[i, t]))
+        if t == 2:  # a resets in the middle of the message, then steps again
+            requests.append(protocol.request("a", "reset"))
+            requests.append(protocol.step_request("a", xs[0, t]))
+            local["a"].reset()
+            expected.append(local["a"].step(xs[0, t]))
+        items = handle(session, requests, batcher)
+        assert [kind for kind, *_ in items] == ["out"] * 3 + (["ok", "out"] if t == 2 else [])
+        got.extend(value for kind, _, value in items if kind == "out")
+    assert_outputs_equal(got, expected)
+
+
+def test_errors_fail_alone_and_keep_state(model, runtime):
+    table = StateTable(runtime, max_streams=2)
+    batcher = Batcher(table)
+    session = Session(table)
+    x = inputs(1, 2)[0]
+    handle(session, [protocol.step_request("a", x[0])], batcher)
+    saved = table.states[session.rows["a"]].copy()
+    items = handle(session, [
+        '{"id":"a","x":[1,2]}',
+        protocol.request("a", "open", {"stop": [{"class_name": "L2Norm"}]}),
+        protocol.request("a", "open", {"max_steps": 99}),
+        protocol.request("a", "set_state", {"format": "nope"}),
+        protocol.request("zz", "close"),
+        protocol.step_request("b", x[1]),  # the 2nd stream: fits
+        protocol.step_request("c", x[1]),  # the 3rd: over --max-streams
+        '{"id":"a","x":[1e39,0,0]}',
+    ], batcher)
+    kinds = [kind for kind, *_ in items]
+    assert kinds == ["error"] * 5 + ["out", "error", "error"]
+    messages = [value for _, _, value in items]
+    assert "expected last dimension input_size=3, got shape (2,)" in messages[0]
+    assert "Only thresholds can change. This server runs only these kinds" in messages[1]
+    assert "max_steps" in messages[2]
+    assert "streamgen-state/1" in messages[3]
+    assert messages[4] == "no open stream with id 'zz'"
+    assert "maximum of 2 streams" in messages[6]
+    assert "non-finite" in messages[7]
+    assert np.array_equal(table.states[session.rows["a"]], saved)
+    text = format_items(items)
+    assert text.startswith('[{"id":"a","error":"Received an invalid value for argument `x`')
+
+
+def test_state_moves_between_sessions_and_streams(model, runtime):
+    table = StateTable(runtime)
+    batcher = Batcher(table)
+    one, two = Session(table), Session(table)
+    xs = inputs(1, 4, seed=2)[0]
+    handle(one, [protocol.step_request("a", xs[0]), protocol.step_request("a", xs[1])], batcher)
+    (_, _, state), = handle(one, [protocol.request("a", "get_state")], batcher)
+    # Into another connection's stream, and into a local Stream.
+    handle(two, [protocol.request("z", "set_state", state)], batcher)
+    (_, _, remote), = handle(two, [protocol.step_request("z", xs[2])], batcher)
+    local = sg.Stream(model)
+    from streamgen import wire
+    packed, sizes = wire.decode_state(state, runtime.fingerprint, runtime.state_sizes)
+    local.set_state(wire.unpack_nest(packed, sizes))
+    assert_outputs_equal([remote], [local.step(xs[2])])
+    # A local Stream's state into a session.
+    value = wire.encode_state(local.get_state(), runtime.fingerprint, runtime.state_sizes)
+    handle(one, [protocol.request("a", "set_state", value)], batcher)
+    (_, _, out), = handle(one, [protocol.step_request("a", xs[3])], batcher)
+    assert_outputs_equal([out], [local.step(xs[3])])
+    # Close frees the rows.
+    one.close()
+    two.close()
+    assert len(table) == 0
+
+
+def test_idle_streams_expire_once(runtime):
+    clock = [100.0]
+    table = StateTable(runtime)
+    batcher = Batcher(table)
+    session = Session(table, now=lambda: clock[0])
+    handle(session, [protocol.step_request("a", np.zeros(3, np.float32))], batcher)
+    assert expire_idle(table, 10.0, now=105.0) == 0
+    assert expire_idle(table, 10.0, now=111.0) == 1
+    assert len(table) == 0 and "a" not in session.rows
+    (kind, _, message), = handle(session, [protocol.request("a", "get_state")], batcher)
+    assert kind == "error" and "--idle-timeout" in message
+    (kind, *_), = handle(session, [protocol.request("a", "get_state")], batcher)
+    assert kind == "state"  # re-opened afresh
+
+
+def test_table_limit_and_reuse(runtime):
+    table = StateTable(runtime, max_streams=3, capacity=1)
+    rows = [table.allocate(("s", i), *runtime.options()) for i in range(3)]
+    assert sorted(rows) == [0, 1, 2]
+    with pytest.raises(LimitError, match="maximum of 3 streams"):
+        table.allocate(("s", 3), *runtime.options())
+    table.release(rows[1])
+    assert table.allocate(("s", 4), *runtime.options()) == rows[1]
+
+
+def test_scatter_skips_rows_closed_meanwhile(runtime):
+    table = StateTable(runtime)
+    batcher = Batcher(table)
+    a = table.allocate(("s", "a"), *runtime.options())
+    b = table.allocate(("s", "b"), *runtime.options())
+    rows, *arguments = batcher.gather([(a, np.ones(3, np.float32)), (b, np.ones(3, np.float32))])
+    result = batcher.step(rows, *arguments)
+    table.release(b)
+    assert table.allocate(("s", "c"), *runtime.options()) == b  # reused, fresh
+    batcher.scatter(rows, result)
+    assert np.any(table.states[a] != 0) and np.all(table.states[b] == 0)
+
+
+def test_tick_loop_batches_connections(model, runtime):
+    table = StateTable(runtime)
+    batcher = Batcher(table, max_batch_size=4)
+    xs = inputs(6, 1, seed=4)[:, 0]
+    rows = [table.allocate(("s", i), *runtime.options()) for i in range(6)]
+
+    async def main():
+        ticks = TickLoop(batcher, batch_wait_ms=1.0)
+        results = await asyncio.gather(
+            ticks.submit([(rows[i], xs[i]) for i in range(3)]),
+            ticks.submit([(rows[i], xs[i]) for i in range(3, 6)]))
+        await ticks.stop()
+        return ticks, results
+
+    ticks, (first, second) = asyncio.run(main())
+    assert ticks.ticks == 2 and ticks.rows_stepped == 6  # 4 + 2 rows
+    expected = [sg.Stream(model).step(xs[i]) for i in range(6)]
+    assert_outputs_equal(first + second, expected)
