@@ -4,7 +4,7 @@
   called from Python, one call per inner step, the stop decision read back
   into Python (`float(p) > threshold`) at every inner step.
 - `nested_loop_forward`: the teacher-forced training pass the way the
-  original answer built it (see DESIGN.md): eager, a `tf.while_loop` over
+  original answer built it (see docs/design.md): eager, a `tf.while_loop` over
   outer steps with a nested `tf.while_loop` over inner steps, outputs
   collected in `tf.TensorArray`s, padded and time-major, the inner lengths
   given ahead of time.

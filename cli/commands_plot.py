@@ -27,7 +27,9 @@ def plot(model_path, stop_kind, threshold, max_steps, sequence, output, input_fi
     starting at x = i (frame j at x = i + 0.8 j / max_steps); a red x marks
     the STOP token, after the last frame (at y = 0 for an empty Out[i]; no
     mark where the cap ended Out[i]). INPUT has the format
-    of 'streamgen stream'. Needs matplotlib: pip install "streamgen[plot]".
+    of 'streamgen stream'. --model may be a .tflite export. Needs
+    matplotlib: pip install matplotlib (or, in a streamgen checkout,
+    pip install -e ".[plot]").
 
     \b
     Example:
@@ -42,14 +44,16 @@ def plot(model_path, stop_kind, threshold, max_steps, sequence, output, input_fi
         raise common.bad_value(
             "output", f"unknown image format {extension or '(none)'!r}; use one of "
             f"{', '.join(sorted(formats))}.")
-    model = common.load_model(model_path)
-    spec = common.stop_spec(common.criteria_dicts(model.stop), stop_kind, threshold)
-    common.check_cap(model.max_steps, max_steps)
+    runtime = common.open_runtime(model_path, stop_kind, threshold, max_steps)
     source = common.source_name(input_file)
-    inputs = _sequence(input_file, source, model.input_size, sequence)
-    stream = model.open_stream(stop=common.stop_criteria(spec), max_steps=max_steps)
-    outs = [stream.step(x) for x in inputs]  # each (L_i, output_size)
-    figure = draw(pyplot, outs, max_steps or model.max_steps, model.output_size,
+    inputs = _sequence(input_file, source, runtime.input_size, sequence,
+                       common.bundled_hint(model_path))
+    state = runtime.initial_state(1)  # (1, state_size): one stream
+    outs = []
+    for x in inputs:
+        frames, lengths, state = runtime.step(x[None], state)  # (1, M, O), (1,)
+        outs.append(frames[0, :lengths[0]])  # (L_i, output_size)
+    figure = draw(pyplot, outs, runtime.max_steps, runtime.output_size,
                   f"{os.path.basename(source)}, sequence {sequence}")
     try:
         figure.savefig(output, dpi=120)
@@ -65,19 +69,28 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise common.CliError('plot needs matplotlib: pip install "streamgen[plot]"') from None
+        raise common.CliError(
+            "plot needs matplotlib: pip install matplotlib (or, in a streamgen "
+            'checkout, pip install -e ".[plot]")') from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as pyplot
 
     return pyplot
 
 
-def _sequence(file, source, input_size, wanted):
-    """The input vectors of sequence `wanted` (1-based) of a file."""
+def _sequence(file, source, input_size, wanted, hint=""):
+    """The input vectors of sequence `wanted` (1-based) of a file.
+
+    `hint` is appended to a line of the wrong width (see
+    `common.bundled_hint`).
+    """
     sequences, current = [], []
     for event in read_events(file, input_size):
         if isinstance(event, BadLine):
-            raise common.CliError(format_error(source, event.line_no, event.message))
+            message = event.message
+            if hint and message.startswith(f"expected {input_size} numbers"):
+                message += hint
+            raise common.CliError(format_error(source, event.line_no, message))
         if isinstance(event, Vector):
             current.append(event.values)
         elif current:  # a blank line ends a non-empty sequence

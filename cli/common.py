@@ -17,15 +17,39 @@ Nothing here imports TensorFlow: the library is imported inside functions.
 import json
 import math
 import os
-import zipfile
-import zlib
 
 import click
 
 PREFIX = "streamgen: "
 
-STOP_KINDS = ("head", "l2", "none")
+# `l2` keeps the model's L2Norm mode ("above" if it has none);
+# `l2-above` / `l2-below` choose it.
+STOP_KINDS = ("head", "l2", "l2-above", "l2-below", "none")
+L2_MODES = {"l2-above": "above", "l2-below": "below"}
 DEFAULT_THRESHOLDS = {"head": 0.5, "l2": 3.0}
+
+
+class FiniteFloat(click.FloatRange):
+    """`click.FloatRange` that also refuses `nan` and `inf` (a usage error).
+
+    click's own range checks let NaN through (every comparison with it is
+    false); a NaN learning rate or loss weight trains a model of NaNs.
+    """
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def bundled_hint(model_path):
+    """A hint for a size mismatch: `""`, or that the bundled model was used."""
+    if model_path is not None:
+        return ""
+    return " (that is the bundled model's size: no --model was given)"
 
 
 class CliError(click.ClickException):
@@ -59,44 +83,44 @@ def model_option(function):
     return click.option(
         "--model", "model_path",
         type=click.Path(exists=True, dir_okay=False),
-        help="Model file (.keras; stream also runs a .tflite export). "
+        help="Model file: .keras, or a .tflite export (not for export). "
              "Default: the model bundled with streamgen.",
     )(function)
 
 
 def stop_options(function):
-    """`--stop head|l2|none` and `--threshold F`."""
+    """`--stop head|l2|l2-above|l2-below|none` and `--threshold F`."""
     function = click.option(
-        "--threshold", type=float, metavar="F",
-        help="Threshold of the stop criterion: a probability in [0, 1] for "
-             "'head' (STOP when p > F), a norm >= 0 for 'l2' "
-             "(STOP when ||frame|| > F).",
+        "--threshold", type=float, metavar="F", help=THRESHOLD_HELP,
     )(function)
     return click.option(
         "--stop", "stop_kind", type=click.Choice(STOP_KINDS),
-        help="Stop criterion for this run instead of the model's: the "
-             "learned stop head, an L2-norm threshold on the frame, or "
-             "none (the cap alone).",
+        help="Stop criterion for this run instead of the model's: " + STOP_HELP,
     )(function)
+
+
+STOP_HELP = (
+    "head (the learned stop head), l2 (an L2-norm threshold on the frame, "
+    "in the model's mode: see 'streamgen info'), l2-above / l2-below (an "
+    "L2-norm threshold, STOP when ||frame|| > F / < F), or none (the cap "
+    "alone).")
+THRESHOLD_HELP = (
+    "Threshold of the stop criterion: a probability in [0, 1] for head "
+    "(STOP when p > F); a norm >= 0 for the l2 kinds (STOP when "
+    "||frame|| > F in mode above, < F in mode below).")
 
 
 # ---------------------------------------------------------------------- #
 # Model loading.
 # ---------------------------------------------------------------------- #
-def load_model(path, allow_lite=False):
-    """Loads a `sg.StreamGen` (or, if allowed, a `.tflite` path).
+def load_model(path):
+    """Loads a `sg.StreamGen`: the `--model` file, or the bundled model.
 
     Args:
         path: the `--model` value, or `None` for the bundled model.
-        allow_lite: whether a `.tflite` file is accepted; it is returned as
-            the string path (the caller opens it with `sg.LiteStream`).
-
-    Returns:
-        A `sg.StreamGen`, or the `.tflite` path.
 
     Raises:
-        click.BadParameter: a file name that is neither `.keras` nor an
-            allowed `.tflite`.
+        click.BadParameter: a file name that does not end in `.keras`.
         CliError: the file is not a loadable streamgen model.
     """
     if path is None:
@@ -106,54 +130,66 @@ def load_model(path, allow_lite=False):
             return sg.load_default()
         except (OSError, ValueError) as error:
             raise CliError(f"cannot load the bundled model: {error}") from None
-    extension = os.path.splitext(path)[1].lower()
-    if allow_lite and extension == ".tflite":
-        return path
-    if extension != ".keras":
-        allowed = "a .keras or .tflite" if allow_lite else "a .keras"
+    if os.path.splitext(path)[1].lower() != ".keras":
+        raise bad_value(
+            "model_path", f"expected a .keras model file, got {click.format_filename(path)!r}.")
+    from streamgen import saving
+    from streamgen.runtime import ModelFileError
+
+    try:
+        return saving.load_model(path)
+    except (OSError, ModelFileError) as error:
+        raise CliError(str(error)) from None
+
+
+def open_runtime(path, stop_kind=None, threshold=None, max_steps=None):
+    """Opens the runtime of `--model` (`.keras`, `.tflite`, or the bundled model).
+
+    `--stop`, `--threshold` and `--max-steps` are resolved against the
+    model's own criteria (see `stop_spec`). A `.tflite` model runs on
+    LiteRT without TensorFlow and can only change thresholds.
+
+    Returns:
+        A `streamgen.runtime.Runtime`.
+
+    Raises:
+        click.BadParameter / click.UsageError: options that do not fit the
+            model; CliError: a file that is not a streamgen model.
+    """
+    import streamgen as sg
+    from streamgen.runtime import ModelFileError
+
+    extension = None if path is None else os.path.splitext(path)[1].lower()
+    if extension not in (None, ".keras", ".tflite"):
         raise bad_value(
             "model_path",
-            f"expected {allowed} model file, got {click.format_filename(path)!r}.",
-        )
-    _check_archive(path)
-    import streamgen as sg
-
-    model_class = sg.StreamGen  # first use: imports TensorFlow, registers the classes
-    import keras
-
+            f"expected a .keras or .tflite model file, got {click.format_filename(path)!r}.")
     try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many kinds for a bad file
-        raise CliError(f"{path}: cannot load the model: {_first_line(error)}") from None
-    if not isinstance(model, model_class):
-        raise CliError(
-            f"{path}: not a streamgen model (it holds a {type(model).__name__})"
-        )
-    return model
+        if extension == ".tflite":
+            runtime = sg.open_runtime(path)
+        else:
+            runtime = sg.open_runtime(load_model(path))
+    except ImportError as error:
+        raise CliError(f"{path}: {error}") from None
+    except (OSError, ModelFileError) as error:
+        raise CliError(str(error)) from None
+    spec = stop_spec(runtime.criteria, stop_kind, threshold)
+    check_cap(runtime.max_steps, max_steps)
+    if spec is None and max_steps is None:
+        return runtime
+    from streamgen._checks import criterion_kind
 
-
-def _check_archive(path):
-    """Fails with a clear line unless `path` is an intact `.keras` zip."""
-    try:
-        if not zipfile.is_zipfile(path):
-            raise CliError(
-                f"{path}: not a .keras model (not a zip archive: truncated or corrupt?)"
-            )
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if "config.json" not in names:
-                raise CliError(f"{path}: not a .keras model (no config.json inside)")
-            broken = archive.testzip()
-    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as error:
-        raise CliError(f"{path}: not a .keras model ({_first_line(error)})") from None
-    if broken is not None:
-        raise CliError(f"{path}: corrupt .keras model (bad checksum in {broken})")
-
-
-def _first_line(error):
-    text = str(error).strip().splitlines()
-    text = text[0] if text else type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    if extension == ".tflite" and spec is not None and [criterion_kind(c) for c in spec] != [
+            criterion_kind(c) for c in runtime.criteria]:
+        names = ", ".join(c["class_name"] + (f" {c['config']['mode']}" if "mode" in c["config"]
+                                             else "") for c in runtime.criteria) or "none"
+        raise bad_value(
+            "stop_kind",
+            f"{path} was exported with the stop criteria [{names}]; a .tflite "
+            "model can only change their thresholds (export it again with "
+            "'streamgen export --stop ...').")
+    opened = runtime.model if extension != ".tflite" else path
+    return sg.open_runtime(opened, stop=spec, max_steps=max_steps)
 
 
 # ---------------------------------------------------------------------- #
@@ -161,7 +197,9 @@ def _first_line(error):
 # ---------------------------------------------------------------------- #
 def criteria_dicts(criteria):
     """`sg.StopCriterion` objects -> `{"class_name", "config"}` dicts."""
-    return [{"class_name": type(c).__name__, "config": c.get_config()} for c in criteria]
+    from streamgen._checks import criterion_dict
+
+    return [criterion_dict(c) for c in criteria]
 
 
 def stop_spec(model_stop, kind, threshold):
@@ -170,7 +208,7 @@ def stop_spec(model_stop, kind, threshold):
     Args:
         model_stop: the model's criteria as `{"class_name", "config"}`
             dicts (see `criteria_dicts`); they give the defaults.
-        kind: `--stop` (`"head"`, `"l2"`, `"none"`) or `None`.
+        kind: `--stop` (one of `STOP_KINDS`) or `None`.
         threshold: `--threshold` or `None`.
 
     Returns:
@@ -197,11 +235,15 @@ def stop_spec(model_stop, kind, threshold):
             raise click.UsageError("--threshold cannot be used with --stop none.")
         return []
     class_name = "StopHead" if kind == "head" else "L2Norm"
-    config = {"threshold": DEFAULT_THRESHOLDS[kind]}
+    mode = L2_MODES.get(kind)  # None: the model's, or "above"
+    config = {"threshold": DEFAULT_THRESHOLDS["head" if kind == "head" else "l2"]}
     for criterion in model_stop:
-        if criterion["class_name"] == class_name:
+        if criterion["class_name"] == class_name and mode in (
+                None, criterion["config"].get("mode", "above")):
             config = dict(criterion["config"])
             break
+    if class_name == "L2Norm":
+        config["mode"] = mode or config.get("mode", "above")
     if threshold is not None:
         config["threshold"] = float(threshold)
     threshold = config["threshold"]
@@ -210,21 +252,11 @@ def stop_spec(model_stop, kind, threshold):
             "threshold",
             f"{threshold:g} is not a probability in [0, 1] (needed by --stop head).",
         )
-    if kind == "l2" and threshold < 0:
+    if class_name == "L2Norm" and threshold < 0:
         raise bad_value(
-            "threshold", f"{threshold:g} is negative (--stop l2 needs a norm >= 0)."
+            "threshold", f"{threshold:g} is negative (--stop {kind} needs a norm >= 0)."
         )
     return [{"class_name": class_name, "config": config}]
-
-
-def stop_criteria(spec):
-    """`stop_spec(...)` -> `sg` stop criteria (`None` keeps the model's)."""
-    if spec is None:
-        return None
-    import streamgen as sg
-
-    classes = {"StopHead": sg.StopHead, "L2Norm": sg.L2Norm}
-    return [classes[c["class_name"]](**c["config"]) for c in spec]
 
 
 def check_cap(model_cap, max_steps):
@@ -240,17 +272,9 @@ def check_cap(model_cap, max_steps):
 # ---------------------------------------------------------------------- #
 # Output.
 # ---------------------------------------------------------------------- #
-def number(value):
-    """A float as JSON text with 6 significant digits (`null` if not finite)."""
-    value = float(value)
-    return f"{value:.6g}" if math.isfinite(value) else "null"
-
-
-def frames_json(frames):
-    """`Out[i]` `(L, output_size)` as one compact JSON line, `[]` if empty."""
-    return "[" + ",".join(
-        "[" + ",".join(number(v) for v in frame) + "]" for frame in frames
-    ) + "]"
+# `number` and `frames_json` live in `streamgen.wire` (TF-free), shared with
+# the server so that `streamgen stream --url` prints the same bytes.
+from streamgen.wire import frames_json, number  # noqa: E402,F401
 
 
 def rounded(value):

@@ -16,7 +16,9 @@ import json
 import os
 import time
 
-import streamgen as sg  # first: imports TensorFlow quietly
+os.environ.setdefault("STREAMGEN_QUIET_TF", "1")  # before TensorFlow's import
+import streamgen as sg  # noqa: E402  (first: it quiets TensorFlow's import)
+from streamgen.saving import save_model  # noqa: E402
 
 import keras  # noqa: E402
 
@@ -84,7 +86,7 @@ def main(argv=None):
     # Save a fresh copy: no optimizer state, a smaller file.
     clean = sg.StreamGen.from_config(model.get_config())
     clean.set_weights(model.get_weights())
-    clean.save(args.out)
+    save_model(clean, args.out)  # atomic: never a half-written file
 
     reloaded = keras.models.load_model(args.out, compile=False)
     figures = sg.evaluate(reloaded, valid_inputs, valid_targets)

@@ -63,7 +63,7 @@ class StreamBase:
             raise _checks.invalid("decode", "a bool or a bool array", decode)
         else:
             decode = _checks.check_decode(decode, batch)
-        frames, lengths, self._state = self.runtime._run(rows, state, decode, None, None)
+        frames, lengths, self._state = self.runtime._advance(rows, state, decode)
         return _checks.split_outputs(frames, lengths, array.ndim == 1)
 
     def feed(self, inputs):

@@ -82,8 +82,9 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
         lengths = tf.where(emit, j + 1, lengths)
         # `expand_dims`, not `[:, None]`, which costs two LiteRT ops.
         emitted = tf.where(tf.expand_dims(emit, 1), frame, 0.0)  # (B, O)
-        # Slot j of the buffer: a broadcast multiply-add, cheaper than a
-        # broadcast select on large batches (and linear in M).
+        # Slot j of the buffer: a broadcast multiply-add with a one-hot
+        # `slot`, cheaper than a broadcast select on large batches (and
+        # linear in M, where a gather from an identity matrix is not).
         slot = tf.cast(tf.equal(positions, j), tf.float32)  # (1, M, 1)
         frames += slot * tf.expand_dims(emitted, 1)  # (B, M, O)
         rows = tf.expand_dims(running, 1)  # (B, 1)
@@ -224,7 +225,6 @@ class CompiledFunctions:
             tf.TensorSpec([None, model.input_size], tf.float32),
             tf.TensorSpec([None, width], tf.float32),
             tf.TensorSpec([None], tf.bool),
-            tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([None, num_criteria], tf.float32),
             tf.TensorSpec([None], tf.int32),
         )
@@ -269,11 +269,13 @@ def split_state(model, packed):
     return parts[:count], parts[count:]
 
 
-def packed_step(model, criteria, x, state, decode, stop_at, thresholds, cap):
-    """`outer_step` on a packed state `(B, S)`; returns `(frames, lengths, state)`."""
+def packed_step(model, criteria, x, state, decode, thresholds, cap):
+    """`outer_step` on a packed state `(B, S)`, without forced lengths
+    (streaming never forces them, and leaving the check out saves two ops
+    per inner step); returns `(frames, lengths, state)`."""
     outer_state, inner_state = split_state(model, state)
     frames, lengths, outer_state, inner_state = outer_step(
-        model, criteria, x, outer_state, inner_state, decode, stop_at, thresholds, cap)
+        model, criteria, x, outer_state, inner_state, decode, None, thresholds, cap)
     return frames, lengths, tf.concat(list(outer_state) + list(inner_state), axis=1)
 
 
@@ -328,22 +330,33 @@ class TFRuntime(runtime_lib.Runtime):
         # Hot path: one call of the concrete function; the default per-row
         # inputs are tensors made once per batch size.
         rows = x.shape[0]
-        defaults = self._defaults.get(rows)
-        if defaults is None:
-            if len(self._defaults) > 64:  # many batch sizes (a server)
-                self._defaults.clear()
-            defaults = self._defaults[rows] = (
-                tf.ones([rows], tf.bool),
-                tf.fill([rows], tf.constant(self.trained_max_steps, tf.int32)),
-                tf.constant(np.broadcast_to(self.thresholds, (rows, len(self.stop)))),
-                tf.fill([rows], tf.constant(self.max_steps, tf.int32)),
-            )
+        defaults = self._defaults.get(rows) or self._run_defaults(rows)
         frames, lengths, state = self._step(
             tf.constant(x),
             tf.constant(state) if isinstance(state, np.ndarray) else state,
             defaults[0] if decode is None else tf.constant(decode),
-            defaults[1],  # no forced STOP
-            defaults[2] if thresholds is None else tf.constant(thresholds),
-            defaults[3] if caps is None else tf.constant(caps),
+            defaults[1] if thresholds is None else tf.constant(thresholds),
+            defaults[2] if caps is None else tf.constant(caps),
         )
         return frames.numpy(), lengths.numpy(), state.numpy()
+
+    def _run_defaults(self, rows):
+        """The default per-row inputs for `rows` rows, as tensors (cached)."""
+        if len(self._defaults) > 64:  # many batch sizes (a server)
+            self._defaults.clear()
+        defaults = self._defaults[rows] = (
+            tf.ones([rows], tf.bool),
+            tf.constant(np.broadcast_to(self.thresholds, (rows, len(self.stop)))),
+            tf.fill([rows], tf.constant(self.max_steps, tf.int32)),
+        )
+        return defaults
+
+    def _advance(self, x, state, decode):
+        # `Stream`'s hot path: the state stays a tensor between steps (a
+        # numpy round trip costs more than a small model's step).
+        rows = x.shape[0]
+        defaults = self._defaults.get(rows) or self._run_defaults(rows)
+        frames, lengths, state = self._step(
+            tf.constant(x), tf.constant(state) if isinstance(state, np.ndarray) else state,
+            defaults[0] if decode is None else tf.constant(decode), *defaults[1:])
+        return frames.numpy(), lengths.numpy(), state

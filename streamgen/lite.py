@@ -114,6 +114,16 @@ class LiteRuntime(Runtime):
         with self._lock:
             return self._bucket(rows).run(x, state, decode, thresholds, caps)
 
+    def _advance(self, x, state, decode):
+        # `LiteStream`'s hot path (~25 us a step at batch 1): straight to the
+        # bucket, without the chunking test of `_run`.
+        rows = x.shape[0]
+        if rows > MAX_BUCKET:
+            return self._run(x, state, decode, None, None)
+        bucket = self._buckets.get(rows) or self._bucket(rows)
+        with self._lock:
+            return bucket.run(x, state, decode, None, None)
+
     def _bucket(self, rows):
         size = 1 << (rows - 1).bit_length()  # the next power of two
         bucket = self._buckets.get(size)
@@ -160,7 +170,11 @@ class _Bucket:
                 f"{runtime.path}: the LiteRT interpreter cannot load this file: "
                 f"{_checks.describe(str(error))}") from None
         self.interpreter = interpreter
-        self.current = {}  # input -> what it holds now ("default", or None)
+        # What the per-row inputs hold: None for the defaults (set here once),
+        # else the last value given. Inputs keep their values between calls.
+        self.current = {"decode": True, "thresholds": True, "caps": True}
+        self.run(np.zeros((size, runtime.input_size), np.float32),
+                 np.zeros((size, runtime.state_size), np.float32), None, None, None)
 
     def run(self, x, state, decode, thresholds, caps):
         rows, size, runtime = x.shape[0], self.size, self.runtime
@@ -175,10 +189,14 @@ class _Bucket:
             caps = None if caps is None else _padded(caps, size)
         set_tensor(self.inputs["x"], x)
         set_tensor(self.inputs["state"], state)
-        self._set("decode", decode, lambda: np.ones(size, bool))
-        self._set("thresholds", thresholds,
-                  lambda: np.broadcast_to(runtime.thresholds, (size, len(runtime.criteria))))
-        self._set("caps", caps, lambda: np.full(size, runtime.max_steps, np.int32))
+        current = self.current
+        if decode is not None or current["decode"] is not None:
+            self._set("decode", decode, np.ones(size, bool))
+        if thresholds is not None or current["thresholds"] is not None:
+            self._set("thresholds", thresholds, np.broadcast_to(
+                runtime.thresholds, (size, len(runtime.criteria))))
+        if caps is not None or current["caps"] is not None:
+            self._set("caps", caps, np.full(size, runtime.max_steps, np.int32))
         try:
             self.interpreter.invoke()
         except Exception as error:  # noqa: BLE001
@@ -194,13 +212,10 @@ class _Bucket:
         return frames, lengths, state
 
     def _set(self, name, value, default):
-        if value is None:
-            if self.current.get(name) == "default":
-                return
-            value, self.current[name] = default(), "default"
-        else:
-            self.current[name] = None
-        self.interpreter.set_tensor(self.inputs[name], value)
+        """Sets input `name` to `value`, or to `default` where `value` is None;
+        `current[name]` is None while the input holds the default."""
+        self.current[name] = None if value is None else True
+        self.interpreter.set_tensor(self.inputs[name], default if value is None else value)
 
 
 def _padded(array, size):
@@ -248,7 +263,7 @@ class LiteStream(StreamBase):
 
     Example:
 
-    >>> model.export_litert("model.tflite")
+    >>> metadata = model.export_litert("model.tflite")
     >>> s = sg.LiteStream("model.tflite", stop=[sg.StopHead(0.7)])
     >>> first = s.step(np.zeros(3))   # np.ndarray (L_0, output_size)
     >>> saved = s.get_state()
@@ -275,7 +290,8 @@ def import_schema():
     except ImportError as error:
         raise ImportError(
             "LiteRT export and `sg.LiteStream` need the `ai-edge-litert` "
-            "package: pip install 'streamgen[litert]'."
+            "package: pip install ai-edge-litert (or, in a streamgen checkout, "
+            "pip install -e '.[litert]')."
         ) from error
     return schema_py_generated
 

@@ -98,8 +98,9 @@ class StreamGen(keras.Model):
     Example:
 
     >>> model = sg.StreamGen(input_size=3, output_size=2, units=16)
-    >>> for out in model.stream(np.random.rand(5, 3)):
-    ...     print(out.shape)  # (L_i, 2), 0 <= L_i <= 9
+    >>> outs = list(model.stream(np.random.rand(5, 3)))  # 5 arrays (L_i, 2)
+    >>> len(outs), all(o.shape[1] == 2 and 0 <= len(o) <= 9 for o in outs)
+    (5, True)
     """
 
     def __init__(

@@ -104,7 +104,7 @@ class Runtime:
 
     def unpack(self, packed):
         """The packed array `(B, state_size)` -> a state nest (copies)."""
-        packed = self.check_packed(packed)
+        packed = self.check_packed(np.asarray(packed))
         offsets = np.cumsum([0] + self.state_sizes["outer"] + self.state_sizes["inner"])
         parts = [packed[:, a:b].copy() for a, b in zip(offsets[:-1], offsets[1:])]
         outer = len(self.state_sizes["outer"])
@@ -190,6 +190,13 @@ class Runtime:
         """
         raise NotImplementedError
 
+    def _advance(self, x, state, decode):
+        """`_run` with the defaults, for a stream that holds `state` between
+        steps: the state returned may be of the runtime's own array type
+        (a tensor, for TensorFlow), which `_advance`, `unpack` and
+        `np.asarray` accept."""
+        return self._run(x, state, decode, None, None)
+
     def __repr__(self):
         return (f"{type(self).__name__}(input_size={self.input_size}, "
                 f"output_size={self.output_size}, max_steps={self.max_steps}, "
@@ -224,9 +231,12 @@ def open_runtime(model_or_path, stop=None, max_steps=None, **options):
 
     Example:
 
-    >>> runtime = sg.open_runtime("model.tflite")
-    >>> state = runtime.initial_state(2)
+    >>> _ = model.export_litert("model.tflite")
+    >>> runtime = sg.open_runtime("model.tflite")            # a LiteRuntime
+    >>> state = runtime.initial_state(2)                     # (2, S)
     >>> frames, lengths, state = runtime.step(np.zeros((2, 3)), state)
+    >>> frames.shape, lengths.shape, state.shape == (2, runtime.state_size)
+    ((2, 9, 2), (2,), True)
     """
     if not isinstance(model_or_path, (str, os.PathLike)):
         from streamgen.decode import TFRuntime

@@ -99,7 +99,11 @@ def load_model(path):
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many kinds for a bad file
-        raise NotAKerasModelError(f"{path}: cannot load the model: {cause(error)}") from None
+        message = cause(error)
+        if "could not be loaded" in message:  # weights that do not fit the config
+            message = ("its config.json does not fit the weights stored with it "
+                       f"(an edited or mixed-up file?): {message}")
+        raise NotAKerasModelError(f"{path}: cannot load the model: {message}") from None
     if not isinstance(model, model_class):
         raise NotAKerasModelError(
             f"{path}: not a streamgen model (it holds a {type(model).__name__})")
@@ -114,16 +118,20 @@ def first_line(error):
 
 
 def cause(error):
-    """An error's message down to its root cause, ANSI codes removed.
+    """An error's message down to its root cause, as one line.
 
     Keras wraps the real failure of `from_config` ("Received an invalid
     value for argument `max_steps` ...") in a longer message; the root
-    cause is what a user can act on.
+    cause is what a user can act on. Its lines are joined (a first line
+    that ends in ":" says nothing alone), terminal colour codes removed,
+    and the result cut at 300 characters.
     """
     root = error
     while root.__cause__ is not None or root.__context__ is not None:
         root = root.__cause__ or root.__context__
-    return strip_ansi(first_line(root))
+    text = " ".join(line.strip() for line in strip_ansi(str(root)).splitlines() if line.strip())
+    text = text or type(root).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def strip_ansi(text):

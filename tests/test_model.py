@@ -196,23 +196,41 @@ def test_max_steps_is_bounded_and_decoding_memory_is_linear():
     assert out.shape[1] == 2 and 0 <= len(out) <= 1024
 
 
-def test_a_crafted_config_is_refused_with_its_cause(tmp_path):
+def with_config(path, target, **changes):
+    """A copy of a `.keras` file whose config.json has `changes`."""
     import json
     import zipfile
 
-    path = tmp_path / "m.keras"
-    make_model(seed=0).save(path)
-    crafted = tmp_path / "crafted.keras"
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(crafted, "w") as target:
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(target, "w") as copy:
         for item in source.infolist():
             data = source.read(item)
             if item.filename == "config.json":
                 config = json.loads(data)
-                config["config"]["max_steps"] = 100000
+                config["config"].update(changes)
                 data = json.dumps(config).encode()
-            target.writestr(item, data)
+            copy.writestr(item, data)
+    return str(target)
+
+
+def test_a_config_that_no_longer_fits_its_weights_names_the_cause(tmp_path):
+    path = tmp_path / "m.keras"
+    make_model(seed=0).save(path)
+    edited = with_config(path, tmp_path / "edited.keras", input_size=5)
+    with pytest.raises(sg.NotAKerasModelError) as caught:
+        sg.open_runtime(edited)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(
+        f"{edited}: cannot load the model: its config.json does not fit the weights")
+    # The cause itself, not a first line that ends in ":".
+    assert "Layer 'outer_cell' expected 3 variables, but received 0" in message
+
+
+def test_a_crafted_config_is_refused_with_its_cause(tmp_path):
+    path = tmp_path / "m.keras"
+    make_model(seed=0).save(path)
+    crafted = with_config(path, tmp_path / "crafted.keras", max_steps=100000)
     with pytest.raises(sg.NotAKerasModelError,
                        match=r"crafted.keras: cannot load the model: Received an invalid "
                              r"value for argument `max_steps`, expected an integer in "
                              r"\[1, 1024\], got 100000\."):
-        sg.open_runtime(str(crafted))
+        sg.open_runtime(crafted)

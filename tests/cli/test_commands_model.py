@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 import streamgen as sg
+from streamgen.cli import common
 from streamgen.cli.main import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLES = os.path.join(ROOT, "samples")
 
 
@@ -51,7 +52,14 @@ def test_train_evaluate_stream_end_to_end(cli_data, tmp_path):
     result = invoke(["train", cli_data["train"], "--valid", cli_data["valid"], "-o", out,
                      "--epochs", "2", *TINY])
     assert result.exit_code == 0, result.output
-    assert "Epoch 1/2" in result.stdout and "Epoch 2/2" in result.stdout  # Keras' bar
+    # Not a terminal: one plain line per epoch, no progress-bar characters.
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and result.stderr == ""
+    for epoch, line in enumerate(lines[:2], 1):
+        assert re.fullmatch(rf"epoch {epoch}/2: loss \S+ frame_loss \S+ stop_accuracy \S+ "
+                            r"stop_loss \S+ val_frame_loss \S+ val_loss \S+ "
+                            r"val_stop_accuracy \S+ val_stop_loss \S+ \(\d+\.\d s\)", line)
+    assert not set(result.stdout) & set("\r\x08\x1b━")
     match = re.search(r"saved (.+): the best of 2 epochs \(epoch (\d), val_loss (\S+)\)\n$",
                       result.stdout)
     assert match and match.group(1) == out
@@ -171,11 +179,254 @@ def test_train_data_without_frames(tmp_path):
      "Invalid value for '--learning-rate': 0.0 is not in the range x>0."),
     (["-o", "m.keras", "--valid", "missing.jsonl"],
      "Invalid value for '--valid': File 'missing.jsonl' does not exist."),
+    # Non-finite and out-of-range numbers (issue 11, item 3).
+    (["-o", "m.keras", "--learning-rate", "nan"],
+     "Invalid value for '--learning-rate': 'nan' is not a finite number."),
+    (["-o", "m.keras", "--learning-rate", "inf"],
+     "Invalid value for '--learning-rate': 'inf' is not a finite number."),
+    (["-o", "m.keras", "--learning-rate", "-1e-3"],
+     "Invalid value for '--learning-rate': -0.001 is not in the range x>0."),
+    (["-o", "m.keras", "--stop-pos-weight", "nan"],
+     "Invalid value for '--stop-pos-weight': 'nan' is not a finite number."),
+    (["-o", "m.keras", "--stop-loss-weight", "-inf"],
+     "Invalid value for '--stop-loss-weight': '-inf' is not a finite number."),
+    (["-o", "m.keras", "--stop-loss-weight", "-1"],
+     "Invalid value for '--stop-loss-weight': -1.0 is not in the range x>=0."),
+    (["-o", "m.keras", "--seed", "-1"],
+     "Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295."),
+    (["-o", "m.keras", "--seed", "4294967296"],
+     "Invalid value for '--seed': 4294967296 is not in the range 0<=x<=4294967295."),
+    (["-o", "m.keras", "--patience", "0"],
+     "Invalid value for '--patience': 0 is not in the range x>=1."),
+    (["-o", "m.keras", "--stop", "head", "--threshold", "2"],
+     "Invalid value for '--threshold': 2 is not a probability in [0, 1] (needed by --stop head)."),
+    (["-o", "m.keras", "--stop", "l2-below", "--threshold", "-1"],
+     "Invalid value for '--threshold': -1 is negative (--stop l2-below needs a norm >= 0)."),
+    (["-o", "m.keras", "--threshold", "nan"], "Invalid value for '--threshold': nan is not a threshold."),
 ])
 def test_train_usage_errors(cli_data, args, error):
     result = invoke(["train", cli_data["valid"], *args])
     assert result.exit_code == 2
     assert result.stderr == usage("train", error, " DATA")
+
+
+def unwritable_folder(tmp_path):
+    """A folder in which no file can be created, even by root."""
+    if os.geteuid() == 0:
+        return "/sys"  # sysfs refuses new files to everyone
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o555)
+    return str(folder)
+
+
+@pytest.mark.parametrize("command", ["train", "export"])
+def test_output_paths_are_checked_before_any_work(cli_data, tmp_path, monkeypatch, command):
+    """Issue 11, item 2: -o is refused before the first epoch (and before
+    the model is even loaded), as a usage error."""
+    extension = ".keras" if command == "train" else ".tflite"
+    folder = tmp_path / f"folder{extension}"
+    folder.mkdir()
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    unwritable = unwritable_folder(tmp_path)
+    cases = [
+        (str(folder), f"{str(folder)!r} is a folder."),
+        (str(tmp_path / "missing" / f"m{extension}"),
+         f"the folder {str(tmp_path / 'missing')!r} does not exist."),
+        (str(not_a_folder / f"m{extension}"), f"the folder {str(not_a_folder)!r} is not a folder."),
+        (os.path.join(unwritable, f"m{extension}"),
+         f"cannot write in the folder {unwritable!r} (Permission denied)."),
+    ]
+    monkeypatch.setattr(sg.StreamGen, "fit", lambda *a, **k: pytest.fail("trained"),
+                        raising=False)
+    for path, error in cases:
+        args = [cli_data["valid"]] if command == "train" else []
+        result = invoke([command, *args, "-o", path])
+        assert (result.exit_code, result.stdout) == (2, ""), path
+        assert result.stderr == usage(command, f"Invalid value for '--output' / '-o': {error}",
+                                      " DATA" if command == "train" else "")
+    assert os.listdir(folder) == [] and sorted(os.listdir(tmp_path)) == sorted(
+        [folder.name, not_a_folder.name])  # no probe or temporary file left
+
+
+# ---------------------------------------------------------------------- #
+# train: divergence (issue 11, item 3), write errors (item 4).
+# ---------------------------------------------------------------------- #
+def test_train_divergence_is_a_failure_and_saves_nothing(cli_data, tmp_path):
+    out = tmp_path / "m.keras"
+    result = invoke(["train", cli_data["valid"], "-o", str(out), "--epochs", "2",
+                     "--learning-rate", "1e30", *TINY])
+    assert result.exit_code == 1
+    assert re.fullmatch(
+        r"streamgen: error: training diverged: the loss became NaN or infinite at epoch 1, "
+        rf"batch \d+ \(try a lower --learning-rate\); no model was saved \({re.escape(str(out))} "
+        r"was not written\)\n", result.stderr)
+    assert "saved" not in result.stdout and "epoch 2/2" not in result.stdout  # stopped at once
+    assert not out.exists()
+
+
+def test_train_divergence_with_valid_leaves_the_old_file(cli_data, tmp_path):
+    out = tmp_path / "m.keras"
+    out.write_bytes(b"the previous model")
+    result = invoke(["train", cli_data["valid"], "--valid", cli_data["valid"], "-o", str(out),
+                     "--epochs", "2", "--learning-rate", "1e30", *TINY])
+    assert result.exit_code == 1
+    assert result.stderr.endswith(f"; no model was saved ({out} was left as it was)\n")
+    assert out.read_bytes() == b"the previous model"
+    assert os.listdir(tmp_path) == ["m.keras"]  # no temporary file either
+
+
+def test_divergence_message_names_the_best_model_before_it():
+    from streamgen.cli.commands_model import _Run
+
+    run = _Run("m.keras", 5, dict)
+    run.best, run.diverged = (1, 0.25), ("loss", 3, 6)
+    assert run.divergence_message() == (
+        "training diverged: the loss became NaN or infinite at epoch 4, batch 7 (try a lower "
+        "--learning-rate); the best model before it (epoch 2, val_loss 0.25) is in m.keras")
+
+
+def test_train_save_error_is_one_line(cli_data, tmp_path, monkeypatch):
+    import errno
+
+    from streamgen import saving
+
+    def full(model, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(saving, "save_model", full)
+    out = tmp_path / "m.keras"
+    result = invoke(["train", cli_data["valid"], "-o", str(out), "--epochs", "1", "-q", *TINY])
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == (f"streamgen: error: cannot save {out}: No space left on device; "
+                             f"{out} was not written\n")
+
+
+# ---------------------------------------------------------------------- #
+# train: every model write is atomic (issue 11, item 1).
+# ---------------------------------------------------------------------- #
+def interrupting_save(monkeypatch, call, line):
+    """Makes the `call`-th `StreamGen.save` raise KeyboardInterrupt at its
+    `line`-th traced Python line: as a Ctrl-C landing inside the write.
+    Returns a dict whose "lines" holds each call's count of lines (if not
+    interrupted) and "hit" whether the interrupt was raised."""
+    original = sg.StreamGen.save
+    seen = {"calls": 0, "lines": [], "hit": False}
+
+    def save(self, *args, **kwargs):
+        seen["calls"] += 1
+        count = [0]
+
+        def trace(frame, event, arg):
+            if event == "line":
+                count[0] += 1
+                if seen["calls"] == call and count[0] == line:
+                    seen["hit"] = True
+                    raise KeyboardInterrupt
+            return trace
+
+        sys.settrace(trace)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            sys.settrace(None)
+            seen["lines"].append(count[0])
+
+    monkeypatch.setattr(sg.StreamGen, "save", save)
+    return seen
+
+
+def test_interrupt_at_any_point_of_a_save_leaves_the_old_file_or_none(tmp_path, monkeypatch):
+    """`saving.save_model`, interrupted at 12 points spread over the write:
+    the target is always absent (first save) or the previous, loadable model."""
+    from streamgen import saving
+
+    from helpers import make_model
+
+    model = make_model(seed=4)
+    first = make_model(seed=5)
+    out = tmp_path / "m.keras"
+    seen = interrupting_save(monkeypatch, call=0, line=0)  # measure only
+    for _ in range(2):
+        saving.save_model(model, out)
+        saving.save_model(first, out)
+    total = min(seen["lines"][1:])  # the first save of a model does more
+    assert total > 100  # the write runs enough Python to be interrupted inside
+    os.remove(out)
+    monkeypatch.undo()
+    for previous in (None, first):
+        for line in np.linspace(1, total, 12).astype(int):
+            if out.exists():
+                os.remove(out)
+            if previous is not None:
+                monkeypatch.undo()
+                saving.save_model(previous, out)
+            seen = interrupting_save(monkeypatch, call=1, line=int(line))
+            with pytest.raises(KeyboardInterrupt):
+                saving.save_model(model, out)
+            assert seen["hit"]
+            assert os.listdir(tmp_path) == ([] if previous is None else ["m.keras"]), line
+            if previous is not None:
+                loaded = keras.models.load_model(out, compile=False)
+                for got, want in zip(loaded.get_weights(), previous.get_weights()):
+                    np.testing.assert_array_equal(got, want)
+            monkeypatch.undo()
+
+
+def test_train_interrupted_inside_a_checkpoint_write(cli_data, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of the second checkpoint: the file still holds
+    epoch 1's model, complete, and the message says so."""
+    out = tmp_path / "m.keras"
+    seen = interrupting_save(monkeypatch, call=2, line=200)
+    result = invoke(["train", cli_data["valid"], "--valid", cli_data["valid"], "-o", str(out),
+                     "--epochs", "4", "--learning-rate", "0.01", *TINY])
+    assert seen["hit"] and result.exit_code == 130
+    match = re.fullmatch(r"streamgen: interrupted after \d epochs; the best model so far "
+                         rf"\(epoch \d, val_loss (\S+)\) is in {re.escape(str(out))}\n",
+                         result.stderr)
+    assert match, result.stderr
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["m.keras"]
+    model = keras.models.load_model(out, compile=False)
+    model.compile(optimizer="adam")
+    valid = sg.make_dataset(*sg.load_jsonl(cli_data["valid"]), 4, shuffle=False)
+    loss = model.evaluate(valid, verbose=0, return_dict=True)["loss"]
+    assert float(match.group(1)) == pytest.approx(loss, rel=1e-4)
+
+
+# ---------------------------------------------------------------------- #
+# train: options for the saved model, early stopping, output (item 15).
+# ---------------------------------------------------------------------- #
+def test_train_saves_stop_criteria_and_loss_weight(cli_data, tmp_path):
+    out = tmp_path / "m.keras"
+    result = invoke(["train", cli_data["valid"], "-o", str(out), "--epochs", "1",
+                     "--stop", "l2-below", "--threshold", "0.2", "--stop-loss-weight", "0.5",
+                     *TINY])
+    assert result.exit_code == 0, result.output
+    model = keras.models.load_model(out, compile=False)
+    assert [(type(c).__name__, c.get_config()) for c in model.stop] == [
+        ("L2Norm", {"threshold": 0.2, "mode": "below"})]
+    assert model.stop_loss_weight == 0.5
+    info = invoke(["info", "--model", str(out)]).stdout
+    assert "stop           L2Norm(threshold=0.2, mode='below')\n" in info
+
+
+def test_train_patience_stops_early(cli_data, tmp_path):
+    # A learning rate too small to move float32 weights: val_loss never improves.
+    out = tmp_path / "m.keras"
+    result = invoke(["train", cli_data["valid"], "--valid", cli_data["valid"], "-o", str(out),
+                     "--epochs", "20", "--patience", "2", "--learning-rate", "1e-20", *TINY])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"saved .+: the best of 3 epochs \(epoch 1, val_loss \S+; stopped early, "
+                     r"val_loss had not improved for 2 epochs\)\n$", result.stdout)
+
+
+def test_train_quiet_prints_only_the_result(cli_data, tmp_path):
+    out = tmp_path / "m.keras"
+    result = invoke(["train", cli_data["valid"], "-o", str(out), "--epochs", "2", "--quiet",
+                     *TINY])
+    assert result.exit_code == 0 and result.stderr == ""
+    assert re.fullmatch(rf"saved {re.escape(str(out))} \(2 epochs, loss \S+\)\n", result.stdout)
 
 
 def test_train_missing_data_file():
@@ -220,13 +471,50 @@ def test_evaluate_without_frames_prints_null(cli_model_path, tmp_path):
     assert "NaN" not in result.stdout
 
 
-def test_evaluate_data_of_another_width(tmp_path):
+def test_evaluate_data_of_another_width(tmp_path, cli_model_path):
     path = tmp_path / "wide.jsonl"
     path.write_text('{"x": [[1, 2, 3, 4]], "y": [[[1, 2]]]}\n')
     result = invoke(["evaluate", str(path)])
     assert (result.exit_code, result.stdout) == (1, "")
     assert result.stderr.startswith(f"streamgen: error: {path}:1: ")
     assert "input_size=3" in result.stderr and result.stderr.count("\n") == 1
+    # --model forgotten: the message says that the bundled model was used.
+    assert result.stderr.endswith(
+        "(input_size=3) (that is the bundled model's size: no --model was given)\n")
+    result = invoke(["evaluate", str(path), "--model", cli_model_path])
+    assert result.exit_code == 1 and "bundled" not in result.stderr
+
+
+def test_evaluate_tflite_matches_the_keras_model(cli_data, cli_tflite, cli_model):
+    """A .tflite export is evaluated through its runtime, without TensorFlow's
+    decode: the same lengths, and frame_mse to float32 round-off."""
+    inputs, targets = sg.load_jsonl(cli_data["valid"])
+    for args, stop in (([], None), (["--threshold", "0.8"], [sg.StopHead(0.8)])):
+        result = invoke(["evaluate", cli_data["valid"], "--model", cli_tflite, *args])
+        assert result.exit_code == 0 and result.stderr == ""
+        got = json.loads(result.stdout)
+        expected = sg.evaluate(cli_model, inputs, targets, stop=stop)
+        assert got["length_accuracy"] == pytest.approx(expected["length_accuracy"], rel=1e-5)
+        assert got["length_mae"] == pytest.approx(expected["length_mae"], rel=1e-5)
+        assert got["frame_mse"] == pytest.approx(expected["frame_mse"], rel=1e-4)
+
+
+@pytest.mark.parametrize("decoder_state", ["reset", "carry"])
+def test_evaluate_runtime_forces_lengths_like_decode(tmp_path, decoder_state):
+    """`evaluate_runtime` on the TensorFlow runtime equals `sg.evaluate`: the
+    forced STOP step runs (and, in carry mode, hands its state on)."""
+    from helpers import make_model
+    from streamgen.cli.commands_model import evaluate_runtime
+
+    model = make_model(decoder_state=decoder_state, seed=6,
+                       stop=[sg.StopHead(0.5), sg.L2Norm(0.6, "below")])
+    rng = np.random.default_rng(0)
+    inputs = [rng.normal(size=(t, 3)).astype(np.float32) for t in (4, 7, 2)]
+    targets = [[rng.normal(size=(int(rng.integers(0, 10)), 2)).astype(np.float32)
+                for _ in range(len(x))] for x in inputs]
+    got = evaluate_runtime(sg.open_runtime(model), inputs, targets, batch_size=2)
+    expected = sg.evaluate(model, inputs, targets)
+    assert got == pytest.approx(expected, rel=1e-5)
 
 
 def test_evaluate_unreadable_data(tmp_path):
@@ -294,6 +582,30 @@ def test_info_json(tmp_path):
     assert "ir_size        none\n" in text
 
 
+def test_info_tflite(cli_tflite):
+    import streamgen.lite
+
+    runtime = streamgen.lite.LiteRuntime(cli_tflite)
+    result = invoke(["info", "--model", cli_tflite])
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout == (
+        f"model          {cli_tflite}\n"
+        "format         litert\n"
+        "input_size     3\n"
+        "output_size    2\n"
+        "cell           gru\n"
+        "max_steps      9\n"
+        "decoder_state  reset\n"
+        "stop           StopHead(threshold=0.5)\n"
+        f"state_size     {runtime.state_size}\n"
+        f"fingerprint    {runtime.fingerprint}\n"
+        f"bytes          {os.path.getsize(cli_tflite):,}\n"
+    )
+    facts = json.loads(invoke(["info", "--model", cli_tflite, "--json"]).stdout)
+    assert facts["format"] == "litert" and facts["stop"] == [{"class": "StopHead", "threshold": 0.5}]
+    assert facts["bytes"] == os.path.getsize(cli_tflite)
+
+
 def test_info_default_model():
     result = invoke(["info", "--json"])
     facts = json.loads(result.stdout)
@@ -327,6 +639,25 @@ def test_plot_writes_an_image(cli_model_path, cli_model, tmp_path, args, extensi
     assert result.stdout == f"wrote {out}: {len(rows)} outer steps, lengths {lengths}\n"
 
 
+def test_plot_tflite_gives_the_lengths_of_the_keras_model(cli_model_path, cli_tflite, tmp_path):
+    keras_result = invoke(["plot", INPUTS, "--model", cli_model_path, "-o", str(tmp_path / "k.png"),
+                           "--sequence", "3"])
+    lite_result = invoke(["plot", INPUTS, "--model", cli_tflite, "-o", str(tmp_path / "l.png"),
+                          "--sequence", "3"])
+    assert keras_result.exit_code == lite_result.exit_code == 0
+    assert lite_result.stdout.split(": ", 1)[1] == keras_result.stdout.split(": ", 1)[1]
+    assert (tmp_path / "l.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_plot_width_mismatch_names_the_bundled_model(tmp_path):
+    path = tmp_path / "wide.txt"
+    path.write_text("1 2 3 4\n")
+    result = invoke(["plot", str(path), "-o", str(tmp_path / "f.png")])
+    assert result.exit_code == 1
+    assert result.stderr == (f"streamgen: error: {path}:1: expected 3 numbers, got 4 (that is "
+                             "the bundled model's size: no --model was given)\n")
+
+
 def test_plot_draws_segments_and_stop_marks():
     import matplotlib
     matplotlib.use("Agg")
@@ -352,7 +683,8 @@ def test_plot_without_matplotlib(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = invoke(["plot", INPUTS, "-o", str(tmp_path / "f.png")])
     assert (result.exit_code, result.stdout) == (1, "")
-    assert result.stderr == 'streamgen: error: plot needs matplotlib: pip install "streamgen[plot]"\n'
+    assert result.stderr == ('streamgen: error: plot needs matplotlib: pip install matplotlib '
+                             '(or, in a streamgen checkout, pip install -e ".[plot]")\n')
 
 
 def test_plot_errors(cli_model_path, tmp_path):
@@ -435,11 +767,60 @@ def test_stream_tflite_that_is_not_an_export(tmp_path, cli_model_path):
     result = invoke(["stream", "--model", str(path)], "")
     assert (result.exit_code, result.stdout) == (1, "")
     assert result.stderr == (f"streamgen: error: {path}: not a streamgen LiteRT export "
-                             "(write one with 'streamgen export --format litert')\n")
+                             "(write one with model.export_litert(path) or 'streamgen export')\n")
 
 
-def test_tflite_only_streams(cli_tflite):
-    result = invoke(["info", "--model", cli_tflite])
+def test_export_needs_a_keras_model(cli_tflite):
+    result = invoke(["export", "--model", cli_tflite, "-o", "m.tflite"])
     assert result.exit_code == 2
     assert result.stderr == usage(
-        "info", f"Invalid value for '--model': expected a .keras model file, got '{cli_tflite}'.")
+        "export", f"Invalid value for '--model': expected a .keras model file, got '{cli_tflite}'.")
+
+
+# ---------------------------------------------------------------------- #
+# L2Norm's mode from the command line (issue 11, item 15).
+# ---------------------------------------------------------------------- #
+def test_stop_spec_l2_modes():
+    below = [{"class_name": "L2Norm", "config": {"threshold": 0.7, "mode": "below"}}]
+    head = [{"class_name": "StopHead", "config": {"threshold": 0.5}}]
+    spec = common.stop_spec
+    # l2 keeps the model's mode and threshold; l2-above / l2-below choose.
+    assert spec(below, "l2", None) == below
+    assert spec(below, None, 0.2) == [
+        {"class_name": "L2Norm", "config": {"threshold": 0.2, "mode": "below"}}]
+    assert spec(below, "l2-above", None) == [
+        {"class_name": "L2Norm", "config": {"threshold": 3.0, "mode": "above"}}]
+    assert spec(head, "l2-below", 0.1) == [
+        {"class_name": "L2Norm", "config": {"threshold": 0.1, "mode": "below"}}]
+    assert spec(head, "l2", None) == [
+        {"class_name": "L2Norm", "config": {"threshold": 3.0, "mode": "above"}}]
+
+
+@pytest.mark.parametrize("command", ["stream", "evaluate", "plot", "export"])
+def test_stop_help_covers_both_modes(command):
+    text = " ".join(invoke([command, "--help"]).stdout.split())
+    assert "l2-above / l2-below" in text
+    assert "STOP when ||frame|| > F in mode above, < F in mode below" in text
+
+
+def test_evaluate_l2_below(cli_data, cli_model_path, cli_model):
+    result = invoke(["evaluate", cli_data["valid"], "--model", cli_model_path,
+                     "--stop", "l2-below", "--threshold", "0.3"])
+    assert result.exit_code == 0
+    inputs, targets = sg.load_jsonl(cli_data["valid"])
+    expected = sg.evaluate(cli_model, inputs, targets, stop=[sg.L2Norm(0.3, "below")])
+    assert json.loads(result.stdout) == rounded(expected)
+
+
+def test_tflite_mode_cannot_change(cli_model_path, tmp_path):
+    path = str(tmp_path / "above.tflite")
+    assert invoke(["export", "--model", cli_model_path, "--stop", "l2-above", "--threshold", "1",
+                   "-o", path]).exit_code == 0
+    result = invoke(["stream", "--model", path, "--stop", "l2-below"], "")
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        f"Error: Invalid value for '--stop': {path} was exported with the stop criteria "
+        "[L2Norm above]; a .tflite model can only change their thresholds (export it again "
+        "with 'streamgen export --stop ...').\n")
+    result = invoke(["stream", "--model", path, "--stop", "l2", "--threshold", "2"], "1 2 3\n")
+    assert result.exit_code == 0

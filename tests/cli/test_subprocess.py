@@ -7,17 +7,20 @@ Each process pays TensorFlow's start-up (~4 s), so there are few of them.
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 
 import streamgen as sg
+from streamgen import saving
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "streamgen")
 # The installed console script when there is one, else the module.
 STREAMGEN = [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "streamgen.cli.main"]
@@ -170,3 +173,70 @@ def test_module_entry_point_and_fast_help():
     result = subprocess.run(STREAMGEN + ["stream", "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=20)  # no TensorFlow start-up for help
     assert result.returncode == 0 and result.stdout.startswith("Usage: streamgen stream")
+
+
+@pytest.mark.parametrize("command", ["info", "evaluate", "plot"])
+def test_tflite_info_evaluate_plot_without_tensorflow(cli_tflite, command, tmp_path):
+    """Issue 11, item 15: info, evaluate and plot take a .tflite export and
+    run it on LiteRT alone."""
+    args = {"info": ["--json"],
+            "evaluate": [os.path.join(ROOT, "samples", "valid.jsonl")],
+            "plot": [os.path.join(ROOT, "samples", "inputs.txt"), "-o", str(tmp_path / "f.png")]}
+    if command == "plot":
+        pytest.importorskip("matplotlib")
+    result = subprocess.run(
+        [sys.executable, "-c", LITE_RUN, command, "--model", cli_tflite, *args[command]],
+        capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT)
+    assert (result.returncode, result.stderr) == (0, "tensorflow imported: False\n")
+    assert result.stdout.count("\n") == 1
+
+
+def small_jsonl(folder, name, lines):
+    path = folder / f"{name}.jsonl"
+    with open(os.path.join(ROOT, "samples", f"{name}.jsonl")) as f:
+        path.write_text("".join(next(f) for _ in range(lines)))
+    return str(path)
+
+
+def test_ctrl_c_during_train_never_leaves_a_broken_model(tmp_path):
+    """Issue 11, item 1, with a real signal: `train --valid` interrupted
+    while it rewrites its checkpoint. With a tiny model an epoch is mostly
+    validation and the checkpoint write, so the signal lands in or near a
+    write. OUT is a complete model and the message says what it holds.
+
+    One process (each pays ~5-8 s of TensorFlow start on 2 busy cores);
+    `test_commands_model.py` interrupts the write itself at 24 points,
+    in-process, and a checkpoint write through the CLI."""
+    train = small_jsonl(tmp_path, "train", 12)
+    valid = small_jsonl(tmp_path, "valid", 6)
+    delays = (0.03,)
+    runs = []
+    for n, delay in enumerate(delays):
+        out = tmp_path / f"run{n}" / "m.keras"
+        out.parent.mkdir()
+        process = subprocess.Popen(
+            STREAMGEN + ["train", train, "--valid", valid, "-o", str(out), "--epochs", "500",
+                         "--units", "4", "--ir-size", "4", "--batch-size", "6", "--seed", str(n),
+                         "--learning-rate", "0.01", "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        runs.append((process, out, delay))
+    deadline = time.monotonic() + TIMEOUT
+    pending = list(runs)
+    while pending and time.monotonic() < deadline:
+        for run in list(pending):
+            process, out, delay = run
+            if out.exists():  # its first checkpoint is complete
+                time.sleep(delay)
+                process.send_signal(signal.SIGINT)
+                pending.remove(run)
+        time.sleep(0.002)
+    assert not pending, "no checkpoint in time"
+    for process, out, _ in runs:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+        assert (process.returncode, stdout) == (130, b""), stderr
+        stderr = stderr.decode()
+        assert re.fullmatch(
+            rf"streamgen: interrupted after \d+ epochs?; (the best model so far \(epoch \d+, "
+            rf"val_loss \S+\) is in|saved the model to) {re.escape(str(out))}\n", stderr), stderr
+        assert os.listdir(out.parent) == ["m.keras"]  # no temporary file left behind
+        assert isinstance(saving.load_model(str(out)), sg.StreamGen)
