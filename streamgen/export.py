@@ -90,7 +90,7 @@ def export_litert(model, path, stop=None):
 
     Example:
 
-    >>> model.export_litert("model.tflite", stop=[sg.StopHead(0.5)])
+    >>> metadata = model.export_litert("model.tflite", stop=[sg.StopHead(0.5)])
     >>> s = sg.LiteStream("model.tflite")
     >>> out = s.step(np.zeros(model.input_size))   # (L_0, output_size)
     """
@@ -168,10 +168,7 @@ def _flat_step(model, criteria, unrolled):
                 frames, lengths, outer_state, inner_state = _unrolled_outer_step(
                     model, criteria, x, outer_state, inner_state, decode, thresholds, caps)
                 return frames, lengths, tf.concat(list(outer_state) + list(inner_state), 1)
-            # No forced lengths (`stop_at=None`): streaming never forces
-            # them, and leaving the check out saves two ops per inner step.
-            return decode_lib.packed_step(model, criteria, x, state, decode, None,
-                                          thresholds, caps)
+            return decode_lib.packed_step(model, criteria, x, state, decode, thresholds, caps)
 
     return step
 

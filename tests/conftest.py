@@ -62,3 +62,21 @@ def cli_tflite(cli_model_path, tmp_path_factory):
     assert result.exit_code == 0, result.output
     assert result.stdout == f"wrote {path} ({os.path.getsize(path):,} bytes)\n"
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The session's one local Ray cluster (2 CPUs, 127.0.0.1), shut down at the end.
+
+    Every Ray test (Serve, Data) uses this one: Ray allows one `ray.init`
+    per process. If Ray is already initialized, that cluster is used as it is.
+    """
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, logging_level="ERROR",
+                 _node_ip_address="127.0.0.1")
+    yield ray
+    if started:
+        ray.shutdown()
