@@ -569,23 +569,7 @@ def info(model_path, as_json):
 
 def describe(model, source):
     """The facts `info` prints for a `.keras` model, as a JSON-ready dict."""
-    def cell(c):
-        units = getattr(c, "units", None)
-        return {"class": type(c).__name__, "units": int(units) if units else None}
-
-    return {
-        "model": source,
-        "input_size": model.input_size,
-        "output_size": model.output_size,
-        "ir_size": model.ir_size,
-        "outer_cell": cell(model.outer_cell),
-        "inner_cell": cell(model.inner_cell),
-        "max_steps": model.max_steps,
-        "decoder_state": model.decoder_state,
-        "stop": [{"class": type(c).__name__, **c.get_config()} for c in model.stop],
-        "frame_loss": model.frame_loss,
-        "parameters": int(model.count_params()),
-    }
+    return {"model": source, **model.describe()}
 
 
 def describe_export(runtime, path):

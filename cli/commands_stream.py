@@ -74,7 +74,7 @@ def stream(model_path, stop_kind, threshold, max_steps, on_error, url, token, in
             click.echo("")
             continue
         text = event.message
-        if re.fullmatch(r"expected \d+ numbers, got \d+", text):
+        if url is None and re.fullmatch(r"expected \d+ numbers, got \d+", text):
             text += common.bundled_hint(model_path)  # --model forgotten?
         message = format_error(source, event.line_no, text)
         if on_error == "fail":

@@ -290,6 +290,32 @@ class StreamGen(keras.Model):
         stop_logit = tf.reshape(self.stop_head(output), [-1])  # (B,)
         return frame, stop_logit, _as_list(state)
 
+    def describe(self):
+        """What the model is, as a JSON-ready dict (what `streamgen info` prints).
+
+        Returns:
+            dict with `input_size`, `output_size`, `ir_size`, `outer_cell` and
+            `inner_cell` (`{"class", "units"}`), `max_steps`,
+            `decoder_state`, `stop` (`[{"class", "threshold", ...}]`),
+            `frame_loss` and `parameters`.
+        """
+        def cell(c):
+            units = getattr(c, "units", None)
+            return {"class": type(c).__name__, "units": int(units) if units else None}
+
+        return {
+            "input_size": self.input_size,
+            "output_size": self.output_size,
+            "ir_size": self.ir_size,
+            "outer_cell": cell(self.outer_cell),
+            "inner_cell": cell(self.inner_cell),
+            "max_steps": self.max_steps,
+            "decoder_state": self.decoder_state,
+            "stop": [{"class": type(c).__name__, **c.get_config()} for c in self.stop],
+            "frame_loss": self.frame_loss,
+            "parameters": int(self.count_params()),
+        }
+
     def fingerprint(self):
         """Identifies the weights and shapes: `"sha256:<16 hex digits>"`.
 

@@ -122,9 +122,14 @@ def encode_state(state, fingerprint, sizes):
 
     Example:
 
+    >>> from streamgen.wire import decode_state, encode_state
+    >>> runtime, stream = sg.open_runtime(model), model.open_stream()
+    >>> _ = stream.step(np.ones(3, "float32"))
     >>> value = encode_state(stream.get_state(), runtime.fingerprint,
     ...                      runtime.state_sizes)
-    >>> packed = decode_state(value, runtime.fingerprint, runtime.state_sizes)
+    >>> packed, sizes = decode_state(value, runtime.fingerprint, runtime.state_sizes)
+    >>> packed.shape == (1, runtime.state_size)
+    True
     """
     sizes = {"outer": [int(s) for s in sizes["outer"]],
              "inner": [int(s) for s in sizes["inner"]]}

@@ -119,7 +119,8 @@ def test_loaded_model_exports(tmp_path):
 
 def test_missing_litert_is_a_clear_import_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
-    with pytest.raises(ImportError, match=r"pip install 'streamgen\[litert\]'"):
+    with pytest.raises(ImportError, match=r"pip install ai-edge-litert \(or, in a streamgen "
+                                          r"checkout, pip install -e '\.\[litert\]'\)"):
         make_model("gru", "reset").export_litert(str(tmp_path / "m.tflite"))
     with pytest.raises(ImportError, match=r"need the `ai-edge-litert` package"):
         sg.LiteStream(str(tmp_path / "m.tflite"))

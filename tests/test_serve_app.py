@@ -35,13 +35,11 @@ def free_port():
 
 
 @pytest.fixture(scope="session")
-def ray_serve(cli_model_path, cli_tflite):
-    """The cluster and the two applications; shut down at the end."""
+def ray_serve(ray_cluster, cli_model_path, cli_tflite):
+    """The two applications on the session's cluster; shut down at the end."""
     from streamgen.serve.app import build_app
 
     port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(cli_model_path, token=TOKEN, max_streams=40),
@@ -52,7 +50,6 @@ def ray_serve(cli_model_path, cli_tflite):
                "lite": f"ws://127.0.0.1:{port}/lite", "http": f"http://127.0.0.1:{port}"}
     finally:
         serve.shutdown()
-        ray.shutdown()
 
 
 def exchange(url, messages, headers=AUTH):

@@ -215,7 +215,7 @@ class Server:
         self._start()
         session = Session(self.table)
         try:
-            session._row("")  # allocates now: --max-streams is said as a 503
+            session.row("")  # allocates now: --max-streams is said as a 503
         except ValueError as error:
             session.close()
             return _error(503, str(error))
@@ -225,7 +225,7 @@ class Server:
                 for event in events:
                     if isinstance(event, Vector):
                         row = session.rows[""]
-                        session._touch(row)
+                        session.touch(row)
                         out, = await self.ticks.submit([(row, event.values)])
                         yield protocol.wire.frames_json(out) + "\n"
                     elif isinstance(event, Reset):

@@ -130,10 +130,15 @@ class Batcher:
 
     Example:
 
+    >>> from streamgen.serve.batcher import Batcher, StateTable
+    >>> runtime = sg.open_runtime(model)
     >>> table = StateTable(runtime)
     >>> a = table.allocate(("s", "a"), *runtime.options())
     >>> b = table.allocate(("s", "b"), *runtime.options(max_steps=3))
-    >>> outs = Batcher(table).run([(a, x_a), (b, x_b)])   # [(L_a, O), (L_b, O)]
+    >>> x_a, x_b = np.zeros(3, "float32"), np.ones(3, "float32")
+    >>> outs = Batcher(table).run([(a, x_a), (b, x_b)])   # one runtime.step
+    >>> [out.shape[1] for out in outs], len(outs[1]) <= 3
+    ([2, 2], True)
     """
 
     def __init__(self, table, max_batch_size=1024):

@@ -110,34 +110,34 @@ class Session:
             else:  # re-open: fresh state, new settings
                 self.table.configure(row, thresholds, cap)
                 self.table.states[row] = 0.0
-                self._touch(row)
+                self.touch(row)
             return ("ok", stream_id, None)
         if action == "step":
             x = _checks.check_inputs(self.runtime, request.value, "x", ndim=1)
-            row = self._row(stream_id)
-            self._touch(row)
+            row = self.row(stream_id)
+            self.touch(row)
             return ("step", row, x)
         if action == "reset":
-            row = self._row(stream_id)
+            row = self.row(stream_id)
             self.table.states[row] = 0.0
-            self._touch(row)
+            self.touch(row)
             return ("ok", stream_id, None)
         if action == "get_state":
-            row = self._row(stream_id)
-            self._touch(row)
+            row = self.row(stream_id)
+            self.touch(row)
             state = wire.encode_state(self.table.states[row:row + 1],
                                       self.runtime.fingerprint, self.runtime.state_sizes)
             return ("state", stream_id, state)
         if action == "set_state":
             packed, _ = wire.decode_state(request.value, self.runtime.fingerprint,
                                           self.runtime.state_sizes, rows=1)
-            row = self._row(stream_id)
+            row = self.row(stream_id)
             self.table.states[row] = packed[0]
-            self._touch(row)
+            self.touch(row)
             return ("ok", stream_id, None)
         raise AssertionError(action)
 
-    def _row(self, stream_id):
+    def row(self, stream_id):
         """The stream's row; a stream is opened with the defaults on first use.
 
         Raises:
@@ -157,7 +157,8 @@ class Session:
         row = self.rows[stream_id] = self.table.allocate((self, stream_id), thresholds, cap)
         return row
 
-    def _touch(self, row):
+    def touch(self, row):
+        """Marks the row as used now (for --idle-timeout)."""
         self.table.last_used[row] = self.now()
 
     # ------------------------------------------------------------------ #

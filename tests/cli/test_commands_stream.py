@@ -451,3 +451,10 @@ def test_keyboard_interrupt_exits_130_after_output(cli_model_path):
     result = invoke(["stream", "--model", cli_model_path], InterruptAfter(data, 3))
     assert result.exit_code == 130 and result.stderr == ""
     assert result.stdout == invoke(["stream", "--model", cli_model_path], text_of(ROWS[:3])).stdout
+
+
+def test_width_mismatch_on_the_bundled_model_says_no_model_was_given():
+    result = invoke(["stream"], "1 2\n")
+    assert result.exit_code == 1
+    assert result.stderr == ("streamgen: error: <stdin>:1: expected 3 numbers, got 2 (that is "
+                             "the bundled model's size: no --model was given)\n")
