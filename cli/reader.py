@@ -27,13 +27,13 @@ from typing import BinaryIO, Iterator, Union
 
 import numpy as np
 
+from streamgen.jsontext import FLOAT32_OVERFLOW
+
 __all__ = ["MAX_LINE_BYTES", "BadLine", "InputLineError", "Reset", "Vector",
            "format_error", "parse_vector", "read_events"]
 
 MAX_LINE_BYTES = 1 << 20
 _DISCARD_CHUNK = 1 << 16
-# Float64 values at or beyond this magnitude round to infinity in float32.
-_F32_OVERFLOW = float(2**128 - 2**103)
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SEPARATOR = re.compile(r"\s*,\s*|\s+")
 _JSON_KINDS = ((bool, "a boolean"), (str, "a string"), (list, "a list"),
@@ -105,7 +105,7 @@ def _number(token, field):
     """Converts one field's text to a float that fits float32, or raises."""
     if _NUMBER.fullmatch(token):
         value = float(token)
-        if abs(value) < _F32_OVERFLOW:
+        if abs(value) < FLOAT32_OVERFLOW:
             return value
         raise InputLineError(
             f"field {field}: out of range for float32: {_quote(token)}")

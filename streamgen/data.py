@@ -16,13 +16,17 @@ Padded (what the model trains on, `M = max_steps`): `frames`
 `(N, T_max, M, output_size)`, `lengths` `(N, T_max)` and the masks of the
 STOP-token scheme (see `masks_from_lengths`).
 
-On disk: JSON Lines, see `streamgen.jsonl`.
+On disk: JSON Lines, see `streamgen.jsonl`. Validation and the flat form
+(`steps`, `rows`, `lengths`, `frames`) are in `streamgen.ragged`.
 """
 
-import itertools
+import collections
 
 import numpy as np
 
+from streamgen import _checks
+from streamgen import jsonl
+from streamgen import ragged
 from streamgen._quiet import import_tensorflow
 
 tf = import_tensorflow()
@@ -31,239 +35,11 @@ __all__ = [
     "pad_targets",
     "masks_from_lengths",
     "make_dataset",
+    "jsonl_dataset",
+    "jsonl_error",
     "ragged_from_padded",
     "targets_from_ragged",
 ]
-
-
-# --------------------------------------------------------------------------
-# Flat form: everything else is built on it.
-#   T_n (N,) outer steps per sequence; x (S, I) one row per outer step;
-#   L (S,) frames per outer step; f (F, O) all frames, F = L.sum().
-
-
-def _check_max_steps(max_steps):
-    if (
-        isinstance(max_steps, bool)
-        or not isinstance(max_steps, (int, np.integer))
-        or max_steps < 1
-    ):
-        raise ValueError(f"max_steps must be a positive integer; received max_steps={max_steps!r}")
-    return int(max_steps)
-
-
-def _offsets(counts):
-    """Start of each group in a flat array: `[0, c0, c0 + c1, ...]` (len N)."""
-    return np.cumsum(counts) - counts
-
-
-def _locate(flat_index, counts):
-    """Maps a flat index to `(group, index within group)`."""
-    starts = _offsets(counts)
-    group = int(np.searchsorted(starts + counts, flat_index, side="right"))
-    return group, int(flat_index - starts[group])
-
-
-def _numeric(value, name, shape_doc):
-    """`value` as a 2-D numeric array, or a ValueError naming `name`."""
-    try:
-        a = np.asarray(value)
-    except (ValueError, TypeError):
-        a = None
-    if a is None or a.dtype.kind == "O":
-        raise ValueError(
-            f"{name} must be a rectangular {shape_doc} array of numbers; received {value!r:.80}"
-        )
-    if a.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must hold numbers; received dtype {a.dtype}")
-    if a.ndim != 2:
-        raise ValueError(f"{name} must have shape {shape_doc}; received shape {a.shape}")
-    return a
-
-
-def _as_list(value, name, what):
-    try:
-        return list(value)
-    except TypeError:
-        raise ValueError(
-            f"{name} must be a list of {what} arrays; received {value!r:.80}"
-        ) from None
-
-
-def _first_nonfinite(flat, counts, name):
-    bad = ~np.isfinite(flat).all(axis=1)
-    if bad.any():
-        row = int(np.argmax(bad))
-        n, t = _locate(row, counts)
-        raise ValueError(
-            f"{name}[{n}][{t}] has a non-finite value (nan, inf or beyond float32): {flat[row]}"
-        )
-
-
-def _flatten_inputs(inputs, dtype=np.float32):
-    """Returns `(T_n, x)` from a list of `(T_n, I)` arrays or a `(N, T, I)` array."""
-    seqs = None
-    if isinstance(inputs, tf.RaggedTensor):
-        if inputs.shape.rank != 3 or inputs.ragged_rank != 1:
-            raise ValueError(
-                f"inputs as a RaggedTensor must have shape (N, None, input_size); received {inputs.shape}"
-            )
-        T_n = inputs.row_lengths().numpy().astype(np.int64)
-        x = inputs.values.numpy()
-    elif tf.is_tensor(inputs) or isinstance(inputs, np.ndarray):
-        a = np.asarray(inputs)
-        if a.ndim != 3 or a.dtype.kind not in "iuf":
-            raise ValueError(
-                "inputs must be a list of (T, input_size) arrays or one (N, T, input_size) "
-                f"array of numbers; received an array of shape {a.shape}, dtype {a.dtype}"
-            )
-        T_n = np.full(a.shape[0], a.shape[1], np.int64)
-        x = a.reshape(-1, a.shape[2])
-    else:
-        seqs = _as_list(inputs, "inputs", "(T, input_size)")
-        try:
-            T_n = np.fromiter(map(len, seqs), np.int64, len(seqs))
-            x = np.concatenate(seqs, axis=0) if seqs else None
-        except (ValueError, TypeError):
-            x = None
-        if x is not None and (x.ndim != 2 or x.dtype.kind not in "iuf"):
-            x = None
-    if x is None and seqs:
-        width = None  # Find the culprit and say where it is.
-        for n, s in enumerate(seqs):
-            if hasattr(s, "__len__") and len(s) == 0:
-                raise ValueError(f"inputs[{n}] has 0 outer steps; every sequence needs T >= 1")
-            a = _numeric(s, f"inputs[{n}]", "(T, input_size)")
-            if width is not None and a.shape[1] != width:
-                raise ValueError(
-                    f"inputs[{n}] has width {a.shape[1]}, but inputs[0] has width {width}"
-                )
-            width = a.shape[1]
-        raise ValueError("inputs could not be stacked into (T, input_size) arrays")
-    if len(T_n) == 0:
-        raise ValueError("inputs is empty; need at least one sequence")
-    if (T_n == 0).any():
-        n = int(np.argmax(T_n == 0))
-        raise ValueError(f"inputs[{n}] has 0 outer steps; every sequence needs T >= 1")
-    if dtype is not None:
-        with np.errstate(over="ignore"):  # Overflow shows as inf, reported below.
-            x = x.astype(dtype, copy=False)
-    _first_nonfinite(x, T_n, "inputs")
-    return T_n, x
-
-
-def _ragged_parts(rt):
-    """`(T_n, L, f)` from a `tf.RaggedTensor` `(N, T, None, O)`."""
-    if rt.shape.rank != 4:
-        raise ValueError(
-            f"targets as a RaggedTensor must have shape (N, T, None, output_size); received {rt.shape}"
-        )
-    T_n = rt.row_lengths().numpy()
-    inner = rt.values  # (S, None, O)
-    if isinstance(inner, tf.RaggedTensor):
-        L = inner.row_lengths().numpy()
-        f = inner.values
-        if isinstance(f, tf.RaggedTensor):
-            raise ValueError("targets: the frame dimension (output_size) must be uniform")
-        f = f.numpy()
-    else:  # Every Out has the same length.
-        f = inner.numpy()
-        L = np.full(f.shape[0], f.shape[1], np.int64)
-        f = f.reshape(-1, f.shape[-1])
-    return T_n.astype(np.int64), L.astype(np.int64), f
-
-
-def _flatten_targets(targets, output_size=None, dtype=np.float32, need_width=True):
-    """Returns `(T_n, L, f)`; see the module docstring for accepted forms."""
-    if isinstance(targets, tf.RaggedTensor):
-        T_n, L, f = _ragged_parts(targets)
-        seqs = None
-    else:
-        seqs = _as_list(targets, "targets", "lists of (L, output_size)")
-        try:
-            T_n = np.fromiter(map(len, seqs), np.int64, len(seqs))
-            steps = [out for s in seqs for out in s]
-            L = np.fromiter(map(len, steps), np.int64, len(steps))
-            nonempty = list(itertools.compress(steps, L))
-            f = np.concatenate(nonempty, axis=0) if nonempty else None
-        except (ValueError, TypeError):
-            T_n = L = f = None
-            nonempty = [None]
-        if f is not None and (f.ndim != 2 or f.dtype.kind not in "iuf"):
-            f = None
-        if f is not None and output_size is not None and f.shape[1] != output_size:
-            f = None
-        if f is None and nonempty:
-            ref = None if output_size is None else (output_size, f"output_size={output_size}")
-            for n, s in enumerate(seqs):
-                outs = _as_list(s, f"targets[{n}]", "(L, output_size)")
-                for t, out in enumerate(outs):
-                    try:
-                        if len(out) == 0:
-                            continue
-                    except TypeError:
-                        pass
-                    a = _numeric(out, f"targets[{n}][{t}]", "(L, output_size)")
-                    if ref is not None and a.shape[1] != ref[0]:
-                        raise ValueError(
-                            f"targets[{n}][{t}] has frames of width {a.shape[1]}, but {ref[1]}"
-                        )
-                    ref = ref or (a.shape[1], f"targets[{n}][{t}] has width {a.shape[1]}")
-            raise ValueError("targets could not be stacked into (L, output_size) arrays")
-        if f is None:
-            widths = [
-                out.shape[1] for out in steps if isinstance(out, np.ndarray) and out.ndim == 2
-            ]
-            width = output_size if output_size is not None else (widths[0] if widths else None)
-            if width is None and not need_width:
-                width = 0
-            if width is None:
-                raise ValueError(
-                    "targets has no frames at all, so output_size cannot be inferred; pass output_size"
-                )
-            f = np.zeros((0, width))
-    if output_size is not None and f.shape[1] != output_size:
-        raise ValueError(
-            f"targets have frames of width {f.shape[1]}, but output_size={output_size}"
-        )
-    if dtype is not None:
-        with np.errstate(over="ignore"):  # Overflow shows as inf, reported below.
-            f = f.astype(dtype, copy=False)
-    if len(f):
-        bad = ~np.isfinite(f).all(axis=1)
-        if bad.any():
-            s, _ = _locate(int(np.argmax(bad)), L)
-            n, t = _locate(s, T_n)
-            raise ValueError(
-                f"targets[{n}][{t}] has a non-finite value (nan, inf or beyond float32)"
-            )
-    return T_n, L, f
-
-
-def _check_lengths(T_n, L, max_steps):
-    over = np.flatnonzero(L > max_steps)
-    if len(over):
-        n, t = _locate(int(over[0]), T_n)
-        raise ValueError(
-            f"targets[{n}][{t}] has {L[over[0]]} frames, more than max_steps={max_steps}"
-        )
-
-
-def _check_pair(T_x, T_y):
-    if len(T_x) != len(T_y):
-        raise ValueError(f"inputs has {len(T_x)} sequences but targets has {len(T_y)}")
-    bad = np.flatnonzero(T_x != T_y)
-    if len(bad):
-        n = int(bad[0])
-        raise ValueError(f"targets[{n}] has {T_y[n]} outer steps, but inputs[{n}] has {T_x[n]}")
-
-
-def _step_frames(L, f, max_steps):
-    """Frames per outer step, zero padded: `(S, max_steps, O)` float32."""
-    out = np.zeros((len(L), max_steps, f.shape[1]), np.float32)
-    step = np.repeat(np.arange(len(L)), L)
-    out[step, np.arange(len(f)) - np.repeat(_offsets(L), L)] = f
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -296,16 +72,17 @@ def pad_targets(targets, max_steps, output_size=None):
     >>> frames.shape, lengths.tolist()
     ((1, 2, 3, 2), [[2, 0]])
     """
-    max_steps = _check_max_steps(max_steps)
-    T_n, L, f = _flatten_targets(targets, output_size)
-    _check_lengths(T_n, L, max_steps)
-    N, T_max = len(T_n), int(T_n.max()) if len(T_n) else 0
-    frames = np.zeros((N, T_max, max_steps, f.shape[1]), np.float32)
-    lengths = np.zeros((N, T_max), np.int32)
-    seq = np.repeat(np.arange(N), T_n)
-    t = np.arange(len(L)) - np.repeat(_offsets(T_n), T_n)
-    frames[seq, t] = _step_frames(L, f, max_steps)
-    lengths[seq, t] = L
+    max_steps = _checks.check_max_steps(max_steps)
+    flat = ragged.flatten_targets(targets, output_size)
+    ragged.check_lengths(flat, max_steps)
+    count = len(flat.steps)
+    longest = int(flat.steps.max()) if count else 0
+    frames = np.zeros((count, longest, max_steps, flat.frames.shape[1]), np.float32)
+    lengths = np.zeros((count, longest), np.int32)
+    sequence = np.repeat(np.arange(count), flat.steps)  # (S,) the sequence of each step
+    step = np.arange(len(flat.lengths)) - np.repeat(ragged.offsets(flat.steps), flat.steps)
+    frames[sequence, step] = ragged.step_frames(flat.lengths, flat.frames, max_steps)
+    lengths[sequence, step] = flat.lengths
     return frames, lengths
 
 
@@ -337,7 +114,7 @@ def masks_from_lengths(lengths, outer_mask, max_steps):
     >>> fm.tolist(), sl.tolist(), sm.tolist()
     ([[[1.0, 0.0, 0.0]]], [[[0.0, 1.0, 0.0]]], [[[1.0, 1.0, 0.0]]])
     """
-    max_steps = _check_max_steps(max_steps)
+    max_steps = _checks.check_max_steps(max_steps)
     if tf.is_tensor(lengths) or tf.is_tensor(outer_mask):
         L = tf.cast(lengths, tf.int32)[..., None]
         om = (
@@ -350,7 +127,8 @@ def masks_from_lengths(lengths, outer_mask, max_steps):
     L = np.asarray(lengths)
     if L.size and (L.min() < 0 or L.max() > max_steps):
         raise ValueError(
-            f"lengths must lie in 0..max_steps={max_steps}; received values {L.min()}..{L.max()}"
+            "Received an invalid value for argument `lengths`, expected values in "
+            f"[0, max_steps={max_steps}], got values {L.min()}..{L.max()}."
         )
     L = L[..., None]
     om = (
@@ -403,45 +181,193 @@ def make_dataset(
     >>> x["frames"].shape
     TensorShape([1, 4, 9, 2])
     """
-    max_steps = _check_max_steps(max_steps)
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"batch_size must be a positive integer; received batch_size={batch_size!r}"
-        )
-    T_x, x = _flatten_inputs(inputs)
-    T_y, L, f = _flatten_targets(targets, output_size)
-    _check_pair(T_x, T_y)
-    _check_lengths(T_y, L, max_steps)
-    N, I, O = len(T_x), x.shape[1], f.shape[1]
+    max_steps = _checks.check_max_steps(max_steps)
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    flat_x = ragged.flatten_inputs(inputs)
+    flat_y = ragged.flatten_targets(targets, output_size)
+    ragged.check_pair(flat_x, flat_y)
+    ragged.check_lengths(flat_y, max_steps)
+    steps = flat_x.steps
+    count, I, O = len(steps), flat_x.rows.shape[1], flat_y.frames.shape[1]
 
-    xr = tf.RaggedTensor.from_row_lengths(x, T_x)
-    fr = tf.RaggedTensor.from_row_lengths(_step_frames(L, f, max_steps), T_x)
-    lr = tf.RaggedTensor.from_row_lengths(L.astype(np.int32), T_x)
+    xr = tf.RaggedTensor.from_row_lengths(flat_x.rows, steps)
+    fr = tf.RaggedTensor.from_row_lengths(
+        ragged.step_frames(flat_y.lengths, flat_y.frames, max_steps), steps)
+    lr = tf.RaggedTensor.from_row_lengths(flat_y.lengths.astype(np.int32), steps)
 
     def batch(idx):
-        inp = tf.ensure_shape(tf.gather(xr, idx).to_tensor(), [None, None, I])
+        inputs = tf.ensure_shape(tf.gather(xr, idx).to_tensor(), [None, None, I])
         frames = tf.ensure_shape(tf.gather(fr, idx).to_tensor(), [None, None, max_steps, O])
         rows = tf.gather(lr, idx)
-        lengths = rows.to_tensor()
-        outer_mask = tf.sequence_mask(rows.row_lengths(), tf.shape(lengths)[1], tf.float32)
-        frame_mask, stop_labels, stop_mask = masks_from_lengths(lengths, outer_mask, max_steps)
-        x = {"inputs": inp, "frames": frames, "lengths": lengths, "outer_mask": outer_mask}
-        y = {
-            "frames": frames,
-            "frame_mask": frame_mask,
-            "stop_labels": stop_labels,
-            "stop_mask": stop_mask,
-        }
-        return x, y
+        return _teacher_forcing_batch(inputs, frames, rows.to_tensor(), rows.row_lengths(),
+                                      max_steps)
 
-    ds = tf.data.Dataset.range(N)
+    ds = tf.data.Dataset.range(count)
     if shuffle:
-        ds = ds.shuffle(N, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).map(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def _teacher_forcing_batch(inputs, frames, lengths, steps, max_steps):
+    """The `(x, y)` dicts of one padded batch (see `make_dataset`).
+
+    Args:
+        inputs: `(B, T, I)`; frames: `(B, T, M, O)`; lengths: int `(B, T)`,
+        0 on padded steps; steps: int `(B,)`, real outer steps per row.
+    """
+    outer_mask = tf.sequence_mask(steps, tf.shape(lengths)[1], tf.float32)  # (B, T)
+    frame_mask, stop_labels, stop_mask = masks_from_lengths(lengths, outer_mask, max_steps)
+    x = {"inputs": inputs, "frames": frames, "lengths": lengths, "outer_mask": outer_mask}
+    y = {
+        "frames": frames,
+        "frame_mask": frame_mask,
+        "stop_labels": stop_labels,
+        "stop_mask": stop_mask,
+    }
+    return x, y
+
+
+# Messages of the `ValueError`s raised inside `jsonl_dataset` pipelines (TensorFlow
+# re-raises them wrapped in its own error; see `jsonl_error`).
+_RAISED = collections.deque(maxlen=64)
+
+
+def jsonl_dataset(paths, batch_size=32, *, shuffle_buffer=0, seed=None, max_steps=9,
+                  input_size=None, output_size=None, cycle_length=4):
+    """A `tf.data.Dataset` of padded, masked batches streamed from JSONL files.
+
+    The files are read a line at a time (never whole), `cycle_length` of
+    them interleaved, so data larger than memory trains in constant memory.
+    Records are checked as `sg.load_jsonl` checks them, and the batches are
+    those of `sg.make_dataset`: with `shuffle_buffer=0` and one file, the
+    same batches, value for value, as `make_dataset(*load_jsonl(path),
+    batch_size, shuffle=False)`. Each epoch reads the files again.
+
+    Args:
+        paths: a JSONL file, a glob pattern, or a list of them.
+        batch_size: int, sequences per batch.
+        shuffle_buffer: int; > 0 shuffles the order of the files and the
+            records through a buffer of this many (reshuffled each epoch);
+            0 keeps the order.
+        seed: int or None; with a seed the order is the same on every run.
+        max_steps: int, the cap `M` on frames per outer step.
+        input_size, output_size: int or None; read from the first records
+            when not given.
+        cycle_length: int, files read at the same time (interleaved).
+
+    Returns:
+        A dataset of `(x, y)` dicts, as `sg.make_dataset`.
+
+    Raises:
+        FileNotFoundError: a missing file or a pattern without matches.
+        ValueError: (at once) no record, or a malformed record before the
+            first frame; (while iterating) TensorFlow's
+            `InvalidArgumentError` whose message holds the `ValueError`
+            of a malformed record, `"{path}:{line}: {what}"`; `jsonl_error`
+            recovers it.
+
+    Example:
+
+    >>> ds = sg.jsonl_dataset("samples/*.jsonl", 32, shuffle_buffer=10_000, seed=0)
+    >>> x, y = next(iter(ds))
+    >>> x["inputs"].shape, y["stop_labels"].shape
+    (TensorShape([32, 16, 3]), TensorShape([32, 16, 9]))
+    >>> model.fit(ds, epochs=10)  # doctest: +SKIP
+    """
+    max_steps = _checks.check_max_steps(max_steps)
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    shuffle_buffer = _checks.check_count("shuffle_buffer", shuffle_buffer)
+    cycle_length = _checks.positive_int("cycle_length", cycle_length)
+    files = jsonl.expand_paths(paths)
+    widths = jsonl.peek_widths(files, max_steps=max_steps, input_size=input_size,
+                               output_size=output_size)
+    I, O = widths.size["x"], widths.size["y"]
+
+    def chunks(path):
+        # Records in flat chunks (one Python call per chunk, not per record).
+        try:
+            chunk = []
+            for record in jsonl.read_range(path.decode("utf-8"), widths=widths,
+                                           max_steps=max_steps):
+                chunk.append(record)
+                if len(chunk) == _CHUNK:
+                    yield _flat_chunk(chunk, max_steps)
+                    chunk = []
+            if chunk:
+                yield _flat_chunk(chunk, max_steps)
+        except ValueError as error:
+            _RAISED.append(str(error))
+            raise
+
+    signature = (tf.TensorSpec([None, I], tf.float32), tf.TensorSpec([None], tf.int32),
+                 tf.TensorSpec([None, max_steps, O], tf.float32),
+                 tf.TensorSpec([None], tf.int64))
+
+    def records(path):
+        flat = tf.data.Dataset.from_generator(chunks, args=(path,), output_signature=signature)
+        return flat.map(_unflatten).unbatch()  # one element per record
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_buffer:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(records, cycle_length=min(cycle_length, len(files)), block_length=1)
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda x, lengths, frames: (x, lengths, frames, tf.shape(lengths)[0]))
+    ds = ds.padded_batch(batch_size)
+    # The number of batches, from the number of non-blank lines (a scan, no
+    # parsing): Keras then knows an epoch's length.
+    records = sum(_count_records(path) for path in files)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(-(-records // batch_size)))
+
+    def batch(inputs, lengths, frames, steps):
+        return _teacher_forcing_batch(inputs, frames, lengths, steps, max_steps)
+
+    return ds.map(batch).prefetch(tf.data.AUTOTUNE)
+
+
+_CHUNK = 256  # records per call of a file's reader
+
+
+def _count_records(path):
+    """Non-blank lines of a file (each is a record, or an error when read)."""
+    with open(path, "rb") as fh:  # blank as `jsonl.read_range` sees it
+        return sum(1 for line in fh
+                   if line.decode("utf-8", "replace").lstrip("\ufeff").strip())
+
+
+def _flat_chunk(records, max_steps):
+    """A chunk of records as flat arrays: rows, lengths, step frames, steps."""
+    lengths = np.concatenate([r.lengths for r in records])  # (S,)
+    frames = np.concatenate([r.frames for r in records])  # (F, O)
+    return (np.concatenate([r.inputs for r in records]), lengths,
+            ragged.step_frames(lengths, frames, max_steps),
+            np.array([len(r.inputs) for r in records], np.int64))
+
+
+def _unflatten(rows, lengths, frames, steps):
+    """Flat chunk -> ragged `(K, None, ...)` tensors, one row per record."""
+    return (tf.RaggedTensor.from_row_lengths(rows, steps),
+            tf.RaggedTensor.from_row_lengths(lengths, steps),
+            tf.RaggedTensor.from_row_lengths(frames, steps))
+
+
+def jsonl_error(error):
+    """The `ValueError` of a malformed record inside a TensorFlow error, or None.
+
+    Args:
+        error: an exception raised while iterating a `jsonl_dataset`
+            (TensorFlow wraps the reader's errors in its own).
+
+    Returns:
+        `ValueError("{path}:{line}: {what}")`, or None if `error` did not
+        come from a malformed record.
+    """
+    text = str(getattr(error, "message", error))
+    for message in reversed(_RAISED):
+        if message in text:
+            return ValueError(message)
+    return None
 
 
 def ragged_from_padded(frames, lengths):
@@ -472,7 +398,7 @@ def targets_from_ragged(rt):
     Returns:
         A list of N lists of `T_n` numpy arrays `(L, O)`.
     """
-    T_n, L, f = _ragged_parts(rt)
-    outs = np.split(f, np.cumsum(L)[:-1]) if len(L) else []
-    bounds = np.cumsum(T_n)
-    return [outs[b - n : b] for n, b in zip(T_n, bounds)]
+    flat = ragged.ragged_parts(rt)
+    outs = ragged.split(flat.frames, flat.lengths)
+    ends = np.cumsum(flat.steps)
+    return [outs[end - count:end] for count, end in zip(flat.steps, ends)]

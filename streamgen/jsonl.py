@@ -1,86 +1,376 @@
-"""JSON Lines files of training data: one sequence per line.
+"""JSON Lines files of sequences: one sequence per line.
 
     {"x": [[0.1, 0.5, -0.3], ...], "y": [[[0.2, 0.9], [0.4, 0.8]], [], ...]}
 
 `x` is the sequence's `T` input vectors, `y[t]` the list of frames of
 `Out[t]` (possibly empty), and `len(y) == len(x)`. In memory, the same
 `inputs` / `targets` as `streamgen.data` (see there).
+
+`load_jsonl` reads a whole file into memory; `read_records` streams records
+from many files (globs allowed) one at a time, with the same checks and the
+same `"{path}:{line}: ..."` errors: `sg.jsonl_dataset` trains on it and
+`sg.decode_jsonl` decodes with it. Nothing here imports TensorFlow.
 """
 
+import glob
 import json
 import os
+from typing import NamedTuple, Optional
 
 import numpy as np
 
-from streamgen.data import _check_max_steps, _check_pair, _flatten_inputs, _flatten_targets
+from streamgen import _checks
+from streamgen import ragged
+from streamgen.jsontext import FLOAT32_OVERFLOW, loads
 
-__all__ = ["load_jsonl", "save_jsonl"]
+__all__ = ["Record", "RecordError", "Widths", "expand_paths", "line_ranges", "load_jsonl",
+           "peek_widths", "read_range", "read_records", "save_jsonl"]
+
+_GLOB_CHARACTERS = "*?["
 
 
-# Float64 values at or beyond this magnitude round to infinity in float32.
-_F32_OVERFLOW = float(2**128 - 2**103)
+class Record(NamedTuple):
+    """One checked sequence of a JSONL file.
+
+    Attributes:
+        path: the file it came from.
+        line_no: its 1-based line number.
+        inputs: float32 `(T, input_size)`.
+        lengths: int32 `(T,)`, frames per outer step (`None` when targets
+            were not read).
+        frames: float32 `(F, output_size)`, every frame of `y` in order,
+            `F = lengths.sum()` (`None` when targets were not read).
+        data: the decoded JSON object (for extra keys such as `"id"`).
+    """
+
+    path: str
+    line_no: int
+    inputs: np.ndarray
+    lengths: Optional[np.ndarray]
+    frames: Optional[np.ndarray]
+    data: dict
 
 
-def _check_record(rec, line_no, max_steps, widths):
-    """Validates one decoded JSON record; returns `(x, frames_per_step)`."""
+class RecordError(NamedTuple):
+    """A malformed line: `str(error)` is `"{path}:{line_no}: {message}"`."""
 
-    def rows(value, name, key, what):
-        if not isinstance(value, list):
+    path: str
+    line_no: int
+    message: str
+
+    def __str__(self):
+        return f"{self.path}:{self.line_no}: {self.message}"
+
+
+# ---------------------------------------------------------------------- #
+# Files.
+# ---------------------------------------------------------------------- #
+def expand_paths(paths):
+    """File names from paths and glob patterns, in the order given.
+
+    Args:
+        paths: a str or path-like, or a list of them; a name with `*`, `?`
+            or `[` is a glob pattern and gives its matches, sorted.
+
+    Returns:
+        A list of file names (str).
+
+    Raises:
+        FileNotFoundError: a file that does not exist, or a pattern that
+            matches no file.
+        ValueError: no paths at all.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = []
+    for path in paths:
+        path = os.fspath(path)
+        if any(c in path for c in _GLOB_CHARACTERS) and not os.path.exists(path):
+            matches = sorted(m for m in glob.glob(path) if not os.path.isdir(m))
+            if not matches:
+                raise FileNotFoundError(f"{path}: no file matches this pattern")
+            files.extend(matches)
+        elif not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        elif os.path.isdir(path):
+            raise FileNotFoundError(f"{path}: a folder, not a file")
+        else:
+            files.append(path)
+    if not files:
+        raise ValueError("Received an invalid value for argument `paths`, expected at "
+                         "least one file, got [].")
+    return files
+
+
+def _lines(path, start=0, end=None, first_line=1):
+    """`(line_no, text)` of each non-blank line; `(line_no, ValueError)` if not UTF-8.
+
+    `start`/`end`: a byte range of whole lines (`start` at a line start),
+    whose first line is line `first_line`.
+    """
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        lines = fh if end is None else _upto(fh, end - start)
+        for line_no, raw in enumerate(lines, first_line):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield line_no, ValueError(f"not valid UTF-8 ({e.reason} at byte {e.start})")
+                continue
+            if line_no == 1:
+                text = text.lstrip("\ufeff")
+            if text.strip():
+                yield line_no, text
+
+
+def _upto(fh, size):
+    """The lines of `fh` within the next `size` bytes."""
+    for raw in fh:
+        if size <= 0:
+            return
+        size -= len(raw)
+        yield raw
+
+
+def line_ranges(path, lines_per_range):
+    """Cuts a file into byte ranges of `lines_per_range` lines each.
+
+    Returns:
+        A list of `(start, end, first_line)`: byte offsets (`end`
+        exclusive) and the 1-based number of the range's first line.
+    """
+    ranges, start, first, count, offset = [], 0, 1, 0, 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            offset += len(raw)
+            count += 1
+            if count == lines_per_range:
+                ranges.append((start, offset, first))
+                start, first, count = offset, first + count, 0
+    if count or not ranges:
+        ranges.append((start, offset, first))
+    return ranges
+
+
+# ---------------------------------------------------------------------- #
+# Records.
+# ---------------------------------------------------------------------- #
+class Widths:
+    """The widths every record of a read must have, and where each was fixed.
+
+    `size["x"]` / `size["y"]`: `input_size` / `output_size`, or None until
+    a record fixes them (see `peek_widths`).
+    """
+
+    def __init__(self, input_size=None, output_size=None):
+        self.size = {"x": input_size, "y": output_size}
+        self.source = {"x": f"input_size={input_size}", "y": f"output_size={output_size}"}
+        self.path = None
+
+    def check(self, key, width, where, path, line_no):
+        if self.size[key] is None:
+            self.size[key] = width
+            self.source[key] = (f"as in field '{where}' on line {line_no}", path)
+        elif width != self.size[key]:
+            source = self.source[key]
+            if isinstance(source, tuple):  # fixed by a record
+                text, fixed_in = source
+                source = text if fixed_in == path else f"{text} of {fixed_in}"
+            raise ValueError(f"field '{where}': width {width}, expected {self.size[key]} "
+                             f"({source})")
+
+
+def _kind(value):
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return json.dumps(value)[:40]
+
+
+def _rows_slow(value, name, what):
+    """A list of rows of numbers checked one value at a time; says which is wrong."""
+    if not isinstance(value, list):
+        raise ValueError(f"field '{name}': expected a list of {what}, got {type(value).__name__}")
+    for k, row in enumerate(value):
+        where = f"{name}[{k}]"
+        if not isinstance(row, list):
             raise ValueError(
-                f"field '{name}': expected a list of {what}, received {type(value).__name__}"
-            )
-        out = []
-        for k, row in enumerate(value):
-            where = f"{name}[{k}]"
-            if not isinstance(row, list):
+                f"field '{where}': expected a list of numbers, got {type(row).__name__}")
+        for c, v in enumerate(row):
+            if type(v) not in (int, float):
+                raise ValueError(f"field '{where}[{c}]': expected a number, got {_kind(v)}")
+            if not abs(v) < FLOAT32_OVERFLOW:
                 raise ValueError(
-                    f"field '{where}': expected a list of numbers, received {type(row).__name__}"
-                )
-            for c, v in enumerate(row):
-                if type(v) not in (int, float):
-                    raise ValueError(
-                        f"field '{where}[{c}]': expected a number, received {json.dumps(v)}"
-                    )
-                if not abs(v) < _F32_OVERFLOW:
-                    raise ValueError(
-                        f"field '{where}[{c}]': not a finite float32 number ({str(v):.24})"
-                    )
-            width, source = widths[key]
-            if not row:
-                raise ValueError(f"field '{where}': an empty vector (width 0)")
-            if width is None:
-                widths[key] = (len(row), f"as in field '{where}' on line {line_no}")
-            elif len(row) != width:
-                raise ValueError(f"field '{where}': width {len(row)}, expected {width} ({source})")
-            out.append(row)
-        return out
+                    f"field '{where}[{c}]': not a finite float32 number ({str(v):.24})")
+        if not row:
+            raise ValueError(f"field '{where}': an empty vector (width 0)")
 
-    if not isinstance(rec, dict):
-        raise ValueError(
-            f"expected a JSON object with keys 'x' and 'y', received {type(rec).__name__}"
-        )
-    for key in ("x", "y"):
-        if key not in rec:
+
+def _rows(value, name, what, key, widths, path, line_no, fast, first=None):
+    """`value` (a JSON list of rows) as float32 `(R, width)`, or the first error.
+
+    `fast`: the line holds no `true`/`false`, so numpy cannot have turned a
+    boolean into a number and a clean numeric array needs no per-value
+    check. `first`: the field name of row 0 (default `name[0]`).
+    """
+    array = None
+    if fast and isinstance(value, list) and value:
+        try:
+            array = np.array(value)
+        except (ValueError, TypeError, OverflowError):
+            array = None
+        if array is not None and not (
+                array.ndim == 2 and array.shape[1] > 0 and array.dtype.kind in "if"
+                and (array.dtype.kind == "i" or np.all(np.abs(array) < FLOAT32_OVERFLOW))):
+            array = None
+    if array is None:
+        _rows_slow(value, name, what)  # raises, unless only the width is wrong
+        if not value:
+            return np.zeros((0, widths.size[key] or 0), np.float32)
+        lengths = [len(row) for row in value]
+        for k, length in enumerate(lengths):
+            widths.check(key, length, f"{name}[{k}]", path, line_no)
+        array = np.array(value)
+    widths.check(key, array.shape[1], first or f"{name}[0]", path, line_no)
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32)
+
+
+def check_record(record, path, line_no, widths, max_steps=None, targets=True, fast=True):
+    """Validates one decoded JSON record; returns `(inputs, lengths, frames)`.
+
+    Raises:
+        ValueError: without the `path:line` prefix, naming the field.
+    """
+    if not isinstance(record, dict):
+        raise ValueError("expected a JSON object with keys 'x' and 'y', got "
+                         f"{type(record).__name__}")
+    for key in ("x", "y") if targets else ("x",):
+        if key not in record:
             raise ValueError(f"missing key '{key}'")
-    x = rows(rec["x"], "x", "x", "input vectors")
-    if not x:
+    x = record["x"]
+    inputs = _rows(x, "x", "input vectors", "x", widths, path, line_no, fast)
+    if not len(inputs):
         raise ValueError("field 'x': no outer steps (T = 0); every sequence needs T >= 1")
-    y = rec["y"]
+    if not targets:
+        return inputs, None, None
+    y = record["y"]
     if not isinstance(y, list):
-        raise ValueError(f"field 'y': expected a list of frame lists, received {type(y).__name__}")
-    if len(y) != len(x):
-        raise ValueError(f"field 'y': {len(y)} outer steps, but 'x' has {len(x)}")
-    outs = []
-    for t, out in enumerate(y):
-        frames = rows(out, f"y[{t}]", "y", "frames")
-        if max_steps is not None and len(frames) > max_steps:
-            raise ValueError(
-                f"field 'y[{t}]': {len(frames)} frames, more than max_steps={max_steps}"
-            )
-        outs.append(frames)
-    return x, outs
+        raise ValueError(f"field 'y': expected a list of frame lists, got {type(y).__name__}")
+    if len(y) != len(inputs):
+        raise ValueError(f"field 'y': {len(y)} outer steps, but 'x' has {len(inputs)}")
+    frames = None
+    if fast and all(type(out) is list for out in y):  # all steps at once
+        lengths = np.fromiter(map(len, y), np.int32, len(y))
+        every = [frame for out in y for frame in out]
+        if every:
+            first = f"y[{int(np.argmax(lengths > 0))}][0]"
+            try:
+                frames = _rows(every, "y", "frames", "y", widths, path, line_no, fast, first)
+            except ValueError:
+                frames = None  # found again below, with its step
+        else:
+            frames = np.zeros((0, widths.size["y"] or 0), np.float32)
+    if frames is None:
+        parts = [_rows(out, f"y[{t}]", "frames", "y", widths, path, line_no, fast=False)
+                 for t, out in enumerate(y)]
+        lengths = np.fromiter(map(len, parts), np.int32, len(parts))
+        nonempty = [part for part in parts if len(part)]
+        frames = np.concatenate(nonempty) if nonempty else np.zeros(
+            (0, widths.size["y"] or 0), np.float32)
+    if max_steps is not None and lengths.size and lengths.max() > max_steps:
+        t = int(np.argmax(lengths > max_steps))
+        raise ValueError(f"field 'y[{t}]': {lengths[t]} frames, more than max_steps={max_steps}")
+    return inputs, lengths, frames
 
 
+def peek_widths(paths, *, max_steps=None, input_size=None, output_size=None):
+    """Reads records until both widths are known; returns the `Widths`.
+
+    Reads only as far as needed (to the first record with a frame). A
+    malformed record on the way raises as in `read_records`.
+
+    Raises:
+        ValueError: no record at all (`"{path}: no sequences"`), or no frame
+            in any record and no `output_size` (pass it then).
+    """
+    widths = Widths(input_size, output_size)
+    files = expand_paths(paths)
+    seen = False
+    for path in files:
+        for _ in read_range(path, widths=widths, max_steps=max_steps):
+            seen = True
+            if widths.size["y"] is not None:
+                return widths
+    if not seen:
+        raise ValueError(f"{', '.join(files)}: no sequences")
+    raise ValueError(f"{', '.join(files)}: no frames at all, so output_size is unknown")
+
+
+def read_records(paths, *, targets=True, max_steps=None, input_size=None, output_size=None,
+                 on_error="raise"):
+    """Streams the records of JSONL files, checked, one at a time.
+
+    Reads one line at a time (a file is never loaded whole). Blank lines
+    are skipped; a UTF-8 byte order mark on line 1 is ignored. The first
+    record fixes the widths unless given; every file must agree.
+
+    Args:
+        paths: a file, a glob pattern, or a list of them (see
+            `expand_paths`); files are read in that order.
+        targets: read and check `"y"`; when False, `"y"` is optional and
+            ignored (decoding).
+        max_steps: int or None; when given, longer `Out[t]` are an error.
+        input_size: int or None; the width of every `x[t]` when given.
+        output_size: int or None; the width of every frame when given.
+        on_error: `"raise"` (a `ValueError`), or `"yield"`: a `RecordError`
+            takes the bad record's place and reading goes on.
+
+    Yields:
+        `Record`s (and `RecordError`s with `on_error="yield"`), in file and
+        line order.
+
+    Raises:
+        FileNotFoundError: see `expand_paths`.
+        ValueError: a malformed record, `"{path}:{line}: {what}"`, e.g.
+            `train.jsonl:7: field 'y[2]': 12 frames, more than max_steps=9`.
+    """
+    if max_steps is not None:
+        max_steps = _checks.check_max_steps(max_steps)
+    if on_error not in ("raise", "yield"):
+        raise _checks.invalid("on_error", "'raise' or 'yield'", on_error)
+    widths = Widths(input_size, output_size)
+    for path in expand_paths(paths):
+        yield from read_range(path, widths=widths, targets=targets, max_steps=max_steps,
+                              on_error=on_error)
+
+
+def read_range(path, start=0, end=None, first_line=1, *, widths=None, targets=True,
+               max_steps=None, input_size=None, output_size=None, on_error="raise"):
+    """`read_records` for one file, or a byte range of it (see `line_ranges`).
+
+    `widths`: the widths fixed so far (shared by the files of one read).
+    """
+    widths = widths or Widths(input_size, output_size)
+    for line_no, text in _lines(path, start, end, first_line):
+        try:
+            if isinstance(text, ValueError):
+                raise text
+            record = loads(text.rstrip("\r\n"))
+            parts = check_record(record, path, line_no, widths, max_steps, targets,
+                                 fast="true" not in text and "false" not in text)
+        except ValueError as error:
+            if on_error == "raise":
+                raise ValueError(f"{path}:{line_no}: {error}") from None
+            yield RecordError(path, line_no, str(error))
+            continue
+        yield Record(path, line_no, *parts, record)
+
+
+# ---------------------------------------------------------------------- #
+# Whole files.
+# ---------------------------------------------------------------------- #
 def load_jsonl(path, *, max_steps=None, input_size=None, output_size=None):
     """Reads sequences from a JSON Lines file.
 
@@ -88,7 +378,8 @@ def load_jsonl(path, *, max_steps=None, input_size=None, output_size=None):
     where `x` holds `T >= 1` input vectors and `y[t]` the frames of
     `Out[t]` (possibly `[]`), `len(y) == len(x)`. Blank lines are skipped.
     Widths must agree on every line (the first record fixes them unless
-    given). Extra keys are ignored.
+    given). Extra keys are ignored. For files larger than memory, see
+    `read_records` and `sg.jsonl_dataset`.
 
     Args:
         path: str or path-like.
@@ -106,41 +397,24 @@ def load_jsonl(path, *, max_steps=None, input_size=None, output_size=None):
             `"{path}:{line}: "` and names the field, e.g.
             `train.jsonl:7: field 'y[2]': 12 frames, more than max_steps=9`.
             An empty file gives `"{path}: no sequences"`.
+
+    Example:
+
+    >>> inputs, targets = sg.load_jsonl("samples/valid.jsonl")
+    >>> inputs[0].shape, targets[0][1].shape
+    ((16, 3), (4, 2))
     """
-    if max_steps is not None:
-        max_steps = _check_max_steps(max_steps)
     path = os.fspath(path)
-    widths = {
-        "x": (input_size, f"input_size={input_size}"),
-        "y": (output_size, f"output_size={output_size}"),
-    }
-    inputs, targets = [], []
-    with open(path, "rb") as fh:
-        for line_no, raw in enumerate(fh, 1):
-            try:
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
-                if line_no == 1:
-                    text = text.lstrip("\ufeff")
-                if not text.strip():
-                    continue
-                try:
-                    rec = json.loads(text.rstrip("\r\n"))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"bad JSON: {e.msg} at column {e.colno}") from None
-                x, outs = _check_record(rec, line_no, max_steps, widths)
-            except ValueError as e:
-                raise ValueError(f"{path}:{line_no}: {e}") from None
-            inputs.append(np.array(x, np.float32))
-            targets.append(outs)
-    if not inputs:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    records = list(read_records([path], max_steps=max_steps, input_size=input_size,
+                                output_size=output_size))
+    if not records:
         raise ValueError(f"{path}: no sequences")
-    width = widths["y"][0] or 0  # 0 only if no line has a frame.
-    targets = [
-        [np.array(out, np.float32).reshape(len(out), width) for out in outs] for outs in targets
-    ]
+    width = max((r.frames.shape[1] for r in records), default=0)
+    inputs = [r.inputs for r in records]
+    targets = [[out.reshape(len(out), width) for out in ragged.split(r.frames, r.lengths)]
+               for r in records]
     return inputs, targets
 
 
@@ -164,19 +438,19 @@ def save_jsonl(path, inputs, targets):
     Raises:
         ValueError: as `make_dataset` (no limit on frames per step).
     """
-    T_x, x = _flatten_inputs(inputs, dtype=None)
-    T_y, L, f = _flatten_targets(targets, dtype=None, need_width=False)
-    _check_pair(T_x, T_y)
-    xs = [",".join(r) for r in x.astype(str)]
-    fs = [",".join(r) for r in f.astype(str)]
+    flat_x = ragged.flatten_inputs(inputs, dtype=None)
+    flat_y = ragged.flatten_targets(targets, dtype=None, need_width=False)
+    ragged.check_pair(flat_x, flat_y)
+    rows = ["[" + ",".join(r) + "]" for r in flat_x.rows.astype(str)]
+    frames = ["[" + ",".join(r) + "]" for r in flat_y.frames.astype(str)]
     step, frame = 0, 0
     with open(path, "w", encoding="utf-8") as fh:
-        for T in T_x:
-            ys = []
-            for n in L[step : step + T]:
-                ys.append("[" + ",".join("[" + r + "]" for r in fs[frame : frame + n]) + "]")
-                frame += n
-            xl = ",".join("[" + r + "]" for r in xs[step : step + T])
-            fh.write('{"x":[' + xl + '],"y":[' + ",".join(ys) + "]}\n")
-            step += T
+        for count in flat_x.steps:
+            outs = []
+            for length in flat_y.lengths[step:step + count]:
+                outs.append("[" + ",".join(frames[frame:frame + length]) + "]")
+                frame += length
+            fh.write('{"x":[' + ",".join(rows[step:step + count]) + '],"y":['
+                     + ",".join(outs) + "]}\n")
+            step += count
     return path

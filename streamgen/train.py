@@ -2,7 +2,7 @@
 
 Teacher forcing trains every inner step of every outer step at once (see
 `StreamGen.call`). With `L = len(Out[t])`, `M = max_steps` and inner steps
-`j = 0 .. M - 1` (DESIGN.md):
+`j = 0 .. M - 1` (docs/design.md):
 
 - the frame loss covers the emitted frames, `j < L` (`frame_mask`);
 - the STOP loss covers the steps whose stop decision counts, `j <= L`
@@ -23,7 +23,10 @@ import math
 import keras
 import numpy as np
 
+from streamgen import _checks
 from streamgen import data as data_lib
+from streamgen import offline
+from streamgen import ragged
 from streamgen._quiet import import_tensorflow
 
 tf = import_tensorflow()
@@ -139,8 +142,9 @@ def masked_losses(y_true, y_pred, frame_loss="mse", stop_pos_weight=1.0,
 def evaluate(model, inputs, targets, stop=None, batch_size=256):
     """Free-running lengths and length-forced frames against the truth.
 
-    Decodes in batches (sequences of similar length together, padded at the
-    end: decoding is causal, so padding never changes real steps).
+    Decodes in batches of similar length (`streamgen.offline`: sequences
+    padded at the end; decoding is causal, so padding never changes real
+    steps).
 
     Args:
         model: a `sg.StreamGen`.
@@ -169,49 +173,43 @@ def evaluate(model, inputs, targets, stop=None, batch_size=256):
     Example:
 
     >>> inputs, targets = sg.load_jsonl("samples/valid.jsonl")
-    >>> sg.evaluate(sg.load_default(), inputs, targets)
-    {'length_accuracy': 0.97, 'length_mae': 0.03, 'frame_mse': 0.002}
+    >>> figures = sg.evaluate(sg.load_default(), inputs, targets)
+    >>> sorted(figures), figures["length_accuracy"] > 0.95
+    (['frame_mse', 'length_accuracy', 'length_mae'], True)
     """
-    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1):
-        raise ValueError(
-            "Received an invalid value for argument `batch_size`, expected a "
-            f"positive integer, got {batch_size!r}."
-        )
-    sequences = _input_sequences(inputs)
-    frames, lengths = data_lib.pad_targets(targets, model.max_steps, model.output_size)
-    steps = np.array([len(s) for s in sequences])
-    target_steps = _target_steps(targets)
-    if len(sequences) != len(frames) or np.any(steps != target_steps):
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    flat_x = ragged.flatten_inputs(inputs)
+    flat_y = ragged.flatten_targets(targets, model.output_size)
+    steps, target_steps = flat_x.steps, flat_y.steps
+    if len(steps) != len(target_steps) or np.any(steps != target_steps):
         raise ValueError(
             "Received inputs and targets that do not match: "
-            f"{len(sequences)} input sequences of {steps.tolist()[:8]} steps, "
-            f"{len(frames)} target sequences of {target_steps.tolist()[:8]} steps."
+            f"{len(steps)} input sequences of {steps.tolist()[:8]} steps, "
+            f"{len(target_steps)} target sequences of {target_steps.tolist()[:8]} steps."
         )
+    if flat_x.rows.shape[1] != model.input_size:
+        raise _checks.invalid("inputs", f"vectors of width input_size={model.input_size}",
+                              f"width {flat_x.rows.shape[1]}")
+    ragged.check_lengths(flat_y, model.max_steps)
+    sequences = ragged.split(flat_x.rows, steps)
+    frames, lengths = data_lib.pad_targets(targets, model.max_steps, model.output_size)
+    runtime = offline.as_runtime(model, stop=stop)
 
     totals = dict(steps=0, correct=0, abs_error=0.0, squared=0.0, values=0)
-    order = np.argsort(steps, kind="stable")
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        T = int(steps[index].max())
-        x = np.zeros((len(index), T, model.input_size), np.float32)
-        for row, n in enumerate(index):
-            x[row, :steps[n]] = sequences[n]
+    for index in offline.length_batches(steps, batch_size):
+        x, _ = offline.pad([sequences[n] for n in index], model.input_size)  # (B, T, I)
+        T = x.shape[1]
         real = np.arange(T)[None, :] < steps[index][:, None]  # (B, T)
         true_lengths = lengths[index, :T]  # (B, T), 0 on padded steps
         true_frames = frames[index, :T]  # (B, T, M, O)
 
-        free = model.decode(x, stop=stop)
-        free_lengths = free.values.row_lengths().numpy().reshape(len(index), T)
+        _, free_lengths = offline.decode_padded(runtime, x)
         difference = np.abs(free_lengths - true_lengths)[real]
         totals["steps"] += difference.size
         totals["correct"] += int(np.count_nonzero(difference == 0))
         totals["abs_error"] += float(difference.sum())
 
-        forced = model.decode(x, lengths=true_lengths)
-        forced_frames = forced.values.to_tensor(
-            shape=[len(index) * T, model.max_steps, model.output_size]
-        ).numpy().reshape(true_frames.shape)
+        forced_frames, _ = offline.decode_padded(runtime, x, lengths=true_lengths)
         emitted = np.arange(model.max_steps)[None, None, :] < true_lengths[..., None]
         error = (forced_frames - true_frames)[emitted]  # (F, O)
         totals["squared"] += float(np.square(error, dtype=np.float64).sum())
@@ -223,33 +221,3 @@ def evaluate(model, inputs, targets, stop=None, batch_size=256):
         "frame_mse": (totals["squared"] / totals["values"]
                       if totals["values"] else float("nan")),
     }
-
-
-def _input_sequences(inputs):
-    """Inputs as a list of float32 arrays `(T_n, input_size)`."""
-    if isinstance(inputs, np.ndarray) or tf.is_tensor(inputs):
-        array = np.asarray(inputs, np.float32)
-        if array.ndim != 3:
-            raise ValueError(
-                "Received an invalid value for argument `inputs`, expected a "
-                "list of (T, input_size) arrays or one (N, T, input_size) "
-                f"array, got shape {array.shape}."
-            )
-        return list(array)
-    sequences = [np.asarray(s, np.float32) for s in inputs]
-    if not sequences:
-        raise ValueError("Received an empty `inputs`; need at least one sequence.")
-    for n, s in enumerate(sequences):
-        if s.ndim != 2 or len(s) == 0:
-            raise ValueError(
-                f"Received an invalid value for `inputs[{n}]`, expected an "
-                f"array (T, input_size) with T >= 1, got shape {s.shape}."
-            )
-    return sequences
-
-
-def _target_steps(targets):
-    """Outer steps per target sequence, int array `(N,)`."""
-    if isinstance(targets, tf.RaggedTensor):
-        return targets.row_lengths().numpy()
-    return np.array([len(t) for t in targets])

@@ -1,4 +1,4 @@
-"""Tests for `streamgen.data` and `streamgen.jsonl`: padding, STOP masks, tf.data batches, JSON Lines."""
+"""Tests for `streamgen.data`: padding, STOP masks, tf.data batches (JSON Lines: test_jsonl.py)."""
 
 import json
 import os
@@ -12,7 +12,8 @@ import pytest
 from streamgen._quiet import import_tensorflow
 from streamgen.data import (make_dataset, masks_from_lengths, pad_targets,
                             ragged_from_padded, targets_from_ragged)
-from streamgen.jsonl import load_jsonl, save_jsonl
+from helpers import toy_data
+from streamgen.jsonl import load_jsonl
 
 tf = import_tensorflow()
 
@@ -57,9 +58,9 @@ def test_masks_default_max_steps_nine():
 
 
 def test_masks_reject_out_of_range():
-    with pytest.raises(ValueError, match=r"lengths must lie in 0..max_steps=4; received values 0..5"):
+    with pytest.raises(ValueError, match=r"argument `lengths`, expected values in \[0, max_steps=4\], got values 0..5\.$"):
         masks_from_lengths(np.array([0, 5]), None, 4)
-    with pytest.raises(ValueError, match="max_steps must be a positive integer; received max_steps=0"):
+    with pytest.raises(ValueError, match=r"argument `max_steps`, expected an integer in \[1, 1024\], got 0\.$"):
         masks_from_lengths(np.array([0]), None, 0)
 
 
@@ -110,20 +111,11 @@ def test_pad_targets_errors():
     bad[1, 0] = np.nan
     with pytest.raises(ValueError, match=r"^targets\[1\]\[1\] has a non-finite value"):
         pad_targets([[frames_of(1)], [[], bad]], max_steps=3)
-    with pytest.raises(ValueError, match=r"^targets\[0\]\[0\] must have shape \(L, output_size\); received shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"^Received an invalid value for argument `targets\[0\]\[0\]`, expected shape \(L, output_size\), got shape \(4,\)\.$"):
         pad_targets([[np.zeros(4)]], max_steps=9)
 
 
 # ---------------------------------------------------------------- make_dataset
-
-
-def toy_data(n=5, seed=0, max_steps=9):
-    """`n` sequences with T = 1..n and known, distinct values."""
-    rng = np.random.default_rng(seed)
-    inputs = [rng.normal(size=(t + 1, 3)).astype(np.float32) for t in range(n)]
-    targets = [[rng.normal(size=(int(rng.integers(0, max_steps + 1)), 2)).astype(np.float32)
-                for _ in range(len(x))] for x in inputs]
-    return inputs, targets
 
 
 def test_make_dataset_batch_shapes_and_values():
@@ -199,10 +191,10 @@ def test_make_dataset_shuffle_is_seeded():
     (lambda i, t: (i[:2] + [np.where(np.arange(9).reshape(3, 3) == 7, np.inf, i[2])] + i[3:], t),
      r"^inputs\[2\]\[2\] has a non-finite value"),
     (lambda i, t: (i[:1] + [np.full((2, 3), 1e39)] + i[2:], t), r"^inputs\[1\]\[0\] has a non-finite value"),
-    (lambda i, t: (i[:1] + [np.array([["a", "b", "c"]] * 2)] + i[2:], t), r"^inputs\[1\] must hold numbers"),
-    (lambda i, t: (i, t[:4] + [5]), r"^targets\[4\] must be a list of \(L, output_size\) arrays; received 5$"),
-    (lambda i, t: (i, 5), r"^targets must be a list of lists of \(L, output_size\) arrays; received 5$"),
-    (lambda i, t: (i[:4] + [[[1, 2, 3], [1, 2]]], t), r"^inputs\[4\] must be a rectangular \(T, input_size\) array"),
+    (lambda i, t: (i[:1] + [np.array([["a", "b", "c"]] * 2)] + i[2:], t), r"^Received an invalid value for argument `inputs\[1\]`, expected an array of numbers, got dtype <U1\.$"),
+    (lambda i, t: (i, t[:4] + [5]), r"^Received an invalid value for argument `targets\[4\]`, expected a list of \(L, output_size\) arrays, got 5\.$"),
+    (lambda i, t: (i, 5), r"^Received an invalid value for argument `targets`, expected a list of lists of \(L, output_size\) arrays, got 5\.$"),
+    (lambda i, t: (i[:4] + [[[1, 2, 3], [1, 2]]], t), r"^Received an invalid value for argument `inputs\[4\]`, expected a rectangular \(T, input_size\) array of numbers, got \[\[1, 2, 3\], \[1, 2\]\]\.$"),
     (lambda i, t: (tf.ragged.constant([x.tolist() for x in i], ragged_rank=1), t[:4] + [[[]] * 4]),
      r"^targets\[4\] has 4 outer steps, but inputs\[4\] has 5$"),
 ])
@@ -234,112 +226,6 @@ def test_make_dataset_100k_sequences():
     print(f"\nmake_dataset on {n} sequences ({T.sum()} outer steps, {L.sum()} frames): "
           f"built in {built:.2f} s, one epoch of {batches} batches in {total - built:.2f} s")
     assert batches == -(-n // 256) and steps == T.sum()
-
-
-# ---------------------------------------------------------------- JSON Lines
-
-
-def test_jsonl_round_trip(tmp_path):
-    inputs, targets = toy_data(6)
-    targets[0][0] = []  # an empty Out written as []
-    path = str(tmp_path / "d.jsonl")
-    assert save_jsonl(path, inputs, targets) == path
-    inputs2, targets2 = load_jsonl(path, max_steps=9, input_size=3, output_size=2)
-    assert len(inputs2) == 6
-    for a, b in zip(inputs, inputs2):
-        assert b.dtype == np.float32
-        np.testing.assert_array_equal(a, b)  # bit for bit
-    for s, s2 in zip(targets, targets2):
-        assert len(s) == len(s2)
-        for o, o2 in zip(s, s2):
-            assert o2.dtype == np.float32 and o2.shape == (len(o), 2)
-            np.testing.assert_array_equal(np.reshape(o, (-1, 2)), o2)
-    # Saved again: the same bytes.
-    save_jsonl(tmp_path / "e.jsonl", inputs2, targets2)
-    assert (tmp_path / "e.jsonl").read_bytes() == (tmp_path / "d.jsonl").read_bytes()
-    # float64 keeps its own shortest repr; loading casts to float32.
-    save_jsonl(tmp_path / "f.jsonl", [np.array([[0.1, 1 / 3, 1e-7]])], [[[]]])
-    line = (tmp_path / "f.jsonl").read_text()
-    assert line == '{"x":[[0.1,0.3333333333333333,1e-07]],"y":[[]]}\n'
-    x, y = load_jsonl(tmp_path / "f.jsonl")
-    np.testing.assert_array_equal(x[0], np.float32([[0.1, 1 / 3, 1e-7]]))
-    assert y[0][0].shape == (0, 0)  # no frame anywhere: width unknown
-
-
-def test_load_jsonl_blank_lines_and_widths_from_later_lines(tmp_path):
-    path = tmp_path / "d.jsonl"
-    path.write_text('\n{"x": [[1, 2]], "y": [[]]}\n   \n{"x": [[3, 4], [5, 6]], "y": [[[1.5]], []], "id": 7}\n\n')
-    inputs, targets = load_jsonl(path, max_steps=1)
-    assert [x.tolist() for x in inputs] == [[[1, 2]], [[3, 4], [5, 6]]]
-    assert [[o.shape for o in s] for s in targets] == [[(0, 1)], [(1, 1), (0, 1)]]
-
-
-VALID = '{"x": [[0.0, 0.5, 1.0], [1, 2, 3]], "y": [[[0.1, 0.2]], []]}'
-
-
-@pytest.mark.parametrize("line, message", [
-    ('{"x": [[1, 2, 3]], "y": [[]]', "bad JSON: Expecting ',' delimiter at column 29"),
-    ("[1, 2, 3]", "expected a JSON object with keys 'x' and 'y', received list"),
-    ('{"y": [[]]}', "missing key 'x'"),
-    ('{"x": [[1, 2, 3]]}', "missing key 'y'"),
-    ('{"x": [[1, 2, 3], [1, 2]], "y": [[], []]}', "field 'x[1]': width 2, expected 3 (input_size=3)"),
-    ('{"x": [[1, 2, 3, 4]], "y": [[]]}', "field 'x[0]': width 4, expected 3 (input_size=3)"),
-    ('{"x": [[]], "y": [[]]}', "field 'x[0]': an empty vector (width 0)"),
-    ('{"x": 5, "y": []}', "field 'x': expected a list of input vectors, received int"),
-    ('{"x": [5], "y": [[]]}', "field 'x[0]': expected a list of numbers, received int"),
-    ('{"x": [[1, 2, 3]], "y": [[[1, 2], [1, 2, 3]]]}', "field 'y[0][1]': width 3, expected 2 (output_size=2)"),
-    ('{"x": [[1, 2, 3]], "y": [[[1]]]}', "field 'y[0][0]': width 1, expected 2 (output_size=2)"),
-    ('{"x": [[1, 2, 3]], "y": [[], []]}', "field 'y': 2 outer steps, but 'x' has 1"),
-    ('{"x": [[1, 2, 3]], "y": {}}', "field 'y': expected a list of frame lists, received dict"),
-    ('{"x": [[1, 2, 3]], "y": [5]}', "field 'y[0]': expected a list of frames, received int"),
-    ('{"x": [[1, 2, 3]], "y": [' + json.dumps([[0, 0]] * 12) + "]}", "field 'y[0]': 12 frames, more than max_steps=9"),
-    ('{"x": [[1, NaN, 3]], "y": [[]]}', "field 'x[0][1]': not a finite float32 number (nan)"),
-    ('{"x": [[1, 2, 3]], "y": [[[-Infinity, 0]]]}', "field 'y[0][0][0]': not a finite float32 number (-inf)"),
-    ('{"x": [[1, 2, 1e39]], "y": [[]]}', "field 'x[0][2]': not a finite float32 number (1e+39)"),
-    ('{"x": [[1, "2", 3]], "y": [[]]}', "field 'x[0][1]': expected a number, received \"2\""),
-    ('{"x": [[1, 2, true]], "y": [[]]}', "field 'x[0][2]': expected a number, received true"),
-    ('{"x": [[1, 2, 3]], "y": [[[null, 1]]]}', "field 'y[0][0][0]': expected a number, received null"),
-    ('{"x": [], "y": []}', "field 'x': no outer steps (T = 0); every sequence needs T >= 1"),
-], ids=["bad-json", "not-object", "missing-x", "missing-y", "x-ragged", "x-width", "x-empty-vector",
-        "x-not-list", "x-row-not-list", "y-ragged", "y-width", "len-mismatch", "y-not-list", "y-step-not-list",
-        "over-max-steps", "nan", "infinity", "float32-overflow", "string", "boolean", "null", "T-zero"])
-def test_load_jsonl_malformed(tmp_path, line, message):
-    path = tmp_path / "train.jsonl"
-    path.write_text(VALID + "\n\n" + line + "\n" + VALID + "\n")
-    with pytest.raises(ValueError) as err:
-        load_jsonl(path, max_steps=9, input_size=3, output_size=2)
-    assert str(err.value) == f"{path}:3: {message}"
-
-
-def test_load_jsonl_widths_must_agree_across_lines(tmp_path):
-    path = tmp_path / "d.jsonl"
-    path.write_text('{"x": [[1, 2]], "y": [[]]}\n{"x": [[1, 2]], "y": [[[1, 2]]]}\n'
-                    '{"x": [[1, 2, 3]], "y": [[]]}\n')
-    with pytest.raises(ValueError) as err:
-        load_jsonl(path)
-    assert str(err.value) == f"{path}:3: field 'x[0]': width 3, expected 2 (as in field 'x[0]' on line 1)"
-    path.write_text('{"x": [[1, 2]], "y": [[[1, 2]]]}\n{"x": [[1, 2]], "y": [[[1, 2, 3]]]}\n')
-    with pytest.raises(ValueError) as err:
-        load_jsonl(path)
-    assert str(err.value) == f"{path}:2: field 'y[0][0]': width 3, expected 2 (as in field 'y[0][0]' on line 1)"
-
-
-def test_load_jsonl_not_utf8_empty_and_missing(tmp_path):
-    path = tmp_path / "d.jsonl"
-    path.write_bytes(VALID.encode() + b'\n{"x": [[1, 2, 3]], "y": [[]], "note": "\xff"}\n')
-    with pytest.raises(ValueError) as err:
-        load_jsonl(path)
-    assert str(err.value) == f"{path}:2: not valid UTF-8 (invalid start byte at byte 39)"
-    path.write_text("\n  \n")
-    with pytest.raises(ValueError) as err:
-        load_jsonl(path)
-    assert str(err.value) == f"{path}: no sequences"
-    with pytest.raises(FileNotFoundError):
-        load_jsonl(tmp_path / "missing.jsonl")
-    # A byte order mark and CRLF line endings are fine.
-    path.write_bytes(b"\xef\xbb\xbf" + VALID.encode() + b"\r\n")
-    inputs, _ = load_jsonl(path)
-    assert inputs[0].shape == (2, 3)
 
 
 # ---------------------------------------------------------------- samples
@@ -376,3 +262,73 @@ def test_make_samples_is_deterministic(tmp_path):
     for name in ("train.jsonl", "valid.jsonl", "inputs.txt"):
         with open(os.path.join(SAMPLES, name), "rb") as fh:
             assert (tmp_path / name).read_bytes() == fh.read(), name
+
+
+# ---------------------------------------------------------------- jsonl_dataset
+
+
+def batches_equal(a, b):
+    a, b = list(a), list(b)
+    assert len(a) == len(b)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        for key in xa:
+            assert xa[key].dtype == xb[key].dtype, key
+            np.testing.assert_array_equal(xa[key].numpy(), xb[key].numpy(), err_msg=key)
+        for key in ya:
+            np.testing.assert_array_equal(ya[key].numpy(), yb[key].numpy(), err_msg=key)
+    return len(a)
+
+
+def test_jsonl_dataset_equals_make_dataset(tmp_path):
+    from streamgen.data import jsonl_dataset
+    from streamgen.jsonl import save_jsonl
+
+    inputs, targets = toy_data(23)
+    path = save_jsonl(str(tmp_path / "d.jsonl"), inputs, targets)
+    streamed = jsonl_dataset(path, batch_size=5)
+    assert int(streamed.cardinality()) == 5  # Keras knows the epoch's length
+    assert batches_equal(streamed, make_dataset(inputs, targets, 5, shuffle=False)) == 5
+    # Several files, read in turn (cycle_length=1), are the same data set.
+    lines = open(path).read().splitlines(keepends=True)
+    for k, part in enumerate((lines[:10], lines[10:11], lines[11:])):
+        (tmp_path / f"part-{k}.jsonl").write_text("".join(part))
+    batches_equal(jsonl_dataset(str(tmp_path / "part-*.jsonl"), 5, cycle_length=1),
+                  make_dataset(inputs, targets, 5, shuffle=False))
+
+
+def test_jsonl_dataset_interleaves_and_shuffles_with_a_seed(tmp_path):
+    from streamgen.data import jsonl_dataset
+    from streamgen.jsonl import save_jsonl
+
+    inputs, targets = toy_data(40)
+    for k in range(4):
+        save_jsonl(str(tmp_path / f"p{k}.jsonl"), inputs[k::4], targets[k::4])
+    files = str(tmp_path / "p*.jsonl")
+    plain = order_of(jsonl_dataset(files, 8))
+    assert plain == [float(x[0, 0]) for x in inputs]  # 4 files interleaved = the original order
+    ds = jsonl_dataset(files, 8, shuffle_buffer=16, seed=3)
+    first, second = order_of(ds), order_of(ds)
+    assert sorted(first) == sorted(plain) and first != plain and second != first
+    assert first == order_of(jsonl_dataset(files, 8, shuffle_buffer=16, seed=3))
+
+
+def test_jsonl_dataset_errors_name_file_and_line(tmp_path):
+    from streamgen.data import jsonl_dataset, jsonl_error
+
+    good = '{"x": [[1, 2, 3]], "y": [[[1, 2]]]}\n'
+    a = tmp_path / "a.jsonl"
+    a.write_text(good * 3)
+    b = tmp_path / "b.jsonl"
+    b.write_text(good + '{"x": [[1, 2, 3]], "y": [[[1, 2]], []]}\n')
+    ds = jsonl_dataset([str(a), str(b)], 2)
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        list(ds)
+    bad = jsonl_error(err.value)
+    assert str(bad) == f"{b}:2: field 'y': 2 outer steps, but 'x' has 1"
+    assert jsonl_error(RuntimeError("other")) is None
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        jsonl_dataset(str(tmp_path / "none-*.jsonl"))
+    (tmp_path / "empty.jsonl").write_text('{"x": [[1, 2, 3]], "y": [[]]}\n')
+    with pytest.raises(ValueError, match=r"empty.jsonl: no frames at all, so output_size"):
+        jsonl_dataset(str(tmp_path / "empty.jsonl"))
+    assert int(jsonl_dataset(str(tmp_path / "empty.jsonl"), output_size=2).cardinality()) == 1

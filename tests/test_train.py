@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import streamgen as sg
-from conftest import make_model
+from helpers import make_model
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "samples"
 

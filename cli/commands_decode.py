@@ -1,0 +1,193 @@
+"""`streamgen decode`: JSONL files of sequences in, one line of `Out` per sequence out.
+
+A thin layer over `sg.decode_jsonl` (one machine) and
+`streamgen.raydata.decode_ray` (a Ray cluster). The progress bar goes to
+stderr, and only when stderr is a terminal.
+"""
+
+import os
+import re
+import sys
+import time
+
+import click
+
+from streamgen.cli import common
+
+# `--ray ADDRESS`: "auto", "local", "ray://host:port" or "host:port".
+_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.-]+:\d+)$")
+
+
+@click.command()
+@click.argument("data", nargs=-1, metavar="DATA...")
+@click.option("--output", "-o", required=True, metavar="OUT",
+              help="Output JSONL file ('-' for stdout); with --ray, a folder for the shards.")
+@common.model_option
+@common.stop_options
+@click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
+              help="Lower cap on the length of every Out[i] (at most the trained cap).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Sequences decoded together in one batch.")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",
+              show_default=True,
+              help="On a bad record: stop with status 1 after writing every earlier line "
+                   "(fail), or report it, leave it out and go on (skip).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS]",
+              help="Decode on a Ray cluster with Ray Data: a local one, or the cluster at "
+                   "ADDRESS (auto, host:port, ray://host:port). OUT is then a folder of "
+                   "JSONL shards.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --ray: actors that each load the model once (default: the "
+                   "cluster's CPUs).")
+def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size, on_error,
+           ray_address, workers):
+    """Decode whole sequences from JSONL files, many at a time.
+
+    DATA are JSONL files or glob patterns in the training format, one
+    sequence per line: {"x": [[...], ...]} ("y" optional and ignored). For
+    each sequence one line is written, in input order:
+    {"y": [Out[0], Out[1], ...]}, each Out[i] as 'streamgen stream' prints
+    it, with "id" first when the record has one. A bad record is reported
+    as 'streamgen: error: FILE:LINE: ...'; --on-error decides what follows.
+    A .tflite model (from 'streamgen export') runs without TensorFlow.
+
+    \b
+    Example:
+      streamgen decode samples/valid.jsonl -o out.jsonl
+      streamgen decode 'data/*.jsonl' --model m.tflite --batch-size 8192 -o -
+      streamgen decode --ray data/*.jsonl -o out_dir --workers 2
+    """
+    if ray_address is not None and not _ADDRESS.match(ray_address):
+        data = (ray_address,) + data  # `--ray DATA ...`: the flag without an address
+        ray_address = "local"
+    if not data:
+        raise click.UsageError("Missing argument 'DATA...'.")
+    if workers is not None and ray_address is None:
+        raise click.UsageError("--workers needs --ray.")
+    files = _files(data)
+    runtime = common.open_runtime(model_path, stop_kind, threshold, max_steps)
+    if ray_address is not None:
+        return _decode_ray(ray_address, workers, files, output, model_path, runtime,
+                           batch_size, on_error)
+    import streamgen as sg
+    from streamgen import offline
+
+    if getattr(runtime, "model", None) is not None:  # XLA: the fastest TensorFlow step
+        runtime = offline.as_runtime(runtime.model, stop=runtime.stop,
+                                     max_steps=runtime.max_steps, jit_compile=True)
+    progress = Progress(files) if _is_terminal(sys.stderr) else None
+    out = sys.stdout if output == "-" else _open_output(output)
+    try:
+        totals = sg.decode_jsonl(runtime, files, out, batch_size=batch_size,
+                                 on_error="fail" if on_error == "fail" else _report,
+                                 progress=progress)
+    except ValueError as error:
+        _end(progress)
+        raise common.CliError(str(error)) from None
+    except OSError as error:
+        _end(progress)
+        raise common.CliError(str(error)) from None
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    _end(progress)
+    if totals["skipped"]:
+        common.report(f"skipped {totals['skipped']} bad record"
+                      f"{'' if totals['skipped'] == 1 else 's'}")
+
+
+def _files(data):
+    from streamgen import jsonl
+
+    try:
+        return jsonl.expand_paths(list(data))
+    except (FileNotFoundError, ValueError) as error:
+        raise common.bad_value("data", str(error)) from None
+
+
+def _open_output(path):
+    folder = os.path.dirname(path) or "."
+    if os.path.isdir(path) or not os.path.isdir(folder):
+        raise common.bad_value("output", f"cannot write a file at {path!r}.")
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as error:
+        raise common.bad_value("output", f"cannot write {path!r}: {error.strerror}.") from None
+
+
+def _report(error):
+    common.report(f"error: {error}")
+
+
+def _is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _end(progress):
+    if progress is not None:
+        progress.close()
+
+
+class Progress:
+    """A one-line progress bar on stderr: sequences, steps/s and time left."""
+
+    def __init__(self, files, stream=None):
+        self.stream = stream or sys.stderr
+        self.total = sum(_count_lines(path) for path in files)  # an upper bound
+        self.start = time.perf_counter()
+        self.shown = 0.0
+
+    def __call__(self, sequences, steps):
+        now = time.perf_counter()
+        if now - self.shown < 0.2 and sequences < self.total:
+            return
+        self.shown = now
+        elapsed = max(now - self.start, 1e-9)
+        share = min(sequences / self.total, 1.0) if self.total else 1.0
+        left = elapsed * (1 - share) / share if share else 0.0
+        bar = "#" * int(share * 30)
+        self.stream.write(f"\r[{bar:<30}] {sequences:,}/{self.total:,} sequences  "
+                          f"{steps / elapsed:,.0f} steps/s  {left:.0f} s left ")
+        self.stream.flush()
+
+    def close(self):
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def _count_lines(path):
+    count = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            count += block.count(b"\n")
+    return count
+
+
+def _decode_ray(address, workers, files, output, model_path, runtime, batch_size, on_error):
+    """`--ray`: Ray Data over an actor pool; shards in the folder `output`."""
+    if output == "-" or (os.path.exists(output) and not os.path.isdir(output)):
+        raise common.bad_value("output", f"with --ray, OUT is a folder; got {output!r}.")
+    try:
+        from streamgen import raydata
+    except ImportError as error:
+        raise common.CliError(f"--ray needs Ray Data (pip install -e '.[serve]'): {error}") \
+            from None
+    path = model_path
+    if path is None:  # the bundled model, as a file the actors can open
+        import importlib.resources
+
+        path = str(importlib.resources.files("streamgen").joinpath("default_model.keras"))
+    try:
+        result = raydata.decode_ray(
+            path, files, output, address=None if address == "local" else address,
+            workers=workers, stop=runtime.criteria, max_steps=runtime.max_steps,
+            batch_size=batch_size, on_error=on_error, report=_report)
+    except (ValueError, OSError) as error:
+        raise common.CliError(str(error)) from None
+    if result["skipped"]:
+        common.report(f"skipped {result['skipped']} bad record"
+                      f"{'' if result['skipped'] == 1 else 's'}")

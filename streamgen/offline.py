@@ -1,0 +1,445 @@
+"""Offline decoding: many whole sequences at once, thousands of rows per call.
+
+Streaming (`sg.Stream`) pays the framework's overhead once per outer step of
+one stream. Offline, every sequence is known in advance, so a batch of `B`
+sequences padded to `T` steps costs `T` batched steps (LiteRT) or one graph
+call (TensorFlow: the whole outer loop runs inside one graph), and
+the overhead is spread over `B` rows. Decoding is causal, so padding at the
+end of a sequence never changes its real steps.
+
+- `decode_padded(runtime, x, steps)`: one padded batch -> padded frames and
+  lengths (the primitive; `sg.evaluate` stands on it).
+- `length_batches(steps, batch_size)`: batches of similar length.
+- `decode_sequences(model, inputs)`: in-memory sequences -> ragged `Out`s.
+- `decode_jsonl(model, paths, out)`: JSONL files -> one JSONL line of `Out`
+  per sequence, streamed in chunks (files of any size), in input order.
+
+Nothing here imports TensorFlow: a `.tflite` export decodes on LiteRT alone.
+"""
+
+import json
+import os
+import queue
+import threading
+
+import numpy as np
+
+from streamgen import _checks
+from streamgen import jsonl
+from streamgen import jsontext
+from streamgen import ragged
+from streamgen import runtime as runtime_lib
+
+__all__ = ["decode_jsonl", "decode_padded", "decode_sequences", "length_batches"]
+
+DEFAULT_BATCH_SIZE = 4096
+
+
+def as_runtime(model_or_runtime, stop=None, max_steps=None, jit_compile=False):
+    """A `sg.Runtime` from a runtime, a `sg.StreamGen` or a model file path.
+
+    `jit_compile`: compile a TensorFlow model's step with XLA (offline
+    decoding steps it with one fixed batch shape per batch, see
+    `decode_padded`); ignored for a `.tflite` file.
+    """
+    if isinstance(model_or_runtime, runtime_lib.Runtime):
+        if stop is not None or max_steps is not None:
+            raise ValueError(
+                "Received `stop`/`max_steps` with a runtime; open the runtime with "
+                "them instead (sg.open_runtime(model, stop=..., max_steps=...)).")
+        return model_or_runtime
+    options = {}
+    if jit_compile and not (isinstance(model_or_runtime, (str, os.PathLike))
+                            and os.fspath(model_or_runtime).lower().endswith(".tflite")):
+        options["jit_compile"] = True
+    return runtime_lib.open_runtime(model_or_runtime, stop=stop, max_steps=max_steps,
+                                    **options)
+
+
+def length_batches(steps, batch_size):
+    """Splits sequences into batches of similar length.
+
+    Args:
+        steps: int array `(N,)`, outer steps per sequence.
+        batch_size: positive int, sequences per batch.
+
+    Returns:
+        A list of int index arrays, each of at most `batch_size` sequences:
+        the indices sorted by length (stable), cut in order.
+
+    Example:
+
+    >>> [b.tolist() for b in length_batches(np.array([3, 1, 2]), 2)]
+    [[1, 2], [0]]
+    """
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    order = np.argsort(np.asarray(steps), kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def decode_padded(runtime, x, steps=None, lengths=None):
+    """Decodes a padded batch of whole sequences from fresh state.
+
+    Args:
+        runtime: a `sg.Runtime` (its stop criteria and cap apply).
+        x: float array `(B, T, input_size)`, sequences padded at the end.
+        steps: optional int array `(B,)`, the real steps of each row
+            (`T` for all when `None`).
+        lengths: optional int array `(B, T)`: force these lengths (the
+            STOP token at step `lengths[b, t]`, as `model.decode(x,
+            lengths=...)`); TensorFlow runtimes only.
+
+    Returns:
+        `(frames, lengths)`: float32 `(B, T, trained_max_steps,
+        output_size)`, zero past each length; int32 `(B, T)`, 0 on padded
+        steps. Row `b`'s `Out[t]` is `frames[b, t, :lengths[b, t]]`.
+
+    Raises:
+        ValueError: bad shapes or values; forced lengths on LiteRT.
+    """
+    x = _checks.check_inputs(runtime, x, "x", ndim=3)
+    batch, time_steps = x.shape[:2]
+    steps = (np.full(batch, time_steps, np.int64) if steps is None
+             else np.asarray(steps, np.int64).reshape(batch))
+    model = getattr(runtime, "model", None)
+    if model is not None and (lengths is not None or not runtime.jit_compile):
+        frames, out_lengths = _decode_graph(runtime, x, lengths)
+    elif lengths is not None:
+        raise ValueError("Received `lengths` for a LiteRT runtime; forced lengths need the "
+                         "TensorFlow model.")
+    elif model is not None:
+        frames, out_lengths = _decode_fixed(runtime, x, steps)
+    else:
+        frames, out_lengths = _decode_steps(runtime, x, steps)
+    real = np.arange(time_steps)[None, :] < steps[:, None]  # (B, T)
+    frames[~real] = 0.0
+    return frames, np.where(real, out_lengths, 0).astype(np.int32)
+
+
+def _decode_graph(runtime, x, forced):
+    """The whole outer loop inside one TensorFlow graph (`model.compiled`)."""
+    from streamgen._quiet import import_tensorflow
+    from streamgen.decode import compiled_functions
+
+    tf = import_tensorflow()  # already imported: the runtime holds a model
+
+    model = runtime.model
+    batch, time_steps = x.shape[:2]
+    if batch == 0 or time_steps == 0:
+        return (np.zeros((batch, time_steps, model.max_steps, model.output_size), np.float32),
+                np.zeros((batch, time_steps), np.int32))
+    if forced is None:
+        criteria, thresholds = runtime.stop, runtime.thresholds
+        stop_at = np.full((batch, time_steps), model.max_steps, np.int32)
+        cap = runtime.max_steps
+    else:  # forced lengths ignore the stop criteria
+        criteria, thresholds = (), np.zeros([0], np.float32)
+        stop_at = _checks.check_lengths(model, forced, (batch, time_steps))
+        cap = model.max_steps
+    frames, lengths = compiled_functions(model).sequences(tuple(criteria))(
+        tf.constant(x), tf.constant(stop_at), tf.constant(thresholds),
+        tf.constant(cap, tf.int32))
+    return frames.numpy(), lengths.numpy()
+
+
+def _decode_fixed(runtime, x, steps):
+    """Steps an XLA-compiled runtime over time with one batch shape.
+
+    XLA compiles once per shape, so the rows are padded up to a power of
+    two and rows that have ended stay in the batch with `decode=False`
+    (model_b skipped; their outputs are dropped).
+    """
+    batch, time_steps = x.shape[:2]
+    rows = 1 << max(batch - 1, 0).bit_length()  # the next power of two
+    padded = np.zeros((rows, time_steps, x.shape[2]), np.float32)
+    padded[:batch] = x
+    live = np.zeros(rows, np.int64)
+    live[:batch] = steps
+    frames = np.zeros((batch, time_steps, runtime.trained_max_steps, runtime.output_size),
+                      np.float32)
+    lengths = np.zeros((batch, time_steps), np.int32)
+    state = runtime.initial_state(rows)
+    for t in range(int(steps.max()) if batch else 0):
+        f, n, state = runtime.step(padded[:, t], state, decode=live > t)
+        frames[:, t] = f[:batch]
+        lengths[:, t] = n[:batch]
+    return frames, lengths
+
+
+def _decode_steps(runtime, x, steps):
+    """Steps the runtime over time; rows leave the batch when they end."""
+    batch, time_steps = x.shape[:2]
+    order = np.argsort(-steps, kind="stable")  # longest first: active rows are a prefix
+    ordered_steps = steps[order]
+    frames = np.zeros((batch, time_steps, runtime.trained_max_steps, runtime.output_size),
+                      np.float32)
+    lengths = np.zeros((batch, time_steps), np.int32)
+    state = runtime.initial_state(batch)
+    xs = x[order]  # (B, T, I), longest first
+    for t in range(time_steps):
+        active = int(np.count_nonzero(ordered_steps > t))
+        if not active:
+            break
+        f, n, state[:active] = runtime.step(xs[:active, t], state[:active])
+        frames[order[:active], t] = f
+        lengths[order[:active], t] = n
+    return frames, lengths
+
+
+def pad(sequences, input_size):
+    """Stacks sequences `(T_n, input_size)` into `(B, T_max, input_size)` zeros-padded."""
+    steps = np.fromiter(map(len, sequences), np.int64, len(sequences))
+    x = np.zeros((len(sequences), int(steps.max()) if len(steps) else 0, input_size),
+                 np.float32)
+    for row, sequence in enumerate(sequences):
+        x[row, :len(sequence)] = sequence
+    return x, steps
+
+
+def decode_sequences(model, inputs, *, stop=None, max_steps=None,
+                     batch_size=DEFAULT_BATCH_SIZE):
+    """Decodes whole sequences in batches; returns every `Out`.
+
+    Args:
+        model: a `sg.StreamGen`, a `sg.Runtime`, or a `.keras` / `.tflite`
+            path.
+        inputs: a list of `N` arrays `(T_n, input_size)` or one array
+            `(N, T, input_size)`.
+        stop: stop criteria (`None`: the model's); not with a runtime.
+        max_steps: optional lower cap; not with a runtime.
+        batch_size: positive int, sequences decoded together.
+
+    Returns:
+        A list of `N` lists of `T_n` float32 arrays `(L, output_size)`:
+        `result[n][t]` is `Out[t]` of sequence `n`, equal to what
+        `model.decode` and `Stream` give (lengths exactly, frames to float
+        round-off).
+
+    Example:
+
+    >>> outs = sg.decode_sequences(sg.load_default(), [np.zeros((4, 3))])
+    >>> len(outs[0]), outs[0][0].shape[1]
+    (4, 2)
+    """
+    runtime = as_runtime(model, stop, max_steps)
+    flat = ragged.flatten_inputs(inputs)
+    sequences = ragged.split(flat.rows, flat.steps)
+    result = [None] * len(sequences)
+    for index in length_batches(flat.steps, batch_size):
+        x, steps = pad([sequences[n] for n in index], runtime.input_size)
+        frames, lengths = decode_padded(runtime, x, steps)
+        for row, n in enumerate(index):
+            result[n] = [frames[row, t, :lengths[row, t]].copy() for t in range(steps[row])]
+    return result
+
+
+# ---------------------------------------------------------------------- #
+# Files.
+# ---------------------------------------------------------------------- #
+def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
+                 batch_size=DEFAULT_BATCH_SIZE, on_error="fail", progress=None, readers=None):
+    """Decodes JSONL files of sequences; writes one line of `Out` per sequence.
+
+    Each input line is a record in the training format (`{"x": [[...],
+    ...]}`; `"y"` is optional and ignored). For each, in input order, one
+    line is written: `{"y": [Out[0], Out[1], ...]}` with `"id"` first when
+    the record has one (copied as it is), frames with 6 significant digits
+    exactly as `streamgen stream` prints them. Files are read in chunks of
+    `batch_size` sequences (never whole) and each chunk is decoded in one
+    batch; reading the next chunk overlaps decoding this one.
+
+    Args:
+        model: a `sg.StreamGen`, a `sg.Runtime`, or a `.keras` / `.tflite`
+            path.
+        paths: JSONL files or glob patterns (see `sg.read_records`).
+        out: a text file object (written, not closed), or a path.
+        stop: stop criteria (`None`: the model's); not with a runtime.
+        max_steps: optional lower cap; not with a runtime.
+        batch_size: positive int, sequences per chunk.
+        on_error: `"fail"`: a malformed record raises (after every earlier
+            line is written); `"skip"`: it is left out; or a callable,
+            called with each `jsonl.RecordError` (then skipped; it may
+            raise to stop).
+        progress: optional callable `progress(sequences, steps)`, called
+            after each chunk with the totals so far.
+        readers: processes that parse JSON while this one decodes (0:
+            parse in a thread here); `None`: 0 for inputs under 8 MB, else
+            the CPUs but one (1 to 4).
+
+    Returns:
+        dict: `"sequences"` and `"steps"` decoded, `"skipped"` records.
+
+    Raises:
+        ValueError: with `on_error="fail"`, `"{path}:{line}: {what}"`.
+        FileNotFoundError: a missing file or a pattern without matches.
+
+    Example:
+
+    >>> sg.decode_jsonl(sg.load_default(), ["samples/valid*.jsonl"], "out.jsonl")
+    {'sequences': 300, 'steps': 3555, 'skipped': 0}
+    """
+    runtime = as_runtime(model, stop, max_steps, jit_compile=True)
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    if not (on_error in ("fail", "skip") or callable(on_error)):
+        raise _checks.invalid("on_error", "'fail', 'skip' or a callable", on_error)
+    if isinstance(out, (str, os.PathLike)):
+        with open(out, "w", encoding="utf-8") as fh:
+            return decode_jsonl(runtime, paths, fh, batch_size=batch_size,
+                                on_error=on_error, progress=progress)
+    files = jsonl.expand_paths(paths)
+    if readers is None:
+        size = sum(os.path.getsize(path) for path in files)
+        readers = 0 if size < PARALLEL_BYTES else max(1, min(4, (os.cpu_count() or 2) - 1))
+    readers = _checks.check_count("readers", readers)
+    if "fork" not in _start_methods():
+        readers = 0
+    if readers:  # JSON parsing (the bottleneck) in other processes
+        records = _parallel_records(files, runtime.input_size, readers, batch_size)
+    else:
+        records = jsonl.read_records(files, targets=False, input_size=runtime.input_size,
+                                     on_error="yield")
+    totals = {"sequences": 0, "steps": 0, "skipped": 0}
+    for chunk, bad in _prefetch(chunks(records, batch_size)):
+        if chunk:
+            out.write("".join(format_lines(runtime, chunk)))
+            totals["sequences"] += len(chunk)
+            totals["steps"] += sum(len(r.inputs) for r in chunk)
+            if progress is not None:
+                progress(totals["sequences"], totals["steps"])
+        if bad is not None:
+            if on_error == "fail":
+                out.flush()
+                raise ValueError(str(bad))
+            totals["skipped"] += 1
+            if callable(on_error):
+                on_error(bad)
+    out.flush()
+    return totals
+
+
+def format_lines(runtime, records):
+    """Decodes `records` (one batch) and returns their output lines, in order."""
+    x, steps = pad([r.inputs for r in records], runtime.input_size)
+    frames, lengths = decode_padded(runtime, x, steps)
+    lines = []
+    for record, text in zip(records, jsontext.sequences_json(frames, lengths, steps)):
+        data = record.data
+        if "id" in data:
+            lines.append('{"id":' + _id_json(data["id"]) + ',"y":' + text + "}\n")
+        else:
+            lines.append('{"y":' + text + "}\n")
+    return lines
+
+
+def _id_json(value):
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+PARALLEL_BYTES = 8 << 20  # smaller inputs are parsed in this process
+
+
+def _parallel_records(files, input_size, readers, lines_per_range):
+    """`jsonl.read_records(files, targets=False)`, parsed by `readers` processes.
+
+    The files are cut into ranges of whole lines (`jsonl.line_ranges`), each
+    parsed in a worker process; results come back in input order, at most
+    `2 * readers` ranges ahead.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    ranges = ((path, *span) for path in files
+              for span in jsonl.line_ranges(path, lines_per_range))
+    # "fork": the readers run only `jsonl` (numpy and the json module), never
+    # the runtime, and "spawn" would re-run the caller's `__main__`.
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(readers, mp_context=context) as pool:
+        pending = []
+        for span in ranges:
+            pending.append(pool.submit(_parse_range, *span, input_size))
+            if len(pending) > 2 * readers:
+                yield from pending.pop(0).result()
+        for future in pending:
+            yield from future.result()
+
+
+def _start_methods():
+    import multiprocessing
+
+    return multiprocessing.get_all_start_methods()
+
+
+def _parse_range(path, start, end, first_line, input_size):
+    """Runs in a reader process: one range's records, compact (no `"y"`)."""
+    out = []
+    for item in jsonl.read_range(path, start, end, first_line, targets=False,
+                                 input_size=input_size, on_error="yield"):
+        if isinstance(item, jsonl.Record):
+            data = {"id": item.data["id"]} if "id" in item.data else {}
+            item = item._replace(data=data)
+        out.append(item)
+    return out
+
+
+def chunks(records, batch_size):
+    """`(chunk, error)` pairs: up to `batch_size` records, then the bad record (or None).
+
+    A chunk ends early at a bad record, so that everything before it is
+    decoded and written before the error is acted on, and at the end of a
+    file (so a file's batches do not depend on the files before it).
+    """
+    chunk = []
+    for record in records:
+        if isinstance(record, jsonl.RecordError):
+            yield chunk, record
+            chunk = []
+            continue
+        if chunk and record.path != chunk[-1].path:
+            yield chunk, None
+            chunk = []
+        chunk.append(record)
+        if len(chunk) == batch_size:
+            yield chunk, None
+            chunk = []
+    if chunk:
+        yield chunk, None
+
+
+_DONE = object()
+
+
+def _prefetch(iterator, depth=2):
+    """Runs `iterator` in a thread, `depth` items ahead (parsing overlaps decoding)."""
+    items = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in iterator:
+                if not put((item, None)):
+                    return
+            put((_DONE, None))
+        except BaseException as error:  # handed to the consumer, raised there
+            put((_DONE, error))
+
+    thread = threading.Thread(target=produce, name="streamgen-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()

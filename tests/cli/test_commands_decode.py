@@ -1,0 +1,227 @@
+"""`streamgen decode` (and `train` on several files) through `CliRunner` and a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from helpers import ragged_to_lists
+from streamgen.cli.main import cli
+from streamgen.wire import frames_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SAMPLES = os.path.join(ROOT, "samples")
+STREAMGEN = os.path.join(os.path.dirname(sys.executable), "streamgen")
+
+
+def invoke(args, input=None):
+    return CliRunner().invoke(cli, args, input=input, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """40 sequences of the validation file in two files, with ids in the second."""
+    folder = tmp_path_factory.mktemp("decode_data")
+    with open(os.path.join(SAMPLES, "valid.jsonl")) as f:
+        records = [json.loads(next(f)) for _ in range(40)]
+    with open(folder / "a.jsonl", "w") as f:
+        for r in records[:25]:
+            f.write(json.dumps({"x": r["x"], "y": r["y"]}) + "\n")
+    with open(folder / "b.jsonl", "w") as f:
+        for n, r in enumerate(records[25:]):
+            f.write(json.dumps({"id": f"b{n}", "x": r["x"]}) + "\n")
+    inputs = [np.array(r["x"], np.float32) for r in records]
+    return {"folder": folder, "a": str(folder / "a.jsonl"), "b": str(folder / "b.jsonl"),
+            "inputs": inputs}
+
+
+def check_output(text, model, inputs, ids=None):
+    """Every line equals `model.decode` of its sequence, printed as `stream` prints it."""
+    lines = text.splitlines()
+    assert len(lines) == len(inputs)
+    for n, (line, x) in enumerate(zip(lines, inputs)):
+        record = json.loads(line)
+        expected = ragged_to_lists(model.decode(x[None]))[0]
+        assert [len(o) for o in record["y"]] == [len(o) for o in expected], f"line {n + 1}"
+        for got, want in zip(record["y"], expected):
+            np.testing.assert_allclose(np.reshape(got, (-1, 2)), np.reshape(want, (-1, 2)),
+                                       atol=2e-5)
+        outs = [frames_json(np.array(o, np.float32).reshape(-1, 2)) for o in record["y"]]
+        assert line.endswith('"y":[' + ",".join(outs) + "]}")
+        if ids is not None:
+            assert record.get("id") == ids[n]
+
+
+@pytest.mark.parametrize("kind", ["keras", "tflite"])
+def test_decode_equals_decode_in_order_with_ids(data, cli_model_path, cli_model, cli_tflite,
+                                                tmp_path, kind):
+    model_path = cli_model_path if kind == "keras" else cli_tflite
+    out = str(tmp_path / "out.jsonl")
+    result = invoke(["decode", data["a"], str(data["folder"] / "b*.jsonl"), "-o", out,
+                     "--model", model_path, "--batch-size", "16"])
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    with open(out) as f:
+        check_output(f.read(), cli_model, data["inputs"],
+                     ids=[None] * 25 + [f"b{n}" for n in range(15)])
+
+
+def test_decode_to_stdout_with_options(data, cli_model_path, cli_model):
+    result = invoke(["decode", data["a"], "-o", "-", "--model", cli_model_path,
+                     "--stop", "none", "--max-steps", "2"])
+    assert result.exit_code == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert len(lines) == 25
+    assert all(len(o) == 2 for line in lines for o in json.loads(line)["y"])
+
+
+def test_decode_bundled_model_equals_stream(data):
+    """The first sequence through `decode` and through `stream`: the same text."""
+    result = invoke(["decode", data["a"], "-o", "-"])
+    first = json.loads(result.stdout.splitlines()[0])["y"]
+    lines = "\n".join(" ".join(map(str, v)) for v in data["inputs"][0].tolist()) + "\n"
+    streamed = [json.loads(line) for line in invoke(["stream"], input=lines).stdout.splitlines()]
+    assert [len(o) for o in streamed] == [len(o) for o in first]
+    for got, want in zip(first, streamed):  # the 6th digit may differ: batch of 25 vs 1
+        np.testing.assert_allclose(np.reshape(got, (-1, 2)), np.reshape(want, (-1, 2)),
+                                   atol=2e-5)
+
+
+def bad_file(tmp_path, data):
+    with open(data["a"]) as f:
+        lines = f.read().splitlines()[:6]
+    lines[1] = '{"x": [[1, 2]]}'
+    lines[3] = "[" * 1000 + "]" * 1000
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_decode_bad_records_fail(data, cli_model_path, tmp_path):
+    path = bad_file(tmp_path, data)
+    out = tmp_path / "out.jsonl"
+    result = invoke(["decode", path, "-o", str(out), "--model", cli_model_path])
+    assert result.exit_code == 1
+    assert result.stderr == (f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 "
+                             "(input_size=3)\n")
+    assert len(out.read_text().splitlines()) == 1  # the line before it was written
+
+
+def test_decode_bad_records_skip(data, cli_model_path, cli_model, tmp_path):
+    path = bad_file(tmp_path, data)
+    result = invoke(["decode", path, "-o", "-", "--model", cli_model_path, "--on-error", "skip"])
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 (input_size=3)\n"
+        f"streamgen: error: {path}:4: bad JSON: nested too deeply\n"
+        "streamgen: skipped 2 bad records\n")
+    keep = [0, 2, 4, 5]
+    check_output(result.stdout, cli_model, [data["inputs"][n] for n in keep])
+
+
+@pytest.mark.parametrize("args, error", [
+    (["nothing-*.jsonl", "-o", "-"], "Invalid value for 'DATA...': nothing-*.jsonl: no file "
+                                     "matches this pattern"),
+    (["missing.jsonl", "-o", "-"], "Invalid value for 'DATA...': missing.jsonl: no such file"),
+    (["-o", "-"], "Missing argument 'DATA...'."),
+    (["{a}", "-o", "-", "--workers", "2"], "--workers needs --ray."),
+    (["{a}", "-o", "-", "--batch-size", "0"],
+     "Invalid value for '--batch-size': 0 is not in the range x>=1."),
+])
+def test_decode_usage_errors(data, args, error):
+    result = invoke(["decode", *[a.format(a=data["a"]) for a in args]])
+    assert result.exit_code == 2
+    assert result.stderr.endswith(f"Error: {error}\n")
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(data, cli_tflite, tmp_path):
+    """A real process, stderr a pipe: nothing on stderr."""
+    out = tmp_path / "out.jsonl"
+    run = subprocess.run([STREAMGEN, "decode", data["a"], "--model", cli_tflite, "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", "")
+    assert len(out.read_text().splitlines()) == 25
+
+
+def test_progress_bar_on_a_terminal(data, cli_tflite, tmp_path):
+    """stderr a pseudo-terminal: the bar, its counts and rate, on stderr only."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    out = tmp_path / "out.jsonl"
+    run = subprocess.run([STREAMGEN, "decode", data["a"], data["b"], "--model", cli_tflite,
+                          "-o", str(out), "--batch-size", "8"],
+                         stdout=subprocess.PIPE, stderr=secondary, timeout=120)
+    os.close(secondary)
+    shown = os.read(primary, 65536).decode()
+    os.close(primary)
+    assert run.returncode == 0 and run.stdout == b""
+    assert "40/40 sequences" in shown and "steps/s" in shown and "s left" in shown
+
+
+def test_train_on_several_files_and_globs(data, tmp_path):
+    out = str(tmp_path / "m.keras")
+    result = invoke(["train", data["a"], str(data["folder"] / "a*.jsonl"), "-o", out,
+                     "--epochs", "1", "--units", "4", "--ir-size", "4", "--seed", "0"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[-1].startswith(f"saved {out} (1 epoch, loss ")
+    import keras
+
+    model = keras.models.load_model(out, compile=False)
+    assert (model.input_size, model.output_size) == (3, 2)
+
+
+def test_train_bad_record_in_a_later_file(data, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"x": [[1, 2, 3]], "y": [[[1, 2, 3]]]}\n')
+    out = str(tmp_path / "m.keras")
+    result = invoke(["train", data["a"], str(bad), "-o", out, "--epochs", "1",
+                     "--units", "4", "--ir-size", "4"])
+    assert result.exit_code == 1
+    assert result.stderr == (f"streamgen: error: {bad}:1: field 'y[0][0]': width 3, expected 2 "
+                             f"(as in field 'y[1][0]' on line 1 of {data['a']}); "
+                             f"{out} was not written\n")
+
+
+def test_stream_line_of_1000_nested_brackets(cli_model_path):
+    """issue 11 item 7: the reader reports nesting as one line, no RecursionError."""
+    result = invoke(["stream", "--model", cli_model_path],
+                    input="[" * 1000 + "]" * 1000 + "\n0.5 0 0.1\n")
+    assert result.exit_code == 1
+    assert result.stderr == "streamgen: error: <stdin>:1: invalid JSON array: nested too deeply\n"
+
+
+def test_decode_on_a_local_ray_cluster_equals_local(data, cli_model_path, ray_cluster, tmp_path):
+    """Ray Data over 2 actors: the shards, concatenated, are the local output."""
+    local = invoke(["decode", data["a"], data["b"], "--model", cli_model_path, "-o", "-",
+                    "--batch-size", "8"])
+    assert local.exit_code == 0
+    out = tmp_path / "shards"
+    result = invoke(["decode", "--ray", data["a"], data["b"], "--model", cli_model_path,
+                     "-o", str(out), "--batch-size", "8", "--workers", "2"])
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    names = sorted(os.listdir(out))
+    assert names == [f"part-{n:05d}.jsonl" for n in range(3)]  # 16 + 9 lines, then 15
+    merged = "".join((out / name).read_text() for name in names)
+    assert merged == local.stdout  # same batches (8) -> the same bytes
+
+
+def test_decode_ray_bad_records(data, cli_model_path, ray_cluster, tmp_path):
+    path = bad_file(tmp_path, data)
+    out = tmp_path / "shards"
+    result = invoke(["decode", "--ray", "local", path, "--model", cli_model_path, "-o", str(out),
+                     "--on-error", "skip", "--batch-size", "2"])
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 (input_size=3)\n"
+        f"streamgen: error: {path}:4: bad JSON: nested too deeply\n"
+        "streamgen: skipped 2 bad records\n")
+    lines = "".join(p.read_text() for p in sorted(out.iterdir())).splitlines()
+    assert len(lines) == 4
+    result = invoke(["decode", "--ray", path, "--model", cli_model_path, "-o", str(out)])
+    assert result.exit_code == 1
+    assert result.stderr == (f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 "
+                             "(input_size=3)\n")

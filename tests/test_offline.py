@@ -1,0 +1,159 @@
+"""Tests for `streamgen.offline`: batch decoding of sequences and JSONL files."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+import streamgen as sg
+from helpers import make_model, ragged_to_lists
+from streamgen import offline
+from streamgen.wire import frames_json
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model(seed=3, stop_scale=8.0)
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    """Twelve sequences of 1..12 steps, seeded."""
+    rng = np.random.default_rng(5)
+    return [rng.normal(size=(t, 3)).astype(np.float32) for t in range(12, 0, -1)]
+
+
+def reference(model, sequences):
+    """`model.decode`, one sequence at a time: the contract."""
+    return [ragged_to_lists(model.decode(s[None]))[0] for s in sequences]
+
+
+def assert_same(got, expected, atol=1e-5):
+    assert len(got) == len(expected)
+    for n, (a, b) in enumerate(zip(got, expected)):
+        assert [len(o) for o in a] == [len(o) for o in b], f"sequence {n}"
+        for t, (x, y) in enumerate(zip(a, b)):
+            np.testing.assert_allclose(np.reshape(x, (-1, 2)), np.reshape(y, (-1, 2)),
+                                       atol=atol, err_msg=f"sequence {n}, Out[{t}]")
+
+
+def test_length_batches():
+    index = offline.length_batches(np.array([3, 1, 2, 1]), 3)
+    assert [b.tolist() for b in index] == [[1, 3, 2], [0]]
+    with pytest.raises(ValueError, match=r"argument `batch_size`, expected a positive integer, got 0"):
+        offline.length_batches(np.array([1]), 0)
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+def test_decode_sequences_equals_decode(model, sequences, batch_size):
+    expected = reference(model, sequences)
+    got = sg.decode_sequences(model, sequences, batch_size=batch_size)
+    assert_same(got, expected)
+    lengths = [[len(o) for o in s] for s in expected]
+    assert len({n for s in lengths for n in s}) >= 4  # lengths do vary
+
+
+def test_decode_padded_xla_step_loop_equals_graph(model, sequences):
+    x, steps = offline.pad(sequences, 3)
+    graph = offline.decode_padded(sg.open_runtime(model), x, steps)
+    xla = offline.decode_padded(sg.open_runtime(model, jit_compile=True), x, steps)
+    np.testing.assert_array_equal(graph[1], xla[1])
+    np.testing.assert_allclose(graph[0], xla[0], atol=1e-5)
+    real = np.arange(x.shape[1])[None, :] < steps[:, None]
+    assert (graph[1][~real] == 0).all() and (graph[0][~real] == 0).all()
+
+
+def test_decode_sequences_stop_and_cap(model, sequences):
+    got = sg.decode_sequences(model, sequences, stop=[], max_steps=3)
+    assert {len(o) for s in got for o in s} == {3}
+    expected = [ragged_to_lists(model.decode(s[None], stop=sg.StopHead(0.9)))[0]
+                for s in sequences]
+    assert_same(sg.decode_sequences(model, sequences, stop=sg.StopHead(0.9)), expected)
+
+
+def test_litert_equals_decode(model, sequences, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    path = str(tmp_path / "m.tflite")
+    model.export_litert(path)
+    runtime = sg.open_runtime(path)
+    assert_same(sg.decode_sequences(runtime, sequences, batch_size=4),
+                reference(model, sequences))
+    with pytest.raises(ValueError, match="forced lengths need the TensorFlow model"):
+        offline.decode_padded(runtime, np.zeros((1, 2, 3), np.float32),
+                              lengths=np.zeros((1, 2), np.int32))
+    with pytest.raises(ValueError, match="open the runtime with them instead"):
+        sg.decode_sequences(runtime, sequences, max_steps=3)
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_data(path, sequences, ids=True, extra=None):
+    with open(path, "w") as f:
+        for n, s in enumerate(sequences):
+            record = {"x": s.tolist()}
+            if ids:
+                record["id"] = f"s{n}" if n % 2 else n
+            f.write(json.dumps(record) + "\n")
+            if extra and n in extra:
+                f.write(extra[n] + "\n")
+    return str(path)
+
+
+def test_decode_jsonl_lines_equal_decode_in_order_with_ids(model, sequences, tmp_path):
+    path = write_data(tmp_path / "in.jsonl", sequences)
+    out = io.StringIO()
+    progress = []
+    totals = sg.decode_jsonl(model, [path], out, batch_size=5,
+                             progress=lambda n, s: progress.append((n, s)))
+    assert totals == {"sequences": 12, "steps": 78, "skipped": 0}
+    assert progress[-1] == (12, 78) and len(progress) == 3
+    lines = out.getvalue().splitlines()
+    expected = reference(model, sequences)
+    for n, (line, outs) in enumerate(zip(lines, expected)):
+        record = json.loads(line)
+        assert list(record) == ["id", "y"] and record["id"] == (f"s{n}" if n % 2 else n)
+        assert_same([record["y"]], [outs])
+    # Each Out[i] exactly as `streamgen stream` prints it (6 significant
+    # digits survive the round trip through float32).
+    for line in lines:
+        record = json.loads(line)
+        outs = [frames_json(np.array(o, np.float32).reshape(-1, 2)) for o in record["y"]]
+        assert line == '{"id":' + json.dumps(record["id"]) + ',"y":[' + ",".join(outs) + "]}"
+
+
+def test_decode_jsonl_bad_records(model, sequences, tmp_path):
+    bad = {2: '{"x": [[1, 2]]}', 4: "{oops", 6: '{"y": []}'}
+    path = write_data(tmp_path / "in.jsonl", sequences[:8], ids=False, extra=bad)
+    out = io.StringIO()
+    with pytest.raises(ValueError) as err:
+        sg.decode_jsonl(model, path, out, batch_size=64)
+    assert str(err.value) == (f"{path}:4: field 'x[0]': width 2, expected 3 (input_size=3)")
+    assert len(out.getvalue().splitlines()) == 3  # everything before it was written
+    seen = []
+    out = io.StringIO()
+    totals = sg.decode_jsonl(model, path, out, batch_size=2, on_error=seen.append)
+    assert totals == {"sequences": 8, "steps": 12 + 11 + 10 + 9 + 8 + 7 + 6 + 5, "skipped": 3}
+    assert [str(e) for e in seen] == [
+        f"{path}:4: field 'x[0]': width 2, expected 3 (input_size=3)",
+        f"{path}:7: bad JSON: Expecting property name enclosed in double quotes at column 2",
+        f"{path}:10: missing key 'x'"]
+    assert_same([json.loads(l)["y"] for l in out.getvalue().splitlines()],
+                reference(model, sequences[:8]))
+    assert sg.decode_jsonl(model, path, io.StringIO(), on_error="skip")["skipped"] == 3
+
+
+def test_decode_jsonl_reader_processes_give_the_same_lines(model, sequences, tmp_path):
+    bad = {3: '{"x": [[1, 2]]}', 7: "[" * 1000 + "]" * 1000}
+    path = write_data(tmp_path / "in.jsonl", sequences, extra=bad)
+    here, there = io.StringIO(), io.StringIO()
+    seen_here, seen_there = [], []
+    a = sg.decode_jsonl(model, [path, path], here, batch_size=4, readers=0,
+                        on_error=seen_here.append)
+    b = sg.decode_jsonl(model, [path, path], there, batch_size=4, readers=1,
+                        on_error=seen_there.append)
+    assert a == b == {"sequences": 24, "steps": 156, "skipped": 4}
+    assert here.getvalue() == there.getvalue()
+    assert [str(e) for e in seen_here] == [str(e) for e in seen_there]
+    assert str(seen_there[1]) == f"{path}:10: bad JSON: nested too deeply"
