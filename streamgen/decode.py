@@ -72,6 +72,7 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
         # under their cap).
         running = running & (j < cap)
         frame, stop_logit, new_state = model.inner_step(ir, previous, list(state))
+        stop_logit = stop_logit[:, 0]  # (B,)
         stops = [criterion.fires(frame, stop_logit, limit)  # each (B,)
                  for criterion, limit in zip(criteria, limits)]
         if stop_at is not None:

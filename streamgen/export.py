@@ -208,11 +208,11 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
         for past, now in zip(history, state):
             past.append(now)
         frames.append(previous)  # (B, O)
-        stop_logits.append(stop_logit)  # (B,)
+        stop_logits.append(stop_logit)  # (B, 1)
 
     frames = tf.stack(frames, axis=1)  # (B, M, O)
     # The stop tests of all steps at once, off the chain: `(B, M)` each.
-    stop_logits = tf.stack(stop_logits, axis=1)
+    stop_logits = tf.concat(stop_logits, axis=1)
     fired = [_fires(criterion, frames, stop_logits, limit)
              for criterion, limit in zip(criteria, limits)]
     # (Not `clip_by_value(cap, 0, M)`: the converter turns an int32 clip to

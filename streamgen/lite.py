@@ -170,52 +170,53 @@ class _Bucket:
                 f"{runtime.path}: the LiteRT interpreter cannot load this file: "
                 f"{_checks.describe(str(error))}") from None
         self.interpreter = interpreter
-        # What the per-row inputs hold: None for the defaults (set here once),
-        # else the last value given. Inputs keep their values between calls.
-        self.current = {"decode": True, "thresholds": True, "caps": True}
+        self._x, self._state_in = self.inputs["x"], self.inputs["state"]
+        self._frames, self._lengths = self.outputs["frames"], self.outputs["lengths"]
+        self._state_out = self.outputs["state"]
+        self.defaults = False  # whether decode, thresholds and caps hold the defaults
         self.run(np.zeros((size, runtime.input_size), np.float32),
                  np.zeros((size, runtime.state_size), np.float32), None, None, None)
 
     def run(self, x, state, decode, thresholds, caps):
-        rows, size, runtime = x.shape[0], self.size, self.runtime
-        set_tensor = self.interpreter.set_tensor  # copies, from any memory layout
+        rows, size = x.shape[0], self.size
         if rows < size:  # pad up to the bucket; padded rows decode nothing
             x, state = _padded(x, size), _padded(state, size)
-            if decode is None:
-                decode = np.arange(size) < rows
-            else:
-                decode = _padded(decode, size)
+            decode = np.arange(size) < rows if decode is None else _padded(decode, size)
             thresholds = None if thresholds is None else _padded(thresholds, size)
             caps = None if caps is None else _padded(caps, size)
-        set_tensor(self.inputs["x"], x)
-        set_tensor(self.inputs["state"], state)
-        current = self.current
-        if decode is not None or current["decode"] is not None:
-            self._set("decode", decode, np.ones(size, bool))
-        if thresholds is not None or current["thresholds"] is not None:
-            self._set("thresholds", thresholds, np.broadcast_to(
-                runtime.thresholds, (size, len(runtime.criteria))))
-        if caps is not None or current["caps"] is not None:
-            self._set("caps", caps, np.full(size, runtime.max_steps, np.int32))
+        interpreter = self.interpreter
+        interpreter.set_tensor(self._x, x)  # copies, from any memory layout
+        interpreter.set_tensor(self._state_in, state)
+        if not (self.defaults and decode is None and thresholds is None and caps is None):
+            self._set_options(decode, thresholds, caps)
         try:
-            self.interpreter.invoke()
+            interpreter.invoke()
         except Exception as error:  # noqa: BLE001
             raise RuntimeError(
-                f"{runtime.path}: the LiteRT interpreter failed: "
+                f"{self.runtime.path}: the LiteRT interpreter failed: "
                 f"{_checks.describe(str(error))}") from None
-        get_tensor = self.interpreter.get_tensor  # copies
-        frames = get_tensor(self.outputs["frames"])
-        lengths = get_tensor(self.outputs["lengths"])
-        state = get_tensor(self.outputs["state"])
+        get_tensor = interpreter.get_tensor  # copies
+        frames = get_tensor(self._frames)
+        lengths = get_tensor(self._lengths)
+        state = get_tensor(self._state_out)
         if rows < size:
             frames, lengths, state = frames[:rows], lengths[:rows], state[:rows]
         return frames, lengths, state
 
-    def _set(self, name, value, default):
-        """Sets input `name` to `value`, or to `default` where `value` is None;
-        `current[name]` is None while the input holds the default."""
-        self.current[name] = None if value is None else True
-        self.interpreter.set_tensor(self.inputs[name], default if value is None else value)
+    def _set_options(self, decode, thresholds, caps):
+        """Sets the per-row inputs; `None` means the runtime's defaults.
+
+        Inputs keep their values between invocations: `self.defaults` says
+        whether all three hold the defaults, so the common call sets none.
+        """
+        runtime, size, set_tensor = self.runtime, self.size, self.interpreter.set_tensor
+        set_tensor(self.inputs["decode"], np.ones(size, bool) if decode is None else decode)
+        set_tensor(self.inputs["thresholds"], np.broadcast_to(
+            runtime.thresholds, (size, len(runtime.criteria))) if thresholds is None
+            else thresholds)
+        set_tensor(self.inputs["caps"], np.full(size, runtime.max_steps, np.int32)
+                   if caps is None else caps)
+        self.defaults = decode is None and thresholds is None and caps is None
 
 
 def _padded(array, size):

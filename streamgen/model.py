@@ -278,8 +278,10 @@ class StreamGen(keras.Model):
             state: list of float tensors `(B, size)`, model_b's state.
 
         Returns:
-            `(frame, stop_logit, state)`: `(B, output_size)`, `(B,)`, and
-            model_b's new state (a list).
+            `(frame, stop_logit, state)`: `(B, output_size)`, `(B, 1)` (as
+            the head's `Dense` gives it: the unrolled LiteRT export joins
+            the steps' logits with one concatenation instead of a reshape
+            per step), and model_b's new state (a list).
         """
         if previous is None:
             inner_input = tf.pad(ir, [[0, 0], [0, self.output_size]])  # (B, ir + O)
@@ -287,8 +289,7 @@ class StreamGen(keras.Model):
             inner_input = tf.concat([ir, previous], axis=-1)  # (B, ir + O)
         output, state = self.inner_cell(inner_input, list(state))
         frame = self.frame_head(output)  # (B, O)
-        stop_logit = tf.reshape(self.stop_head(output), [-1])  # (B,)
-        return frame, stop_logit, _as_list(state)
+        return frame, self.stop_head(output), _as_list(state)  # (B, O), (B, 1)
 
     def describe(self):
         """What the model is, as a JSON-ready dict (what `streamgen info` prints).
