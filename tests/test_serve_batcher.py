@@ -5,6 +5,8 @@ whatever the mix of thresholds, caps and resets.
 """
 
 import asyncio
+import json
+import re
 
 import numpy as np
 import pytest
@@ -202,3 +204,31 @@ def test_tick_loop_batches_connections(model, runtime):
     assert ticks.ticks == 2 and ticks.rows_stepped == 6  # 4 + 2 rows
     expected = [sg.Stream(model).step(xs[i]) for i in range(6)]
     assert_outputs_equal(first + second, expected)
+
+
+@pytest.mark.parametrize("x, message", [
+    ("[true,0,0]", r'expected "x" to be an array of numbers, got \[True, 0, 0\]'),
+    ('[0,"1",0]', r'expected "x" to be an array of numbers'),
+    ("[[0,0,0]]", r'expected "x" to be an array of numbers'),
+    ("[0,0,3.5e38]", r"`x`: it holds a non-finite value \(inf\) at index \(2,\)"),
+    ("[0,-1e39,0]", r"`x`: it holds a non-finite value \(-inf\) at index \(1,\)"),
+    ("[0,0]", r"`x`, expected last dimension input_size=3, got shape \(2,\)"),
+])
+def test_step_vectors_outside_the_fast_path_get_the_full_check(runtime, x, message):
+    table = StateTable(runtime)
+    session = Session(table)
+    (kind, _, value), = handle(session, ['{"id":"a","x":%s}' % x], Batcher(table))
+    assert kind == "error"
+    assert re.search(message, value), value
+
+
+def test_plain_numbers_take_the_fast_path_and_equal_arrays(model, runtime):
+    table = StateTable(runtime)
+    session = Session(table)
+    rows = [[0, 1, -2], [0.25, 3e38, -1e-45]]  # ints, the float32 edge
+    items = handle(session, ['{"id":"%d","x":%s}' % (n, row) for n, row in
+                             enumerate(json.dumps(r) for r in rows)], Batcher(table))
+    for (kind, _, out), row in zip(items, rows):
+        assert kind == "out"
+        expected = model.open_stream().step(np.array(row, np.float32))
+        np.testing.assert_allclose(out, expected, atol=1e-5)

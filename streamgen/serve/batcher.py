@@ -149,7 +149,8 @@ class Batcher:
     def gather(self, steps):
         """The arguments of `runtime.step` for `steps`, a list of `(row, x)`.
 
-        Rows must be distinct. `x` is a float32 `(input_size,)` array.
+        Rows must be distinct. `x` is a float32 `(input_size,)` array, or a
+        checked list of `input_size` finite numbers (see `session`).
 
         Returns:
             `(rows, x, state, thresholds, caps)`: int `(B,)`, float32
@@ -158,7 +159,7 @@ class Batcher:
             that `scatter` skips a row that was closed and reused meanwhile.
         """
         rows = np.fromiter((row for row, _ in steps), np.int64, len(steps))
-        x = np.stack([x for _, x in steps]) if steps else np.zeros(
+        x = np.array([x for _, x in steps], np.float32) if steps else np.zeros(
             (0, self.runtime.input_size), np.float32)
         table = self.table
         rows = _Rows(rows, table.generations[rows])
