@@ -422,88 +422,15 @@ def evaluate(data, model_path, stop_kind, threshold):
       streamgen evaluate samples/valid.jsonl --model m.keras --stop head --threshold 0.7
       streamgen evaluate samples/valid.jsonl --model m.tflite
     """
-    hint = common.bundled_hint(model_path)
-    if _is_tflite(model_path):
-        runtime = common.open_runtime(model_path, stop_kind, threshold)
-        inputs, targets = _load_data(data, runtime)
-        try:
-            metrics = evaluate_runtime(runtime, inputs, targets)
-        except ValueError as error:
-            raise common.CliError(f"{data}: {error}") from None
-    else:
-        import streamgen as sg
+    import streamgen as sg
 
-        model = common.load_model(model_path)
-        spec = common.stop_spec(common.criteria_dicts(model.stop), stop_kind, threshold)
-        inputs, targets = _load_data(data, model, hint=hint)
-        try:
-            metrics = sg.evaluate(model, inputs, targets, stop=spec)
-        except ValueError as error:
-            raise common.CliError(f"{data}: {error}") from None
+    runtime = common.open_runtime(model_path, stop_kind, threshold)  # .keras or .tflite
+    inputs, targets = _load_data(data, runtime, hint=common.bundled_hint(model_path))
+    try:
+        metrics = sg.evaluate(runtime, inputs, targets)
+    except ValueError as error:
+        raise common.CliError(f"{data}: {error}") from None
     click.echo(common.dumps({name: common.rounded(value) for name, value in metrics.items()}))
-
-
-def evaluate_runtime(runtime, inputs, targets, batch_size=256):
-    """`sg.evaluate`'s figures through a runtime (a `.tflite` export).
-
-    Free-running lengths: `streamgen.offline.decode_padded`. Lengths
-    forced (which `decode_padded` does on TensorFlow only): every criterion
-    gets a threshold that never fires (1 for the head, inf / 0 for an L2Norm
-    above / below) and each row's cap is its true length plus one, so that
-    the STOP step runs as in `model.decode(x, lengths=...)` (in "carry"
-    mode it updates the state handed on) and its frame is dropped.
-
-    Args:
-        runtime: a `streamgen.runtime.Runtime`.
-        inputs: a list of N float32 arrays `(T_n, input_size)`.
-        targets: a list of N lists of `T_n` arrays `(L, output_size)`.
-
-    Returns:
-        dict of floats: `length_accuracy`, `length_mae`, `frame_mse` (NaN
-        without frames), as `sg.evaluate`.
-    """
-    import numpy as np
-
-    from streamgen import offline
-
-    cap = runtime.trained_max_steps
-    never = np.array([1.0 if c["class_name"] == "StopHead"
-                      else (0.0 if c["config"].get("mode") == "below" else np.inf)
-                      for c in runtime.criteria], np.float32)
-    steps = np.array([len(x) for x in inputs])
-    totals = dict(steps=0, correct=0, abs_error=0.0, squared=0.0, values=0)
-    for index in offline.length_batches(steps, batch_size):
-        index = np.asarray(index)
-        rows, T = len(index), int(steps[index].max())
-        x, _ = offline.pad([inputs[n] for n in index], runtime.input_size)  # (B, T, I)
-        true_lengths = np.zeros((rows, T), np.int32)  # (B, T), 0 on padded steps
-        for row, n in enumerate(index):
-            true_lengths[row, :steps[n]] = [len(out) for out in targets[n]]
-        real = np.arange(T)[None, :] < steps[index][:, None]  # (B, T)
-
-        _, free_lengths = offline.decode_padded(runtime, x, steps[index])
-        difference = np.abs(free_lengths - true_lengths)[real]
-        totals["steps"] += difference.size
-        totals["correct"] += int(np.count_nonzero(difference == 0))
-        totals["abs_error"] += float(difference.sum())
-
-        state = runtime.initial_state(rows)
-        thresholds = np.tile(never, (rows, 1))  # (B, K)
-        for t in range(T):
-            caps = np.minimum(true_lengths[:, t] + 1, cap).astype(np.int32)
-            frames, _, state = runtime.step(x[:, t], state, thresholds=thresholds,
-                                            caps=caps)  # frames (B, M, O)
-            for row, n in enumerate(index):
-                if t < steps[n] and true_lengths[row, t]:
-                    error = frames[row, :true_lengths[row, t]] - targets[n][t]
-                    totals["squared"] += float(np.square(error, dtype=np.float64).sum())
-                    totals["values"] += error.size
-    return {
-        "length_accuracy": totals["correct"] / totals["steps"],
-        "length_mae": totals["abs_error"] / totals["steps"],
-        "frame_mse": (totals["squared"] / totals["values"]
-                      if totals["values"] else float("nan")),
-    }
 
 
 def _is_tflite(path):

@@ -87,7 +87,11 @@ def decode_padded(runtime, x, steps=None, lengths=None):
             (`T` for all when `None`).
         lengths: optional int array `(B, T)`: force these lengths (the
             STOP token at step `lengths[b, t]`, as `model.decode(x,
-            lengths=...)`); TensorFlow runtimes only.
+            lengths=...)`). On a runtime without the TensorFlow model
+            (LiteRT), each row's criteria get thresholds that never fire
+            and its cap is its length + 1, so that the STOP step runs (in
+            `"carry"` mode it changes the state handed on) and its frame is
+            dropped: the same results.
 
     Returns:
         `(frames, lengths)`: float32 `(B, T, trained_max_steps,
@@ -95,7 +99,9 @@ def decode_padded(runtime, x, steps=None, lengths=None):
         steps. Row `b`'s `Out[t]` is `frames[b, t, :lengths[b, t]]`.
 
     Raises:
-        ValueError: bad shapes or values; forced lengths on LiteRT.
+        ValueError: bad shapes or values; forced lengths with a criterion
+            of the user's own class on LiteRT (no threshold is known never
+            to fire).
     """
     x = _checks.check_inputs(runtime, x, "x", ndim=3)
     batch, time_steps = x.shape[:2]
@@ -105,8 +111,7 @@ def decode_padded(runtime, x, steps=None, lengths=None):
     if model is not None and (lengths is not None or not runtime.jit_compile):
         frames, out_lengths = _decode_graph(runtime, x, lengths)
     elif lengths is not None:
-        raise ValueError("Received `lengths` for a LiteRT runtime; forced lengths need the "
-                         "TensorFlow model.")
+        frames, out_lengths = _decode_forced_steps(runtime, x, steps, lengths)
     elif model is not None:
         frames, out_lengths = _decode_fixed(runtime, x, steps)
     else:
@@ -184,6 +189,35 @@ def _decode_steps(runtime, x, steps):
         frames[order[:active], t] = f
         lengths[order[:active], t] = n
     return frames, lengths
+
+
+# A threshold that never fires, per built-in criterion kind.
+_NEVER = {("StopHead", None): 1.0, ("L2Norm", "above"): np.inf, ("L2Norm", "below"): 0.0}
+
+
+def _decode_forced_steps(runtime, x, steps, lengths):
+    """`decode_padded(..., lengths=...)` by stepping a runtime (see there)."""
+    batch, time_steps = x.shape[:2]
+    cap = runtime.trained_max_steps
+    forced = _checks.check_lengths(runtime, lengths, (batch, time_steps))
+    never = []
+    for c in runtime.criteria:
+        key = (c["class_name"], c["config"].get("mode"))
+        if key not in _NEVER:
+            raise ValueError(
+                f"Received `lengths` for a runtime with the criterion {c['class_name']}, "
+                "whose never-firing threshold is unknown; force lengths with the "
+                "TensorFlow model (model.decode(x, lengths=...)).")
+        never.append(_NEVER[key])
+    thresholds = np.tile(np.array(never, np.float32), (batch, 1))  # (B, K)
+    frames = np.zeros((batch, time_steps, cap, runtime.output_size), np.float32)
+    state = runtime.initial_state(batch)
+    for t in range(int(steps.max()) if batch else 0):
+        caps = np.minimum(forced[:, t] + 1, cap).astype(np.int32)  # the STOP step runs
+        frames[:, t], _, state = runtime.step(x[:, t], state, thresholds=thresholds, caps=caps)
+    emitted = np.arange(cap)[None, None, :] < forced[..., None]  # drop the STOP frame
+    frames[~emitted] = 0.0
+    return frames, forced
 
 
 def pad(sequences, input_size):

@@ -147,7 +147,9 @@ def evaluate(model, inputs, targets, stop=None, batch_size=256):
     steps).
 
     Args:
-        model: a `sg.StreamGen`.
+        model: a `sg.StreamGen`, a `sg.Runtime` (a LiteRT export opened
+            with `sg.open_runtime` gives the same figures), or a `.keras` /
+            `.tflite` path.
         inputs: a list of N arrays `(T_n, input_size)` or one array
             `(N, T, input_size)`.
         targets: a list of N lists of `T_n` arrays `(L, output_size)`, or a
@@ -178,8 +180,9 @@ def evaluate(model, inputs, targets, stop=None, batch_size=256):
     (['frame_mse', 'length_accuracy', 'length_mae'], True)
     """
     batch_size = _checks.positive_int("batch_size", batch_size)
+    runtime = offline.as_runtime(model, stop=stop)
     flat_x = ragged.flatten_inputs(inputs)
-    flat_y = ragged.flatten_targets(targets, model.output_size)
+    flat_y = ragged.flatten_targets(targets, runtime.output_size)
     steps, target_steps = flat_x.steps, flat_y.steps
     if len(steps) != len(target_steps) or np.any(steps != target_steps):
         raise ValueError(
@@ -187,30 +190,30 @@ def evaluate(model, inputs, targets, stop=None, batch_size=256):
             f"{len(steps)} input sequences of {steps.tolist()[:8]} steps, "
             f"{len(target_steps)} target sequences of {target_steps.tolist()[:8]} steps."
         )
-    if flat_x.rows.shape[1] != model.input_size:
-        raise _checks.invalid("inputs", f"vectors of width input_size={model.input_size}",
+    if flat_x.rows.shape[1] != runtime.input_size:
+        raise _checks.invalid("inputs", f"vectors of width input_size={runtime.input_size}",
                               f"width {flat_x.rows.shape[1]}")
-    ragged.check_lengths(flat_y, model.max_steps)
+    cap = runtime.trained_max_steps
+    ragged.check_lengths(flat_y, cap)
     sequences = ragged.split(flat_x.rows, steps)
-    frames, lengths = data_lib.pad_targets(targets, model.max_steps, model.output_size)
-    runtime = offline.as_runtime(model, stop=stop)
+    frames, lengths = data_lib.pad_targets(targets, cap, runtime.output_size)
 
     totals = dict(steps=0, correct=0, abs_error=0.0, squared=0.0, values=0)
     for index in offline.length_batches(steps, batch_size):
-        x, _ = offline.pad([sequences[n] for n in index], model.input_size)  # (B, T, I)
+        x, _ = offline.pad([sequences[n] for n in index], runtime.input_size)  # (B, T, I)
         T = x.shape[1]
         real = np.arange(T)[None, :] < steps[index][:, None]  # (B, T)
         true_lengths = lengths[index, :T]  # (B, T), 0 on padded steps
         true_frames = frames[index, :T]  # (B, T, M, O)
 
-        _, free_lengths = offline.decode_padded(runtime, x)
+        _, free_lengths = offline.decode_padded(runtime, x, steps[index])
         difference = np.abs(free_lengths - true_lengths)[real]
         totals["steps"] += difference.size
         totals["correct"] += int(np.count_nonzero(difference == 0))
         totals["abs_error"] += float(difference.sum())
 
-        forced_frames, _ = offline.decode_padded(runtime, x, lengths=true_lengths)
-        emitted = np.arange(model.max_steps)[None, None, :] < true_lengths[..., None]
+        forced_frames, _ = offline.decode_padded(runtime, x, steps[index], lengths=true_lengths)
+        emitted = np.arange(cap)[None, None, :] < true_lengths[..., None]
         error = (forced_frames - true_frames)[emitted]  # (F, O)
         totals["squared"] += float(np.square(error, dtype=np.float64).sum())
         totals["values"] += error.size

@@ -79,9 +79,15 @@ def test_litert_equals_decode(model, sequences, tmp_path):
     runtime = sg.open_runtime(path)
     assert_same(sg.decode_sequences(runtime, sequences, batch_size=4),
                 reference(model, sequences))
-    with pytest.raises(ValueError, match="forced lengths need the TensorFlow model"):
-        offline.decode_padded(runtime, np.zeros((1, 2, 3), np.float32),
-                              lengths=np.zeros((1, 2), np.int32))
+    # Forced lengths on LiteRT (by stepping) equal the in-graph forced decode.
+    x, steps = offline.pad(sequences[:4], 3)
+    forced = np.random.default_rng(1).integers(0, 10, size=steps.shape + (x.shape[1],))
+    forced[np.arange(x.shape[1])[None, :] >= steps[:, None]] = 0
+    got = offline.decode_padded(runtime, x, steps, lengths=forced)
+    expected = offline.decode_padded(sg.open_runtime(model), x, steps, lengths=forced)
+    np.testing.assert_array_equal(got[1], forced)
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-5)
     with pytest.raises(ValueError, match="open the runtime with them instead"):
         sg.decode_sequences(runtime, sequences, max_steps=3)
 

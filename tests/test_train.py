@@ -410,3 +410,23 @@ def test_default_model():
     figures = sg.evaluate(model, inputs, targets)
     assert figures["length_accuracy"] >= 0.95
     assert figures["frame_mse"] < 0.01
+
+
+@pytest.mark.parametrize("decoder_state", ["reset", "carry"])
+def test_evaluate_on_a_litert_export_equals_the_model(tmp_path, decoder_state):
+    """`sg.evaluate` through a LiteRT runtime forces the true lengths by
+    stepping (never-firing thresholds, cap = length + 1): the STOP step runs
+    and, in carry mode, hands its state on, as `model.decode(x, lengths=)`."""
+    pytest.importorskip("ai_edge_litert")
+    model = make_model(decoder_state=decoder_state, seed=6,
+                       stop=[sg.StopHead(0.5), sg.L2Norm(0.6, "below")])
+    path = str(tmp_path / "m.tflite")
+    model.export_litert(path)
+    rng = np.random.default_rng(0)
+    inputs = [rng.normal(size=(t, 3)).astype(np.float32) for t in (4, 7, 2)]
+    targets = [[rng.normal(size=(int(rng.integers(0, 10)), 2)).astype(np.float32)
+                for _ in range(len(x))] for x in inputs]
+    expected = sg.evaluate(model, inputs, targets)
+    for runtime in (sg.open_runtime(path), path):
+        got = sg.evaluate(runtime, inputs, targets, batch_size=2)
+        assert got == pytest.approx(expected, rel=1e-5)

@@ -499,24 +499,6 @@ def test_evaluate_tflite_matches_the_keras_model(cli_data, cli_tflite, cli_model
         assert got["frame_mse"] == pytest.approx(expected["frame_mse"], rel=1e-4)
 
 
-@pytest.mark.parametrize("decoder_state", ["reset", "carry"])
-def test_evaluate_runtime_forces_lengths_like_decode(tmp_path, decoder_state):
-    """`evaluate_runtime` on the TensorFlow runtime equals `sg.evaluate`: the
-    forced STOP step runs (and, in carry mode, hands its state on)."""
-    from helpers import make_model
-    from streamgen.cli.commands_model import evaluate_runtime
-
-    model = make_model(decoder_state=decoder_state, seed=6,
-                       stop=[sg.StopHead(0.5), sg.L2Norm(0.6, "below")])
-    rng = np.random.default_rng(0)
-    inputs = [rng.normal(size=(t, 3)).astype(np.float32) for t in (4, 7, 2)]
-    targets = [[rng.normal(size=(int(rng.integers(0, 10)), 2)).astype(np.float32)
-                for _ in range(len(x))] for x in inputs]
-    got = evaluate_runtime(sg.open_runtime(model), inputs, targets, batch_size=2)
-    expected = sg.evaluate(model, inputs, targets)
-    assert got == pytest.approx(expected, rel=1e-5)
-
-
 def test_evaluate_unreadable_data(tmp_path):
     path = tmp_path / "binary.jsonl"
     path.write_bytes(b"\xff\xfe\x00garbage\n")
