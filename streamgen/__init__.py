@@ -43,7 +43,7 @@ _EXPORTS = {
     "StopHead": "streamgen.stopping",
     "Stream": "streamgen.stream",
     "StreamGen": "streamgen.model",
-    "evaluate": "streamgen.train",
+    "evaluate": "streamgen.offline",
     "jsonl_dataset": "streamgen.data",
     "load_default": "streamgen.default",
     "load_jsonl": "streamgen.jsonl",

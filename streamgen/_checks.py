@@ -57,11 +57,8 @@ def check_max_steps(value, owner=None):
 
 
 def non_negative_float(name, value, allow_zero=True, owner=None):
-    """A finite float `>= 0` (`> 0` without `allow_zero`)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
+    """A finite number `>= 0` (`> 0` without `allow_zero`), as a float."""
+    number = float(value) if isinstance(value, (int, float, np.number)) else math.nan
     if (isinstance(value, bool) or not math.isfinite(number) or number < 0
             or (number == 0 and not allow_zero)):
         bound = "non-negative" if allow_zero else "positive"

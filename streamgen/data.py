@@ -46,44 +46,8 @@ __all__ = [
 # Public API.
 
 
-def pad_targets(targets, max_steps, output_size=None):
-    """Pads ragged targets to dense frames and per-step lengths.
-
-    Args:
-        targets: a list of N lists of `T_n` arrays `(L, output_size)` with
-            `0 <= L <= max_steps`, or a `tf.RaggedTensor`
-            `(N, T, None, output_size)`.
-        max_steps: int, the cap `M` on frames per outer step.
-        output_size: int or None. Checked when given; inferred otherwise
-            (needed only if there is no frame at all).
-
-    Returns:
-        `(frames, lengths)`: `frames` float32 `(N, T_max, M, output_size)`,
-        zero beyond each length; `lengths` int32 `(N, T_max)`, 0 on padded
-        outer steps.
-
-    Raises:
-        ValueError: a malformed array, a non-finite value, or a length over
-            `max_steps`; the message names `targets[n][t]`.
-
-    Example:
-
-    >>> frames, lengths = pad_targets([[np.ones((2, 2)), []]], max_steps=3)
-    >>> frames.shape, lengths.tolist()
-    ((1, 2, 3, 2), [[2, 0]])
-    """
-    max_steps = _checks.check_max_steps(max_steps)
-    flat = ragged.flatten_targets(targets, output_size)
-    ragged.check_lengths(flat, max_steps)
-    count = len(flat.steps)
-    longest = int(flat.steps.max()) if count else 0
-    frames = np.zeros((count, longest, max_steps, flat.frames.shape[1]), np.float32)
-    lengths = np.zeros((count, longest), np.int32)
-    sequence = np.repeat(np.arange(count), flat.steps)  # (S,) the sequence of each step
-    step = np.arange(len(flat.lengths)) - np.repeat(ragged.offsets(flat.steps), flat.steps)
-    frames[sequence, step] = ragged.step_frames(flat.lengths, flat.frames, max_steps)
-    lengths[sequence, step] = flat.lengths
-    return frames, lengths
+# Public here since round 1; numpy only, so it lives with the ragged helpers.
+pad_targets = ragged.pad_targets
 
 
 def masks_from_lengths(lengths, outer_mask, max_steps):

@@ -30,7 +30,8 @@ from streamgen import jsontext
 from streamgen import ragged
 from streamgen import runtime as runtime_lib
 
-__all__ = ["decode_jsonl", "decode_padded", "decode_sequences", "length_batches"]
+__all__ = ["decode_jsonl", "decode_padded", "decode_sequences", "evaluate",
+           "length_batches"]
 
 DEFAULT_BATCH_SIZE = 4096
 
@@ -477,3 +478,90 @@ def _prefetch(iterator, depth=2):
             yield item
     finally:
         stop.set()
+
+
+def evaluate(model, inputs, targets, stop=None, batch_size=256):
+    """Free-running lengths and length-forced frames against the truth.
+
+    Decodes in batches of similar length (`streamgen.offline`: sequences
+    padded at the end; decoding is causal, so padding never changes real
+    steps).
+
+    Args:
+        model: a `sg.StreamGen`, a `sg.Runtime` (a LiteRT export opened
+            with `sg.open_runtime` gives the same figures), or a `.keras` /
+            `.tflite` path.
+        inputs: a list of N arrays `(T_n, input_size)` or one array
+            `(N, T, input_size)`.
+        targets: a list of N lists of `T_n` arrays `(L, output_size)`, or a
+            `tf.RaggedTensor` `(N, T, None, output_size)`.
+        stop: stop criteria for the free-running pass; `None` uses the
+            model's.
+        batch_size: positive int, sequences decoded together.
+
+    Returns:
+        dict of Python floats:
+        `"length_accuracy"`: share of real outer steps whose free-running
+        `len(Out[t])` (`model.decode(x, stop=stop)`) equals the true one;
+        `"length_mae"`: mean absolute difference of those lengths;
+        `"frame_mse"`: mean squared error over all true frames and
+        `output_size`, decoding with the true lengths forced
+        (`model.decode(x, lengths=...)`, so frames align); NaN when the
+        targets hold no frame.
+
+    Raises:
+        ValueError: malformed or mismatched inputs / targets (as
+            `sg.make_dataset`), or a bad `batch_size`.
+
+    Example:
+
+    >>> inputs, targets = sg.load_jsonl("samples/valid.jsonl")
+    >>> figures = sg.evaluate(sg.load_default(), inputs, targets)
+    >>> sorted(figures), figures["length_accuracy"] > 0.95
+    (['frame_mse', 'length_accuracy', 'length_mae'], True)
+    """
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    runtime = as_runtime(model, stop=stop)
+    flat_x = ragged.flatten_inputs(inputs)
+    flat_y = ragged.flatten_targets(targets, runtime.output_size)
+    steps, target_steps = flat_x.steps, flat_y.steps
+    if len(steps) != len(target_steps) or np.any(steps != target_steps):
+        raise ValueError(
+            "Received inputs and targets that do not match: "
+            f"{len(steps)} input sequences of {steps.tolist()[:8]} steps, "
+            f"{len(target_steps)} target sequences of {target_steps.tolist()[:8]} steps."
+        )
+    if flat_x.rows.shape[1] != runtime.input_size:
+        raise _checks.invalid("inputs", f"vectors of width input_size={runtime.input_size}",
+                              f"width {flat_x.rows.shape[1]}")
+    cap = runtime.trained_max_steps
+    ragged.check_lengths(flat_y, cap)
+    sequences = ragged.split(flat_x.rows, steps)
+    frames, lengths = ragged.pad_targets(targets, cap, runtime.output_size)
+
+    totals = dict(steps=0, correct=0, abs_error=0.0, squared=0.0, values=0)
+    for index in length_batches(steps, batch_size):
+        x, _ = pad([sequences[n] for n in index], runtime.input_size)  # (B, T, I)
+        T = x.shape[1]
+        real = np.arange(T)[None, :] < steps[index][:, None]  # (B, T)
+        true_lengths = lengths[index, :T]  # (B, T), 0 on padded steps
+        true_frames = frames[index, :T]  # (B, T, M, O)
+
+        _, free_lengths = decode_padded(runtime, x, steps[index])
+        difference = np.abs(free_lengths - true_lengths)[real]
+        totals["steps"] += difference.size
+        totals["correct"] += int(np.count_nonzero(difference == 0))
+        totals["abs_error"] += float(difference.sum())
+
+        forced_frames, _ = decode_padded(runtime, x, steps[index], lengths=true_lengths)
+        emitted = np.arange(cap)[None, None, :] < true_lengths[..., None]
+        error = (forced_frames - true_frames)[emitted]  # (F, O)
+        totals["squared"] += float(np.square(error, dtype=np.float64).sum())
+        totals["values"] += error.size
+
+    return {
+        "length_accuracy": totals["correct"] / totals["steps"],
+        "length_mae": totals["abs_error"] / totals["steps"],
+        "frame_mse": (totals["squared"] / totals["values"]
+                      if totals["values"] else float("nan")),
+    }
