@@ -24,8 +24,7 @@ _ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.-]+:\d+)$")
               help="Output JSONL file ('-' for stdout); with --ray, a folder for the shards.")
 @common.model_option
 @common.stop_options
-@click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
-              help="Lower cap on the length of every Out[i] (at most the trained cap).")
+@common.cap_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Sequences decoded together in one batch.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",

@@ -13,8 +13,7 @@ _WIDTH = 0.8  # each Out[i] is drawn over x in [i, i + 0.8)
 @click.command()
 @common.model_option
 @common.stop_options
-@click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
-              help="Lower cap on the length of every Out[i].")
+@common.cap_option
 @click.option("--sequence", type=click.IntRange(min=1), default=1, show_default=True,
               help="Which sequence of INPUT to draw (sequences end at blank lines).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),

@@ -133,18 +133,10 @@ def _drain(ray, control):
 
 def _model_info(model_path):
     """What `streamgen info --json` prints; checks the model file first."""
-    from streamgen.cli.commands_model import describe
+    from streamgen.cli.commands_model import describe, describe_export
 
     if model_path is not None and os.path.splitext(model_path)[1].lower() == ".tflite":
-        runtime = common.open_runtime(model_path)
-        return {
-            "model": model_path,
-            "input_size": runtime.input_size,
-            "output_size": runtime.output_size,
-            "max_steps": runtime.trained_max_steps,
-            "decoder_state": runtime.decoder_state,
-            "stop": [{"class": c["class_name"], **c["config"]} for c in runtime.criteria],
-        }
+        return describe_export(common.open_runtime(model_path), model_path)
     return describe(common.load_model(model_path), model_path or "default")
 
 

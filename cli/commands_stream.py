@@ -11,10 +11,7 @@ from streamgen.cli.reader import BadLine, Reset, Vector, format_error, read_even
 @click.command()
 @common.model_option
 @common.stop_options
-@click.option(
-    "--max-steps", type=click.IntRange(min=1), metavar="N",
-    help="Lower cap on the length of every Out[i] (at most the trained cap).",
-)
+@common.cap_option
 @click.option(
     "--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
     help="On a bad input line: stop with status 1 (fail), or report it, keep "

@@ -88,6 +88,14 @@ def model_option(function):
     )(function)
 
 
+def cap_option(function):
+    """`--max-steps N`: a lower runtime cap (checked against the model by `check_cap`)."""
+    return click.option(
+        "--max-steps", type=click.IntRange(min=1), metavar="N",
+        help="Lower cap on the length of every Out[i] (at most the trained cap).",
+    )(function)
+
+
 def stop_options(function):
     """`--stop head|l2|l2-above|l2-below|none` and `--threshold F`."""
     function = click.option(

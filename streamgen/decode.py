@@ -328,8 +328,18 @@ class TFRuntime(runtime_lib.Runtime):
         return self._fingerprint
 
     def _run(self, x, state, decode, thresholds, caps):
-        # Hot path: one call of the concrete function; the default per-row
-        # inputs are tensors made once per batch size.
+        frames, lengths, state = self._call(x, state, decode, thresholds, caps)
+        return frames, lengths, state.numpy()
+
+    def _advance(self, x, state, decode):
+        # `Stream`'s hot path: the state stays a tensor between steps (a
+        # numpy round trip costs more than a small model's step).
+        return self._call(x, state, decode, None, None)
+
+    def _call(self, x, state, decode, thresholds, caps):
+        """One call of the concrete function; `None` inputs are the defaults,
+        tensors made once per batch size. Returns numpy frames and lengths
+        and the state as a tensor."""
         rows = x.shape[0]
         defaults = self._defaults.get(rows) or self._run_defaults(rows)
         frames, lengths, state = self._step(
@@ -339,7 +349,7 @@ class TFRuntime(runtime_lib.Runtime):
             defaults[1] if thresholds is None else tf.constant(thresholds),
             defaults[2] if caps is None else tf.constant(caps),
         )
-        return frames.numpy(), lengths.numpy(), state.numpy()
+        return frames.numpy(), lengths.numpy(), state
 
     def _run_defaults(self, rows):
         """The default per-row inputs for `rows` rows, as tensors (cached)."""
@@ -351,13 +361,3 @@ class TFRuntime(runtime_lib.Runtime):
             tf.fill([rows], tf.constant(self.max_steps, tf.int32)),
         )
         return defaults
-
-    def _advance(self, x, state, decode):
-        # `Stream`'s hot path: the state stays a tensor between steps (a
-        # numpy round trip costs more than a small model's step).
-        rows = x.shape[0]
-        defaults = self._defaults.get(rows) or self._run_defaults(rows)
-        frames, lengths, state = self._step(
-            tf.constant(x), tf.constant(state) if isinstance(state, np.ndarray) else state,
-            defaults[0] if decode is None else tf.constant(decode), *defaults[1:])
-        return frames.numpy(), lengths.numpy(), state
