@@ -15,7 +15,7 @@ itself are the `checks` printed by `run.py`), only slower.
 
 import numpy as np
 
-from streamgen._quiet import import_tensorflow
+from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
 

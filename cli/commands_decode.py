@@ -1,7 +1,7 @@
 """`streamgen decode`: JSONL files of sequences in, one line of `Out` per sequence out.
 
 A thin layer over `sg.decode_jsonl` (one machine) and
-`streamgen.raydata.decode_ray` (a Ray cluster). The progress bar goes to
+`streamgen.offline.ray.decode_ray` (a Ray cluster). The progress bar goes to
 stderr, and only when stderr is a terminal.
 """
 
@@ -70,7 +70,7 @@ def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size
         return _decode_ray(ray_address, workers, files, output, model_path, runtime,
                            batch_size, on_error)
     import streamgen as sg
-    from streamgen import offline
+    from streamgen.offline import decode as offline
 
     if getattr(runtime, "model", None) is not None:  # XLA: the fastest TensorFlow step
         runtime = offline.as_runtime(runtime.model, stop=runtime.stop,
@@ -97,7 +97,7 @@ def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size
 
 
 def _files(data):
-    from streamgen import jsonl
+    from streamgen.data import jsonl
 
     try:
         return jsonl.expand_paths(list(data))
@@ -171,7 +171,7 @@ def _decode_ray(address, workers, files, output, model_path, runtime, batch_size
     if output == "-" or (os.path.exists(output) and not os.path.isdir(output)):
         raise common.bad_value("output", f"with --ray, OUT is a folder; got {output!r}.")
     try:
-        from streamgen import raydata
+        from streamgen.offline import ray as raydata
     except ImportError as error:
         raise common.CliError(f"--ray needs Ray Data (pip install -e '.[serve]'): {error}") \
             from None

@@ -59,7 +59,7 @@ _SHUFFLE_BUFFER = 10_000  # records; `train` streams DATA through sg.jsonl_datas
 
 def _data_files(ctx, param, values):
     """DATA of `train`: files and glob patterns -> the list of files."""
-    from streamgen import jsonl
+    from streamgen.data import jsonl
 
     files = []
     for value in values:
@@ -75,7 +75,7 @@ def _data_files(ctx, param, values):
 
 def _data_widths(files, max_steps):
     """`(input_size, output_size)` from DATA's first records, or one runtime line."""
-    from streamgen import jsonl
+    from streamgen.data import jsonl
 
     try:
         widths = jsonl.peek_widths(files, max_steps=max_steps)
@@ -234,7 +234,7 @@ def train(data, output, valid, epochs, batch_size, learning_rate, seed, units, i
         run.interrupted(model)
         raise click.exceptions.Exit(130) from None
     except Exception as error:  # a malformed record, met while streaming DATA
-        from streamgen.data import jsonl_error
+        from streamgen.data.dataset import jsonl_error
 
         bad = jsonl_error(error)
         if bad is None:

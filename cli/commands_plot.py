@@ -5,7 +5,7 @@ import os
 import click
 
 from streamgen.cli import common
-from streamgen.cli.reader import BadLine, Vector, format_error, read_events
+from streamgen.data.lines import BadLine, Vector, format_error, read_events
 
 _WIDTH = 0.8  # each Out[i] is drawn over x in [i, i + 0.8)
 

@@ -64,9 +64,9 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
         _check_port(host, port)
     import logging
 
-    from streamgen import _quiet
+    from streamgen import quiet
 
-    with _quiet.silenced_fd2():  # Ray's start-up lines (the cluster's logs keep them)
+    with quiet.silenced_fd2():  # Ray's start-up lines (the cluster's logs keep them)
         import ray
         from ray import serve
 
@@ -89,7 +89,7 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
         signal.signal(signum, lambda *_: stop.set())
     control = None
     try:
-        with _quiet.silenced_fd2():
+        with quiet.silenced_fd2():
             serve.start(http_options={"host": host, "port": port})
             control = app_lib.Control.options(name=app_lib.control_name(),
                                               namespace=app_lib.CONTROL_NAMESPACE).remote()
@@ -108,7 +108,7 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
     except Exception as error:  # noqa: BLE001  (Ray's many kinds: one line, no traceback)
         raise common.CliError(f"serving failed: {type(error).__name__}: {error}") from None
     finally:
-        with _quiet.silenced_fd2():
+        with quiet.silenced_fd2():
             try:
                 if address is None:
                     serve.shutdown()
@@ -174,7 +174,7 @@ class RemoteRuntime:
     def step(self, x, state):
         import numpy as np
 
-        from streamgen.client import RemoteError
+        from streamgen.remote.client import RemoteError
 
         if state is self._FRESH:
             self.remote.reset()

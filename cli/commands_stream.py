@@ -5,7 +5,7 @@ import re
 import click
 
 from streamgen.cli import common
-from streamgen.cli.reader import BadLine, Reset, Vector, format_error, read_events
+from streamgen.data.lines import BadLine, Reset, Vector, format_error, read_events
 
 
 @click.command()

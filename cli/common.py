@@ -141,12 +141,11 @@ def load_model(path):
     if os.path.splitext(path)[1].lower() != ".keras":
         raise bad_value(
             "model_path", f"expected a .keras model file, got {click.format_filename(path)!r}.")
-    from streamgen import saving
-    from streamgen.runtime import ModelFileError
+    import streamgen as sg
 
     try:
-        return saving.load_model(path)
-    except (OSError, ModelFileError) as error:
+        return sg.load_model(path)
+    except (OSError, sg.ModelFileError) as error:
         raise CliError(str(error)) from None
 
 
@@ -158,14 +157,14 @@ def open_runtime(path, stop_kind=None, threshold=None, max_steps=None):
     LiteRT without TensorFlow and can only change thresholds.
 
     Returns:
-        A `streamgen.runtime.Runtime`.
+        A `streamgen.runtimes.base.Runtime`.
 
     Raises:
         click.BadParameter / click.UsageError: options that do not fit the
             model; CliError: a file that is not a streamgen model.
     """
     import streamgen as sg
-    from streamgen.runtime import ModelFileError
+    from streamgen.errors import ModelFileError
 
     extension = None if path is None else os.path.splitext(path)[1].lower()
     if extension not in (None, ".keras", ".tflite"):
@@ -185,7 +184,7 @@ def open_runtime(path, stop_kind=None, threshold=None, max_steps=None):
     check_cap(runtime.max_steps, max_steps)
     if spec is None and max_steps is None:
         return runtime
-    from streamgen._checks import criterion_kind
+    from streamgen.checks import criterion_kind
 
     if extension == ".tflite" and spec is not None and [criterion_kind(c) for c in spec] != [
             criterion_kind(c) for c in runtime.criteria]:
@@ -205,7 +204,7 @@ def open_runtime(path, stop_kind=None, threshold=None, max_steps=None):
 # ---------------------------------------------------------------------- #
 def criteria_dicts(criteria):
     """`sg.StopCriterion` objects -> `{"class_name", "config"}` dicts."""
-    from streamgen._checks import criterion_dict
+    from streamgen.checks import criterion_dict
 
     return [criterion_dict(c) for c in criteria]
 
@@ -280,9 +279,9 @@ def check_cap(model_cap, max_steps):
 # ---------------------------------------------------------------------- #
 # Output.
 # ---------------------------------------------------------------------- #
-# `number` and `frames_json` live in `streamgen.wire` (TF-free), shared with
+# `number` and `frames_json` live in `streamgen.data.text` (TF-free), shared with
 # the server so that `streamgen stream --url` prints the same bytes.
-from streamgen.wire import frames_json, number  # noqa: E402,F401
+from streamgen.data.text import frames_json, number  # noqa: E402,F401
 
 
 def rounded(value):

@@ -244,9 +244,9 @@ def main():
     edges (closed or full standard streams) into one line and a status
     (see the module docstring).
     """
-    from streamgen import _quiet
+    from streamgen import quiet
 
-    _quiet.enable()  # TensorFlow's import log lines are not for our users
+    quiet.enable()  # TensorFlow's import log lines are not for our users
     status = _check_streams()
     if status is not None:
         sys.exit(status)

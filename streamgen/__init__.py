@@ -12,7 +12,7 @@ To add a public name, add it to `_EXPORTS` (not as an import here).
 
 import importlib
 
-from streamgen import _quiet
+from streamgen import quiet
 
 
 def _register_keras_classes():
@@ -22,38 +22,41 @@ def _register_keras_classes():
 
 # TensorFlow / Keras import quietly, whoever imports them first; once both
 # are in, streamgen's Keras classes are registered for `load_model`.
-_quiet.install(on_loaded=_register_keras_classes)
+quiet.install(on_loaded=_register_keras_classes)
 
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
     "L2Norm": "streamgen.stopping",
-    "LiteRuntime": "streamgen.lite",
-    "LiteStream": "streamgen.lite",
-    "ModelFileError": "streamgen.runtime",
-    "NotAKerasModelError": "streamgen.runtime",
-    "NotAnExportError": "streamgen.runtime",
-    "Runtime": "streamgen.runtime",
-    "TFRuntime": "streamgen.decode",
+    "LiteRuntime": "streamgen.runtimes.lite",
+    "LiteStream": "streamgen.stream",
+    "ModelFileError": "streamgen.errors",
+    "NotAKerasModelError": "streamgen.errors",
+    "NotAnExportError": "streamgen.errors",
+    "Runtime": "streamgen.runtimes.base",
+    "TFRuntime": "streamgen.runtimes.tf",
     "StopCriterion": "streamgen.stopping",
-    "connect": "streamgen.client",
-    "decode_jsonl": "streamgen.offline",
-    "decode_sequences": "streamgen.offline",
+    "connect": "streamgen.remote.client",
+    "decode_jsonl": "streamgen.offline.decode",
+    "decode_sequences": "streamgen.offline.decode",
     "StopHead": "streamgen.stopping",
     "Stream": "streamgen.stream",
     "StreamGen": "streamgen.model",
-    "evaluate": "streamgen.offline",
-    "jsonl_dataset": "streamgen.data",
+    "evaluate": "streamgen.offline.decode",
+    "jsonl_dataset": "streamgen.data.dataset",
     "load_default": "streamgen.default",
-    "load_jsonl": "streamgen.jsonl",
-    "make_dataset": "streamgen.data",
-    "open_runtime": "streamgen.runtime",
-    "read_records": "streamgen.jsonl",
-    "save_jsonl": "streamgen.jsonl",
+    "load_model": "streamgen.saving",
+    "load_jsonl": "streamgen.data.jsonl",
+    "make_dataset": "streamgen.data.dataset",
+    "open_runtime": "streamgen.runtimes",
+    "read_records": "streamgen.data.jsonl",
+    "save_jsonl": "streamgen.data.jsonl",
 }
-_WITHOUT_TENSORFLOW = {"streamgen.client", "streamgen.jsonl", "streamgen.lite",
-                       "streamgen.offline", "streamgen.runtime"}
+_WITHOUT_TENSORFLOW = {"streamgen.remote.client", "streamgen.data.jsonl", "streamgen.runtimes.lite",
+                       "streamgen.offline.decode", "streamgen.runtimes.base",
+                       "streamgen.runtimes", "streamgen.errors",
+                       "streamgen.stream"}
 
 __all__ = [
     "L2Norm",
@@ -75,6 +78,7 @@ __all__ = [
     "jsonl_dataset",
     "load_default",
     "load_jsonl",
+    "load_model",
     "make_dataset",
     "open_runtime",
     "read_records",
@@ -87,7 +91,7 @@ def __getattr__(name):
     if module_name is None:
         raise AttributeError(f"module 'streamgen' has no attribute {name!r}")
     if module_name not in _WITHOUT_TENSORFLOW:
-        _quiet.import_tensorflow()  # which registers the Keras classes
+        quiet.import_tensorflow()  # which registers the Keras classes
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value  # later look-ups skip this function
     return value

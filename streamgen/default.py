@@ -7,7 +7,7 @@ import importlib.resources
 
 import keras
 
-from streamgen._quiet import import_tensorflow
+from streamgen.quiet import import_tensorflow
 
 import_tensorflow()
 

@@ -24,13 +24,13 @@ or over each row's inner steps in order with a mask (`"carry"`). Decoding
 import keras
 import numpy as np
 
-from streamgen import _checks
-from streamgen import decode as decode_lib
-from streamgen import runtime as runtime_lib
+from streamgen import checks
+from streamgen.runtimes import tf as tf_runtime
+from streamgen.runtimes.base import fingerprint_of
 from streamgen import saving
 from streamgen import stopping
-from streamgen import train as train_lib
-from streamgen._quiet import import_tensorflow
+from streamgen import losses
+from streamgen.quiet import import_tensorflow
 from streamgen.stream import Stream
 
 tf = import_tensorflow()
@@ -121,11 +121,11 @@ class StreamGen(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.input_size = _checks.positive_int("input_size", input_size)
-        self.output_size = _checks.positive_int("output_size", output_size)
-        self.ir_size = None if ir_size is None else _checks.positive_int("ir_size", ir_size)
-        self.units = _checks.positive_int("units", units)
-        self.max_steps = _checks.check_max_steps(max_steps)
+        self.input_size = checks.positive_int("input_size", input_size)
+        self.output_size = checks.positive_int("output_size", output_size)
+        self.ir_size = None if ir_size is None else checks.positive_int("ir_size", ir_size)
+        self.units = checks.positive_int("units", units)
+        self.max_steps = checks.check_max_steps(max_steps)
         if cell not in CELLS:
             raise ValueError(
                 "Received an invalid value for argument `cell`, expected one "
@@ -141,11 +141,11 @@ class StreamGen(keras.Model):
         self._stop = stopping.normalize_stop(
             [stopping.StopHead(0.5)] if stop is None else stop
         )
-        self.frame_loss = train_lib.check_frame_loss(frame_loss)
-        self.stop_loss_weight = train_lib.check_weight(
+        self.frame_loss = losses.check_frame_loss(frame_loss)
+        self.stop_loss_weight = losses.check_weight(
             "stop_loss_weight", stop_loss_weight, allow_zero=True
         )
-        self.stop_pos_weight = train_lib.check_weight(
+        self.stop_pos_weight = losses.check_weight(
             "stop_pos_weight", stop_pos_weight, allow_zero=False
         )
 
@@ -329,7 +329,7 @@ class StreamGen(keras.Model):
             "outer_state_sizes": tuple(self.outer_state_sizes),
             "inner_state_sizes": tuple(self.inner_state_sizes),
         }
-        return runtime_lib.fingerprint_of(config, [w.numpy() for w in self.weights])
+        return fingerprint_of(config, [w.numpy() for w in self.weights])
 
     def get_initial_state(self, batch_size):
         """Zeros for a fresh stream of `batch_size` rows.
@@ -464,7 +464,7 @@ class StreamGen(keras.Model):
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def _loss_parts(self, y, y_pred, sample_weight):
-        return train_lib.masked_losses(
+        return losses.masked_losses(
             y, y_pred, frame_loss=self.frame_loss,
             stop_pos_weight=self.stop_pos_weight, sample_weight=sample_weight,
         )
@@ -519,7 +519,7 @@ class StreamGen(keras.Model):
             ValueError: for a wrong shape, non-finite values, or `lengths`
                 outside `[0, max_steps]`.
         """
-        return decode_lib.decode(self, x, stop=stop, lengths=lengths, max_steps=max_steps)
+        return tf_runtime.decode(self, x, stop=stop, lengths=lengths, max_steps=max_steps)
 
     def export_litert(self, path, stop=None):
         """Writes a `.tflite` file of the outer step, for `sg.LiteStream`.
@@ -541,7 +541,7 @@ class StreamGen(keras.Model):
         Raises:
             ImportError: if `ai-edge-litert` is not installed.
         """
-        from streamgen import export
+        from streamgen.runtimes import export
 
         return export.export_litert(self, path, stop=stop)
 

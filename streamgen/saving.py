@@ -16,7 +16,8 @@ import tempfile
 import zipfile
 import zlib
 
-from streamgen.runtime import NotAKerasModelError
+from streamgen.errors import NotAKerasModelError
+from streamgen.quiet import import_tensorflow
 
 
 @contextlib.contextmanager
@@ -82,7 +83,14 @@ def check_archive(path):
 def load_model(path):
     """Loads a `sg.StreamGen` from a `.keras` file, safely and with clear errors.
 
-    Keras' `safe_mode` stays on (no code in the file is run).
+    Keras' `safe_mode` stays on (no code in the file is run), and the
+    archive is checked before Keras reads it.
+
+    Args:
+        path: str or path-like, a `.keras` file.
+
+    Returns:
+        The `sg.StreamGen`.
 
     Raises:
         NotAKerasModelError: the file is not an intact `.keras` archive,
@@ -91,11 +99,10 @@ def load_model(path):
     """
     path = os.fspath(path)
     check_archive(path)
-    import streamgen as sg
-
-    model_class = sg.StreamGen  # imports TensorFlow, registers the classes
+    import_tensorflow()  # which registers streamgen's Keras classes (streamgen.quiet)
     import keras
 
+    model_class = keras.saving.get_registered_object("streamgen>StreamGen")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many kinds for a bad file

@@ -14,8 +14,8 @@ threshold at inference time neither retrains nor retraces.
 
 import keras
 
-from streamgen import _checks
-from streamgen._quiet import import_tensorflow
+from streamgen import checks
+from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
 
@@ -34,7 +34,7 @@ class StopCriterion:
     """
 
     def __init__(self, threshold):
-        self.threshold = _checks.check_threshold(type(self).__name__, threshold)
+        self.threshold = checks.check_threshold(type(self).__name__, threshold)
 
     def fires(self, frame, stop_logit, threshold):
         """Whether this inner step is the STOP token, per row.
@@ -112,8 +112,8 @@ class L2Norm(StopCriterion):
 
     def __init__(self, threshold=3.0, mode="above"):
         super().__init__(threshold)  # non-negative
-        if mode not in _checks.CRITERION_OPTIONS["L2Norm"]["mode"]:
-            raise _checks.invalid("mode", "'above' or 'below'", mode, "L2Norm")
+        if mode not in checks.CRITERION_OPTIONS["L2Norm"]["mode"]:
+            raise checks.invalid("mode", "'above' or 'below'", mode, "L2Norm")
         self.mode = mode
 
     def fires(self, frame, stop_logit, threshold):
@@ -139,14 +139,14 @@ def normalize_stop(stop):
         TypeError: if an element is not a stop criterion.
     """
     criteria = []
-    for item in _checks.stop_items(stop, lambda s: isinstance(s, (StopCriterion, dict))):
+    for item in checks.stop_items(stop, lambda s: isinstance(s, (StopCriterion, dict))):
         if isinstance(item, dict) and str(item.get("class_name")).split(">")[-1] in _BUILT_IN:
-            item = _checks.check_criterion_dict(item)
+            item = checks.check_criterion_dict(item)
             item = _BUILT_IN[item["class_name"]](**item["config"])
         elif isinstance(item, dict):  # a criterion class of the user's
             item = keras.saving.deserialize_keras_object(item)
         if not isinstance(item, StopCriterion):
-            raise _checks.bad_stop_item(item)
+            raise checks.bad_stop_item(item)
         criteria.append(item)
     return tuple(criteria)
 

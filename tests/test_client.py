@@ -1,4 +1,4 @@
-"""`streamgen.client` against an in-process server (no Ray): the same
+"""`streamgen.remote.client` against an in-process server (no Ray): the same
 session and batcher as `streamgen serve`, behind a bare `websockets` server."""
 
 import asyncio
@@ -12,8 +12,8 @@ import pytest
 
 import streamgen as sg
 from helpers import assert_outputs_equal, make_model
-from streamgen.client import AsyncClient, StreamLostError, _urls
-from streamgen.serve import protocol
+from streamgen.remote.client import AsyncClient, StreamLostError, _urls
+from streamgen.remote import protocol
 from streamgen.serve.batcher import Batcher, StateTable, TickLoop
 from streamgen.serve.session import Session, format_bare, format_items
 
@@ -88,7 +88,7 @@ def server(model):
 def test_importing_and_using_the_client_never_imports_tensorflow():
     code = ("import sys, streamgen as sg\n"
             "assert callable(sg.connect)\n"
-            "import streamgen.client, streamgen.wire, streamgen.serve.protocol\n"
+            "import streamgen.remote.client, streamgen.remote.wire, streamgen.remote.protocol\n"
             "try:\n    sg.connect('ws://127.0.0.1:9')\nexcept ConnectionError as e:\n"
             "    print('refused')\n"
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")

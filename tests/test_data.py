@@ -1,4 +1,4 @@
-"""Tests for `streamgen.data`: padding, STOP masks, tf.data batches (JSON Lines: test_jsonl.py)."""
+"""Tests for `streamgen.data.dataset`: padding, STOP masks, tf.data batches (JSON Lines: test_jsonl.py)."""
 
 import json
 import os
@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from streamgen._quiet import import_tensorflow
-from streamgen.data import (make_dataset, masks_from_lengths, pad_targets,
+from streamgen.quiet import import_tensorflow
+from streamgen.data.dataset import (make_dataset, masks_from_lengths, pad_targets,
                             ragged_from_padded, targets_from_ragged)
 from helpers import toy_data
-from streamgen.jsonl import load_jsonl
+from streamgen.data.jsonl import load_jsonl
 
 tf = import_tensorflow()
 
@@ -280,8 +280,8 @@ def batches_equal(a, b):
 
 
 def test_jsonl_dataset_equals_make_dataset(tmp_path):
-    from streamgen.data import jsonl_dataset
-    from streamgen.jsonl import save_jsonl
+    from streamgen.data.dataset import jsonl_dataset
+    from streamgen.data.jsonl import save_jsonl
 
     inputs, targets = toy_data(23)
     path = save_jsonl(str(tmp_path / "d.jsonl"), inputs, targets)
@@ -297,8 +297,8 @@ def test_jsonl_dataset_equals_make_dataset(tmp_path):
 
 
 def test_jsonl_dataset_interleaves_and_shuffles_with_a_seed(tmp_path):
-    from streamgen.data import jsonl_dataset
-    from streamgen.jsonl import save_jsonl
+    from streamgen.data.dataset import jsonl_dataset
+    from streamgen.data.jsonl import save_jsonl
 
     inputs, targets = toy_data(40)
     for k in range(4):
@@ -313,7 +313,7 @@ def test_jsonl_dataset_interleaves_and_shuffles_with_a_seed(tmp_path):
 
 
 def test_jsonl_dataset_errors_name_file_and_line(tmp_path):
-    from streamgen.data import jsonl_dataset, jsonl_error
+    from streamgen.data.dataset import jsonl_dataset, jsonl_error
 
     good = '{"x": [[1, 2, 3]], "y": [[[1, 2]]]}\n'
     a = tmp_path / "a.jsonl"

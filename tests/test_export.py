@@ -7,8 +7,8 @@ import pytest
 
 import streamgen as sg
 from helpers import make_model
-from streamgen import export as export_lib
-from streamgen import lite as lite_lib
+from streamgen.runtimes import export as export_lib
+from streamgen.runtimes import lite as lite_lib
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for `streamgen.jsonl`: load/save, streaming records, file:line errors."""
+"""Tests for `streamgen.data.jsonl`: load/save, streaming records, file:line errors."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import toy_data
-from streamgen.jsonl import RecordError, expand_paths, load_jsonl, read_records, save_jsonl
+from streamgen.data.jsonl import RecordError, expand_paths, load_jsonl, read_records, save_jsonl
 
 
 def test_jsonl_round_trip(tmp_path):

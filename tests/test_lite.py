@@ -32,7 +32,7 @@ def exports(core_models, tmp_path_factory):
 def while_exports(core_models, tmp_path_factory):
     """`(cell, mode) -> path`, exported with the `WHILE` inner loop that
     models above `UNROLL_MAX_STEPS` get (forced here on the tiny models)."""
-    from streamgen import export as export_lib
+    from streamgen.runtimes import export as export_lib
 
     folder = tmp_path_factory.mktemp("litert_while")
     paths = {}
@@ -290,7 +290,7 @@ def test_lite_does_not_import_tensorflow(exports, tmp_path):
     script = textwrap.dedent(f"""
         import json, sys
         import numpy as np
-        import streamgen.lite
+        import streamgen.runtimes.lite
         import streamgen as sg
         s = sg.LiteStream({exports[("lstm", "carry")]!r},
                           stop=[{{"class_name": "StopHead", "config": {{"threshold": 0.6}}}}])
@@ -380,7 +380,7 @@ FUZZ_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
     import streamgen as sg
-    from streamgen.lite import LiteRuntime
+    from streamgen.runtimes.lite import LiteRuntime
     content = open(sys.argv[1], "rb").read()
     rng = np.random.default_rng(int(sys.argv[3]))
     outcomes = {}
@@ -426,7 +426,7 @@ def rewrite_metadata(source, target, edit):
     attacker who knows the format would."""
     import flatbuffers
 
-    from streamgen import lite as lite_lib
+    from streamgen.runtimes import lite as lite_lib
 
     schema = lite_lib.import_schema()
     content = open(source, "rb").read()

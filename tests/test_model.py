@@ -177,7 +177,7 @@ def test_teacher_forced_pass_shapes_and_errors(core_models):
 
 
 def test_max_steps_is_bounded_and_decoding_memory_is_linear():
-    from streamgen.decode import compiled_functions
+    from streamgen.runtimes.tf import compiled_functions
 
     with pytest.raises(ValueError, match=r"`max_steps`, expected an integer in \[1, 1024\], "
                                          r"got 8000"):

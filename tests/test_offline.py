@@ -1,4 +1,4 @@
-"""Tests for `streamgen.offline`: batch decoding of sequences and JSONL files."""
+"""Tests for `streamgen.offline.decode`: batch decoding of sequences and JSONL files."""
 
 import io
 import json
@@ -8,8 +8,8 @@ import pytest
 
 import streamgen as sg
 from helpers import make_model, ragged_to_lists
-from streamgen import offline
-from streamgen.wire import frames_json
+from streamgen.offline import decode as offline
+from streamgen.data.text import frames_json
 
 
 @pytest.fixture(scope="module")

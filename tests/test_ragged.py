@@ -1,4 +1,4 @@
-"""Tests for `streamgen.ragged`: the flat form, its checks, and no TensorFlow."""
+"""Tests for `streamgen.data.ragged`: the flat form, its checks, and no TensorFlow."""
 
 import subprocess
 import sys
@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from streamgen import ragged
-from streamgen._quiet import import_tensorflow
+from streamgen.data import ragged
+from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
 
@@ -91,8 +91,8 @@ def test_checks_name_sequence_and_step():
 
 
 def test_ragged_and_jsonl_do_not_import_tensorflow():
-    code = ("import sys, numpy as np; import streamgen.ragged as r, streamgen.jsonl, "
-            "streamgen.offline; r.flatten_inputs([np.zeros((1, 3))]); "
+    code = ("import sys, numpy as np; import streamgen.data.ragged as r, streamgen.data.jsonl, "
+            "streamgen.offline.decode; r.flatten_inputs([np.zeros((1, 3))]); "
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

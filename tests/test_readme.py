@@ -182,7 +182,7 @@ def test_readme_says_how_to_reach_the_command_and_quiet_tensorflow():
     assert "source .venv/bin/activate" in text and "`.venv/bin/streamgen`" in text
     assert "STREAMGEN_QUIET_TF=1" in text and "TF_CPP_MIN_LOG_LEVEL=3" in text
     samples = (ROOT / "samples" / "README.md").read_text()
-    assert "sg.load_jsonl(" in samples and "streamgen.data.load_jsonl" not in samples
+    assert "sg.load_jsonl(" in samples and "streamgen.data.dataset.load_jsonl" not in samples
 
 
 def test_readme_agrees_with_itself():

@@ -13,7 +13,7 @@ import pytest
 
 import streamgen as sg
 from helpers import assert_outputs_equal, make_model
-from streamgen.serve import protocol
+from streamgen.remote import protocol
 from streamgen.serve.batcher import Batcher, LimitError, StateTable, TickLoop
 from streamgen.serve.session import Session, expire_idle, format_items
 
@@ -133,7 +133,7 @@ def test_state_moves_between_sessions_and_streams(model, runtime):
     handle(two, [protocol.request("z", "set_state", state)], batcher)
     (_, _, remote), = handle(two, [protocol.step_request("z", xs[2])], batcher)
     local = sg.Stream(model)
-    from streamgen import wire
+    from streamgen.remote import wire
     packed, sizes = wire.decode_state(state, runtime.fingerprint, runtime.state_sizes)
     local.set_state(wire.unpack_nest(packed, sizes))
     assert_outputs_equal([remote], [local.step(xs[2])])

@@ -1,11 +1,11 @@
-"""`streamgen.serve.protocol`: parsing client messages, formatting replies."""
+"""`streamgen.remote.protocol`: parsing client messages, formatting replies."""
 
 import json
 
 import numpy as np
 import pytest
 
-from streamgen.serve import protocol
+from streamgen.remote import protocol
 
 
 def test_each_request_kind():

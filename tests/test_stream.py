@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import streamgen as sg
-from streamgen.decode import compiled_functions
+from streamgen.runtimes.tf import compiled_functions
 from helpers import CELLS, MODES, assert_outputs_equal, make_model, ragged_to_lists
 
 

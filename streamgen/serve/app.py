@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
-from streamgen.serve import protocol
+from streamgen.remote import protocol
 from streamgen.serve.batcher import Batcher, StateTable, TickLoop
 from streamgen.serve.session import Session, expire_idle, format_bare, format_items
 
@@ -104,13 +104,13 @@ class Server:
     """
 
     def __init__(self, model_name, model_bytes, options):
-        import streamgen as sg
+        from streamgen.runtimes import open_runtime
 
         self.folder = tempfile.TemporaryDirectory(prefix="streamgen-serve-")
         path = os.path.join(self.folder.name, os.path.basename(model_name))
         with open(path, "wb") as file:
             file.write(model_bytes)
-        self.runtime = sg.open_runtime(path)
+        self.runtime = open_runtime(path)
         self.options = dict(options)
         token = self.options.get("token")
         self.token = None if not token else ("Bearer " + token).encode("utf-8")
@@ -199,7 +199,8 @@ class Server:
 
     @api.post("/v1/decode")
     async def decode(self, request: Request):
-        from streamgen.cli.reader import BadLine, Reset, Vector, format_error, read_events
+        from streamgen.data.lines import BadLine, Reset, Vector, format_error, read_events
+        from streamgen.data.text import frames_json
 
         if not self._authorized(request.headers):
             return _unauthorized()
@@ -227,7 +228,7 @@ class Server:
                         row = session.rows[""]
                         session.touch(row)
                         out, = await self.ticks.submit([(row, event.values)])
-                        yield protocol.wire.frames_json(out) + "\n"
+                        yield frames_json(out) + "\n"
                     elif isinstance(event, Reset):
                         self.table.states[session.rows[""]] = 0.0
                         yield "\n"

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from streamgen import _checks
+from streamgen import checks
 
 
 class LimitError(ValueError):
@@ -47,7 +47,7 @@ class StateTable:
 
     def __init__(self, runtime, max_streams=100_000, capacity=64):
         self.runtime = runtime
-        self.max_streams = _checks.positive_int("max_streams", max_streams)
+        self.max_streams = checks.positive_int("max_streams", max_streams)
         capacity = max(1, min(capacity, self.max_streams))
         self.states = np.zeros((capacity, runtime.state_size), np.float32)
         self.thresholds = np.zeros((capacity, len(runtime.criteria)), np.float32)
@@ -144,7 +144,7 @@ class Batcher:
     def __init__(self, table, max_batch_size=1024):
         self.table = table
         self.runtime = table.runtime
-        self.max_batch_size = _checks.positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = checks.positive_int("max_batch_size", max_batch_size)
 
     def gather(self, steps):
         """The arguments of `runtime.step` for `steps`, a list of `(row, x)`.
@@ -177,11 +177,11 @@ class Batcher:
         return [frames[b, :length] for b, length in enumerate(lengths.tolist())]
 
     def step(self, rows, x, state, thresholds, caps):
-        """`runtime._run` in chunks of `max_batch_size` rows (no table access)."""
+        """`runtime.run` in chunks of `max_batch_size` rows (no table access)."""
         size = self.max_batch_size
         if len(rows) <= size:
-            return self.runtime._run(x, state, None, thresholds, caps)
-        parts = [self.runtime._run(x[a:a + size], state[a:a + size], None,
+            return self.runtime.run(x, state, None, thresholds, caps)
+        parts = [self.runtime.run(x[a:a + size], state[a:a + size], None,
                                    thresholds[a:a + size], caps[a:a + size])
                  for a in range(0, len(rows), size)]
         return tuple(np.concatenate(p) for p in zip(*parts))
@@ -214,7 +214,7 @@ class TickLoop:
 
     def __init__(self, batcher, batch_wait_ms=0.0, executor=None):
         self.batcher = batcher
-        self.batch_wait = _checks.non_negative_float("batch_wait_ms", batch_wait_ms) / 1000.0
+        self.batch_wait = checks.non_negative_float("batch_wait_ms", batch_wait_ms) / 1000.0
         self.executor = executor
         self._pending = []  # (row, x, future, index)
         self._ready = None

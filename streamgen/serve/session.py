@@ -13,10 +13,10 @@ message whose streams each have one request, whatever their number.
 
 import time
 
-from streamgen import _checks
-from streamgen import wire
-from streamgen.jsontext import FLOAT32_OVERFLOW
-from streamgen.serve import protocol
+from streamgen import checks
+from streamgen.remote import wire
+from streamgen.data.text import FLOAT32_OVERFLOW
+from streamgen.remote import protocol
 
 
 class Session:
@@ -116,7 +116,7 @@ class Session:
         if action == "step":
             x = _plain_vector(request.value, self.runtime.input_size)
             if x is None:  # not the common case: the full check, with its message
-                x = _checks.check_inputs(self.runtime, request.value, "x", ndim=1)
+                x = checks.check_inputs(self.runtime, request.value, "x", ndim=1)
             row = self.row(stream_id)
             self.touch(row)
             return ("step", row, x)
@@ -185,7 +185,7 @@ def _plain_vector(value, size):
     """`value` itself if it is a list of `size` finite numbers that fit in
     float32 (what a JSON message holds), else `None`.
 
-    The server's fast path: `_checks.check_inputs` costs several times more
+    The server's fast path: `checks.check_inputs` costs several times more
     per step, and `Batcher.gather` converts all the steps of a tick at once.
     """
     if type(value) is not list or len(value) != size:

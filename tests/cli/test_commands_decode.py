@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from helpers import ragged_to_lists
 from streamgen.cli.main import cli
-from streamgen.wire import frames_json
+from streamgen.data.text import frames_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLES = os.path.join(ROOT, "samples")

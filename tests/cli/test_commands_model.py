@@ -565,9 +565,9 @@ def test_info_json(tmp_path):
 
 
 def test_info_tflite(cli_tflite):
-    import streamgen.lite
+    import streamgen.runtimes.lite
 
-    runtime = streamgen.lite.LiteRuntime(cli_tflite)
+    runtime = streamgen.runtimes.lite.LiteRuntime(cli_tflite)
     result = invoke(["info", "--model", cli_tflite])
     assert result.exit_code == 0 and result.stderr == ""
     assert result.stdout == (

@@ -1,4 +1,4 @@
-"""Tests for `streamgen.cli.reader`: the stdin line reader of `streamgen stream`."""
+"""Tests for `streamgen.data.lines`: the stdin line reader of `streamgen stream`."""
 
 import io
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from streamgen.cli.reader import (MAX_LINE_BYTES, BadLine, InputLineError,
+from streamgen.data.lines import (MAX_LINE_BYTES, BadLine, InputLineError,
                                   Reset, Vector, format_error, parse_vector,
                                   read_events)
 

@@ -239,4 +239,4 @@ def test_ctrl_c_during_train_never_leaves_a_broken_model(tmp_path):
             rf"streamgen: interrupted after \d+ epochs?; (the best model so far \(epoch \d+, "
             rf"val_loss \S+\) is in|saved the model to) {re.escape(str(out))}\n", stderr), stderr
         assert os.listdir(out.parent) == ["m.keras"]  # no temporary file left behind
-        assert isinstance(saving.load_model(str(out)), sg.StreamGen)
+        assert isinstance(sg.load_model(str(out)), sg.StreamGen)

@@ -1,6 +1,6 @@
 """The WebSocket protocol of `streamgen serve`: parse requests, format replies.
 
-Pure (json, numpy): the server and the client (`streamgen.client`) share it,
+Pure (json, numpy): the server and the client (`streamgen.remote.client`) share it,
 and it is tested without Ray. See `docs/serving.md` for the protocol.
 
 A client message is a JSON array of requests, each naming a stream by a
@@ -24,8 +24,9 @@ import dataclasses
 import json
 from typing import Any, List, Optional
 
-from streamgen import _checks
-from streamgen import wire
+from streamgen import checks
+from streamgen.data.text import frames_json
+from streamgen.remote import wire
 
 PATH = "/v1/streams"
 DEFAULT_ID = ""  # the stream of bare messages
@@ -113,7 +114,7 @@ def parse_request(item, index=0):
     if not isinstance(stream_id, str) or len(stream_id) > MAX_ID_CHARS:
         return Request(None, "invalid",
                        f"request {index}: expected \"id\" to be a string of at most "
-                       f"{MAX_ID_CHARS} characters, got {_checks.describe(stream_id)}")
+                       f"{MAX_ID_CHARS} characters, got {checks.describe(stream_id)}")
     actions = [key for key in item if key in ACTIONS]
     unknown = sorted(key for key in item if key not in ACTIONS and key != "id")
     if unknown or len(actions) != 1:
@@ -127,12 +128,12 @@ def parse_request(item, index=0):
         if not isinstance(value, list) or not all(_is_number(v) for v in value):
             return Request(stream_id, "invalid",
                            f"expected \"x\" to be an array of numbers, got "
-                           f"{_checks.describe(value)}")
+                           f"{checks.describe(value)}")
         return Request(stream_id, "step", value)
     if action in ("reset", "close", "get_state"):
         if value is not True:
             return Request(stream_id, "invalid",
-                           f"expected \"{action}\": true, got {_checks.describe(value)}")
+                           f"expected \"{action}\": true, got {checks.describe(value)}")
         return Request(stream_id, action)
     if action == "open":
         if value is None:
@@ -140,7 +141,7 @@ def parse_request(item, index=0):
         if not isinstance(value, dict) or set(value) - set(OPEN_KEYS):
             return Request(stream_id, "invalid",
                            f"expected \"open\" to be an object with the optional keys "
-                           f"{list(OPEN_KEYS)}, got {_checks.describe(value)}")
+                           f"{list(OPEN_KEYS)}, got {checks.describe(value)}")
         return Request(stream_id, "open", value)
     return Request(stream_id, "set_state", value)
 
@@ -148,7 +149,7 @@ def parse_request(item, index=0):
 def _kind(value):
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
              int: "a number", float: "a number", type(None): "null"}
-    return f"{names.get(type(value), type(value).__name__)} ({_checks.describe(value)})"
+    return f"{names.get(type(value), type(value).__name__)} ({checks.describe(value)})"
 
 
 # ---------------------------------------------------------------------- #
@@ -156,7 +157,7 @@ def _kind(value):
 # ---------------------------------------------------------------------- #
 def out_item(stream_id, frames):
     """`{"id": ..., "out": [[...], ...]}` for `Out[i]` `(L, output_size)`."""
-    return '{"id":' + json.dumps(stream_id) + ',"out":' + wire.frames_json(frames) + "}"
+    return '{"id":' + json.dumps(stream_id) + ',"out":' + frames_json(frames) + "}"
 
 
 def state_item(stream_id, state):
@@ -183,7 +184,7 @@ def bare_reply(frames=None, error=None):
     """The reply to a bare message: `Out[i]`, or `{"error": "..."}`."""
     if error is not None:
         return json.dumps({"error": str(error)})
-    return wire.frames_json(frames)
+    return frames_json(frames)
 
 
 # ---------------------------------------------------------------------- #

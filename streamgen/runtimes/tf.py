@@ -11,7 +11,7 @@ per-row inputs, so rows with different settings share one call.
 `CompiledFunctions` wraps it in `tf.function`s with a fixed input signature
 (batch dimension `None`), one per *kind* of stop criteria (thresholds are
 inputs, so changing them does not retrace). `TFRuntime` is the public,
-stateless step over it (see `streamgen.runtime`).
+stateless step over it (see `streamgen.runtimes.base`).
 """
 
 import functools
@@ -19,10 +19,10 @@ import weakref
 
 import numpy as np
 
-from streamgen import _checks
-from streamgen import runtime as runtime_lib
+from streamgen import checks
+from streamgen.runtimes.base import Runtime
 from streamgen import stopping
-from streamgen._quiet import import_tensorflow
+from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
 
@@ -237,15 +237,15 @@ class CompiledFunctions:
 
 def decode(model, x, stop=None, lengths=None, max_steps=None):
     """Implements `StreamGen.decode`; see its docstring."""
-    x = _checks.check_inputs(model, x, "x", ndim=3)
+    x = checks.check_inputs(model, x, "x", ndim=3)
     batch, steps = x.shape[:2]
     if lengths is None:
         criteria = stopping.resolve_stop(model.stop, stop)
         stop_at = np.full((batch, steps), model.max_steps, np.int32)
     else:
         criteria = ()  # forced lengths ignore the stop criteria
-        stop_at = _checks.check_lengths(model, lengths, (batch, steps))
-    cap = _checks.resolve_cap(model.max_steps, max_steps)
+        stop_at = checks.check_lengths(model, lengths, (batch, steps))
+    cap = checks.resolve_cap(model.max_steps, max_steps)
     if batch == 0 or steps == 0:  # nothing to run: an empty result
         empty = np.zeros((0, model.output_size), np.float32)
         flat = tf.RaggedTensor.from_row_lengths(empty, tf.zeros([batch * steps], tf.int64))
@@ -280,11 +280,11 @@ def packed_step(model, criteria, x, state, decode, thresholds, cap):
     return frames, lengths, tf.concat(list(outer_state) + list(inner_state), axis=1)
 
 
-class TFRuntime(runtime_lib.Runtime):
+class TFRuntime(Runtime):
     """The compiled TensorFlow step of a `sg.StreamGen` as a `sg.Runtime`.
 
     Stateless: `step(x, state)` for any rows, with per-row thresholds and
-    caps (see `streamgen.runtime.Runtime.step`). Calls the model's one
+    caps (see `streamgen.runtimes.base.Runtime.step`). Calls the model's one
     concrete function per criteria kind (no retracing for a new batch size).
 
     Args:
@@ -306,11 +306,11 @@ class TFRuntime(runtime_lib.Runtime):
     def __init__(self, model, stop=None, max_steps=None, jit_compile=False):
         self.model = model
         self.stop = stopping.resolve_stop(model.stop, stop)  # StopCriterion objects
-        self.criteria = [_checks.criterion_dict(c) for c in self.stop]
+        self.criteria = [checks.criterion_dict(c) for c in self.stop]
         self.input_size = model.input_size
         self.output_size = model.output_size
         self.trained_max_steps = model.max_steps
-        self.max_steps = _checks.resolve_cap(model.max_steps, max_steps)
+        self.max_steps = checks.resolve_cap(model.max_steps, max_steps)
         self.decoder_state = model.decoder_state
         self.state_sizes = {"outer": list(model.outer_state_sizes),
                             "inner": list(model.inner_state_sizes)}
@@ -321,17 +321,23 @@ class TFRuntime(runtime_lib.Runtime):
         self._defaults = {}  # rows -> the default per-row inputs, as tensors
         self._fingerprint = None
 
+    def with_options(self, stop=None, max_steps=None):
+        """See `Runtime.with_options`: the compiled step is shared."""
+        return TFRuntime(self.model, stop=self.stop if stop is None else stop,
+                         max_steps=self.max_steps if max_steps is None else max_steps,
+                         jit_compile=self.jit_compile)
+
     @property
     def fingerprint(self):
         if self._fingerprint is None:  # hashing the weights costs a little
             self._fingerprint = self.model.fingerprint()
         return self._fingerprint
 
-    def _run(self, x, state, decode, thresholds, caps):
+    def run(self, x, state, decode=None, thresholds=None, caps=None):
         frames, lengths, state = self._call(x, state, decode, thresholds, caps)
         return frames, lengths, state.numpy()
 
-    def _advance(self, x, state, decode):
+    def advance(self, x, state, decode=None):
         # `Stream`'s hot path: the state stays a tensor between steps (a
         # numpy round trip costs more than a small model's step).
         return self._call(x, state, decode, None, None)

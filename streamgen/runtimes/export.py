@@ -52,13 +52,13 @@ import json
 import keras
 import numpy as np
 
-from streamgen import decode as decode_lib
-from streamgen import _quiet
-from streamgen import lite
+from streamgen.runtimes import tf as tf_runtime
+from streamgen import quiet
+from streamgen.runtimes import lite
 from streamgen import saving
 from streamgen import stopping
-from streamgen._checks import criterion_dict
-from streamgen._quiet import import_tensorflow
+from streamgen.checks import criterion_dict
+from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
 
@@ -104,7 +104,7 @@ def export_litert(model, path, stop=None):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     # The converter logs dozens of progress lines ("Reading SavedModel
     # from ...") on fd 2; a failure raises with its message.
-    with _quiet.silenced_fd2():
+    with quiet.silenced_fd2():
         content = converter.convert()
 
     names = {  # tensor names in the file's signature `lite.SIGNATURE`
@@ -164,11 +164,11 @@ def _flat_step(model, criteria, unrolled):
         mapping = [(v, tf.constant(value)) for v, value in weights]
         with keras.StatelessScope(state_mapping=mapping):
             if unrolled:
-                outer_state, inner_state = decode_lib.split_state(model, state)
+                outer_state, inner_state = tf_runtime.split_state(model, state)
                 frames, lengths, outer_state, inner_state = _unrolled_outer_step(
                     model, criteria, x, outer_state, inner_state, decode, thresholds, caps)
                 return frames, lengths, tf.concat(list(outer_state) + list(inner_state), 1)
-            return decode_lib.packed_step(model, criteria, x, state, decode, thresholds, caps)
+            return tf_runtime.packed_step(model, criteria, x, state, decode, thresholds, caps)
 
     return step
 
@@ -287,7 +287,7 @@ def _check_export(model, concrete, content, names):
     ]
     # LiteRT logs "Created TensorFlow Lite XNNPACK delegate for CPU." on
     # stderr, once per process, when it first plans an interpreter.
-    with _quiet.silenced_fd2():
+    with quiet.silenced_fd2():
         runner = Interpreter(model_content=content).get_signature_runner(lite.SIGNATURE)
         results = [runner(**{**feeds, **changes}) for changes, _ in probes]
     for (changes, checked), got in zip(probes, results):

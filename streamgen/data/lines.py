@@ -27,7 +27,7 @@ from typing import BinaryIO, Iterator, Union
 
 import numpy as np
 
-from streamgen.jsontext import FLOAT32_OVERFLOW
+from streamgen.data.text import FLOAT32_OVERFLOW
 
 __all__ = ["MAX_LINE_BYTES", "BadLine", "InputLineError", "Reset", "Vector",
            "format_error", "parse_vector", "read_events"]

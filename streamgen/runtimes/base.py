@@ -20,8 +20,8 @@ steps thousands of sequences at once. Per-row stop thresholds and caps
 
 Two implementations:
 
-- `TFRuntime` (`streamgen.decode`): the compiled TensorFlow step, XLA optional.
-- `LiteRuntime` (`streamgen.lite`): a `.tflite` export on `ai-edge-litert`
+- `TFRuntime` (`streamgen.runtimes.tf`): the compiled TensorFlow step, XLA optional.
+- `LiteRuntime` (`streamgen.runtimes.lite`): a `.tflite` export on `ai-edge-litert`
   and numpy alone, with one interpreter per batch-size bucket.
 
 `open_runtime(model_or_path)` opens either. This module does not import
@@ -33,29 +33,14 @@ import os
 
 import numpy as np
 
-from streamgen import _checks
-
-
-class ModelFileError(ValueError):
-    """A file that cannot be opened as a streamgen model.
-
-    Subclasses say what kind of file was expected. The message names the
-    file and what was wrong with it.
-    """
-
-
-class NotAnExportError(ModelFileError):
-    """A `.tflite` file that is not an intact streamgen LiteRT export."""
-
-
-class NotAKerasModelError(ModelFileError):
-    """A `.keras` file that is not an intact, loadable `sg.StreamGen`."""
+from streamgen import checks
 
 
 class Runtime:
     """One outer step of a model, stateless, for any set of rows.
 
-    Subclasses set the attributes below and implement `_run`.
+    Subclasses set the attributes below and implement `run` and
+    `with_options`.
 
     Attributes:
         input_size: width of each input row.
@@ -72,7 +57,7 @@ class Runtime:
         thresholds: float32 `(len(criteria),)`, the default thresholds.
         fingerprint: a string that identifies the model's weights and
             shapes: equal for a `.keras` model and its `.tflite` export, so
-            that a state can move between them (see `streamgen.wire`).
+            that a state can move between them (see `streamgen.remote.wire`).
     """
 
     # ------------------------------------------------------------------ #
@@ -84,7 +69,7 @@ class Runtime:
 
     def initial_state(self, n):
         """The packed state of `n` fresh rows: float32 zeros `(n, state_size)`."""
-        n = _checks.check_count("n", n)
+        n = checks.check_count("n", n)
         return np.zeros((n, self.state_size), np.float32)
 
     def pack(self, state):
@@ -98,7 +83,7 @@ class Runtime:
             ValueError: if the nest, a shape or a value (NaN, inf, or a
                 magnitude no recurrent state reaches) is wrong.
         """
-        restored, _ = _checks.check_state(state, self.state_sizes)
+        restored, _ = checks.check_state(state, self.state_sizes)
         parts = restored["outer"] + restored["inner"]
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
@@ -112,7 +97,7 @@ class Runtime:
 
     def check_packed(self, packed, rows=None, name="state"):
         """Validates a packed state; returns it as float32 `(B, state_size)`."""
-        return _checks.check_packed_state(packed, self.state_size, rows=rows, name=name)
+        return checks.check_packed_state(packed, self.state_size, rows=rows, name=name)
 
     # ------------------------------------------------------------------ #
     # Stop options.
@@ -135,10 +120,10 @@ class Runtime:
         Raises:
             TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...)`.
         """
-        criteria = _checks.same_kind_criteria(stop, self.criteria, self.kind_hint)
+        criteria = checks.same_kind_criteria(stop, self.criteria, self.kind_hint)
         thresholds = np.array([c["config"]["threshold"] for c in criteria],
                               np.float32).reshape([len(criteria)])
-        cap = self.max_steps if max_steps is None else _checks.resolve_cap(
+        cap = self.max_steps if max_steps is None else checks.resolve_cap(
             self.trained_max_steps, max_steps)
         return thresholds, cap
 
@@ -172,95 +157,62 @@ class Runtime:
             ValueError: for a wrong shape or non-finite value in any
                 argument, naming it.
         """
-        x = _checks.check_inputs(self, x, "x", ndim=2)
+        x = checks.check_inputs(self, x, "x", ndim=2)
         rows = x.shape[0]
         state = self.check_packed(state, rows=rows)
-        decode = _checks.check_decode(decode, rows)
-        thresholds = _checks.check_thresholds(thresholds, rows, len(self.criteria))
-        caps = _checks.check_caps(caps, rows, self.trained_max_steps)
+        decode = checks.check_decode(decode, rows)
+        thresholds = checks.check_thresholds(thresholds, rows, len(self.criteria))
+        caps = checks.check_caps(caps, rows, self.trained_max_steps)
         if rows == 0:
             return (np.zeros((0, self.trained_max_steps, self.output_size), np.float32),
                     np.zeros((0,), np.int32), np.zeros((0, self.state_size), np.float32))
-        return self._run(x, state, decode, thresholds, caps)
+        return self.run(x, state, decode, thresholds, caps)
 
-    def _run(self, x, state, decode, thresholds, caps):
-        """`step` without the checks (the arguments are already valid).
+    def run(self, x, state, decode=None, thresholds=None, caps=None):
+        """`step` without the checks, for callers that have validated already.
 
-        `decode`, `thresholds` and `caps` may be `None` (the defaults).
+        The server's batcher checks each request as it arrives and then
+        steps many of them at once; it calls this. The arguments must be
+        what `step` would accept (numpy arrays of the right shapes and
+        dtypes); `decode`, `thresholds` and `caps` may be `None` (this
+        runtime's defaults).
+
+        Returns:
+            What `step` returns.
         """
         raise NotImplementedError
 
-    def _advance(self, x, state, decode):
-        """`_run` with the defaults, for a stream that holds `state` between
-        steps: the state returned may be of the runtime's own array type
-        (a tensor, for TensorFlow), which `_advance`, `unpack` and
-        `np.asarray` accept."""
-        return self._run(x, state, decode, None, None)
+    def advance(self, x, state, decode=None):
+        """`run` with this runtime's options, for a holder of `state`.
+
+        Unchecked like `run`. The state returned may be of the runtime's
+        own array type (a tensor, for TensorFlow: a numpy round trip costs
+        more than a small model's step); `advance`, `unpack` and
+        `np.asarray` accept it. `sg.Stream` steps with this.
+        """
+        return self.run(x, state, decode)
+
+    def with_options(self, stop=None, max_steps=None):
+        """This runtime with other default stop criteria or cap.
+
+        The model is not opened again: the compiled step (TensorFlow) or
+        the file's checked bytes (LiteRT) are shared.
+
+        Args:
+            stop: stop criteria (`sg.StopCriterion` objects or their
+                dicts); `None` keeps this runtime's.
+            max_steps: an int in `[1, trained_max_steps]`; `None` keeps
+                this runtime's.
+
+        Returns:
+            A runtime of the same class.
+        """
+        raise NotImplementedError
 
     def __repr__(self):
         return (f"{type(self).__name__}(input_size={self.input_size}, "
                 f"output_size={self.output_size}, max_steps={self.max_steps}, "
-                f"criteria={_checks.describe_criteria(self.criteria)})")
-
-
-def open_runtime(model_or_path, stop=None, max_steps=None, **options):
-    """Opens the runtime of a model object or a model file.
-
-    Args:
-        model_or_path: a `sg.StreamGen`, or the path of a `.keras` model or
-            a `.tflite` export (`StreamGen.export_litert`).
-        stop: the stop criteria; `None` uses the model's (or the export's).
-            For a `.tflite` file only thresholds can change.
-        max_steps: optional int in `[1, max_steps of the model]`, a lower
-            cap.
-        **options: `jit_compile=` for a TensorFlow model, `num_threads=` for
-            a `.tflite` export.
-
-    Returns:
-        A `TFRuntime` (`.keras`, or a model object) or a `LiteRuntime`
-        (`.tflite`; TensorFlow is not imported).
-
-    Raises:
-        NotAnExportError: a `.tflite` file that is not an intact streamgen
-            export.
-        NotAKerasModelError: a `.keras` file that is not an intact streamgen
-            model.
-        ModelFileError: any other file name.
-        FileNotFoundError: no such file.
-        ImportError: `ai-edge-litert` missing for a `.tflite` file.
-
-    Example:
-
-    >>> _ = model.export_litert("model.tflite")
-    >>> runtime = sg.open_runtime("model.tflite")            # a LiteRuntime
-    >>> state = runtime.initial_state(2)                     # (2, S)
-    >>> frames, lengths, state = runtime.step(np.zeros((2, 3)), state)
-    >>> frames.shape, lengths.shape, state.shape == (2, runtime.state_size)
-    ((2, 9, 2), (2,), True)
-    """
-    if not isinstance(model_or_path, (str, os.PathLike)):
-        from streamgen.decode import TFRuntime
-
-        return TFRuntime(model_or_path, stop=stop, max_steps=max_steps, **options)
-    path = os.fspath(model_or_path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise ModelFileError(f"{path}: a folder, not a model file")
-    extension = os.path.splitext(path)[1].lower()
-    if extension == ".tflite":
-        from streamgen.lite import LiteRuntime
-
-        return LiteRuntime(path, stop=stop, max_steps=max_steps, **options)
-    if extension == ".keras":
-        from streamgen.decode import TFRuntime
-        from streamgen.saving import load_model
-
-        return TFRuntime(load_model(path), stop=stop, max_steps=max_steps, **options)
-    raise ModelFileError(
-        f"{path}: expected a .keras model or a .tflite export, got a "
-        f"{extension or 'file without extension'!r} file"
-    )
+                f"criteria={checks.describe_criteria(self.criteria)})")
 
 
 def fingerprint_of(config, arrays):

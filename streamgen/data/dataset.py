@@ -16,18 +16,18 @@ Padded (what the model trains on, `M = max_steps`): `frames`
 `(N, T_max, M, output_size)`, `lengths` `(N, T_max)` and the masks of the
 STOP-token scheme (see `masks_from_lengths`).
 
-On disk: JSON Lines, see `streamgen.jsonl`. Validation and the flat form
-(`steps`, `rows`, `lengths`, `frames`) are in `streamgen.ragged`.
+On disk: JSON Lines, see `streamgen.data.jsonl`. Validation and the flat form
+(`steps`, `rows`, `lengths`, `frames`) are in `streamgen.data.ragged`.
 """
 
 import collections
 
 import numpy as np
 
-from streamgen import _checks
-from streamgen import jsonl
-from streamgen import ragged
-from streamgen._quiet import import_tensorflow
+from streamgen import checks
+from streamgen.data import jsonl
+from streamgen.data import ragged
+from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
 
@@ -78,7 +78,7 @@ def masks_from_lengths(lengths, outer_mask, max_steps):
     >>> fm.tolist(), sl.tolist(), sm.tolist()
     ([[[1.0, 0.0, 0.0]]], [[[0.0, 1.0, 0.0]]], [[[1.0, 1.0, 0.0]]])
     """
-    max_steps = _checks.check_max_steps(max_steps)
+    max_steps = checks.check_max_steps(max_steps)
     if tf.is_tensor(lengths) or tf.is_tensor(outer_mask):
         L = tf.cast(lengths, tf.int32)[..., None]
         om = (
@@ -145,8 +145,8 @@ def make_dataset(
     >>> x["frames"].shape
     TensorShape([1, 4, 9, 2])
     """
-    max_steps = _checks.check_max_steps(max_steps)
-    batch_size = _checks.positive_int("batch_size", batch_size)
+    max_steps = checks.check_max_steps(max_steps)
+    batch_size = checks.positive_int("batch_size", batch_size)
     flat_x = ragged.flatten_inputs(inputs)
     flat_y = ragged.flatten_targets(targets, output_size)
     ragged.check_pair(flat_x, flat_y)
@@ -238,10 +238,10 @@ def jsonl_dataset(paths, batch_size=32, *, shuffle_buffer=0, seed=None, max_step
     (TensorShape([32, 16, 3]), TensorShape([32, 16, 9]))
     >>> model.fit(ds, epochs=10)  # doctest: +SKIP
     """
-    max_steps = _checks.check_max_steps(max_steps)
-    batch_size = _checks.positive_int("batch_size", batch_size)
-    shuffle_buffer = _checks.check_count("shuffle_buffer", shuffle_buffer)
-    cycle_length = _checks.positive_int("cycle_length", cycle_length)
+    max_steps = checks.check_max_steps(max_steps)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    shuffle_buffer = checks.check_count("shuffle_buffer", shuffle_buffer)
+    cycle_length = checks.positive_int("cycle_length", cycle_length)
     files = jsonl.expand_paths(paths)
     widths = jsonl.peek_widths(files, max_steps=max_steps, input_size=input_size,
                                output_size=output_size)

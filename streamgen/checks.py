@@ -1,7 +1,7 @@
 """Validation shared by every layer of streamgen, in numpy only: one rule,
 one wording.
 
-Nothing here imports TensorFlow: `streamgen.lite` runs on `numpy` and
+Nothing here imports TensorFlow: `streamgen.runtimes.lite` runs on `numpy` and
 `ai-edge-litert` alone and must give the same errors, word for word, as the
 TensorFlow path. Every message has the Keras form "Received an invalid value
 for argument `name`, expected ..., got ...". Helpers that check inputs take a

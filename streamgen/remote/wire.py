@@ -11,25 +11,25 @@ itself:
 
 `data` is the packed state (`rows` rows of `sum(sizes)` float32 values,
 little-endian, row-major: model_a's state tensors, then model_b's, side by
-side; see `streamgen.runtime`) in base64. `fingerprint` is the model's
+side; see `streamgen.runtimes.base`) in base64. `fingerprint` is the model's
 (`Runtime.fingerprint`, equal for a `.keras` model and its `.tflite`
 export), so a state moves between `sg.Stream`, `sg.LiteStream` and a remote
 stream of the same model, and is refused by any other model.
 
-Frames are written as the CLI prints them: `frames_json` (6 significant
-digits, `null` for a non-finite value).
+Frames are written as the CLI prints them (`streamgen.data.text.frames_json`:
+6 significant digits, `null` for a non-finite value); `frames_array` reads
+them back.
 
-Numpy only: the client (`streamgen.client`) and the server share this.
+Numpy only: the client (`streamgen.remote.client`) and the server share this.
 """
 
 import base64
 import binascii
-import functools
 import math
 
 import numpy as np
 
-from streamgen import _checks
+from streamgen import checks
 
 FORMAT = "streamgen-state/1"
 MAX_ROWS = 1 << 16  # bound on the rows of one STATE
@@ -38,40 +38,6 @@ MAX_ROWS = 1 << 16  # bound on the rows of one STATE
 # ---------------------------------------------------------------------- #
 # Frames.
 # ---------------------------------------------------------------------- #
-def number(value):
-    """A float as JSON text with 6 significant digits (`null` if not finite)."""
-    value = float(value)
-    return f"{value:.6g}" if math.isfinite(value) else "null"
-
-
-def frames_json(frames):
-    """`Out[i]` `(L, output_size)` as one compact JSON line, `[]` if empty.
-
-    Example:
-
-    >>> frames_json(np.array([[0.5, -1.0], [1e-7, 2.0]], np.float32))
-    '[[0.5,-1],[1e-07,2]]'
-    """
-    frames = np.asarray(frames)
-    if frames.size == 0:
-        return "[" + ",".join("[]" for _ in range(len(frames))) + "]"
-    values = frames.astype(np.float64).ravel().tolist()
-    if not math.isfinite(sum(values)):  # rare: a `null` among them
-        return "[" + ",".join(
-            "[" + ",".join(number(v) for v in frame) + "]" for frame in frames.tolist()
-        ) + "]"
-    # The common case in one `%` call (the server formats every step of every
-    # stream): "%.6g" is what `number` writes for a finite value.
-    return _template(*frames.shape) % tuple(values)
-
-
-@functools.lru_cache(maxsize=256)
-def _template(rows, width):
-    """`"[[%.6g,%.6g],[%.6g,%.6g]]"` for `rows` frames of `width` values."""
-    frame = "[" + ",".join(["%.6g"] * width) + "]"
-    return "[" + ",".join([frame] * rows) + "]"
-
-
 def frames_array(value, output_size, name="out"):
     """The JSON value of `frames_json` -> float32 `(L, output_size)`.
 
@@ -81,7 +47,7 @@ def frames_array(value, output_size, name="out"):
         ValueError: if `value` is not a list of `output_size`-wide frames.
     """
     if not isinstance(value, list):
-        raise _checks.invalid(name, "a list of frames", value)
+        raise checks.invalid(name, "a list of frames", value)
     if not value:
         return np.zeros((0, output_size), np.float32)
     try:
@@ -90,7 +56,7 @@ def frames_array(value, output_size, name="out"):
     except (TypeError, ValueError):
         array = None
     if array is None or array.ndim != 2 or array.shape[1] != output_size:
-        raise _checks.invalid(name, f"a list of frames of {output_size} numbers", value)
+        raise checks.invalid(name, f"a list of frames of {output_size} numbers", value)
     return array
 
 
@@ -107,7 +73,7 @@ def pack_nest(state, sizes):
     Raises:
         ValueError: if the nest, a shape or a value does not fit `sizes`.
     """
-    restored, _ = _checks.check_state(state, sizes)
+    restored, _ = checks.check_state(state, sizes)
     parts = restored["outer"] + restored["inner"]
     return np.concatenate(parts, axis=1)
 
@@ -138,7 +104,7 @@ def encode_state(state, fingerprint, sizes):
 
     Example:
 
-    >>> from streamgen.wire import decode_state, encode_state
+    >>> from streamgen.remote.wire import decode_state, encode_state
     >>> runtime, stream = sg.open_runtime(model), model.open_stream()
     >>> _ = stream.step(np.ones(3, "float32"))
     >>> value = encode_state(stream.get_state(), runtime.fingerprint,
@@ -153,7 +119,7 @@ def encode_state(state, fingerprint, sizes):
     if isinstance(state, dict):
         packed = pack_nest(state, sizes)
     else:
-        packed = _checks.check_packed_state(state, width)
+        packed = checks.check_packed_state(state, width)
     data = np.ascontiguousarray(packed, "<f4").tobytes()
     return {"format": FORMAT, "fingerprint": str(fingerprint), "sizes": sizes,
             "rows": int(packed.shape[0]), "data": base64.b64encode(data).decode("ascii")}
@@ -179,23 +145,23 @@ def decode_state(value, fingerprint=None, sizes=None, rows=None, name="state"):
             not base64 of the right length, or a non-finite value.
     """
     if not isinstance(value, dict) or value.get("format") != FORMAT:
-        raise _checks.invalid(name, f'a state object with "format": "{FORMAT}" '
+        raise checks.invalid(name, f'a state object with "format": "{FORMAT}" '
                               "(from get_state)", value)
     keys = {"format", "fingerprint", "sizes", "rows", "data"}
     if set(value) != keys:
-        raise _checks.invalid(name, f"a state object with the keys {sorted(keys)}",
+        raise checks.invalid(name, f"a state object with the keys {sorted(keys)}",
                               sorted(value))
     if fingerprint is not None and value["fingerprint"] != fingerprint:
         raise ValueError(
             f"Received an invalid value for argument `{name}`: it is a state of "
-            f"another model (fingerprint {_checks.describe(value['fingerprint'])}; "
+            f"another model (fingerprint {checks.describe(value['fingerprint'])}; "
             f"this model's is {fingerprint!r}).")
     got = value["sizes"]
     if (not isinstance(got, dict) or set(got) != {"outer", "inner"}
             or not all(isinstance(got[k], list) and 1 <= len(got[k]) <= 16
-                       and all(_checks.is_int(s) and 1 <= s <= 1 << 20 for s in got[k])
+                       and all(checks.is_int(s) and 1 <= s <= 1 << 20 for s in got[k])
                        for k in got)):
-        raise _checks.invalid(f"{name}['sizes']",
+        raise checks.invalid(f"{name}['sizes']",
                               'a dict {"outer": [sizes], "inner": [sizes]}', got)
     if sizes is not None and (list(got["outer"]) != list(sizes["outer"])
                               or list(got["inner"]) != list(sizes["inner"])):
@@ -203,21 +169,21 @@ def decode_state(value, fingerprint=None, sizes=None, rows=None, name="state"):
             f"Received an invalid value for argument `{name}`: its state sizes are "
             f"{got}, this model's are {dict(sizes)}.")
     count = value["rows"]
-    if not _checks.is_int(count) or not 1 <= count <= MAX_ROWS:
-        raise _checks.invalid(f"{name}['rows']", f"an integer in [1, {MAX_ROWS}]", count)
+    if not checks.is_int(count) or not 1 <= count <= MAX_ROWS:
+        raise checks.invalid(f"{name}['rows']", f"an integer in [1, {MAX_ROWS}]", count)
     if rows is not None and count != rows:
-        raise _checks.invalid(f"{name}['rows']", f"{rows} (rows of this stream)", count)
+        raise checks.invalid(f"{name}['rows']", f"{rows} (rows of this stream)", count)
     width = sum(got["outer"]) + sum(got["inner"])
     data = value["data"]
     try:
         raw = base64.b64decode(data.encode("ascii"), validate=True)
     except (AttributeError, UnicodeEncodeError, binascii.Error, ValueError):
-        raise _checks.invalid(f"{name}['data']", "base64 text", data) from None
+        raise checks.invalid(f"{name}['data']", "base64 text", data) from None
     if len(raw) != count * width * 4:
         raise ValueError(
             f"Received an invalid value for argument `{name}`: its data holds "
             f"{len(raw)} bytes, expected {count} rows x {width} float32 values "
             f"= {count * width * 4} bytes.")
     packed = np.frombuffer(raw, "<f4").astype(np.float32).reshape(count, width)
-    packed = _checks.check_packed_state(packed, width, name=name)
+    packed = checks.check_packed_state(packed, width, name=name)
     return packed, {"outer": list(got["outer"]), "inner": list(got["inner"])}

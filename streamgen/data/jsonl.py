@@ -4,7 +4,7 @@
 
 `x` is the sequence's `T` input vectors, `y[t]` the list of frames of
 `Out[t]` (possibly empty), and `len(y) == len(x)`. In memory, the same
-`inputs` / `targets` as `streamgen.data` (see there).
+`inputs` / `targets` as `streamgen.data.dataset` (see there).
 
 `load_jsonl` reads a whole file into memory; `read_records` streams records
 from many files (globs allowed) one at a time, with the same checks and the
@@ -19,9 +19,9 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from streamgen import _checks
-from streamgen import ragged
-from streamgen.jsontext import FLOAT32_OVERFLOW, loads
+from streamgen import checks
+from streamgen.data import ragged
+from streamgen.data.text import FLOAT32_OVERFLOW, loads
 
 __all__ = ["Record", "RecordError", "Widths", "expand_paths", "line_ranges", "load_jsonl",
            "peek_widths", "read_range", "read_records", "save_jsonl"]
@@ -337,9 +337,9 @@ def read_records(paths, *, targets=True, max_steps=None, input_size=None, output
             `train.jsonl:7: field 'y[2]': 12 frames, more than max_steps=9`.
     """
     if max_steps is not None:
-        max_steps = _checks.check_max_steps(max_steps)
+        max_steps = checks.check_max_steps(max_steps)
     if on_error not in ("raise", "yield"):
-        raise _checks.invalid("on_error", "'raise' or 'yield'", on_error)
+        raise checks.invalid("on_error", "'raise' or 'yield'", on_error)
     widths = Widths(input_size, output_size)
     for path in expand_paths(paths):
         yield from read_range(path, widths=widths, targets=targets, max_steps=max_steps,

@@ -15,8 +15,8 @@ level is one array plus the counts that cut it:
 `flatten_inputs` and `flatten_targets` accept what the public API accepts
 (lists of arrays, one dense array, a `tf.RaggedTensor`) and say exactly
 where a value is wrong (`targets[3][5] has 12 frames, more than
-max_steps=9`). They are shared by `streamgen.data`, `streamgen.jsonl` and
-`streamgen.train`.
+max_steps=9`). They are shared by `streamgen.data.dataset`, `streamgen.data.jsonl` and
+`streamgen.losses`.
 
 Nothing here imports TensorFlow: tensors are read through their public
 methods (`row_lengths()`, `values`, `numpy()`).
@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamgen import _checks
+from streamgen import checks
 
 __all__ = [
     "FlatInputs",
@@ -132,7 +132,7 @@ def _numeric(value, name, shape_doc):
     except (ValueError, TypeError):
         array = None
     if array is None or array.dtype.kind == "O":
-        raise _checks.invalid(name, f"a rectangular {shape_doc} array of numbers", value)
+        raise checks.invalid(name, f"a rectangular {shape_doc} array of numbers", value)
     if array.dtype.kind not in "iuf":
         raise ValueError(f"Received an invalid value for argument `{name}`, expected "
                          f"an array of numbers, got dtype {array.dtype}.")
@@ -146,7 +146,7 @@ def _as_list(value, name, what):
     try:
         return list(value)
     except TypeError:
-        raise _checks.invalid(name, f"a list of {what} arrays", value) from None
+        raise checks.invalid(name, f"a list of {what} arrays", value) from None
 
 
 def _check_finite(flat, counts, name):
@@ -394,7 +394,7 @@ def pad_targets(targets, max_steps, output_size=None):
     >>> frames.shape, lengths.tolist()
     ((1, 2, 3, 2), [[2, 0]])
     """
-    max_steps = _checks.check_max_steps(max_steps)
+    max_steps = checks.check_max_steps(max_steps)
     flat = flatten_targets(targets, output_size)
     check_lengths(flat, max_steps)
     count = len(flat.steps)

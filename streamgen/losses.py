@@ -14,15 +14,15 @@ Teacher forcing trains every inner step of every outer step at once (see
 Each part is averaged over its mask. `StreamGen.compute_loss` returns
 `frame_loss + stop_loss_weight * stop_loss`.
 
-`sg.evaluate` (in `streamgen.offline`, which needs no TensorFlow for a
+`sg.evaluate` (in `streamgen.offline.decode`, which needs no TensorFlow for a
 `.tflite` export) measures what training is for: free-running lengths (the
 STOP decisions) and, with lengths forced to the truth, the frames.
 """
 
 import keras
 
-from streamgen import _checks
-from streamgen._quiet import import_tensorflow
+from streamgen import checks
+from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
 
@@ -49,7 +49,7 @@ def check_weight(name, value, allow_zero):
     Raises:
         ValueError: naming `name` and echoing `value`.
     """
-    return _checks.non_negative_float(name, value, allow_zero)
+    return checks.non_negative_float(name, value, allow_zero)
 
 
 def frame_losses(y_true, y_pred, frame_loss="mse"):

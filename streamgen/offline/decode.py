@@ -24,11 +24,12 @@ import threading
 
 import numpy as np
 
-from streamgen import _checks
-from streamgen import jsonl
-from streamgen import jsontext
-from streamgen import ragged
-from streamgen import runtime as runtime_lib
+from streamgen import checks
+from streamgen.data import jsonl
+from streamgen.data import text as jsontext
+from streamgen.data import ragged
+from streamgen import runtimes
+from streamgen.runtimes.base import Runtime
 
 __all__ = ["decode_jsonl", "decode_padded", "decode_sequences", "evaluate",
            "length_batches"]
@@ -43,7 +44,7 @@ def as_runtime(model_or_runtime, stop=None, max_steps=None, jit_compile=False):
     decoding steps it with one fixed batch shape per batch, see
     `decode_padded`); ignored for a `.tflite` file.
     """
-    if isinstance(model_or_runtime, runtime_lib.Runtime):
+    if isinstance(model_or_runtime, Runtime):
         if stop is not None or max_steps is not None:
             raise ValueError(
                 "Received `stop`/`max_steps` with a runtime; open the runtime with "
@@ -53,7 +54,7 @@ def as_runtime(model_or_runtime, stop=None, max_steps=None, jit_compile=False):
     if jit_compile and not (isinstance(model_or_runtime, (str, os.PathLike))
                             and os.fspath(model_or_runtime).lower().endswith(".tflite")):
         options["jit_compile"] = True
-    return runtime_lib.open_runtime(model_or_runtime, stop=stop, max_steps=max_steps,
+    return runtimes.open_runtime(model_or_runtime, stop=stop, max_steps=max_steps,
                                     **options)
 
 
@@ -73,7 +74,7 @@ def length_batches(steps, batch_size):
     >>> [b.tolist() for b in length_batches(np.array([3, 1, 2]), 2)]
     [[1, 2], [0]]
     """
-    batch_size = _checks.positive_int("batch_size", batch_size)
+    batch_size = checks.positive_int("batch_size", batch_size)
     order = np.argsort(np.asarray(steps), kind="stable")
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
@@ -104,7 +105,7 @@ def decode_padded(runtime, x, steps=None, lengths=None):
             of the user's own class on LiteRT (no threshold is known never
             to fire).
     """
-    x = _checks.check_inputs(runtime, x, "x", ndim=3)
+    x = checks.check_inputs(runtime, x, "x", ndim=3)
     batch, time_steps = x.shape[:2]
     steps = (np.full(batch, time_steps, np.int64) if steps is None
              else np.asarray(steps, np.int64).reshape(batch))
@@ -124,8 +125,8 @@ def decode_padded(runtime, x, steps=None, lengths=None):
 
 def _decode_graph(runtime, x, forced):
     """The whole outer loop inside one TensorFlow graph (`model.compiled`)."""
-    from streamgen._quiet import import_tensorflow
-    from streamgen.decode import compiled_functions
+    from streamgen.quiet import import_tensorflow
+    from streamgen.runtimes.tf import compiled_functions
 
     tf = import_tensorflow()  # already imported: the runtime holds a model
 
@@ -140,7 +141,7 @@ def _decode_graph(runtime, x, forced):
         cap = runtime.max_steps
     else:  # forced lengths ignore the stop criteria
         criteria, thresholds = (), np.zeros([0], np.float32)
-        stop_at = _checks.check_lengths(model, forced, (batch, time_steps))
+        stop_at = checks.check_lengths(model, forced, (batch, time_steps))
         cap = model.max_steps
     frames, lengths = compiled_functions(model).sequences(tuple(criteria))(
         tf.constant(x), tf.constant(stop_at), tf.constant(thresholds),
@@ -200,7 +201,7 @@ def _decode_forced_steps(runtime, x, steps, lengths):
     """`decode_padded(..., lengths=...)` by stepping a runtime (see there)."""
     batch, time_steps = x.shape[:2]
     cap = runtime.trained_max_steps
-    forced = _checks.check_lengths(runtime, lengths, (batch, time_steps))
+    forced = checks.check_lengths(runtime, lengths, (batch, time_steps))
     never = []
     for c in runtime.criteria:
         key = (c["class_name"], c["config"].get("mode"))
@@ -314,9 +315,9 @@ def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
     {'sequences': 300, 'steps': 3555, 'skipped': 0}
     """
     runtime = as_runtime(model, stop, max_steps, jit_compile=True)
-    batch_size = _checks.positive_int("batch_size", batch_size)
+    batch_size = checks.positive_int("batch_size", batch_size)
     if not (on_error in ("fail", "skip") or callable(on_error)):
-        raise _checks.invalid("on_error", "'fail', 'skip' or a callable", on_error)
+        raise checks.invalid("on_error", "'fail', 'skip' or a callable", on_error)
     if isinstance(out, (str, os.PathLike)):
         with open(out, "w", encoding="utf-8") as fh:
             return decode_jsonl(runtime, paths, fh, batch_size=batch_size,
@@ -325,7 +326,7 @@ def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
     if readers is None:
         size = sum(os.path.getsize(path) for path in files)
         readers = 0 if size < PARALLEL_BYTES else max(1, min(4, (os.cpu_count() or 2) - 1))
-    readers = _checks.check_count("readers", readers)
+    readers = checks.check_count("readers", readers)
     if "fork" not in _start_methods():
         readers = 0
     if readers:  # JSON parsing (the bottleneck) in other processes
@@ -483,7 +484,7 @@ def _prefetch(iterator, depth=2):
 def evaluate(model, inputs, targets, stop=None, batch_size=256):
     """Free-running lengths and length-forced frames against the truth.
 
-    Decodes in batches of similar length (`streamgen.offline`: sequences
+    Decodes in batches of similar length (`streamgen.offline.decode`: sequences
     padded at the end; decoding is causal, so padding never changes real
     steps).
 
@@ -520,7 +521,7 @@ def evaluate(model, inputs, targets, stop=None, batch_size=256):
     >>> sorted(figures), figures["length_accuracy"] > 0.95
     (['frame_mse', 'length_accuracy', 'length_mae'], True)
     """
-    batch_size = _checks.positive_int("batch_size", batch_size)
+    batch_size = checks.positive_int("batch_size", batch_size)
     runtime = as_runtime(model, stop=stop)
     flat_x = ragged.flatten_inputs(inputs)
     flat_y = ragged.flatten_targets(targets, runtime.output_size)
@@ -532,7 +533,7 @@ def evaluate(model, inputs, targets, stop=None, batch_size=256):
             f"{len(target_steps)} target sequences of {target_steps.tolist()[:8]} steps."
         )
     if flat_x.rows.shape[1] != runtime.input_size:
-        raise _checks.invalid("inputs", f"vectors of width input_size={runtime.input_size}",
+        raise checks.invalid("inputs", f"vectors of width input_size={runtime.input_size}",
                               f"width {flat_x.rows.shape[1]}")
     cap = runtime.trained_max_steps
     ragged.check_lengths(flat_y, cap)

@@ -4,7 +4,7 @@ The driver cuts the input files into *shards* of whole lines (byte ranges,
 found by counting newlines; nothing is parsed there) and hands them to
 `ray.data`: `map_batches` over a pool of actors, each of which loads the
 model once and runs, per shard, exactly what the local path runs per chunk
-(`streamgen.jsonl.read_range` -> `streamgen.offline.format_lines`). Each
+(`streamgen.data.jsonl.read_range` -> `streamgen.offline.decode.format_lines`). Each
 actor writes its shard's output lines to `OUT_DIR/part-NNNNN.jsonl`
 (atomically: a temporary file, then a rename). Shards are numbered in input
 order, so the shards concatenated by name are the local run's output.
@@ -19,8 +19,8 @@ import logging
 import os
 import warnings
 
-from streamgen import _checks
-from streamgen import jsonl
+from streamgen import checks
+from streamgen.data import jsonl
 
 __all__ = ["decode_ray", "plan_shards"]
 
@@ -72,7 +72,7 @@ class ShardDecoder:
 
     def __init__(self, model_path=None, stop=None, max_steps=None, batch_size=4096,
                  out_dir=".", on_error="fail", threads=1):
-        from streamgen import offline
+        from streamgen.offline import decode as offline
 
         if self.settings:  # a `bound` subclass
             self._setup(offline, **self.settings)
@@ -83,7 +83,7 @@ class ShardDecoder:
     def _setup(self, offline, model_path, stop, max_steps, batch_size, out_dir, on_error,
                threads=1):
         if not model_path.lower().endswith(".tflite"):
-            from streamgen._quiet import import_tensorflow
+            from streamgen.quiet import import_tensorflow
 
             tf = import_tensorflow()
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -104,7 +104,7 @@ class ShardDecoder:
         return results
 
     def decode_shard(self, shard):
-        from streamgen import offline
+        from streamgen.offline import decode as offline
 
         records = jsonl.read_range(shard["path"], shard["start"], shard["end"],
                                    shard["first_line"], targets=False,
@@ -162,11 +162,11 @@ def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=N
     """
     import ray
 
-    batch_size = _checks.positive_int("batch_size", batch_size)
-    lines_per_shard = _checks.positive_int(
+    batch_size = checks.positive_int("batch_size", batch_size)
+    lines_per_shard = checks.positive_int(
         "lines_per_shard", lines_per_shard if lines_per_shard is not None else 2 * batch_size)
     if on_error not in ("fail", "skip"):
-        raise _checks.invalid("on_error", "'fail' or 'skip'", on_error)
+        raise checks.invalid("on_error", "'fail' or 'skip'", on_error)
     files = jsonl.expand_paths(paths)
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -182,7 +182,7 @@ def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=N
         _quiet_ray_data()
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        workers = min(_checks.positive_int("workers", workers), len(shards))
+        workers = min(checks.positive_int("workers", workers), len(shards))
         dataset = ray.data.from_items(shards, override_num_blocks=len(shards))
         decoder = ShardDecoder.bound(model_path=os.path.abspath(model_path), stop=stop,
                                      max_steps=max_steps, batch_size=batch_size,

@@ -33,9 +33,9 @@ import urllib.request
 
 import numpy as np
 
-from streamgen import _checks
-from streamgen import wire
-from streamgen.serve import protocol
+from streamgen import checks
+from streamgen.remote import wire
+from streamgen.remote import protocol
 
 MAX_REPLY_BYTES = 256 << 20
 
@@ -52,7 +52,7 @@ def _urls(url):
     """`(ws_url, http_base)` from `ws://host:port[/v1/streams]`."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc:
-        raise _checks.invalid("url", "a URL such as ws://127.0.0.1:8000/v1/streams", url)
+        raise checks.invalid("url", "a URL such as ws://127.0.0.1:8000/v1/streams", url)
     secure = parts.scheme in ("wss", "https")
     prefix = parts.path.rstrip("/")  # an application's route prefix, if any
     for suffix in (protocol.PATH, protocol.PATH.rsplit("/", 1)[0]):
@@ -110,7 +110,7 @@ class AsyncClient:
         self.trained_max_steps = int(model["trained_max_steps"])
         self.fingerprint = model["fingerprint"]
         self.state_sizes = model["state_sizes"]
-        self.criteria = [_checks.check_criterion_dict(
+        self.criteria = [checks.check_criterion_dict(
             {"class_name": c["class"], "config": {k: v for k, v in c.items() if k != "class"}})
             for c in model["stop"]]
         self._ids = itertools.count()
@@ -171,9 +171,9 @@ class AsyncClient:
         Raises:
             TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...)`.
         """
-        criteria = _checks.same_kind_criteria(stop, self.criteria)
+        criteria = checks.same_kind_criteria(stop, self.criteria)
         if max_steps is not None:
-            max_steps = _checks.resolve_cap(self.trained_max_steps, max_steps)
+            max_steps = checks.resolve_cap(self.trained_max_steps, max_steps)
         return AsyncRemoteStream(self, f"s{next(self._ids)}", criteria, max_steps)
 
     async def request(self, text):
@@ -296,7 +296,7 @@ class AsyncRemoteStream:
                 as `sg.Stream` does); `RemoteError` for a server refusal.
             StreamLostError: the connection was lost since the last step.
         """
-        array = _checks.check_inputs(self, x, "x", ndim=(1, 2))
+        array = checks.check_inputs(self, x, "x", ndim=(1, 2))
         if array.ndim == 2:
             if array.shape[0] != 1:
                 raise ValueError(
@@ -324,7 +324,7 @@ class AsyncRemoteStream:
         return wire.unpack_nest(packed, sizes)
 
     async def get_state_value(self):
-        """The state as the server sends it: a STATE dict (see `streamgen.wire`)."""
+        """The state as the server sends it: a STATE dict (see `streamgen.remote.wire`)."""
         return (await self._call(protocol.request(self.id, "get_state")))["state"]
 
     async def set_state(self, state):
@@ -342,7 +342,7 @@ class AsyncRemoteStream:
         else:
             value = wire.encode_state(state, self.client.fingerprint, self.client.state_sizes)
             if value["rows"] != 1:
-                raise _checks.invalid("state", "one row (a remote stream is one stream)",
+                raise checks.invalid("state", "one row (a remote stream is one stream)",
                                       f"{value['rows']} rows")
         await self._call(protocol.request(self.id, "set_state", value), revive=True)
 

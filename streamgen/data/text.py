@@ -1,29 +1,66 @@
 """JSON text in and out, shared by the JSONL files, offline decoding and the CLI.
 
 - `FLOAT32_OVERFLOW`: the magnitude at which a float64 rounds to infinity
-  in float32 (the one definition; `streamgen.jsonl` and the CLI reader
+  in float32 (the one definition; `streamgen.data.jsonl` and the CLI reader
   refuse such numbers).
 - `loads(text)`: `json.loads` whose errors, including nesting too deep for
   the parser (`[[[[...`, which raises `RecursionError` in `json`), are one
   `ValueError` with a short reason.
+- `number(value)`, `frames_json(frames)`: a float and an `Out[i]` as
+  `streamgen stream` prints them (shared by the CLI, the server and the
+  client, so that `stream --url` prints the same bytes).
 - `sequences_json`: whole sequences in the output format of
-  `streamgen stream` (`streamgen.wire.frames_json`: floats with 6
+  `streamgen stream` (`frames_json`: floats with 6
   significant digits, `null` for a value that is not finite, no spaces),
   vectorised for `streamgen decode`.
 
 Nothing here imports TensorFlow.
 """
 
+import functools
 import json
+import math
 
 import numpy as np
 
-from streamgen import wire
-
-__all__ = ["FLOAT32_OVERFLOW", "loads", "sequences_json"]
+__all__ = ["FLOAT32_OVERFLOW", "frames_json", "loads", "number", "sequences_json"]
 
 # Float64 values at or beyond this magnitude round to infinity in float32.
 FLOAT32_OVERFLOW = float(2**128 - 2**103)
+
+
+def number(value):
+    """A float as JSON text with 6 significant digits (`null` if not finite)."""
+    value = float(value)
+    return f"{value:.6g}" if math.isfinite(value) else "null"
+
+
+def frames_json(frames):
+    """`Out[i]` `(L, output_size)` as one compact JSON line, `[]` if empty.
+
+    Example:
+
+    >>> frames_json(np.array([[0.5, -1.0], [1e-7, 2.0]], np.float32))
+    '[[0.5,-1],[1e-07,2]]'
+    """
+    frames = np.asarray(frames)
+    if frames.size == 0:
+        return "[" + ",".join("[]" for _ in range(len(frames))) + "]"
+    values = frames.astype(np.float64).ravel().tolist()
+    if not math.isfinite(sum(values)):  # rare: a `null` among them
+        return "[" + ",".join(
+            "[" + ",".join(number(v) for v in frame) + "]" for frame in frames.tolist()
+        ) + "]"
+    # The common case in one `%` call (the server formats every step of every
+    # stream): "%.6g" is what `number` writes for a finite value.
+    return _template(*frames.shape) % tuple(values)
+
+
+@functools.lru_cache(maxsize=256)
+def _template(rows, width):
+    """`"[[%.6g,%.6g],[%.6g,%.6g]]"` for `rows` frames of `width` values."""
+    frame = "[" + ",".join(["%.6g"] * width) + "]"
+    return "[" + ",".join([frame] * rows) + "]"
 
 
 def loads(text):
@@ -49,7 +86,7 @@ def loads(text):
 
 
 def sequences_json(frames, lengths, steps=None):
-    """Each sequence's `Out` as JSON text, each `Out[t]` as `wire.frames_json` writes it.
+    """Each sequence's `Out` as JSON text, each `Out[t]` as `frames_json` writes it.
 
     Vectorised over a batch: the text of every sequence is one `%`-format
     template (cached per length) filled with all its values at once.
@@ -77,7 +114,7 @@ def sequences_json(frames, lengths, steps=None):
     kept = frames[np.arange(frames.shape[2])[None, None, :] < lengths[..., None]]  # (F, O)
     values = kept.astype(np.float64)
     if not np.isfinite(values).all():  # rare: `null`s, one value at a time
-        texts = ["[" + ",".join(wire.number(v) for v in row) + "]" for row in values.tolist()]
+        texts = ["[" + ",".join(number(v) for v in row) + "]" for row in values.tolist()]
         return _join(texts, lengths, steps)
     frame = "[" + ",".join(["%.6g"] * width) + "]"
     templates = {}  # length -> "[[%.6g,%.6g],...]"

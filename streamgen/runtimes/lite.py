@@ -9,7 +9,7 @@ and, to float32 round-off, the same frames as the TensorFlow path (a length
 can differ only where a criterion's value lies within float32 round-off of
 its threshold; see the README).
 
-`LiteRuntime` is the stateless step under it (`streamgen.runtime`): one
+`LiteRuntime` is the stateless step under it (`streamgen.runtimes.base`): one
 interpreter invocation per call for any set of rows, with one interpreter
 per batch-size bucket (powers of two; a call's rows are padded up to their
 bucket), so a server's changing batch sizes never re-plan memory.
@@ -19,6 +19,7 @@ in its metadata must match its bytes (any corruption fails here), and every
 metadata field is validated (types, ranges, tensor names and shapes).
 """
 
+import copy
 import hashlib
 import json
 import re
@@ -26,10 +27,10 @@ import threading
 
 import numpy as np
 
-from streamgen import _checks
-from streamgen import _quiet
-from streamgen._stream_base import StreamBase
-from streamgen.runtime import NotAnExportError, Runtime
+from streamgen import checks
+from streamgen import quiet
+from streamgen.errors import NotAnExportError
+from streamgen.runtimes.base import Runtime
 
 METADATA_NAME = "streamgen"  # entry of the .tflite metadata table
 SIGNATURE = "serving_default"  # the converter's name for the one signature
@@ -48,7 +49,7 @@ class LiteRuntime(Runtime):
     """A `.tflite` export's outer step as a `sg.Runtime`, without TensorFlow.
 
     Stateless: `step(x, state)` for any rows (see
-    `streamgen.runtime.Runtime.step`). One interpreter per batch-size bucket
+    `streamgen.runtimes.base.Runtime.step`). One interpreter per batch-size bucket
     (1, 2, 4, ... 1024 rows), made on first use (~1.3 MB each); a call is
     padded up to its bucket, and calls above 1024 rows run in chunks. Safe
     to call from several threads (calls are serialized).
@@ -93,20 +94,32 @@ class LiteRuntime(Runtime):
         self.state_sizes = {"outer": list(meta["outer_state_sizes"]),
                             "inner": list(meta["inner_state_sizes"])}
         self.fingerprint = meta["fingerprint"]
-        self.criteria = _checks.same_kind_criteria(stop, meta["criteria"], self.kind_hint)
-        self.thresholds = np.array([c["config"]["threshold"] for c in self.criteria],
-                                   np.float32).reshape([len(self.criteria)])
-        self.max_steps = _checks.resolve_cap(self.trained_max_steps, max_steps)
-        self.num_threads = _checks.positive_int("num_threads", num_threads)
+        self.num_threads = checks.positive_int("num_threads", num_threads)
         self._content = content
-        self._buckets = {}  # rows -> _Bucket
-        self._lock = threading.Lock()
+        self._set_options(stop, max_steps)
         self._bucket(1)  # checks the file's tensors now, not at the first step
 
-    def _run(self, x, state, decode, thresholds, caps):
+    def _set_options(self, stop, max_steps):
+        """The default criteria and cap; new interpreters (they hold the defaults)."""
+        self.criteria = checks.same_kind_criteria(stop, self.metadata["criteria"],
+                                                  self.kind_hint)
+        self.thresholds = np.array([c["config"]["threshold"] for c in self.criteria],
+                                   np.float32).reshape([len(self.criteria)])
+        self.max_steps = checks.resolve_cap(self.trained_max_steps, max_steps)
+        self._buckets = {}  # rows -> _Bucket
+        self._lock = threading.Lock()
+
+    def with_options(self, stop=None, max_steps=None):
+        """See `Runtime.with_options`: the file is not read or checked again."""
+        other = copy.copy(self)
+        other._set_options(self.criteria if stop is None else stop,
+                           self.max_steps if max_steps is None else max_steps)
+        return other
+
+    def run(self, x, state, decode=None, thresholds=None, caps=None):
         rows = x.shape[0]
         if rows > MAX_BUCKET:  # in chunks
-            parts = [self._run(x[a:a + MAX_BUCKET], state[a:a + MAX_BUCKET],
+            parts = [self.run(x[a:a + MAX_BUCKET], state[a:a + MAX_BUCKET],
                                *(None if v is None else v[a:a + MAX_BUCKET]
                                  for v in (decode, thresholds, caps)))
                      for a in range(0, rows, MAX_BUCKET)]
@@ -114,12 +127,12 @@ class LiteRuntime(Runtime):
         with self._lock:
             return self._bucket(rows).run(x, state, decode, thresholds, caps)
 
-    def _advance(self, x, state, decode):
+    def advance(self, x, state, decode=None):
         # `LiteStream`'s hot path (~25 us a step at batch 1): straight to the
-        # bucket, without the chunking test of `_run`.
+        # bucket, without the chunking test of `run`.
         rows = x.shape[0]
         if rows > MAX_BUCKET:
-            return self._run(x, state, decode, None, None)
+            return self.run(x, state, decode)
         bucket = self._buckets.get(rows) or self._bucket(rows)
         with self._lock:
             return bucket.run(x, state, decode, None, None)
@@ -147,7 +160,7 @@ class _Bucket:
         try:
             # LiteRT logs "Created TensorFlow Lite XNNPACK delegate for CPU."
             # on stderr when it first plans an interpreter.
-            with _quiet.silenced_fd2():
+            with quiet.silenced_fd2():
                 interpreter = Interpreter(model_content=runtime._content,
                                           num_threads=runtime.num_threads)
                 runner = interpreter.get_signature_runner(meta["signature"])
@@ -168,7 +181,7 @@ class _Bucket:
         except Exception as error:  # noqa: BLE001  (the interpreter's many kinds)
             raise NotAnExportError(
                 f"{runtime.path}: the LiteRT interpreter cannot load this file: "
-                f"{_checks.describe(str(error))}") from None
+                f"{checks.describe(str(error))}") from None
         self.interpreter = interpreter
         self._x, self._state_in = self.inputs["x"], self.inputs["state"]
         self._frames, self._lengths = self.outputs["frames"], self.outputs["lengths"]
@@ -194,7 +207,7 @@ class _Bucket:
         except Exception as error:  # noqa: BLE001
             raise RuntimeError(
                 f"{self.runtime.path}: the LiteRT interpreter failed: "
-                f"{_checks.describe(str(error))}") from None
+                f"{checks.describe(str(error))}") from None
         get_tensor = interpreter.get_tensor  # copies
         frames = get_tensor(self._frames)
         lengths = get_tensor(self._lengths)
@@ -223,65 +236,6 @@ def _padded(array, size):
     padded = np.zeros((size,) + array.shape[1:], array.dtype)
     padded[:len(array)] = array
     return padded
-
-
-class LiteStream(StreamBase):
-    """Step-by-step decoding of a LiteRT export, with restorable state.
-
-    A fresh (or `reset`) stream takes its batch size from the first input:
-    `x` of shape `(input_size,)` is one stream (batch 1), `(B, input_size)`
-    is `B` streams stepped together, each row stopping on its own. Later
-    inputs must keep that batch size.
-
-    Args:
-        path: str or path-like, a `.tflite` file written by
-            `StreamGen.export_litert` (or `streamgen export`).
-        stop: stop criteria for this stream, overriding the thresholds
-            stored in the file: `sg.StopCriterion` objects (or their
-            serialized dicts, `{"class_name": "StopHead", "config":
-            {"threshold": 0.7}}`, which need no TensorFlow), of the same
-            kinds, in the same order, as were exported. `None` uses the
-            exported thresholds.
-        max_steps: optional int in `[1, max_steps of the export]`, a lower
-            cap.
-        num_threads: threads of the interpreter. Defaults to 1, the
-            fastest at batch 1; more can help for large batches.
-
-    Attributes:
-        runtime: the stateless `LiteRuntime` it steps.
-        criteria: the stop criteria in use, as
-            `[{"class_name": "StopHead", "config": {"threshold": 0.7}}, ...]`.
-        max_steps: the runtime cap.
-        input_size, output_size, decoder_state: from the export.
-        metadata: everything the export stored (a dict).
-
-    Raises:
-        ImportError: if `ai-edge-litert` is not installed.
-        NotAnExportError (a `ValueError`): if the file is not an intact
-            streamgen LiteRT export.
-        ValueError: if `stop` has other kinds than the export (re-export to
-            change them), or `max_steps` is out of range.
-
-    Example:
-
-    >>> metadata = model.export_litert("model.tflite")
-    >>> s = sg.LiteStream("model.tflite", stop=[sg.StopHead(0.7)])
-    >>> first = s.step(np.zeros(3))   # np.ndarray (L_0, output_size)
-    >>> saved = s.get_state()
-    >>> a = s.step(np.ones(3)); s.set_state(saved); b = s.step(np.ones(3))
-    >>> bool(np.array_equal(a, b))
-    True
-    """
-
-    def __init__(self, path, stop=None, max_steps=None, num_threads=1):
-        self.runtime = LiteRuntime(path, stop=stop, max_steps=max_steps,
-                                   num_threads=num_threads)
-        self.metadata = self.runtime.metadata
-        self.criteria = self.runtime.criteria
-        self.input_size = self.runtime.input_size
-        self.output_size = self.runtime.output_size
-        self.decoder_state = self.runtime.decoder_state
-        self.reset()
 
 
 def import_schema():
@@ -353,7 +307,7 @@ def read_checked_metadata(content, path):
         raise fail("not a streamgen LiteRT export (write one with "
                    "model.export_litert(path) or 'streamgen export')")
     if metadata.get("version") != FORMAT_VERSION:
-        raise fail(f"streamgen LiteRT format version {_checks.describe(metadata.get('version'))}; "
+        raise fail(f"streamgen LiteRT format version {checks.describe(metadata.get('version'))}; "
                    f"this streamgen reads version {FORMAT_VERSION}: export the model again")
     if stored is None or stored != computed:
         raise fail("corrupt streamgen LiteRT export (its content does not match "
@@ -368,15 +322,15 @@ def read_checked_metadata(content, path):
 def _check_fields(meta):
     """Types, ranges and names of every metadata field (`ValueError`)."""
     def integer(name, value, low=1, high=_MAX_WIDTH):
-        if not _checks.is_int(value) or not low <= value <= high:
+        if not checks.is_int(value) or not low <= value <= high:
             raise ValueError(f"{name}: expected an integer in [{low}, {high}], "
-                             f"got {_checks.describe(value)}")
+                             f"got {checks.describe(value)}")
 
     def sizes(name):
         value = meta.get(name)
         if not isinstance(value, list) or not 1 <= len(value) <= 16:
             raise ValueError(f"{name}: expected a list of 1 to 16 sizes, "
-                             f"got {_checks.describe(value)}")
+                             f"got {checks.describe(value)}")
         for size in value:
             integer(name, size)
 
@@ -386,28 +340,28 @@ def _check_fields(meta):
                 or not all(isinstance(v, str) for v in value.values())
                 or len(set(value.values())) != len(value)):
             raise ValueError(f"{name}: expected distinct tensor names for "
-                             f"{list(expected)}, got {_checks.describe(value)}")
+                             f"{list(expected)}, got {checks.describe(value)}")
 
     integer("input_size", meta.get("input_size"))
     integer("output_size", meta.get("output_size"))
-    integer("max_steps", meta.get("max_steps"), high=_checks.MAX_STEPS_LIMIT)
+    integer("max_steps", meta.get("max_steps"), high=checks.MAX_STEPS_LIMIT)
     sizes("outer_state_sizes")
     sizes("inner_state_sizes")
     if meta.get("decoder_state") not in ("reset", "carry"):
         raise ValueError(f"decoder_state: expected 'reset' or 'carry', got "
-                         f"{_checks.describe(meta.get('decoder_state'))}")
+                         f"{checks.describe(meta.get('decoder_state'))}")
     criteria = meta.get("criteria")
     if not isinstance(criteria, list) or len(criteria) > 16:
-        raise ValueError(f"criteria: expected a list, got {_checks.describe(criteria)}")
+        raise ValueError(f"criteria: expected a list, got {checks.describe(criteria)}")
     for index, criterion in enumerate(criteria):  # stored in full, threshold included
         config = criterion.get("config") if isinstance(criterion, dict) else None
         if not isinstance(config, dict) or "threshold" not in config:
             raise ValueError(f"criteria[{index}]: expected a threshold in its config, "
-                             f"got {_checks.describe(criterion)}")
-    meta["criteria"] = [_checks.check_criterion_dict(c) for c in criteria]
+                             f"got {checks.describe(criterion)}")
+    meta["criteria"] = [checks.check_criterion_dict(c) for c in criteria]
     for key in ("signature", "fingerprint"):
         if not isinstance(meta.get(key), str):
-            raise ValueError(f"{key}: expected a string, got {_checks.describe(meta.get(key))}")
+            raise ValueError(f"{key}: expected a string, got {checks.describe(meta.get(key))}")
     names("inputs", INPUT_NAMES)
     names("outputs", OUTPUT_NAMES)
 

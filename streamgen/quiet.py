@@ -19,7 +19,7 @@ whoever does it: it applies that rule (one mechanism for every import
 order), and registers streamgen's Keras classes as soon as both are in, so
 that `import streamgen; import keras; keras.models.load_model(p)` finds
 them. `import streamgen` itself does not import TensorFlow (so that
-`streamgen.lite` runs without it). Nothing in this module imports it.
+`streamgen.runtimes.lite` runs without it). Nothing in this module imports it.
 """
 
 import contextlib

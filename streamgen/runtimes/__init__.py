@@ -1,0 +1,75 @@
+"""The runtimes: one outer step of a model as a pure function of arrays.
+
+- `base`: the `Runtime` contract (`step`, packed states, per-row options)
+  and the model fingerprint;
+- `tf`: `TFRuntime`, the compiled TensorFlow step (XLA optional);
+- `lite`: `LiteRuntime`, a `.tflite` export on LiteRT and numpy alone;
+- `export`: writes that `.tflite` file.
+
+`open_runtime(model_or_path)` (here, above the implementations) opens
+either. Importing this package does not import TensorFlow.
+"""
+
+import os
+
+from streamgen.errors import ModelFileError
+
+
+def open_runtime(model_or_path, stop=None, max_steps=None, **options):
+    """Opens the runtime of a model object or a model file.
+
+    Args:
+        model_or_path: a `sg.StreamGen`, or the path of a `.keras` model or
+            a `.tflite` export (`StreamGen.export_litert`).
+        stop: the stop criteria; `None` uses the model's (or the export's).
+            For a `.tflite` file only thresholds can change.
+        max_steps: optional int in `[1, max_steps of the model]`, a lower
+            cap.
+        **options: `jit_compile=` for a TensorFlow model, `num_threads=` for
+            a `.tflite` export.
+
+    Returns:
+        A `TFRuntime` (`.keras`, or a model object) or a `LiteRuntime`
+        (`.tflite`; TensorFlow is not imported).
+
+    Raises:
+        NotAnExportError: a `.tflite` file that is not an intact streamgen
+            export.
+        NotAKerasModelError: a `.keras` file that is not an intact streamgen
+            model.
+        ModelFileError: any other file name.
+        FileNotFoundError: no such file.
+        ImportError: `ai-edge-litert` missing for a `.tflite` file.
+
+    Example:
+
+    >>> _ = model.export_litert("model.tflite")
+    >>> runtime = sg.open_runtime("model.tflite")            # a LiteRuntime
+    >>> state = runtime.initial_state(2)                     # (2, S)
+    >>> frames, lengths, state = runtime.step(np.zeros((2, 3)), state)
+    >>> frames.shape, lengths.shape, state.shape == (2, runtime.state_size)
+    ((2, 9, 2), (2,), True)
+    """
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        from streamgen.runtimes.tf import TFRuntime
+
+        return TFRuntime(model_or_path, stop=stop, max_steps=max_steps, **options)
+    path = os.fspath(model_or_path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: a folder, not a model file")
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".tflite":
+        from streamgen.runtimes.lite import LiteRuntime
+
+        return LiteRuntime(path, stop=stop, max_steps=max_steps, **options)
+    if extension == ".keras":
+        from streamgen.runtimes.tf import TFRuntime
+        from streamgen.saving import load_model
+
+        return TFRuntime(load_model(path), stop=stop, max_steps=max_steps, **options)
+    raise ModelFileError(
+        f"{path}: expected a .keras model or a .tflite export, got a "
+        f"{extension or 'file without extension'!r} file"
+    )
