@@ -43,16 +43,12 @@ def plot(model_path, stop_kind, threshold, max_steps, sequence, output, input_fi
         raise common.bad_value(
             "output", f"unknown image format {extension or '(none)'!r}; use one of "
             f"{', '.join(sorted(formats))}.")
-    runtime = common.open_runtime(model_path, stop_kind, threshold, max_steps)
+    stream = common.open_stream(model_path, stop_kind, threshold, max_steps)
     source = common.source_name(input_file)
-    inputs = _sequence(input_file, source, runtime.input_size, sequence,
+    inputs = _sequence(input_file, source, stream.input_size, sequence,
                        common.bundled_hint(model_path))
-    state = runtime.initial_state(1)  # (1, state_size): one stream
-    outs = []
-    for x in inputs:
-        frames, lengths, state = runtime.step(x[None], state)  # (1, M, O), (1,)
-        outs.append(frames[0, :lengths[0]])  # (L_i, output_size)
-    figure = draw(pyplot, outs, runtime.max_steps, runtime.output_size,
+    outs = list(stream.feed(inputs))  # each (L_i, output_size)
+    figure = draw(pyplot, outs, stream.max_steps, stream.output_size,
                   f"{os.path.basename(source)}, sequence {sequence}")
     try:
         figure.savefig(output, dpi=120)

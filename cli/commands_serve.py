@@ -1,6 +1,5 @@
 """`streamgen serve`: many live streams over WebSocket, on Ray Serve."""
 
-import importlib.resources
 import os
 import signal
 import socket
@@ -58,7 +57,9 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
       streamgen serve --model m.tflite --replicas 2 --token s3cret
       printf '0.5 0 0.1\\n' | streamgen stream --url ws://127.0.0.1:8000
     """
-    path = model_path or str(importlib.resources.files("streamgen").joinpath("default_model.keras"))
+    import streamgen as sg
+
+    path = model_path or sg.default_model_path()
     info = _model_info(model_path)
     if address is None:
         _check_port(host, port)
@@ -148,65 +149,3 @@ def _check_port(host, port):
             probe.bind((host, port))
         except OSError as error:
             raise common.CliError(f"cannot listen on {host}:{port}: {error.strerror}") from None
-
-
-# ---------------------------------------------------------------------- #
-# `streamgen stream --url`: the local loop over a remote stream.
-# ---------------------------------------------------------------------- #
-class RemoteRuntime:
-    """What `streamgen stream` needs of a runtime, over one remote stream.
-
-    The "state" the command carries is a marker: `initial_state(1)` means
-    "reset before the next step" (a blank line), and the real state stays on
-    the server.
-    """
-
-    _FRESH, _RUNNING = object(), object()
-
-    def __init__(self, client, remote):
-        self.client, self.remote = client, remote
-        self.input_size = client.input_size
-        self.output_size = client.output_size
-
-    def initial_state(self, rows):
-        return self._FRESH
-
-    def step(self, x, state):
-        import numpy as np
-
-        from streamgen.remote.client import RemoteError
-
-        if state is self._FRESH:
-            self.remote.reset()
-        try:
-            frames = self.remote.step(x[0])
-        except RemoteError:
-            raise
-        except ConnectionError as error:
-            raise common.CliError(str(error)) from None
-        return frames[None], np.array([len(frames)], np.int32), self._RUNNING
-
-
-def open_remote_runtime(url, token, model_path, stop_kind, threshold, max_steps):
-    """A `RemoteRuntime` for `stream --url` (no TensorFlow is imported).
-
-    Raises:
-        click.UsageError / click.BadParameter: options that do not fit the
-            server's model; CliError: no server, or a wrong token.
-    """
-    import streamgen as sg
-
-    if model_path is not None:
-        raise click.UsageError("--model cannot be used with --url (the server has the model).")
-    try:
-        client = sg.connect(url, token=token)
-    except (ConnectionError, PermissionError, ValueError) as error:
-        raise common.CliError(str(error)) from None
-    click.get_current_context().call_on_close(client.close)
-    spec = common.stop_spec(client.criteria, stop_kind, threshold)
-    common.check_cap(client.trained_max_steps, max_steps)
-    try:
-        remote = client.open_stream(stop=spec, max_steps=max_steps)
-    except (TypeError, ValueError) as error:
-        raise common.bad_value("stop_kind", f"the server's model cannot take it: {error}")
-    return RemoteRuntime(client, remote)

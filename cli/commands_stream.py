@@ -48,26 +48,22 @@ def stream(model_path, stop_kind, threshold, max_steps, on_error, url, token, in
       printf '0.5 0 0.1\\n1 1 -0.5\\n' | streamgen stream --stop none --max-steps 3
       streamgen stream --model m.keras --stop head --threshold 0.7 inputs.txt
     """
-    if url is not None:  # the same loop over a remote stream
-        from streamgen.cli.commands_serve import open_remote_runtime
-
-        runtime = open_remote_runtime(url, token, model_path, stop_kind, threshold, max_steps)
-    else:
-        runtime = common.open_runtime(model_path, stop_kind, threshold, max_steps)
+    stream = common.open_stream(model_path, stop_kind, threshold, max_steps, url, token)
     source = common.source_name(input_file)
     skipped = 0
-    state = runtime.initial_state(1)  # (1, state_size): one stream
-    for event in read_events(input_file, runtime.input_size):
+    for event in read_events(input_file, stream.input_size):
         if isinstance(event, Vector):
             try:
-                frames, lengths, state = runtime.step(event.values[None], state)
+                out = stream.step(event.values)  # (L_i, output_size)
             except ValueError as error:  # the reader checks first; kept as a guard
                 event = BadLine(event.line_no, str(error))
+            except ConnectionError as error:  # the server went away (--url)
+                raise common.CliError(str(error)) from None
             else:
-                click.echo(common.frames_json(frames[0, :lengths[0]]))  # echo flushes
+                click.echo(common.frames_json(out))  # echo flushes
                 continue
         if isinstance(event, Reset):
-            state = runtime.initial_state(1)
+            stream.reset()
             click.echo("")
             continue
         text = event.message

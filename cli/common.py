@@ -149,22 +149,27 @@ def load_model(path):
         raise CliError(str(error)) from None
 
 
-def open_runtime(path, stop_kind=None, threshold=None, max_steps=None):
-    """Opens the runtime of `--model` (`.keras`, `.tflite`, or the bundled model).
+def open_runtime(path, stop_kind=None, threshold=None, max_steps=None, jit_compile=None):
+    """Opens the runtime of `--model` (`.keras`, `.tflite`, or the bundled model), once.
 
     `--stop`, `--threshold` and `--max-steps` are resolved against the
-    model's own criteria (see `stop_spec`). A `.tflite` model runs on
-    LiteRT without TensorFlow and can only change thresholds.
+    model's own criteria (see `stop_spec`) and applied with
+    `runtime.with_options`, which shares the compiled step (TensorFlow) or
+    the file's checked bytes (LiteRT): the model is read and traced once.
+    A `.tflite` model runs on LiteRT without TensorFlow.
+
+    Args:
+        jit_compile: `True` to compile a TensorFlow step with XLA (no
+            meaning for a `.tflite` model).
 
     Returns:
-        A `streamgen.runtimes.base.Runtime`.
+        A `sg.Runtime`.
 
     Raises:
         click.BadParameter / click.UsageError: options that do not fit the
             model; CliError: a file that is not a streamgen model.
     """
     import streamgen as sg
-    from streamgen.errors import ModelFileError
 
     extension = None if path is None else os.path.splitext(path)[1].lower()
     if extension not in (None, ".keras", ".tflite"):
@@ -175,28 +180,50 @@ def open_runtime(path, stop_kind=None, threshold=None, max_steps=None):
         if extension == ".tflite":
             runtime = sg.open_runtime(path)
         else:
-            runtime = sg.open_runtime(load_model(path))
+            runtime = sg.open_runtime(load_model(path), jit_compile=bool(jit_compile))
     except ImportError as error:
         raise CliError(f"{path}: {error}") from None
-    except (OSError, ModelFileError) as error:
+    except (OSError, sg.ModelFileError) as error:
         raise CliError(str(error)) from None
     spec = stop_spec(runtime.criteria, stop_kind, threshold)
     check_cap(runtime.max_steps, max_steps)
     if spec is None and max_steps is None:
         return runtime
-    from streamgen.checks import criterion_kind
+    try:
+        return runtime.with_options(stop=spec, max_steps=max_steps)
+    except (TypeError, ValueError) as error:
+        raise bad_value("stop_kind", f"{path or 'the model'} cannot take it: {error}")
 
-    if extension == ".tflite" and spec is not None and [criterion_kind(c) for c in spec] != [
-            criterion_kind(c) for c in runtime.criteria]:
-        names = ", ".join(c["class_name"] + (f" {c['config']['mode']}" if "mode" in c["config"]
-                                             else "") for c in runtime.criteria) or "none"
-        raise bad_value(
-            "stop_kind",
-            f"{path} was exported with the stop criteria [{names}]; a .tflite "
-            "model can only change their thresholds (export it again with "
-            "'streamgen export --stop ...').")
-    opened = runtime.model if extension != ".tflite" else path
-    return sg.open_runtime(opened, stop=spec, max_steps=max_steps)
+
+def open_stream(path, stop_kind=None, threshold=None, max_steps=None, url=None, token=None):
+    """A `sg.Stream` for `stream` and `plot`: over `--model`, or over a server (`--url`).
+
+    With `url`, no TensorFlow is imported: the server has the model, and
+    `--stop`, `--threshold` and `--max-steps` are resolved against its
+    criteria.
+
+    Raises:
+        click.UsageError / click.BadParameter: options that do not fit the
+            model; CliError: a file that is not a streamgen model, no
+            server, or a wrong token.
+    """
+    import streamgen as sg
+
+    if url is None:
+        return sg.Stream(open_runtime(path, stop_kind, threshold, max_steps))
+    if path is not None:
+        raise click.UsageError("--model cannot be used with --url (the server has the model).")
+    try:
+        client = sg.connect(url, token=token)
+    except (ConnectionError, PermissionError, ValueError) as error:
+        raise CliError(str(error)) from None
+    click.get_current_context().call_on_close(client.close)
+    spec = stop_spec(client.criteria, stop_kind, threshold)
+    check_cap(client.trained_max_steps, max_steps)
+    try:
+        return client.open_stream(stop=spec, max_steps=max_steps)
+    except (TypeError, ValueError) as error:
+        raise bad_value("stop_kind", f"the server's model cannot take it: {error}")
 
 
 # ---------------------------------------------------------------------- #

@@ -45,6 +45,7 @@ _EXPORTS = {
     "StreamGen": "streamgen.model",
     "evaluate": "streamgen.offline.decode",
     "jsonl_dataset": "streamgen.data.dataset",
+    "default_model_path": "streamgen.default",
     "load_default": "streamgen.default",
     "load_model": "streamgen.saving",
     "load_jsonl": "streamgen.data.jsonl",
@@ -56,7 +57,7 @@ _EXPORTS = {
 _WITHOUT_TENSORFLOW = {"streamgen.remote.client", "streamgen.data.jsonl", "streamgen.runtimes.lite",
                        "streamgen.offline.decode", "streamgen.runtimes.base",
                        "streamgen.runtimes", "streamgen.errors",
-                       "streamgen.stream"}
+                       "streamgen.stream", "streamgen.default"}
 
 __all__ = [
     "L2Norm",
@@ -76,6 +77,7 @@ __all__ = [
     "decode_sequences",
     "evaluate",
     "jsonl_dataset",
+    "default_model_path",
     "load_default",
     "load_jsonl",
     "load_model",

@@ -5,13 +5,28 @@
 
 import importlib.resources
 
-import keras
-
-from streamgen.quiet import import_tensorflow
-
-import_tensorflow()
+from streamgen import saving
 
 DEFAULT_MODEL = "default_model.keras"
+
+
+def default_model_path():
+    """The path of the bundled model file, `streamgen/default_model.keras`.
+
+    For code that opens it as a file (`sg.open_runtime`, a server, Ray
+    workers); `load_default()` loads it. Does not import TensorFlow.
+
+    Raises:
+        FileNotFoundError: if the package was installed without its data.
+    """
+    resource = importlib.resources.files("streamgen").joinpath(DEFAULT_MODEL)
+    if not resource.is_file():
+        raise FileNotFoundError(
+            f"The default model file `{DEFAULT_MODEL}` is missing from the "
+            "streamgen package; reinstall streamgen (it ships as package "
+            "data) or rebuild it with `python samples/train_default.py`."
+        )
+    return str(resource)
 
 
 def load_default():
@@ -35,12 +50,4 @@ def load_default():
     >>> sg.evaluate(model, inputs, targets)["length_accuracy"] >= 0.95
     True
     """
-    resource = importlib.resources.files("streamgen").joinpath(DEFAULT_MODEL)
-    if not resource.is_file():
-        raise FileNotFoundError(
-            f"The default model file `{DEFAULT_MODEL}` is missing from the "
-            "streamgen package; reinstall streamgen (it ships as package "
-            "data) or rebuild it with `python samples/train_default.py`."
-        )
-    with importlib.resources.as_file(resource) as path:
-        return keras.models.load_model(path, compile=False)
+    return saving.load_model(default_model_path())
