@@ -29,18 +29,22 @@ _ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.-]+:\d+)$")
               help="Sequences decoded together in one batch.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",
               show_default=True,
-              help="On a bad record: stop with status 1 after writing every earlier line "
-                   "(fail), or report it, leave it out and go on (skip).")
+              help="On a bad record: stop with status 1 and leave OUT as it was (fail; "
+                   "with -o -, every earlier line is written), or report it, leave it out "
+                   "and go on (skip).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
               metavar="[ADDRESS]",
               help="Decode on a Ray cluster with Ray Data: a local one, or the cluster at "
                    "ADDRESS (auto, host:port, ray://host:port). OUT is then a folder of "
                    "JSONL shards.")
+@click.option("--overwrite", is_flag=True,
+              help="With --ray: replace a non-empty OUT folder (kept until the run "
+                   "succeeds).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="With --ray: actors that each load the model once (default: the "
                    "cluster's CPUs).")
 def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size, on_error,
-           ray_address, workers):
+           ray_address, overwrite, workers):
     """Decode whole sequences from JSONL files, many at a time.
 
     DATA are JSONL files or glob patterns in the training format, one
@@ -65,35 +69,79 @@ def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size
     if workers is not None and ray_address is None:
         raise click.UsageError("--workers needs --ray.")
     files = _files(data)
+    _check_output(output, files, ray_address is not None, overwrite)
     runtime = common.open_runtime(model_path, stop_kind, threshold, max_steps)
     if ray_address is not None:
         return _decode_ray(ray_address, workers, files, output, model_path, runtime,
-                           batch_size, on_error)
+                           batch_size, on_error, overwrite)
     import streamgen as sg
     from streamgen import offline
 
     if getattr(runtime, "model", None) is not None:  # XLA: the fastest TensorFlow step
         runtime = offline.as_runtime(runtime.model, stop=runtime.stop,
                                      max_steps=runtime.max_steps, jit_compile=True)
-    progress = Progress(files) if _is_terminal(sys.stderr) else None
+    bar = Progress(files) if _is_terminal(sys.stderr) else None
+    written = {"sequences": 0}
+
+    def progress(sequences, steps):
+        written["sequences"] = sequences
+        if bar is not None:
+            bar(sequences, steps)
+
     out = sys.stdout if output == "-" else _open_output(output)
     try:
         totals = sg.decode_jsonl(runtime, files, out, batch_size=batch_size,
                                  on_error="fail" if on_error == "fail" else _report,
                                  progress=progress)
-    except ValueError as error:
-        _end(progress)
-        raise common.CliError(str(error)) from None
-    except OSError as error:
-        _end(progress)
-        raise common.CliError(str(error)) from None
-    finally:
         if out is not sys.stdout:
-            out.close()
-    _end(progress)
+            out.commit()
+    except KeyboardInterrupt:
+        _abandon(out, bar)
+        count = written["sequences"]
+        records = f"{count:,} record{'' if count == 1 else 's'}"
+        if out is sys.stdout:
+            common.report(f"interrupted: {records} written to standard output")
+        else:
+            common.report(f"interrupted after {records}; {output} was not written "
+                          "(an existing file is left as it was)")
+        raise
+    except BrokenPipeError:  # `-o - | head`: quiet, as `stream`
+        _abandon(out, bar)
+        raise
+    except (ValueError, OSError) as error:
+        _abandon(out, bar)
+        message = str(error)
+        if out is not sys.stdout:
+            message += f"; {output} was not written"
+        raise common.CliError(message) from None
+    _end(bar)
     if totals["skipped"]:
         common.report(f"skipped {totals['skipped']} bad record"
                       f"{'' if totals['skipped'] == 1 else 's'}")
+
+
+def _abandon(out, bar):
+    """After a failure: no partial output file, the progress line ended."""
+    if out is not sys.stdout:
+        out.discard()
+    _end(bar)
+
+
+def _check_output(output, files, ray, overwrite):
+    """Usage errors about OUT, before any work: never an input, never half a folder."""
+    from streamgen import outputs
+
+    if overwrite and not ray:
+        raise click.UsageError("--overwrite needs --ray (a local -o FILE is always "
+                               "replaced whole).")
+    if output == "-":
+        return
+    try:
+        outputs.check_not_input(output, files, folder=ray)
+        if ray:
+            outputs.check_folder(output, overwrite)
+    except ValueError as error:
+        raise common.bad_value("output", str(error)) from None
 
 
 def _files(data):
@@ -106,13 +154,16 @@ def _files(data):
 
 
 def _open_output(path):
+    """A `streamgen.outputs.AtomicText` at `path` (complete or absent)."""
+    from streamgen import outputs
+
     folder = os.path.dirname(path) or "."
     if os.path.isdir(path) or not os.path.isdir(folder):
         raise common.bad_value("output", f"cannot write a file at {path!r}.")
     try:
-        return open(path, "w", encoding="utf-8")
+        return outputs.AtomicText(path)
     except OSError as error:
-        raise common.bad_value("output", f"cannot write {path!r}: {error.strerror}.") from None
+        raise common.bad_value("output", f"{error}.") from None
 
 
 def _report(error):

@@ -106,8 +106,8 @@ def test_decode_bad_records_fail(data, cli_model_path, tmp_path):
     result = invoke(["decode", path, "-o", str(out), "--model", cli_model_path])
     assert result.exit_code == 1
     assert result.stderr == (f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 "
-                             "(input_size=3)\n")
-    assert len(out.read_text().splitlines()) == 1  # the line before it was written
+                             f"(input_size=3); {out} was not written\n")
+    assert not out.exists()  # complete or absent: nothing of a failed run
 
 
 def test_decode_bad_records_skip(data, cli_model_path, cli_model, tmp_path):
@@ -225,3 +225,146 @@ def test_decode_ray_bad_records(data, cli_model_path, ray_cluster, tmp_path):
     assert result.exit_code == 1
     assert result.stderr == (f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 "
                              "(input_size=3)\n")
+
+
+# ---------------------------------------------------------------------- #
+# issue 21: inputs protected, outputs complete or absent, strict JSON.
+# ---------------------------------------------------------------------- #
+@pytest.mark.parametrize("naming", ["same", "relative", "symlink", "hardlink", "glob"])
+def test_decode_never_writes_over_an_input(data, cli_model_path, tmp_path, monkeypatch, naming):
+    """Every way of naming an input as OUT is a usage error; the input survives."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(open(data["a"]).read())
+    before = source.read_bytes()
+    args, out = [str(source)], str(source)
+    if naming == "relative":
+        monkeypatch.chdir(tmp_path)
+        args, out = ["in.jsonl"], "./sub/../in.jsonl"
+        (tmp_path / "sub").mkdir()
+    elif naming == "symlink":
+        out = str(tmp_path / "link.jsonl")
+        os.symlink(source, out)
+    elif naming == "hardlink":
+        out = str(tmp_path / "hard.jsonl")
+        os.link(source, out)
+    elif naming == "glob":
+        other = tmp_path / "in2.jsonl"
+        other.write_text(before.decode())
+        args, out = [str(tmp_path / "in*.jsonl")], str(other)
+    result = invoke(["decode", *args, "-o", out, "--model", cli_model_path])
+    assert result.exit_code == 2
+    assert "Invalid value for '--output' / '-o'" in result.stderr and "is the input" in result.stderr
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_decode_failure_leaves_the_previous_output(data, cli_model_path, tmp_path):
+    """A bad record with --on-error fail: the old OUT byte for byte, no temporary file."""
+    path = bad_file(tmp_path, data)
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"previous\n")
+    result = invoke(["decode", path, "-o", str(out), "--model", cli_model_path])
+    assert result.exit_code == 1
+    assert result.stderr == (f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 "
+                             f"(input_size=3); {out} was not written\n")
+    assert out.read_bytes() == b"previous\n"
+    assert sorted(os.listdir(tmp_path)) == ["bad.jsonl", "out.jsonl"]
+
+
+def test_decode_disk_full_leaves_the_previous_output(data, cli_model_path, tmp_path,
+                                                     monkeypatch):
+    """A write that fails (ENOSPC) names OUT, leaves the old file and no temporary."""
+    import errno
+
+    from streamgen import outputs
+
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"previous\n")
+    class Full:
+        def __init__(self, inner):
+            self.inner = inner
+            self.writes = 0
+
+        def write(self, text):
+            self.writes += 1
+            if self.writes > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.inner.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    real_init = outputs.AtomicText.__init__
+
+    def init(self, path):
+        real_init(self, path)
+        self.file = Full(self.file)
+
+    monkeypatch.setattr(outputs.AtomicText, "__init__", init)
+    result = invoke(["decode", data["a"], "-o", str(out), "--model", cli_model_path,
+                     "--batch-size", "4"])
+    assert result.exit_code == 1
+    assert result.stderr == (f"streamgen: error: {out}: cannot write: No space left on device; "
+                             f"{out} was not written\n")
+    assert out.read_bytes() == b"previous\n"
+    assert sorted(os.listdir(tmp_path)) == ["out.jsonl"]
+
+
+def test_decode_output_follows_the_umask(data, cli_model_path, tmp_path):
+    old = os.umask(0o027)
+    try:
+        out = tmp_path / "out.jsonl"
+        result = invoke(["decode", data["a"], "-o", str(out), "--model", cli_model_path])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0
+    assert os.stat(out).st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("kind", ["keras", "tflite"])
+def test_decode_ids_json_cannot_write_are_bad_records(cli_model_path, cli_tflite, tmp_path,
+                                                      kind):
+    """An id 1e400 (infinity), NaN or a lone surrogate: a bad record with file:line."""
+    model = cli_model_path if kind == "keras" else cli_tflite
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"id": 1, "x": [[0.1, 0.2, 0.3]]}\n'
+                    '{"id": 1e400, "x": [[0.1, 0.2, 0.3]]}\n'
+                    '{"id": "\\ud800", "x": [[0.1, 0.2, 0.3]]}\n'
+                    '{"id": [NaN], "x": [[0.1, 0.2, 0.3]]}\n'
+                    '{"id": "\\ud83d\\ude00", "x": [[0.1, 0.2, 0.3]]}\n')
+    result = invoke(["decode", str(path), "-o", "-", "--model", model, "--on-error", "skip"])
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"streamgen: error: {path}:2: field 'id': holds a number that is not finite (NaN, "
+        "or beyond float64 such as 1e400), which JSON cannot write\n"
+        f"streamgen: error: {path}:3: field 'id': holds a lone surrogate (such as \\ud800), "
+        "which UTF-8 cannot write\n"
+        f"streamgen: error: {path}:4: field 'id': holds a number that is not finite (NaN, "
+        "or beyond float64 such as 1e400), which JSON cannot write\n"
+        "streamgen: skipped 3 bad records\n")
+    ids = [strict_json(line)["id"] for line in result.stdout.splitlines()]
+    assert ids == [1, "\U0001f600"]
+    result = invoke(["decode", str(path), "-o", "-", "--model", model])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"streamgen: error: {path}:2: field 'id'")
+    assert len(result.stdout.splitlines()) == 1
+
+
+def strict_json(line):
+    """`json.loads` that refuses NaN and Infinity (what other parsers do)."""
+    def refuse(token):
+        raise ValueError(f"not strict JSON: {token}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+@pytest.mark.slow
+def test_decode_into_a_closed_pipe_is_quiet(data, cli_tflite, tmp_path):
+    """`decode -o - | head -1`: one line, nothing on stderr (as `stream`)."""
+    big = tmp_path / "big.jsonl"
+    big.write_text(open(data["a"]).read() * 40)
+    run = subprocess.run(f"{STREAMGEN} decode {big} --model {cli_tflite} -o - "
+                         "--batch-size 8 | head -1", shell=True, capture_output=True,
+                         text=True, timeout=120)
+    assert len(run.stdout.splitlines()) == 1
+    assert run.stderr == ""
