@@ -59,7 +59,7 @@ def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size
     Example:
       streamgen decode samples/valid.jsonl -o out.jsonl
       streamgen decode 'data/*.jsonl' --model m.tflite --batch-size 8192 -o -
-      streamgen decode --ray data/*.jsonl -o out_dir --workers 2
+      streamgen decode --ray data/*.jsonl -o out_dir --workers 2 --overwrite
     """
     if ray_address is not None and not _ADDRESS.match(ray_address):
         data = (ray_address,) + data  # `--ray DATA ...`: the flag without an address
@@ -148,7 +148,7 @@ def _files(data):
     from streamgen import jsonl
 
     try:
-        return jsonl.expand_paths(list(data))
+        return jsonl.expand_paths(list(data), stdin=True)
     except (FileNotFoundError, ValueError) as error:
         raise common.bad_value("data", str(error)) from None
 
@@ -187,7 +187,12 @@ class Progress:
 
     def __init__(self, files, stream=None):
         self.stream = stream or sys.stderr
-        self.total = sum(_count_lines(path) for path in files)  # an upper bound
+        from streamgen import jsonl
+
+        # An upper bound; a FIFO or stdin cannot be read twice: no total then.
+        countable = all(path != "-" and (jsonl.is_plain(path) or path.endswith(".gz"))
+                        for path in files)
+        self.total = sum(_count_lines(path) for path in files) if countable else 0
         self.start = time.perf_counter()
         self.shown = 0.0
 
@@ -210,14 +215,17 @@ class Progress:
 
 
 def _count_lines(path):
+    from streamgen import jsonl
+
     count = 0
-    with open(path, "rb") as fh:
+    with jsonl.open_binary(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             count += block.count(b"\n")
     return count
 
 
-def _decode_ray(address, workers, files, output, model_path, runtime, batch_size, on_error):
+def _decode_ray(address, workers, files, output, model_path, runtime, batch_size, on_error,
+                overwrite):
     """`--ray`: Ray Data over an actor pool; shards in the folder `output`."""
     if output == "-" or (os.path.exists(output) and not os.path.isdir(output)):
         raise common.bad_value("output", f"with --ray, OUT is a folder; got {output!r}.")
@@ -235,9 +243,13 @@ def _decode_ray(address, workers, files, output, model_path, runtime, batch_size
         result = raydata.decode_ray(
             path, files, output, address=None if address == "local" else address,
             workers=workers, stop=runtime.criteria, max_steps=runtime.max_steps,
-            batch_size=batch_size, on_error=on_error, report=_report)
+            batch_size=batch_size, on_error=on_error, report=_report, overwrite=overwrite)
+    except KeyboardInterrupt:
+        common.report(f"interrupted; {output} was not written (an existing folder is left "
+                      "as it was)")
+        raise
     except (ValueError, OSError) as error:
-        raise common.CliError(str(error)) from None
+        raise common.CliError(f"{error}; {output} was not written") from None
     if result["skipped"]:
         common.report(f"skipped {result['skipped']} bad record"
                       f"{'' if result['skipped'] == 1 else 's'}")

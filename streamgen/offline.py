@@ -467,7 +467,9 @@ def _parallel_records(files, input_size, readers, lines_per_range):
     # "fork": the readers run only `jsonl` (numpy and the json module), never
     # the runtime, and "spawn" would re-run the caller's `__main__`.
     context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(readers, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(readers, mp_context=context,
+                                                initializer=die_with_parent,
+                                                initargs=(os.getpid(),)) as pool:
         pending = []
         for span in ranges:
             pending.append(pool.submit(_parse_range, *span, input_size))
@@ -475,6 +477,42 @@ def _parallel_records(files, input_size, readers, lines_per_range):
                 yield from pending.pop(0).result()
         for future in pending:
             yield from future.result()
+
+
+def die_with_parent(parent):
+    """In a reader process: end when the process `parent` ends, even by SIGKILL.
+
+    On Linux the kernel sends SIGKILL at the parent's death
+    (`prctl(PR_SET_PDEATHSIG)`); if the parent is already gone when this
+    runs, the process ends at once. Elsewhere, a thread polls the parent's
+    pid once a second.
+    """
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            _watch_parent(parent)
+    else:
+        _watch_parent(parent)
+    if os.getppid() != parent:  # died before the prctl
+        os._exit(1)
+
+
+def _watch_parent(parent):
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="streamgen-parent-watch", daemon=True).start()
 
 
 def _start_methods():

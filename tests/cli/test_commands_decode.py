@@ -194,6 +194,8 @@ def test_stream_line_of_1000_nested_brackets(cli_model_path):
     assert result.stderr == "streamgen: error: <stdin>:1: invalid JSON array: nested too deeply\n"
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_decode_on_a_local_ray_cluster_equals_local(data, cli_model_path, ray_cluster, tmp_path):
     """Ray Data over 2 actors: the shards, concatenated, are the local output."""
     local = invoke(["decode", data["a"], data["b"], "--model", cli_model_path, "-o", "-",
@@ -209,6 +211,8 @@ def test_decode_on_a_local_ray_cluster_equals_local(data, cli_model_path, ray_cl
     assert merged == local.stdout  # same batches (8) -> the same bytes
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_decode_ray_bad_records(data, cli_model_path, ray_cluster, tmp_path):
     path = bad_file(tmp_path, data)
     out = tmp_path / "shards"
@@ -221,10 +225,39 @@ def test_decode_ray_bad_records(data, cli_model_path, ray_cluster, tmp_path):
         "streamgen: skipped 2 bad records\n")
     lines = "".join(p.read_text() for p in sorted(out.iterdir())).splitlines()
     assert len(lines) == 4
-    result = invoke(["decode", "--ray", path, "--model", cli_model_path, "-o", str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = invoke(["decode", "--ray", path, "--model", cli_model_path, "-o", str(out),
+                     "--overwrite", "--batch-size", "2"])
     assert result.exit_code == 1
     assert result.stderr == (f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 "
-                             "(input_size=3)\n")
+                             f"(input_size=3); {out} was not written\n")
+    # the same rule as locally: a failed run leaves the folder as it was, no temporary
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "shards"]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_decode_ray_refuses_a_used_folder(data, cli_model_path, ray_cluster, tmp_path):
+    """Stale shards are never mixed in: refused, or replaced whole with --overwrite."""
+    out = tmp_path / "shards"
+    out.mkdir()
+    for n in range(5):
+        (out / f"part-{n:05d}.jsonl").write_text("stale\n")
+    result = invoke(["decode", "--ray", data["a"], "--model", cli_model_path, "-o", str(out)])
+    assert result.exit_code == 2
+    assert "is not empty; pass --overwrite" in result.stderr
+    assert sorted(os.listdir(out)) == [f"part-{n:05d}.jsonl" for n in range(5)]
+    result = invoke(["decode", "--ray", data["a"], "--model", cli_model_path, "-o", str(out),
+                     "--overwrite", "--batch-size", "16"])
+    assert (result.exit_code, result.stderr) == (0, "")
+    lines = "".join(p.read_text() for p in sorted(out.iterdir())).splitlines()
+    assert len(lines) == 25 and "stale" not in lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
+    # a folder that holds an input is never cleared
+    result = invoke(["decode", "--ray", str(tmp_path / "shards" / "part-00000.jsonl"),
+                     "--model", cli_model_path, "-o", str(tmp_path), "--overwrite"])
+    assert result.exit_code == 2 and "holds the input" in result.stderr
 
 
 # ---------------------------------------------------------------------- #
@@ -368,3 +401,132 @@ def test_decode_into_a_closed_pipe_is_quiet(data, cli_tflite, tmp_path):
                          text=True, timeout=120)
     assert len(run.stdout.splitlines()) == 1
     assert run.stderr == ""
+
+
+def test_decode_reads_gzip_fifo_and_stdin(data, cli_model_path, tmp_path):
+    """A .jsonl.gz, a FIFO and '-' (stdin) give the plain file's output."""
+    import gzip
+    import threading
+
+    plain = invoke(["decode", data["a"], "-o", "-", "--model", cli_model_path])
+    assert plain.exit_code == 0
+    text = open(data["a"], "rb").read()
+    zipped = tmp_path / "a.jsonl.gz"
+    zipped.write_bytes(gzip.compress(text))
+    result = invoke(["decode", str(zipped), "-o", "-", "--model", cli_model_path])
+    assert (result.exit_code, result.stderr, result.stdout) == (0, "", plain.stdout)
+    result = invoke(["decode", "-", "-o", "-", "--model", cli_model_path], input=text)
+    assert (result.exit_code, result.stderr, result.stdout) == (0, "", plain.stdout)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(text))
+    writer.start()
+    out = tmp_path / "out.jsonl"
+    result = invoke(["decode", str(fifo), "-o", str(out), "--model", cli_model_path])
+    writer.join(10)
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert out.read_text() == plain.stdout
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(gzip.compress(text)[:200])
+    result = invoke(["decode", str(broken), "-o", str(out), "--model", cli_model_path])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"streamgen: error: {broken}: cannot read: ")
+    assert out.read_text() == plain.stdout  # the previous output, untouched
+
+
+def test_train_and_evaluate_read_gzip(data, cli_model_path, tmp_path):
+    import gzip
+
+    zipped = tmp_path / "a.jsonl.gz"
+    zipped.write_bytes(gzip.compress(open(data["a"], "rb").read()))
+    plain = invoke(["evaluate", data["a"], "--model", cli_model_path])
+    result = invoke(["evaluate", str(zipped), "--model", cli_model_path])
+    assert (result.exit_code, result.stdout) == (0, plain.stdout)
+    out = str(tmp_path / "m.keras")
+    result = invoke(["train", str(zipped), "-o", out, "--epochs", "1", "--units", "4",
+                     "--ir-size", "4", "--seed", "0"])
+    assert result.exit_code == 0, result.stderr
+
+
+def test_model_files_follow_the_umask(tmp_path):
+    """saving.atomic_path (train's and export's writes): 0644 under umask 022, not 0600."""
+    from streamgen import saving
+
+    old = os.umask(0o022)
+    try:
+        saving.write_bytes(tmp_path / "m.tflite", b"model")
+        with saving.atomic_path(tmp_path / "m.keras") as temporary:
+            with open(temporary, "wb") as f:
+                f.write(b"zip")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.tflite").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "m.keras").st_mode & 0o777 == 0o644
+
+
+def _wait_for(condition, timeout=120.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_decode_interrupted_leaves_the_previous_output(data, cli_tflite, tmp_path):
+    """Ctrl-C mid-run: status 130, the count and OUT on stderr, OUT byte for byte."""
+    import signal
+
+    big = tmp_path / "big.jsonl"
+    big.write_text(open(data["a"]).read() * 400)  # 10,000 records
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"previous\n")
+    process = subprocess.Popen([STREAMGEN, "decode", str(big), "--model", cli_tflite,
+                                "-o", str(out), "--batch-size", "8"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    temporary = lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".out.jsonl.")
+                         and p.stat().st_size > 0]
+    assert _wait_for(temporary)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.startswith("streamgen: interrupted after ")
+    assert stderr.endswith(f" records; {out} was not written (an existing file is left as "
+                           "it was)\n")
+    assert out.read_bytes() == b"previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl", "out.jsonl"]
+
+
+_READER_SCRIPT = r"""
+import sys
+from streamgen import offline
+def progress(sequences, steps):
+    print("started", flush=True)
+    import time; time.sleep(600)
+offline.decode_jsonl(sys.argv[1], [sys.argv[2]], "/dev/null", readers=1, batch_size=8,
+                     progress=progress)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_reader_process_dies_with_its_parent(data, cli_tflite, tmp_path, signal_name):
+    import signal
+    import sys
+
+    big = tmp_path / "big.jsonl"
+    big.write_text(open(data["a"]).read() * 400)
+    process = subprocess.Popen([sys.executable, "-c", _READER_SCRIPT, cli_tflite, str(big)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout.readline() == "started\n"
+    children = [c for task in os.listdir(f"/proc/{process.pid}/task")  # any thread's
+                for c in open(f"/proc/{process.pid}/task/{task}/children").read().split()]
+    assert children, "no reader process"
+    process.send_signal(getattr(signal, signal_name))
+    process.wait(30)
+    assert _wait_for(lambda: not any(os.path.exists(f"/proc/{c}") and
+                                     open(f"/proc/{c}/stat").read().split()[2] != "Z"
+                                     for c in children), timeout=10)
