@@ -530,3 +530,29 @@ def test_reader_process_dies_with_its_parent(data, cli_tflite, tmp_path, signal_
     assert _wait_for(lambda: not any(os.path.exists(f"/proc/{c}") and
                                      open(f"/proc/{c}/stat").read().split()[2] != "Z"
                                      for c in children), timeout=10)
+
+
+@pytest.mark.parametrize("stop", [[], ["--threshold", "1"], ["--threshold", "0.01"]])
+def test_extreme_inputs_same_on_tensorflow_and_litert(cli_model_path, cli_tflite, tmp_path,
+                                                      stop):
+    """Inputs up to float32's edge: strict JSON only, and the same lines and errors on both."""
+    path = tmp_path / "extreme.jsonl"
+    with open(path, "w") as f:
+        for n, v in enumerate([1e38, -1e38, 3.4e38, -3.4e38, 1e30, 1e-38, 0.0]):
+            f.write(json.dumps({"id": n, "x": [[v, 0, 0], [v, v, v], [0.1, 0.2, 0.3]]}) + "\n")
+    results = [invoke(["decode", str(path), "-o", "-", "--model", model, "--on-error", "skip",
+                       *stop]) for model in (cli_model_path, cli_tflite)]
+    for result in results:
+        assert result.exit_code == 0
+        for line in result.stdout.splitlines():
+            strict_json(line)
+    tf_result, lite_result = results
+    assert lite_result.stderr == tf_result.stderr
+    tf_lines = [strict_json(line) for line in tf_result.stdout.splitlines()]
+    lite_lines = [strict_json(line) for line in lite_result.stdout.splitlines()]
+    assert [r["id"] for r in lite_lines] == [r["id"] for r in tf_lines]
+    for got, want in zip(lite_lines, tf_lines):
+        assert [len(o) for o in got["y"]] == [len(o) for o in want["y"]]
+        for a, b in zip(got["y"], want["y"]):
+            np.testing.assert_allclose(np.reshape(a, (-1, 2)), np.reshape(b, (-1, 2)),
+                                       rtol=1e-4, atol=1e-4)
