@@ -29,18 +29,22 @@ _ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.-]+:\d+)$")
               help="Sequences decoded together in one batch.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",
               show_default=True,
-              help="On a bad record: stop with status 1 after writing every earlier line "
-                   "(fail), or report it, leave it out and go on (skip).")
+              help="On a bad record: stop with status 1 and leave OUT as it was (fail; "
+                   "with -o -, every earlier line is written), or report it, leave it out "
+                   "and go on (skip).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
               metavar="[ADDRESS]",
               help="Decode on a Ray cluster with Ray Data: a local one, or the cluster at "
                    "ADDRESS (auto, host:port, ray://host:port). OUT is then a folder of "
                    "JSONL shards.")
+@click.option("--overwrite", is_flag=True,
+              help="With --ray: replace a non-empty OUT folder (kept until the run "
+                   "succeeds).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="With --ray: actors that each load the model once (default: the "
                    "cluster's CPUs).")
 def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size, on_error,
-           ray_address, workers):
+           ray_address, overwrite, workers):
     """Decode whole sequences from JSONL files, many at a time.
 
     DATA are JSONL files or glob patterns in the training format, one
@@ -55,7 +59,7 @@ def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size
     Example:
       streamgen decode samples/valid.jsonl -o out.jsonl
       streamgen decode 'data/*.jsonl' --model m.tflite --batch-size 8192 -o -
-      streamgen decode --ray data/*.jsonl -o out_dir --workers 2
+      streamgen decode --ray data/*.jsonl -o out_dir --workers 2 --overwrite
     """
     if ray_address is not None and not _ADDRESS.match(ray_address):
         data = (ray_address,) + data  # `--ray DATA ...`: the flag without an address
@@ -65,52 +69,99 @@ def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size
     if workers is not None and ray_address is None:
         raise click.UsageError("--workers needs --ray.")
     files = _files(data)
+    _check_output(output, files, ray_address is not None, overwrite)
     # Locally, a TensorFlow step compiled with XLA (the fastest); opened once.
     runtime = common.open_runtime(model_path, stop_kind, threshold, max_steps,
                                   jit_compile=ray_address is None)
     if ray_address is not None:
         return _decode_ray(ray_address, workers, files, output, model_path, runtime,
-                           batch_size, on_error)
+                           batch_size, on_error, overwrite)
     import streamgen as sg
 
-    progress = Progress(files) if _is_terminal(sys.stderr) else None
+    bar = Progress(files) if _is_terminal(sys.stderr) else None
+    written = {"sequences": 0}
+
+    def progress(sequences, steps):
+        written["sequences"] = sequences
+        if bar is not None:
+            bar(sequences, steps)
+
     out = sys.stdout if output == "-" else _open_output(output)
     try:
         totals = sg.decode_jsonl(runtime, files, out, batch_size=batch_size,
                                  on_error="fail" if on_error == "fail" else _report,
                                  progress=progress)
-    except ValueError as error:
-        _end(progress)
-        raise common.CliError(str(error)) from None
-    except OSError as error:
-        _end(progress)
-        raise common.CliError(str(error)) from None
-    finally:
         if out is not sys.stdout:
-            out.close()
-    _end(progress)
+            out.commit()
+    except KeyboardInterrupt:
+        _abandon(out, bar)
+        count = written["sequences"]
+        records = f"{count:,} record{'' if count == 1 else 's'}"
+        if out is sys.stdout:
+            common.report(f"interrupted: {records} written to standard output")
+        else:
+            common.report(f"interrupted after {records}; {output} was not written "
+                          "(an existing file is left as it was)")
+        raise
+    except BrokenPipeError:  # `-o - | head`: quiet, as `stream`
+        _abandon(out, bar)
+        raise
+    except (ValueError, OSError) as error:
+        _abandon(out, bar)
+        message = str(error)
+        if out is not sys.stdout:
+            message += f"; {output} was not written"
+        raise common.CliError(message) from None
+    _end(bar)
     if totals["skipped"]:
         common.report(f"skipped {totals['skipped']} bad record"
                       f"{'' if totals['skipped'] == 1 else 's'}")
+
+
+def _abandon(out, bar):
+    """After a failure: no partial output file, the progress line ended."""
+    if out is not sys.stdout:
+        out.discard()
+    _end(bar)
+
+
+def _check_output(output, files, ray, overwrite):
+    """Usage errors about OUT, before any work: never an input, never half a folder."""
+    from streamgen import outputs
+
+    if overwrite and not ray:
+        raise click.UsageError("--overwrite needs --ray (a local -o FILE is always "
+                               "replaced whole).")
+    if output == "-":
+        return
+    try:
+        outputs.check_not_input(output, files, folder=ray)
+        if ray:
+            outputs.check_folder(output, overwrite)
+    except ValueError as error:
+        raise common.bad_value("output", str(error)) from None
 
 
 def _files(data):
     from streamgen.data import jsonl
 
     try:
-        return jsonl.expand_paths(list(data))
+        return jsonl.expand_paths(list(data), stdin=True)
     except (FileNotFoundError, ValueError) as error:
         raise common.bad_value("data", str(error)) from None
 
 
 def _open_output(path):
+    """A `streamgen.outputs.AtomicText` at `path` (complete or absent)."""
+    from streamgen import outputs
+
     folder = os.path.dirname(path) or "."
     if os.path.isdir(path) or not os.path.isdir(folder):
         raise common.bad_value("output", f"cannot write a file at {path!r}.")
     try:
-        return open(path, "w", encoding="utf-8")
+        return outputs.AtomicText(path)
     except OSError as error:
-        raise common.bad_value("output", f"cannot write {path!r}: {error.strerror}.") from None
+        raise common.bad_value("output", f"{error}.") from None
 
 
 def _report(error):
@@ -134,7 +185,12 @@ class Progress:
 
     def __init__(self, files, stream=None):
         self.stream = stream or sys.stderr
-        self.total = sum(_count_lines(path) for path in files)  # an upper bound
+        from streamgen.data import jsonl
+
+        # An upper bound; a FIFO or stdin cannot be read twice: no total then.
+        countable = all(path != "-" and (jsonl.is_plain(path) or path.endswith(".gz"))
+                        for path in files)
+        self.total = sum(_count_lines(path) for path in files) if countable else 0
         self.start = time.perf_counter()
         self.shown = 0.0
 
@@ -157,14 +213,17 @@ class Progress:
 
 
 def _count_lines(path):
+    from streamgen.data import jsonl
+
     count = 0
-    with open(path, "rb") as fh:
+    with jsonl.open_binary(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             count += block.count(b"\n")
     return count
 
 
-def _decode_ray(address, workers, files, output, model_path, runtime, batch_size, on_error):
+def _decode_ray(address, workers, files, output, model_path, runtime, batch_size, on_error,
+                overwrite):
     """`--ray`: Ray Data over an actor pool; shards in the folder `output`."""
     if output == "-" or (os.path.exists(output) and not os.path.isdir(output)):
         raise common.bad_value("output", f"with --ray, OUT is a folder; got {output!r}.")
@@ -182,9 +241,13 @@ def _decode_ray(address, workers, files, output, model_path, runtime, batch_size
         result = raydata.decode_ray(
             path, files, output, address=None if address == "local" else address,
             workers=workers, stop=runtime.criteria, max_steps=runtime.max_steps,
-            batch_size=batch_size, on_error=on_error, report=_report)
+            batch_size=batch_size, on_error=on_error, report=_report, overwrite=overwrite)
+    except KeyboardInterrupt:
+        common.report(f"interrupted; {output} was not written (an existing folder is left "
+                      "as it was)")
+        raise
     except (ValueError, OSError) as error:
-        raise common.CliError(str(error)) from None
+        raise common.CliError(f"{error}; {output} was not written") from None
     if result["skipped"]:
         common.report(f"skipped {result['skipped']} bad record"
                       f"{'' if result['skipped'] == 1 else 's'}")

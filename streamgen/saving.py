@@ -17,6 +17,7 @@ import zipfile
 import zlib
 
 from streamgen.errors import NotAKerasModelError
+from streamgen.outputs import creation_mode
 from streamgen.quiet import import_tensorflow
 
 
@@ -24,7 +25,8 @@ from streamgen.quiet import import_tensorflow
 def atomic_path(path):
     """Yields a temporary path beside `path`; on success moves it to `path`.
 
-    The temporary file keeps `path`'s extension (Keras checks it). On any
+    The temporary file keeps `path`'s extension (Keras checks it) and gets
+    the mode the umask gives a new file (not `mkstemp`'s 0600). On any
     exception, `KeyboardInterrupt` included, the temporary file is removed
     and `path` is left as it was.
 
@@ -38,7 +40,10 @@ def atomic_path(path):
     extension = os.path.splitext(name)[1]
     handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{extension}",
                                          dir=folder)
-    os.close(handle)
+    try:  # mkstemp makes it 0600; a model file follows the umask, as `open` would
+        os.fchmod(handle, creation_mode())
+    finally:
+        os.close(handle)
     try:
         yield temporary
         os.replace(temporary, path)

@@ -163,3 +163,68 @@ def test_decode_jsonl_reader_processes_give_the_same_lines(model, sequences, tmp
     assert here.getvalue() == there.getvalue()
     assert [str(e) for e in seen_here] == [str(e) for e in seen_there]
     assert str(seen_there[1]) == f"{path}:10: bad JSON: nested too deeply"
+
+
+# ---------------------------------------------------------------------- #
+# issue 21: memory bounded by the work in flight.
+# ---------------------------------------------------------------------- #
+_MEMORY_SCRIPT = r"""
+import json, resource, sys, tracemalloc
+resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # a runaway fails, not the machine
+from streamgen.offline import decode as offline
+model, data, out = sys.argv[1:4]
+with open(data, "w") as f:
+    for n in range(4096):
+        steps = 20000 if n == 100 else 1
+        f.write(json.dumps({"x": [[0.1, -0.2, 0.3]] * steps}) + "\n")
+runtime = offline.as_runtime(model)
+offline.decode_jsonl(runtime, [data], out, readers=0)  # warm-up: the interpreter's tensors
+tracemalloc.start()
+try:
+    totals = offline.decode_jsonl(runtime, [data], out, readers=0)
+except MemoryError:
+    totals = "MemoryError"
+print(json.dumps({"peak": tracemalloc.get_traced_memory()[1], "totals": totals}))
+"""
+
+
+@pytest.mark.slow
+def test_long_record_among_short_ones_decodes_in_bounded_memory(cli_tflite, tmp_path):
+    """One 20,000-step record among 4,095 one-step ones, batch 4,096 (LiteRT, no TF).
+
+    NumPy reports its allocations to tracemalloc: the peak must stay within
+    the README's bound (`STEP_BUDGET` padded steps, ~100 bytes each for
+    this model, plus the records), not batch x longest (5.9 GB).
+    """
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, cli_tflite,
+                          str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["totals"] == {"sequences": 4096, "steps": 24095, "skipped": 0}
+    assert result["peak"] < 200 << 20, result
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert [len(json.loads(line)["y"]) for line in lines] == [20000 if n == 100 else 1
+                                                              for n in range(4096)]
+
+
+def test_chunks_bound_rows_times_longest():
+    """`chunks` cuts before rows x longest passes the budget; a long record alone."""
+    from streamgen.data import jsonl
+    from streamgen.offline import decode as offline
+
+    def record(n, steps):
+        return jsonl.Record("f", n + 1, np.zeros((steps, 3), np.float32), None, None, {})
+
+    steps = [1] * 10 + [50] + [1] * 5 + [200] + [1] * 3
+    records = [record(n, s) for n, s in enumerate(steps)]
+    cut = [[r.line_no for r in chunk] for chunk, _ in
+           offline.chunks(records, batch_size=8, step_budget=100)]
+    assert cut == [[1, 2, 3, 4, 5, 6, 7, 8], [9, 10], [11, 12], [13, 14, 15, 16], [17],
+                   [18, 19, 20]]
+    for chunk in cut:
+        longest = max(steps[n - 1] for n in chunk)
+        assert len(chunk) == 1 or len(chunk) * longest <= 100

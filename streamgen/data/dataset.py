@@ -295,7 +295,7 @@ _CHUNK = 256  # records per call of a file's reader
 
 def _count_records(path):
     """Non-blank lines of a file (each is a record, or an error when read)."""
-    with open(path, "rb") as fh:  # blank as `jsonl.read_range` sees it
+    with jsonl.open_binary(path) as fh:  # blank as `jsonl.read_range` sees it (.gz too)
         return sum(1 for line in fh
                    if line.decode("utf-8", "replace").lstrip("\ufeff").strip())
 

@@ -12,9 +12,13 @@ same `"{path}:{line}: ..."` errors: `sg.jsonl_dataset` trains on it and
 `sg.decode_jsonl` decodes with it. Nothing here imports TensorFlow.
 """
 
+import contextlib
 import glob
+import gzip
 import json
 import os
+import sys
+import zlib
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -23,8 +27,8 @@ from streamgen import checks
 from streamgen.data import ragged
 from streamgen.data.text import FLOAT32_OVERFLOW, loads
 
-__all__ = ["Record", "RecordError", "Widths", "expand_paths", "line_ranges", "load_jsonl",
-           "peek_widths", "read_range", "read_records", "save_jsonl"]
+__all__ = ["ReadError", "Record", "RecordError", "Widths", "expand_paths", "is_plain",
+           "line_ranges", "load_jsonl", "open_binary", "peek_widths", "read_range", "read_records", "save_jsonl"]
 
 _GLOB_CHARACTERS = "*?["
 
@@ -65,12 +69,13 @@ class RecordError(NamedTuple):
 # ---------------------------------------------------------------------- #
 # Files.
 # ---------------------------------------------------------------------- #
-def expand_paths(paths):
+def expand_paths(paths, stdin=False):
     """File names from paths and glob patterns, in the order given.
 
     Args:
         paths: a str or path-like, or a list of them; a name with `*`, `?`
             or `[` is a glob pattern and gives its matches, sorted.
+        stdin: accept `"-"` (standard input, read once), at most once.
 
     Returns:
         A list of file names (str).
@@ -85,6 +90,12 @@ def expand_paths(paths):
     files = []
     for path in paths:
         path = os.fspath(path)
+        if path == "-" and stdin:
+            if "-" in files:
+                raise ValueError("Received '-' (standard input) twice; it can be read "
+                                 "only once.")
+            files.append(path)
+            continue
         if any(c in path for c in _GLOB_CHARACTERS) and not os.path.exists(path):
             matches = sorted(m for m in glob.glob(path) if not os.path.isdir(m))
             if not matches:
@@ -102,15 +113,97 @@ def expand_paths(paths):
     return files
 
 
+def is_plain(path):
+    """True for a regular, uncompressed file (one that can be cut into byte ranges)."""
+    if path == "-" or path.lower().endswith(".gz"):
+        return False
+    try:
+        import stat
+
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def open_binary(path):
+    """Opens a JSONL file for reading bytes: `"-"` is standard input, `.gz` is gunzipped.
+
+    Errors while opening or reading are `OSError`s that name the path
+    (`"{path}: cannot read: ..."`); a corrupt or truncated `.gz` too.
+    """
+    try:
+        if path == "-":
+            yield _Named(sys.stdin.buffer, "<stdin>")
+            return
+        raw = open(path, "rb")
+    except OSError as error:
+        raise ReadError(error.errno, f"{path}: cannot read: {error.strerror or error}") \
+            from None
+    try:
+        with raw:
+            if path.lower().endswith(".gz"):
+                with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                    yield _Named(unzipped, path)
+            else:
+                yield _Named(raw, path)
+    except (OSError, EOFError, zlib.error) as error:
+        if isinstance(error, ReadError):
+            raise
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise ReadError(getattr(error, "errno", None),
+                        f"{path}: cannot read: {reason}") from None
+
+
+class ReadError(OSError):
+    """An input file that cannot be read; `str` is `"{path}: cannot read: ..."`."""
+
+    def __str__(self):
+        return self.strerror
+
+
+class _Named:
+    """A binary file whose read errors name its path (iterates over lines)."""
+
+    def __init__(self, fh, path):
+        self.fh, self.path = fh, path
+
+    def seek(self, offset):
+        if offset:
+            self.fh.seek(offset)
+
+    def _fail(self, error):
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        return ReadError(getattr(error, "errno", None), f"{self.path}: cannot read: {reason}")
+
+    def __iter__(self):
+        while True:
+            try:
+                line = self.fh.readline()
+            except (OSError, EOFError, zlib.error) as error:
+                raise self._fail(error) from None
+            if not line:
+                return
+            yield line
+
+    def read(self, size=-1):
+        try:
+            return self.fh.read(size)
+        except (OSError, EOFError, zlib.error) as error:
+            raise self._fail(error) from None
+
+
 def _lines(path, start=0, end=None, first_line=1):
     """`(line_no, text)` of each non-blank line; `(line_no, ValueError)` if not UTF-8.
 
     `start`/`end`: a byte range of whole lines (`start` at a line start),
-    whose first line is line `first_line`.
+    whose first line is line `first_line` (offsets into the uncompressed
+    text of a `.gz`). A FIFO or `"-"` (standard input) is read once, from
+    its start.
     """
-    with open(path, "rb") as fh:
+    with open_binary(path) as fh:
         fh.seek(start)
-        lines = fh if end is None else _upto(fh, end - start)
+        lines = iter(fh) if end is None else _upto(fh, end - start)
         for line_no, raw in enumerate(lines, first_line):
             try:
                 text = raw.decode("utf-8")
@@ -140,7 +233,7 @@ def line_ranges(path, lines_per_range):
         exclusive) and the 1-based number of the range's first line.
     """
     ranges, start, first, count, offset = [], 0, 1, 0, 0
-    with open(path, "rb") as fh:
+    with open_binary(path) as fh:
         for raw in fh:
             offset += len(raw)
             count += 1
@@ -341,7 +434,7 @@ def read_records(paths, *, targets=True, max_steps=None, input_size=None, output
     if on_error not in ("raise", "yield"):
         raise checks.invalid("on_error", "'raise' or 'yield'", on_error)
     widths = Widths(input_size, output_size)
-    for path in expand_paths(paths):
+    for path in expand_paths(paths, stdin=True):
         yield from read_range(path, widths=widths, targets=targets, max_steps=max_steps,
                               on_error=on_error)
 

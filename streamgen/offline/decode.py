@@ -25,6 +25,7 @@ import threading
 import numpy as np
 
 from streamgen import checks
+from streamgen import outputs
 from streamgen.data import jsonl
 from streamgen.data import text as jsontext
 from streamgen.data import ragged
@@ -318,16 +319,18 @@ def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
     batch_size = checks.positive_int("batch_size", batch_size)
     if not (on_error in ("fail", "skip") or callable(on_error)):
         raise checks.invalid("on_error", "'fail', 'skip' or a callable", on_error)
+    files = jsonl.expand_paths(paths, stdin=True)
     if isinstance(out, (str, os.PathLike)):
-        with open(out, "w", encoding="utf-8") as fh:
-            return decode_jsonl(runtime, paths, fh, batch_size=batch_size,
-                                on_error=on_error, progress=progress)
-    files = jsonl.expand_paths(paths)
+        outputs.check_not_input(os.fspath(out), files)
+        with outputs.AtomicText(out) as fh:  # complete or absent
+            return decode_jsonl(runtime, files, fh, batch_size=batch_size,
+                                on_error=on_error, progress=progress, readers=readers)
+    plain = all(jsonl.is_plain(path) for path in files)  # not .gz, a FIFO or stdin
     if readers is None:
-        size = sum(os.path.getsize(path) for path in files)
+        size = sum(os.path.getsize(path) for path in files) if plain else 0
         readers = 0 if size < PARALLEL_BYTES else max(1, min(4, (os.cpu_count() or 2) - 1))
     readers = checks.check_count("readers", readers)
-    if "fork" not in _start_methods():
+    if "fork" not in _start_methods() or not plain:
         readers = 0
     if readers:  # JSON parsing (the bottleneck) in other processes
         records = _parallel_records(files, runtime.input_size, readers, batch_size)
@@ -335,30 +338,95 @@ def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
         records = jsonl.read_records(files, targets=False, input_size=runtime.input_size,
                                      on_error="yield")
     totals = {"sequences": 0, "steps": 0, "skipped": 0}
-    for chunk, bad in _prefetch(chunks(records, batch_size)):
+
+    def bad_record(bad):
+        if on_error == "fail":
+            out.flush()
+            raise ValueError(str(bad))
+        totals["skipped"] += 1
+        if callable(on_error):
+            on_error(bad)
+
+    for chunk, bad in _prefetch(chunks(checked_ids(records), batch_size)):
         if chunk:
-            out.write("".join(format_lines(runtime, chunk)))
-            totals["sequences"] += len(chunk)
-            totals["steps"] += sum(len(r.inputs) for r in chunk)
+            lines = format_lines(runtime, chunk)
+            good = [line for line in lines if isinstance(line, str)]
+            if len(good) == len(lines):
+                out.write("".join(lines))
+            else:  # a record whose frames are not finite: the lines before it first
+                for record, line in zip(chunk, lines):
+                    if isinstance(line, str):
+                        out.write(line)
+                    else:
+                        out.flush()
+                        bad_record(line)
+            totals["sequences"] += len(good)
+            totals["steps"] += sum(len(r.inputs) for r, line in zip(chunk, lines)
+                                   if isinstance(line, str))
             if progress is not None:
                 progress(totals["sequences"], totals["steps"])
         if bad is not None:
-            if on_error == "fail":
-                out.flush()
-                raise ValueError(str(bad))
-            totals["skipped"] += 1
-            if callable(on_error):
-                on_error(bad)
+            bad_record(bad)
     out.flush()
     return totals
 
 
+def checked_ids(records):
+    """`records` with each record whose `"id"` JSON cannot write as a `RecordError`.
+
+    JSON has no infinity or NaN (an id `1e400` reads as infinity) and UTF-8
+    no lone surrogate (`"\\ud800"`): such an id is a bad record, never an
+    invalid output line.
+    """
+    for record in records:
+        if isinstance(record, jsonl.Record) and "id" in record.data:
+            try:
+                _id_json(record.data["id"])
+            except ValueError as error:
+                record = jsonl.RecordError(record.path, record.line_no,
+                                           f"field 'id': {error}")
+        yield record
+
+
 def format_lines(runtime, records):
-    """Decodes `records` (one batch) and returns their output lines, in order."""
-    x, steps = pad([r.inputs for r in records], runtime.input_size)
-    frames, lengths = decode_padded(runtime, x, steps)
+    """Decodes `records` (one batch) and returns their output lines, in order.
+
+    Returns:
+        A list with, per record, its output line (str), or a
+        `jsonl.RecordError` naming the first outer step whose frames are
+        not finite (strict JSON has no NaN or infinity; a line of `null`s
+        would be fake data).
+    """
+    try:
+        x, steps = pad([r.inputs for r in records], runtime.input_size)
+        frames, lengths = decode_padded(runtime, x, steps)
+    except MemoryError:
+        if len(records) > 1:  # each on its own
+            return [line for record in records for line in format_lines(runtime, [record])]
+        record = records[0]
+        need = len(record.inputs) * runtime.trained_max_steps * runtime.output_size * 4
+        return [jsonl.RecordError(
+            record.path, record.line_no,
+            f"{len(record.inputs):,} outer steps, too long to decode in the memory "
+            f"available (its frames alone take {need / 2**30:.1f} GiB); split the record")]
+    emitted = np.arange(frames.shape[2])[None, None, :] < lengths[..., None]  # (B, T, M)
+    broken = ~np.isfinite(frames).all(axis=3) & emitted  # (B, T, M)
+    bad_steps = broken.any(axis=2)  # (B, T)
+    bad = bad_steps.any(axis=1)  # (B,)
+    keep = np.flatnonzero(~bad)
+    texts = iter(jsontext.sequences_json(frames[keep], lengths[keep], steps[keep])
+                 if len(keep) < len(records) else
+                 jsontext.sequences_json(frames, lengths, steps))
     lines = []
-    for record, text in zip(records, jsontext.sequences_json(frames, lengths, steps)):
+    for row, record in enumerate(records):
+        if bad[row]:
+            t = int(np.argmax(bad_steps[row]))
+            lines.append(jsonl.RecordError(
+                record.path, record.line_no,
+                f"step {t}: the model's frames are not finite (NaN or infinity); "
+                "inputs this large are beyond what the model computes in float32"))
+            continue
+        text = next(texts)
         data = record.data
         if "id" in data:
             lines.append('{"id":' + _id_json(data["id"]) + ',"y":' + text + "}\n")
@@ -368,7 +436,18 @@ def format_lines(runtime, records):
 
 
 def _id_json(value):
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """An id as strict JSON text; `ValueError` if JSON or UTF-8 cannot write it."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        raise ValueError("holds a number that is not finite (NaN, or beyond float64 "
+                         "such as 1e400), which JSON cannot write") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone surrogate (such as \\ud800), which UTF-8 "
+                         "cannot write") from None
+    return text
 
 
 PARALLEL_BYTES = 8 << 20  # smaller inputs are parsed in this process
@@ -389,7 +468,9 @@ def _parallel_records(files, input_size, readers, lines_per_range):
     # "fork": the readers run only `jsonl` (numpy and the json module), never
     # the runtime, and "spawn" would re-run the caller's `__main__`.
     context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(readers, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(readers, mp_context=context,
+                                                initializer=die_with_parent,
+                                                initargs=(os.getpid(),)) as pool:
         pending = []
         for span in ranges:
             pending.append(pool.submit(_parse_range, *span, input_size))
@@ -397,6 +478,42 @@ def _parallel_records(files, input_size, readers, lines_per_range):
                 yield from pending.pop(0).result()
         for future in pending:
             yield from future.result()
+
+
+def die_with_parent(parent):
+    """In a reader process: end when the process `parent` ends, even by SIGKILL.
+
+    On Linux the kernel sends SIGKILL at the parent's death
+    (`prctl(PR_SET_PDEATHSIG)`); if the parent is already gone when this
+    runs, the process ends at once. Elsewhere, a thread polls the parent's
+    pid once a second.
+    """
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            _watch_parent(parent)
+    else:
+        _watch_parent(parent)
+    if os.getppid() != parent:  # died before the prctl
+        os._exit(1)
+
+
+def _watch_parent(parent):
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="streamgen-parent-watch", daemon=True).start()
 
 
 def _start_methods():
@@ -417,26 +534,36 @@ def _parse_range(path, start, end, first_line, input_size):
     return out
 
 
-def chunks(records, batch_size):
+STEP_BUDGET = 1 << 18  # padded outer steps decoded together (see `chunks`)
+
+
+def chunks(records, batch_size, step_budget=STEP_BUDGET):
     """`(chunk, error)` pairs: up to `batch_size` records, then the bad record (or None).
 
     A chunk ends early at a bad record, so that everything before it is
     decoded and written before the error is acted on, and at the end of a
-    file (so a file's batches do not depend on the files before it).
+    file (so a file's batches do not depend on the files before it). It
+    also ends before its padded size, rows times its longest record, would
+    pass `step_budget` outer steps: the memory of a batch is bounded by the
+    work in it, never by the longest record times `batch_size`. A record
+    longer than `step_budget` is a chunk of its own.
     """
-    chunk = []
+    chunk, longest = [], 0
     for record in records:
         if isinstance(record, jsonl.RecordError):
             yield chunk, record
-            chunk = []
+            chunk, longest = [], 0
             continue
-        if chunk and record.path != chunk[-1].path:
+        steps = len(record.inputs)
+        if chunk and (record.path != chunk[-1].path
+                      or (len(chunk) + 1) * max(longest, steps) > step_budget):
             yield chunk, None
-            chunk = []
+            chunk, longest = [], 0
         chunk.append(record)
+        longest = max(longest, steps)
         if len(chunk) == batch_size:
             yield chunk, None
-            chunk = []
+            chunk, longest = [], 0
     if chunk:
         yield chunk, None
 

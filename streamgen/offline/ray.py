@@ -5,8 +5,9 @@ found by counting newlines; nothing is parsed there) and hands them to
 `ray.data`: `map_batches` over a pool of actors, each of which loads the
 model once and runs, per shard, exactly what the local path runs per chunk
 (`streamgen.data.jsonl.read_range` -> `streamgen.offline.decode.format_lines`). Each
-actor writes its shard's output lines to `OUT_DIR/part-NNNNN.jsonl`
-(atomically: a temporary file, then a rename). Shards are numbered in input
+actor writes its shard's output lines to `part-NNNNN.jsonl` in a temporary
+folder beside `OUT_DIR`, renamed to `OUT_DIR` once every shard is written
+(`streamgen.outputs.AtomicFolder`: complete or absent). Shards are numbered in input
 order, so the shards concatenated by name are the local run's output.
 
 Input files and `OUT_DIR` must be reachable under the same path from every
@@ -20,6 +21,7 @@ import os
 import warnings
 
 from streamgen import checks
+from streamgen import outputs
 from streamgen.data import jsonl
 
 __all__ = ["decode_ray", "plan_shards"]
@@ -37,6 +39,10 @@ def plan_shards(files, lines_per_shard):
     """
     shards = []
     for path in files:
+        if not jsonl.is_plain(path):  # a .gz: one shard (no byte offsets to seek to)
+            shards.append({"index": len(shards), "path": os.path.abspath(path),
+                           "start": 0, "end": -1, "first_line": 1})
+            continue
         for start, end, first_line in jsonl.line_ranges(path, lines_per_shard):
             shards.append({"index": len(shards), "path": os.path.abspath(path),
                            "start": start, "end": end, "first_line": first_line})
@@ -106,19 +112,29 @@ class ShardDecoder:
     def decode_shard(self, shard):
         from streamgen.offline import decode as offline
 
-        records = jsonl.read_range(shard["path"], shard["start"], shard["end"],
-                                   shard["first_line"], targets=False,
-                                   input_size=self.runtime.input_size, on_error="yield")
+        end = shard["end"] if shard["end"] >= 0 else None  # -1: to the end (.gz)
+        records = offline.checked_ids(jsonl.read_range(
+            shard["path"], shard["start"], end, shard["first_line"], targets=False,
+            input_size=self.runtime.input_size, on_error="yield"))
         name = os.path.join(self.out_dir, shard_name(shard["index"]))
         temporary = f"{name}.tmp-{os.getpid()}"
         counts = {"sequences": 0, "steps": 0}
         errors, failed = [], ""
         with open(temporary, "w", encoding="utf-8") as out:
             for chunk, bad in offline.chunks(records, self.batch_size):
-                if chunk:
-                    out.write("".join(offline.format_lines(self.runtime, chunk)))
-                    counts["sequences"] += len(chunk)
-                    counts["steps"] += sum(len(r.inputs) for r in chunk)
+                lines = offline.format_lines(self.runtime, chunk) if chunk else []
+                for record, line in zip(chunk, lines):
+                    if isinstance(line, str):
+                        out.write(line)
+                        counts["sequences"] += 1
+                        counts["steps"] += len(record.inputs)
+                        continue
+                    errors.append(str(line))  # frames that are not finite
+                    if self.on_error == "fail":
+                        failed = str(line)
+                        break
+                if failed:
+                    break
                 if bad is not None:
                     errors.append(str(bad))
                     if self.on_error == "fail":
@@ -131,13 +147,18 @@ class ShardDecoder:
 
 def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=None,
                max_steps=None, batch_size=4096, lines_per_shard=None, on_error="fail",
-               report=None):
+               report=None, overwrite=False):
     """Decodes JSONL files on a Ray cluster; writes JSONL shards to `out_dir`.
 
     Args:
         model_path: a `.keras` or `.tflite` file (each actor loads it once).
         paths: JSONL files or glob patterns.
-        out_dir: folder for `part-NNNNN.jsonl` (made if missing).
+        out_dir: folder for `part-NNNNN.jsonl`, complete or absent: the
+            shards go to a temporary folder beside it, renamed to `out_dir`
+            when every shard is written; a failure or an interrupt leaves
+            `out_dir` as it was and no temporary folder.
+        overwrite: replace a non-empty `out_dir` (at the end, on success);
+            without it a non-empty `out_dir` is a `ValueError`.
         address: a Ray cluster's address (`"auto"`, `"host:port"`,
             `"ray://host:port"`); `None` starts a new local cluster (on
             127.0.0.1, never one found on the machine) unless Ray is already
@@ -146,9 +167,10 @@ def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=N
         stop, max_steps: as `sg.decode_jsonl`.
         batch_size: sequences per decoded batch inside a shard.
         lines_per_shard: lines per shard; default `2 * batch_size`.
-        on_error: `"fail"`: every shard stops at its first bad record (the
-            lines before it are written) and the first bad record in input
-            order is raised; `"skip"`: bad records are left out.
+        on_error: `"fail"`: every shard stops at its first bad record, the
+            first bad record in input order is raised and nothing is
+            written (as `sg.decode_jsonl` to a file); `"skip"`: bad records
+            are left out.
         report: optional callable, called with each bad record's message
             (`"path:line: what"`) in input order (skip mode).
 
@@ -157,7 +179,9 @@ def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=N
         in order).
 
     Raises:
-        ValueError: with `on_error="fail"`, the first bad record.
+        ValueError: with `on_error="fail"`, the first bad record (then
+            nothing is written); a non-empty `out_dir` without
+            `overwrite`, or one that holds an input.
         ImportError: Ray Data is not installed.
     """
     import ray
@@ -169,8 +193,26 @@ def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=N
         raise checks.invalid("on_error", "'fail' or 'skip'", on_error)
     files = jsonl.expand_paths(paths)
     out_dir = os.path.abspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    outputs.check_not_input(out_dir, files, folder=True)
     shards = plan_shards(files, lines_per_shard)
+    folder = outputs.AtomicFolder(out_dir, overwrite)
+    try:
+        totals = _decode(ray, shards, folder.temporary, model_path, address, workers, stop,
+                         max_steps, batch_size, on_error)
+        for message in totals.pop("errors"):
+            if report is not None:
+                report(message)
+    except BaseException:
+        folder.discard()
+        raise
+    folder.commit()
+    totals["shards"] = [os.path.join(out_dir, shard_name(s["index"])) for s in shards]
+    return totals
+
+
+def _decode(ray, shards, out_dir, model_path, address, workers, stop, max_steps, batch_size,
+            on_error):
+    """Runs the shards on the cluster into `out_dir`; returns the totals."""
 
     started = not ray.is_initialized()
     if started:
@@ -201,8 +243,7 @@ def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=N
     finally:
         if started:
             ray.shutdown()
-    totals = {"sequences": 0, "steps": 0, "skipped": 0,
-              "shards": [os.path.join(out_dir, shard_name(s["index"])) for s in shards]}
+    totals = {"sequences": 0, "steps": 0, "skipped": 0, "errors": []}
     for result in results:
         totals["sequences"] += int(result["sequences"])
         totals["steps"] += int(result["steps"])
@@ -210,8 +251,7 @@ def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=N
             raise ValueError(str(result["failed"]))
         for message in json.loads(str(result["errors"])):
             totals["skipped"] += 1
-            if report is not None:
-                report(message)
+            totals["errors"].append(message)
     return totals
 
 

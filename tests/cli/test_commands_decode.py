@@ -106,8 +106,8 @@ def test_decode_bad_records_fail(data, cli_model_path, tmp_path):
     result = invoke(["decode", path, "-o", str(out), "--model", cli_model_path])
     assert result.exit_code == 1
     assert result.stderr == (f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 "
-                             "(input_size=3)\n")
-    assert len(out.read_text().splitlines()) == 1  # the line before it was written
+                             f"(input_size=3); {out} was not written\n")
+    assert not out.exists()  # complete or absent: nothing of a failed run
 
 
 def test_decode_bad_records_skip(data, cli_model_path, cli_model, tmp_path):
@@ -194,6 +194,8 @@ def test_stream_line_of_1000_nested_brackets(cli_model_path):
     assert result.stderr == "streamgen: error: <stdin>:1: invalid JSON array: nested too deeply\n"
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_decode_on_a_local_ray_cluster_equals_local(data, cli_model_path, ray_cluster, tmp_path):
     """Ray Data over 2 actors: the shards, concatenated, are the local output."""
     local = invoke(["decode", data["a"], data["b"], "--model", cli_model_path, "-o", "-",
@@ -209,6 +211,8 @@ def test_decode_on_a_local_ray_cluster_equals_local(data, cli_model_path, ray_cl
     assert merged == local.stdout  # same batches (8) -> the same bytes
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_decode_ray_bad_records(data, cli_model_path, ray_cluster, tmp_path):
     path = bad_file(tmp_path, data)
     out = tmp_path / "shards"
@@ -221,7 +225,334 @@ def test_decode_ray_bad_records(data, cli_model_path, ray_cluster, tmp_path):
         "streamgen: skipped 2 bad records\n")
     lines = "".join(p.read_text() for p in sorted(out.iterdir())).splitlines()
     assert len(lines) == 4
-    result = invoke(["decode", "--ray", path, "--model", cli_model_path, "-o", str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = invoke(["decode", "--ray", path, "--model", cli_model_path, "-o", str(out),
+                     "--overwrite", "--batch-size", "2"])
     assert result.exit_code == 1
     assert result.stderr == (f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 "
-                             "(input_size=3)\n")
+                             f"(input_size=3); {out} was not written\n")
+    # the same rule as locally: a failed run leaves the folder as it was, no temporary
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "shards"]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_decode_ray_refuses_a_used_folder(data, cli_model_path, ray_cluster, tmp_path):
+    """Stale shards are never mixed in: refused, or replaced whole with --overwrite."""
+    out = tmp_path / "shards"
+    out.mkdir()
+    for n in range(5):
+        (out / f"part-{n:05d}.jsonl").write_text("stale\n")
+    result = invoke(["decode", "--ray", data["a"], "--model", cli_model_path, "-o", str(out)])
+    assert result.exit_code == 2
+    assert "is not empty; pass --overwrite" in result.stderr
+    assert sorted(os.listdir(out)) == [f"part-{n:05d}.jsonl" for n in range(5)]
+    result = invoke(["decode", "--ray", data["a"], "--model", cli_model_path, "-o", str(out),
+                     "--overwrite", "--batch-size", "16"])
+    assert (result.exit_code, result.stderr) == (0, "")
+    lines = "".join(p.read_text() for p in sorted(out.iterdir())).splitlines()
+    assert len(lines) == 25 and "stale" not in lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
+    # a folder that holds an input is never cleared
+    result = invoke(["decode", "--ray", str(tmp_path / "shards" / "part-00000.jsonl"),
+                     "--model", cli_model_path, "-o", str(tmp_path), "--overwrite"])
+    assert result.exit_code == 2 and "holds the input" in result.stderr
+
+
+# ---------------------------------------------------------------------- #
+# issue 21: inputs protected, outputs complete or absent, strict JSON.
+# ---------------------------------------------------------------------- #
+@pytest.mark.parametrize("naming", ["same", "relative", "symlink", "hardlink", "glob"])
+def test_decode_never_writes_over_an_input(data, cli_model_path, tmp_path, monkeypatch, naming):
+    """Every way of naming an input as OUT is a usage error; the input survives."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(open(data["a"]).read())
+    before = source.read_bytes()
+    args, out = [str(source)], str(source)
+    if naming == "relative":
+        monkeypatch.chdir(tmp_path)
+        args, out = ["in.jsonl"], "./sub/../in.jsonl"
+        (tmp_path / "sub").mkdir()
+    elif naming == "symlink":
+        out = str(tmp_path / "link.jsonl")
+        os.symlink(source, out)
+    elif naming == "hardlink":
+        out = str(tmp_path / "hard.jsonl")
+        os.link(source, out)
+    elif naming == "glob":
+        other = tmp_path / "in2.jsonl"
+        other.write_text(before.decode())
+        args, out = [str(tmp_path / "in*.jsonl")], str(other)
+    result = invoke(["decode", *args, "-o", out, "--model", cli_model_path])
+    assert result.exit_code == 2
+    assert "Invalid value for '--output' / '-o'" in result.stderr and "is the input" in result.stderr
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_decode_failure_leaves_the_previous_output(data, cli_model_path, tmp_path):
+    """A bad record with --on-error fail: the old OUT byte for byte, no temporary file."""
+    path = bad_file(tmp_path, data)
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"previous\n")
+    result = invoke(["decode", path, "-o", str(out), "--model", cli_model_path])
+    assert result.exit_code == 1
+    assert result.stderr == (f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 "
+                             f"(input_size=3); {out} was not written\n")
+    assert out.read_bytes() == b"previous\n"
+    assert sorted(os.listdir(tmp_path)) == ["bad.jsonl", "out.jsonl"]
+
+
+def test_decode_disk_full_leaves_the_previous_output(data, cli_model_path, tmp_path,
+                                                     monkeypatch):
+    """A write that fails (ENOSPC) names OUT, leaves the old file and no temporary."""
+    import errno
+
+    from streamgen import outputs
+
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"previous\n")
+    class Full:
+        def __init__(self, inner):
+            self.inner = inner
+            self.writes = 0
+
+        def write(self, text):
+            self.writes += 1
+            if self.writes > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.inner.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    real_init = outputs.AtomicText.__init__
+
+    def init(self, path):
+        real_init(self, path)
+        self.file = Full(self.file)
+
+    monkeypatch.setattr(outputs.AtomicText, "__init__", init)
+    result = invoke(["decode", data["a"], "-o", str(out), "--model", cli_model_path,
+                     "--batch-size", "4"])
+    assert result.exit_code == 1
+    assert result.stderr == (f"streamgen: error: {out}: cannot write: No space left on device; "
+                             f"{out} was not written\n")
+    assert out.read_bytes() == b"previous\n"
+    assert sorted(os.listdir(tmp_path)) == ["out.jsonl"]
+
+
+def test_decode_output_follows_the_umask(data, cli_model_path, tmp_path):
+    old = os.umask(0o027)
+    try:
+        out = tmp_path / "out.jsonl"
+        result = invoke(["decode", data["a"], "-o", str(out), "--model", cli_model_path])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0
+    assert os.stat(out).st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("kind", ["keras", "tflite"])
+def test_decode_ids_json_cannot_write_are_bad_records(cli_model_path, cli_tflite, tmp_path,
+                                                      kind):
+    """An id 1e400 (infinity), NaN or a lone surrogate: a bad record with file:line."""
+    model = cli_model_path if kind == "keras" else cli_tflite
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"id": 1, "x": [[0.1, 0.2, 0.3]]}\n'
+                    '{"id": 1e400, "x": [[0.1, 0.2, 0.3]]}\n'
+                    '{"id": "\\ud800", "x": [[0.1, 0.2, 0.3]]}\n'
+                    '{"id": [NaN], "x": [[0.1, 0.2, 0.3]]}\n'
+                    '{"id": "\\ud83d\\ude00", "x": [[0.1, 0.2, 0.3]]}\n')
+    result = invoke(["decode", str(path), "-o", "-", "--model", model, "--on-error", "skip"])
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"streamgen: error: {path}:2: field 'id': holds a number that is not finite (NaN, "
+        "or beyond float64 such as 1e400), which JSON cannot write\n"
+        f"streamgen: error: {path}:3: field 'id': holds a lone surrogate (such as \\ud800), "
+        "which UTF-8 cannot write\n"
+        f"streamgen: error: {path}:4: field 'id': holds a number that is not finite (NaN, "
+        "or beyond float64 such as 1e400), which JSON cannot write\n"
+        "streamgen: skipped 3 bad records\n")
+    ids = [strict_json(line)["id"] for line in result.stdout.splitlines()]
+    assert ids == [1, "\U0001f600"]
+    result = invoke(["decode", str(path), "-o", "-", "--model", model])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"streamgen: error: {path}:2: field 'id'")
+    assert len(result.stdout.splitlines()) == 1
+
+
+def strict_json(line):
+    """`json.loads` that refuses NaN and Infinity (what other parsers do)."""
+    def refuse(token):
+        raise ValueError(f"not strict JSON: {token}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+@pytest.mark.slow
+def test_decode_into_a_closed_pipe_is_quiet(data, cli_tflite, tmp_path):
+    """`decode -o - | head -1`: one line, nothing on stderr (as `stream`)."""
+    big = tmp_path / "big.jsonl"
+    big.write_text(open(data["a"]).read() * 40)
+    run = subprocess.run(f"{STREAMGEN} decode {big} --model {cli_tflite} -o - "
+                         "--batch-size 8 | head -1", shell=True, capture_output=True,
+                         text=True, timeout=120)
+    assert len(run.stdout.splitlines()) == 1
+    assert run.stderr == ""
+
+
+def test_decode_reads_gzip_fifo_and_stdin(data, cli_model_path, tmp_path):
+    """A .jsonl.gz, a FIFO and '-' (stdin) give the plain file's output."""
+    import gzip
+    import threading
+
+    plain = invoke(["decode", data["a"], "-o", "-", "--model", cli_model_path])
+    assert plain.exit_code == 0
+    text = open(data["a"], "rb").read()
+    zipped = tmp_path / "a.jsonl.gz"
+    zipped.write_bytes(gzip.compress(text))
+    result = invoke(["decode", str(zipped), "-o", "-", "--model", cli_model_path])
+    assert (result.exit_code, result.stderr, result.stdout) == (0, "", plain.stdout)
+    result = invoke(["decode", "-", "-o", "-", "--model", cli_model_path], input=text)
+    assert (result.exit_code, result.stderr, result.stdout) == (0, "", plain.stdout)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(text))
+    writer.start()
+    out = tmp_path / "out.jsonl"
+    result = invoke(["decode", str(fifo), "-o", str(out), "--model", cli_model_path])
+    writer.join(10)
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert out.read_text() == plain.stdout
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(gzip.compress(text)[:200])
+    result = invoke(["decode", str(broken), "-o", str(out), "--model", cli_model_path])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"streamgen: error: {broken}: cannot read: ")
+    assert out.read_text() == plain.stdout  # the previous output, untouched
+
+
+def test_train_and_evaluate_read_gzip(data, cli_model_path, tmp_path):
+    import gzip
+
+    zipped = tmp_path / "a.jsonl.gz"
+    zipped.write_bytes(gzip.compress(open(data["a"], "rb").read()))
+    plain = invoke(["evaluate", data["a"], "--model", cli_model_path])
+    result = invoke(["evaluate", str(zipped), "--model", cli_model_path])
+    assert (result.exit_code, result.stdout) == (0, plain.stdout)
+    out = str(tmp_path / "m.keras")
+    result = invoke(["train", str(zipped), "-o", out, "--epochs", "1", "--units", "4",
+                     "--ir-size", "4", "--seed", "0"])
+    assert result.exit_code == 0, result.stderr
+
+
+def test_model_files_follow_the_umask(tmp_path):
+    """saving.atomic_path (train's and export's writes): 0644 under umask 022, not 0600."""
+    from streamgen import saving
+
+    old = os.umask(0o022)
+    try:
+        saving.write_bytes(tmp_path / "m.tflite", b"model")
+        with saving.atomic_path(tmp_path / "m.keras") as temporary:
+            with open(temporary, "wb") as f:
+                f.write(b"zip")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.tflite").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "m.keras").st_mode & 0o777 == 0o644
+
+
+def _wait_for(condition, timeout=120.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_decode_interrupted_leaves_the_previous_output(data, cli_tflite, tmp_path):
+    """Ctrl-C mid-run: status 130, the count and OUT on stderr, OUT byte for byte."""
+    import signal
+
+    big = tmp_path / "big.jsonl"
+    big.write_text(open(data["a"]).read() * 400)  # 10,000 records
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"previous\n")
+    process = subprocess.Popen([STREAMGEN, "decode", str(big), "--model", cli_tflite,
+                                "-o", str(out), "--batch-size", "8"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    temporary = lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".out.jsonl.")
+                         and p.stat().st_size > 0]
+    assert _wait_for(temporary)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.startswith("streamgen: interrupted after ")
+    assert stderr.endswith(f" records; {out} was not written (an existing file is left as "
+                           "it was)\n")
+    assert out.read_bytes() == b"previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl", "out.jsonl"]
+
+
+_READER_SCRIPT = r"""
+import sys
+from streamgen.offline import decode as offline
+def progress(sequences, steps):
+    print("started", flush=True)
+    import time; time.sleep(600)
+offline.decode_jsonl(sys.argv[1], [sys.argv[2]], "/dev/null", readers=1, batch_size=8,
+                     progress=progress)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_reader_process_dies_with_its_parent(data, cli_tflite, tmp_path, signal_name):
+    import signal
+    import sys
+
+    big = tmp_path / "big.jsonl"
+    big.write_text(open(data["a"]).read() * 400)
+    process = subprocess.Popen([sys.executable, "-c", _READER_SCRIPT, cli_tflite, str(big)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout.readline() == "started\n"
+    children = [c for task in os.listdir(f"/proc/{process.pid}/task")  # any thread's
+                for c in open(f"/proc/{process.pid}/task/{task}/children").read().split()]
+    assert children, "no reader process"
+    process.send_signal(getattr(signal, signal_name))
+    process.wait(30)
+    assert _wait_for(lambda: not any(os.path.exists(f"/proc/{c}") and
+                                     open(f"/proc/{c}/stat").read().split()[2] != "Z"
+                                     for c in children), timeout=10)
+
+
+@pytest.mark.parametrize("stop", [[], ["--threshold", "1"], ["--threshold", "0.01"]])
+def test_extreme_inputs_same_on_tensorflow_and_litert(cli_model_path, cli_tflite, tmp_path,
+                                                      stop):
+    """Inputs up to float32's edge: strict JSON only, and the same lines and errors on both."""
+    path = tmp_path / "extreme.jsonl"
+    with open(path, "w") as f:
+        for n, v in enumerate([1e38, -1e38, 3.4e38, -3.4e38, 1e30, 1e-38, 0.0]):
+            f.write(json.dumps({"id": n, "x": [[v, 0, 0], [v, v, v], [0.1, 0.2, 0.3]]}) + "\n")
+    results = [invoke(["decode", str(path), "-o", "-", "--model", model, "--on-error", "skip",
+                       *stop]) for model in (cli_model_path, cli_tflite)]
+    for result in results:
+        assert result.exit_code == 0
+        for line in result.stdout.splitlines():
+            strict_json(line)
+    tf_result, lite_result = results
+    assert lite_result.stderr == tf_result.stderr
+    tf_lines = [strict_json(line) for line in tf_result.stdout.splitlines()]
+    lite_lines = [strict_json(line) for line in lite_result.stdout.splitlines()]
+    assert [r["id"] for r in lite_lines] == [r["id"] for r in tf_lines]
+    for got, want in zip(lite_lines, tf_lines):
+        assert [len(o) for o in got["y"]] == [len(o) for o in want["y"]]
+        for a, b in zip(got["y"], want["y"]):
+            np.testing.assert_allclose(np.reshape(a, (-1, 2)), np.reshape(b, (-1, 2)),
+                                       rtol=1e-4, atol=1e-4)
