@@ -155,7 +155,8 @@ def open_runtime(path, stop_kind=None, threshold=None, max_steps=None):
 
     `--stop`, `--threshold` and `--max-steps` are resolved against the
     model's own criteria (see `stop_spec`). A `.tflite` model runs on
-    LiteRT without TensorFlow and can only change thresholds.
+    LiteRT without TensorFlow; like a `.keras` model it takes any built-in
+    criteria (criteria of the user's own classes are fixed in the file).
 
     Returns:
         A `streamgen.runtime.Runtime`.
@@ -185,17 +186,6 @@ def open_runtime(path, stop_kind=None, threshold=None, max_steps=None):
     check_cap(runtime.max_steps, max_steps)
     if spec is None and max_steps is None:
         return runtime
-    from streamgen._checks import criterion_kind
-
-    if extension == ".tflite" and spec is not None and [criterion_kind(c) for c in spec] != [
-            criterion_kind(c) for c in runtime.criteria]:
-        names = ", ".join(c["class_name"] + (f" {c['config']['mode']}" if "mode" in c["config"]
-                                             else "") for c in runtime.criteria) or "none"
-        raise bad_value(
-            "stop_kind",
-            f"{path} was exported with the stop criteria [{names}]; a .tflite "
-            "model can only change their thresholds (export it again with "
-            "'streamgen export --stop ...').")
     opened = runtime.model if extension != ".tflite" else path
     return sg.open_runtime(opened, stop=spec, max_steps=max_steps)
 

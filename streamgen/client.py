@@ -34,6 +34,7 @@ import urllib.request
 import numpy as np
 
 from streamgen import _checks
+from streamgen import stoprows
 from streamgen import wire
 from streamgen.serve import protocol
 
@@ -160,9 +161,10 @@ class AsyncClient:
         """A new remote stream (opened on the server with its first request).
 
         Args:
-            stop: stop criteria of the same kinds as the server's model
-                (`sg.StopCriterion` objects or their dicts); only
-                thresholds can differ. `None`: the model's.
+            stop: stop criteria (`sg.StopCriterion` objects or their
+                dicts): any built-in criteria, a list of them or `[]`;
+                criteria of the user's own classes must be the server
+                model's, in order. `None`: the model's.
             max_steps: optional lower cap, in `[1, trained max_steps]`.
 
         Returns:
@@ -171,7 +173,11 @@ class AsyncClient:
         Raises:
             TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...)`.
         """
-        criteria = _checks.same_kind_criteria(stop, self.criteria)
+        if stop is None:
+            criteria = _checks.same_kind_criteria(None, self.criteria)  # copies
+        else:
+            criteria = stoprows.as_dicts(stop)
+            stoprows.thresholds_row(criteria, stoprows.custom_of(self.criteria))  # checks
         if max_steps is not None:
             max_steps = _checks.resolve_cap(self.trained_max_steps, max_steps)
         return AsyncRemoteStream(self, f"s{next(self._ids)}", criteria, max_steps)
