@@ -99,7 +99,8 @@ def test_errors_fail_alone_and_keep_state(model, runtime):
     saved = table.states[session.rows["a"]].copy()
     items = handle(session, [
         '{"id":"a","x":[1,2]}',
-        protocol.request("a", "open", {"stop": [{"class_name": "L2Norm"}]}),
+        protocol.request("a", "open", {"stop": [{"class_name": "Mine",
+                                                  "config": {"threshold": 1.0}}]}),
         protocol.request("a", "open", {"max_steps": 99}),
         protocol.request("a", "set_state", {"format": "nope"}),
         protocol.request("zz", "close"),
@@ -111,7 +112,8 @@ def test_errors_fail_alone_and_keep_state(model, runtime):
     assert kinds == ["error"] * 5 + ["out", "error", "error"]
     messages = [value for _, _, value in items]
     assert "expected last dimension input_size=3, got shape (2,)" in messages[0]
-    assert "Only thresholds can change. This server runs only these kinds" in messages[1]
+    assert ("non-built-in classes here are [], got [Mine()]" in messages[1]
+            and "This server runs only these criteria of non-built-in classes" in messages[1])
     assert "max_steps" in messages[2]
     assert "streamgen-state/1" in messages[3]
     assert messages[4] == "no open stream with id 'zz'"
