@@ -6,7 +6,8 @@ Each checkout exports the bundled model to its own `.tflite` (once), then
 fresh processes alternate (old, new, old, new, ...), each timing `--steps`
 calls of `Stream.step` and of `LiteStream.step` on the same inputs (after
 a warm-up) and printing the medians. Prints JSON: per checkout the median
-over the pairs of each process's median, in microseconds, and new/old.
+over the pairs of each process's median (and 10th percentile, and CPU time
+per step: steadier on a loaded machine), in microseconds, and new/old.
 `--quick` runs 2 pairs of 300 steps.
 """
 
@@ -19,6 +20,7 @@ import tempfile
 
 import numpy as np
 
+KEYS = ("stream", "stream_p10", "stream_cpu", "lite", "lite_p10", "lite_cpu")
 _CHILD = r"""
 import json, sys, time
 import numpy as np
@@ -35,11 +37,14 @@ for name, stream in (("stream", model.open_stream()), ("lite", sg.LiteStream(pat
     for row in x[:200]:
         stream.step(row)
     times = []
+    cpu = time.process_time()
     for row in x[200:]:
         start = time.perf_counter()
         stream.step(row)
         times.append(time.perf_counter() - start)
     out[name] = float(np.median(times)) * 1e6
+    out[name + "_p10"] = float(np.percentile(times, 10)) * 1e6
+    out[name + "_cpu"] = (time.process_time() - cpu) / len(times) * 1e6
 print(json.dumps(out))
 """
 
@@ -73,12 +78,11 @@ def main():
     report = {}
     for label in runs:
         report[label] = {key: float(np.median([r[key] for r in runs[label]]))
-                         for key in ("stream", "lite")}
+                         for key in KEYS}
         report[label]["file"] = runs[label][0]["file"]
     if report["old"]["file"] == report["new"]["file"]:
         raise SystemExit(f"both checkouts import {report['old']['file']}")
-    report["new/old"] = {key: report["new"][key] / report["old"][key]
-                         for key in ("stream", "lite")}
+    report["new/old"] = {key: report["new"][key] / report["old"][key] for key in KEYS}
     report["pairs"] = {key: [[round(o[key], 1), round(n[key], 1)]
                              for o, n in zip(runs["old"], runs["new"])]
                        for key in ("stream", "lite")}

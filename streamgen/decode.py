@@ -36,17 +36,20 @@ def built_in_fires(frame, stop_logit, signed):
 
     Args:
         frame: float tensor `(..., output_size)`.
-        stop_logit: float tensor `(...)`.
+        stop_logit: float tensor `(..., 1)`.
         signed: float tensor `(..., 3)` (broadcast against the others): the
             thresholds of `StopHead`, `L2Norm` above and `L2Norm` below,
             times `stoprows.SIGNS` (the last one negated).
 
     Returns:
         A bool tensor `(...)`: `sigmoid(stop_logit) > t0 or norm > t1 or
-        norm < t2`, as one comparison of `[sigmoid, norm, -norm]`.
+        norm < t2`, as one comparison of `[sigmoid, norm, -norm]`: eight
+        ops in all, which matters in the inner loop at batch 1.
     """
-    norm = tf.norm(frame, axis=-1)  # as `sg.L2Norm.fires`
-    values = tf.stack([tf.sigmoid(stop_logit), norm, -norm], axis=-1)  # (..., 3)
+    # `tf.norm(frame, axis=-1)`'s ops (as `sg.L2Norm.fires`), without its
+    # final squeeze: the same values.
+    norm = tf.sqrt(tf.reduce_sum(frame * frame, axis=-1, keepdims=True))  # (..., 1)
+    values = tf.concat([tf.sigmoid(stop_logit), norm, -norm], axis=-1)  # (..., 3)
     return tf.reduce_any(values > signed, axis=-1)
 
 
@@ -91,7 +94,7 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
     first = stoprows.COUNT if built_in else 0  # column of criteria[0]
     limits = [thresholds[:, first + k] for k in range(len(criteria))]  # each (B,)
     if built_in:  # the built-in kinds' thresholds, signed: (B, 3)
-        signed = thresholds[:, :first] * tf.constant(stoprows.SIGNS)
+        signed = (thresholds[:, :first] if criteria else thresholds) * tf.constant(stoprows.SIGNS)
     positions = tf.reshape(tf.range(M), [1, M, 1])  # (1, M, 1): slot indices
 
     def cond(j, running, previous, state, frames, lengths):
@@ -102,11 +105,11 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
         # under their cap).
         running = running & (j < cap)
         frame, stop_logit, new_state = model.inner_step(ir, previous, list(state))
-        stop_logit = stop_logit[:, 0]  # (B,)
-        stops = [criterion.fires(frame, stop_logit, limit)  # each (B,)
-                 for criterion, limit in zip(criteria, limits)]
-        if built_in:
-            stops.insert(0, built_in_fires(frame, stop_logit, signed))
+        stops = [built_in_fires(frame, stop_logit, signed)] if built_in else []  # (B,)
+        if criteria:
+            stop_logit = stop_logit[:, 0]  # (B,)
+            stops += [criterion.fires(frame, stop_logit, limit)  # each (B,)
+                      for criterion, limit in zip(criteria, limits)]
         if stop_at is not None:
             stops.append(j == stop_at)  # the forced STOP
         emit = running  # rows for which step j is a frame: no STOP fired

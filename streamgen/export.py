@@ -207,10 +207,10 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
     outer_state, ir, state = model.outer_update(x, outer_state, inner_state)
     count = stoprows.COUNT  # the built-in kinds' columns come first
     limits = [thresholds[:, count + k] for k in range(len(criteria))]  # each (B,)
-    signed = thresholds[:, :count] * tf.constant(stoprows.SIGNS)  # (B, 3)
+    signed = (thresholds[:, :count] if criteria else thresholds) * tf.constant(stoprows.SIGNS)
 
     history = [[s] for s in state]  # per state tensor: start, after step 0, ...
-    frames, stop_logits = [], []
+    frames, stop_logits = [], []  # each (B, O), (B, 1)
     previous = None  # the previous frame is zeros at step 0
     for _ in range(M):
         previous, stop_logit, state = model.inner_step(ir, previous, state)
@@ -221,10 +221,12 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
 
     frames = tf.stack(frames, axis=1)  # (B, M, O)
     # The stop tests of all steps at once, off the chain: `(B, M)` each.
-    stop_logits = tf.concat(stop_logits, axis=1)
-    fired = [decode_lib.built_in_fires(frames, stop_logits, tf.expand_dims(signed, 1))]
-    fired += [_fires(criterion, frames, stop_logits, limit)
-              for criterion, limit in zip(criteria, limits)]
+    fired = [decode_lib.built_in_fires(frames, tf.stack(stop_logits, axis=1),  # (B, M, 1)
+                                       tf.expand_dims(signed, 1))]
+    if criteria:
+        stop_logits = tf.concat(stop_logits, axis=1)  # (B, M)
+        fired += [_fires(criterion, frames, stop_logits, limit)
+                  for criterion, limit in zip(criteria, limits)]
     # (Not `clip_by_value(cap, 0, M)`: the converter turns an int32 clip to
     # [0, 6] into a RELU6 that LiteRT lacks.)
     cap = tf.minimum(cap, M)
