@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import streamgen as sg  # noqa: E402
-from streamgen import export as export_lib  # noqa: E402
+from streamgen.runtimes import export as export_lib  # noqa: E402
 
 INPUT_SIZE, OUTPUT_SIZE, UNITS = 8, 4, 64
 NEVER = 1.0  # StopHead threshold that never fires: every inner step runs

@@ -41,13 +41,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import streamgen as sg  # noqa: E402
-from streamgen import _quiet  # noqa: E402
+from streamgen import quiet  # noqa: E402
 
 quiet.enable()  # an entry point: TensorFlow's import lines are not ours to show
 tf = quiet.import_tensorflow()
 
 import reference  # noqa: E402
-from streamgen import data as data_lib  # noqa: E402
+from streamgen.data import dataset as data_lib  # noqa: E402
 from streamgen.runtimes.tf import compiled_functions  # noqa: E402
 
 INPUT_SIZE, OUTPUT_SIZE, UNITS, MAX_STEPS = 8, 4, 64, 9

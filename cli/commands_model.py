@@ -541,9 +541,9 @@ def export(model_path, stop_kind, threshold, fmt, output):
 
     litert writes a LiteRT (.tflite) file of one outer step with the state
     explicit; run it with 'streamgen stream --model OUT.tflite' (needs only
-    numpy and ai-edge-litert). The kinds of stop criteria are fixed in the
-    file (--stop picks them; default: the model's); their thresholds can
-    still be changed when streaming.
+    numpy and ai-edge-litert). --stop picks the default stop criteria
+    stored in the file (default: the model's); every built-in kind is in
+    the file, so 'streamgen stream --stop' can still pick any of them.
 
     \b
     Example:

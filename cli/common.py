@@ -156,7 +156,9 @@ def open_runtime(path, stop_kind=None, threshold=None, max_steps=None, jit_compi
     model's own criteria (see `stop_spec`) and applied with
     `runtime.with_options`, which shares the compiled step (TensorFlow) or
     the file's checked bytes (LiteRT): the model is read and traced once.
-    A `.tflite` model runs on LiteRT without TensorFlow.
+    A `.tflite` model runs on LiteRT without TensorFlow; like a `.keras`
+    model it takes any built-in criteria (criteria of the user's own
+    classes are fixed in the file).
 
     Args:
         jit_compile: `True` to compile a TensorFlow step with XLA (no

@@ -183,10 +183,13 @@ class LiteStream(Stream):
     Args:
         path: str or path-like, a `.tflite` file written by
             `StreamGen.export_litert` (or `streamgen export`).
-        stop: stop criteria for this stream: `sg.StopCriterion` objects or
-            their serialized dicts (`{"class_name": "StopHead", "config":
-            {"threshold": 0.7}}`, which need no TensorFlow). `None` uses
-            the exported ones.
+        stop: stop criteria for this stream, overriding those stored in
+            the file: any built-in criteria (`sg.StopCriterion` objects or
+            their serialized dicts, `{"class_name": "StopHead", "config":
+            {"threshold": 0.7}}`, which need no TensorFlow), a list of
+            them, or `[]` (the cap alone). Criteria of the user's own
+            classes must be those exported, in order. `None` uses the
+            exported criteria.
         max_steps: optional int in `[1, max_steps of the export]`, a lower
             cap.
         num_threads: threads of the interpreter. Defaults to 1, the
@@ -200,7 +203,9 @@ class LiteStream(Stream):
         ImportError: if `ai-edge-litert` is not installed.
         NotAnExportError (a `ValueError`): if the file is not an intact
             streamgen LiteRT export.
-        ValueError: for `stop` or `max_steps`.
+        ValueError: if `stop` has other criteria of the user's own classes
+            than the export (re-export to change them), or `max_steps` is
+            out of range.
 
     Example:
 

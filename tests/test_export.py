@@ -28,7 +28,7 @@ def test_metadata_describes_the_model(exported):
     assert {k: stored[k] for k in ("format", "version", "input_size", "output_size",
                                    "max_steps", "outer_state_sizes", "inner_state_sizes",
                                    "decoder_state", "cell", "inner_loop")} == {
-        "format": "streamgen-litert", "version": 2, "input_size": 3, "output_size": 2,
+        "format": "streamgen-litert", "version": 3, "input_size": 3, "output_size": 2,
         "max_steps": 6, "outer_state_sizes": [8, 8], "inner_state_sizes": [8, 8],
         "decoder_state": "carry", "cell": "lstm", "inner_loop": "unrolled",
     }
@@ -74,7 +74,7 @@ def test_only_builtin_ops_and_no_variables(exported):
     details = interpreter.get_signature_runner(lite_lib.SIGNATURE).get_input_details()
     assert list(details["x"]["shape_signature"]) == [-1, 3]
     assert list(details["state"]["shape_signature"]) == [-1, 32]  # LSTM: 2 x (8 + 8)
-    assert list(details["thresholds"]["shape_signature"]) == [-1, 2]  # per row
+    assert list(details["thresholds"]["shape_signature"]) == [-1, 3]  # per row: 3 built-in kinds
     assert list(details["caps"]["shape_signature"]) == [-1]
 
 
@@ -160,7 +160,10 @@ def test_per_row_caps_and_thresholds_equal_the_tensorflow_step(core_models, tmp_
     structures."""
     rng = np.random.default_rng(8)
     caps = np.array([0, 0, 1, 3, 6, 6], np.int32)
-    thresholds = np.array([[0.5], [0.5], [0.2], [0.5], [0.9], [0.02]], np.float32)
+    head = np.array([[0.5], [0.5], [0.2], [0.5], [0.9], [0.02]], np.float32)
+    l2 = np.array([[np.inf, -np.inf], [np.inf, -np.inf], [0.8, -np.inf], [np.inf, 0.3],
+                   [np.inf, -np.inf], [1.0, 0.2]], np.float32)  # L2Norm above, below
+    thresholds = np.concatenate([head, l2], axis=1)  # (6, 3): any mix per row
     decode = np.array([True, False, True, True, True, True])
     for mode in ("reset", "carry"):
         model = core_models[("lstm", mode)]

@@ -190,19 +190,19 @@ def test_stop_thresholds_override_without_reexport(core_models, exports, long_in
     assert totals["[StopHead(threshold=0.9)]"] > default_total > totals["StopHead(threshold=0.1)"]
 
 
-def test_stop_override_of_another_kind_asks_to_reexport(core_models, exports, tmp_path):
+def test_stop_override_of_any_built_in_kind_without_reexport(core_models, exports,
+                                                             long_inputs):
+    model = core_models[("gru", "reset")]
     path = exports[("gru", "reset")]  # exported with the model's [StopHead(0.5)]
-    for stop in ([sg.L2Norm(1.0)], [sg.StopHead(0.5), sg.L2Norm(1.0)], []):
-        with pytest.raises(ValueError, match=r"the stop criteria here are \[StopHead\(\)\], got "
-                                             r"\[.*\]\. Only thresholds can change.*re-export"):
-            sg.LiteStream(path, stop=stop)
-    two = str(tmp_path / "two.tflite")
-    core_models[("gru", "reset")].export_litert(two, stop=[sg.StopHead(0.5), sg.L2Norm(2.0, "below")])
-    with pytest.raises(ValueError, match=r"\[StopHead\(\), L2Norm\(mode='below'\)\], got "
-                                         r"\[StopHead\(\), L2Norm\(mode='above'\)\]"):
-        sg.LiteStream(two, stop=[sg.StopHead(0.5), sg.L2Norm(2.0)])
-    s = sg.LiteStream(two, stop=[sg.StopHead(0.7), sg.L2Norm(0.5, "below")])
+    for stop in ([sg.L2Norm(1.0)], [sg.StopHead(0.5), sg.L2Norm(1.0)], [],
+                 [sg.L2Norm(0.3, "below"), sg.L2Norm(2.0)]):
+        lite_stream, tf_stream = sg.LiteStream(path, stop=stop), model.open_stream(stop=stop)
+        for t in range(20):
+            assert_same(lite_stream.step(long_inputs[t]), tf_stream.step(long_inputs[t]),
+                        f"stop={stop!r}, step {t}")
+    s = sg.LiteStream(path, stop=[sg.StopHead(0.7), sg.L2Norm(0.5, "below")])
     assert [c["config"]["threshold"] for c in s.criteria] == [0.7, 0.5]
+    assert s.runtime.thresholds.tolist() == [np.float32(0.7), np.inf, 0.5]
 
 
 def test_stop_override_errors(exports):
@@ -461,7 +461,10 @@ def _swap_outputs(m):
     (lambda m: m.update(max_steps=10 ** 9), r"max_steps: expected an integer in \[1, 1024\]"),
     (lambda m: m.update(outer_state_sizes=[8, -1]), r"outer_state_sizes: expected an integer"),
     (lambda m: m.update(decoder_state="sideways"), r"decoder_state: expected 'reset' or 'carry'"),
-    (lambda m: m.update(version=1), r"format version 1; this streamgen reads version 2"),
+    (lambda m: m.update(version=1), r"format version 1; this streamgen reads version 3: "
+                                    r"export it again"),
+    (lambda m: m.update(version=2), r"format version 2; this streamgen reads version 3: "
+                                    r"export it again"),
 ])
 def test_edited_metadata_is_refused_by_name(exports, tmp_path, edit, message):
     path = str(tmp_path / "edited.tflite")

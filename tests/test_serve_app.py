@@ -106,7 +106,7 @@ def test_multiplexed_round_trips_equal_local_streams(ray_serve, cli_model):
 def test_bad_requests_each_fail_alone(ray_serve):
     replies = exchange(ray_serve["main"], [
         [{"id": "a", "x": [0.1, 0.2, 0.3]}, {"id": "a", "x": [1, 2]}, 7, {"id": 1, "x": [1]},
-         {"id": "a", "open": {"stop": [{"class_name": "L2Norm"}]}},
+         {"id": "a", "open": {"stop": [{"class_name": "Mine", "config": {"threshold": 1}}]}},
          {"id": "a", "open": {"max_steps": 0}}, {"id": "a", "set_state": {"format": "no"}},
          {"id": "q", "close": True}, {"id": "a", "bogus": 1}, {"id": "a", "x": [0.1, 0.2, 0.3]}],
         "[1, 2]", '{"id": "a"}'])
@@ -116,7 +116,7 @@ def test_bad_requests_each_fail_alone(ray_serve):
     assert "input_size=3, got shape (2,)" in errors[0]
     assert "request 2: expected a JSON object" in errors[1]
     assert '"id" to be a string' in errors[2]
-    assert "Only thresholds can change" in errors[3]
+    assert "non-built-in classes here are [], got [Mine()]" in errors[3]
     assert "max_steps" in errors[4]
     assert "streamgen-state/1" in errors[5]
     assert errors[6] == "no open stream with id 'q'"
@@ -185,6 +185,42 @@ def test_limits(ray_serve):
             await ws.send(json.dumps([{"id": "i", "get_state": True}]))
             return json.loads(await ws.recv())
     assert "--idle-timeout" in asyncio.run(idle())[0]["error"]
+
+
+# Any built-in stop mixes, one message: `[]`, `L2Norm` on the StopHead
+# model, and four different mixes.
+MIXES = [
+    ([], None),
+    ([{"class_name": "L2Norm", "config": {"threshold": 0.6}}], None),
+    ([{"class_name": "L2Norm", "config": {"threshold": 0.3, "mode": "below"}}], 5),
+    ([{"class_name": "StopHead", "config": {"threshold": 0.7}},
+      {"class_name": "L2Norm", "config": {"threshold": 1.2}}], None),
+    ([{"class_name": "StopHead", "config": {"threshold": 0.2}},
+      {"class_name": "L2Norm", "config": {"threshold": 0.9}},
+      {"class_name": "L2Norm", "config": {"threshold": 0.2, "mode": "below"}}], 7),
+    (HEAD(0.4), None),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("app", ["main", "lite"])
+def test_any_built_in_stop_mixes_in_one_message_equal_local_streams(ray_serve, cli_model, app):
+    xs = np.random.default_rng(5).uniform(-1, 1, size=(len(MIXES), 4, 3)).astype(np.float32)
+    ids = [f"m{n}" for n in range(len(MIXES))]
+    local = [sg.Stream(cli_model, stop=stop, max_steps=cap) for stop, cap in MIXES]
+    messages = [[{"id": i, "open": {"stop": stop, "max_steps": cap}}
+                 for i, (stop, cap) in zip(ids, MIXES)]]
+    expected = []
+    for t in range(4):
+        messages.append([{"id": i, "x": xs[n, t].tolist()} for n, i in enumerate(ids)])
+        expected.append([stream.step(xs[n, t]) for n, stream in enumerate(local)])
+    replies = exchange(ray_serve[app], messages)
+    assert replies[0] == [{"id": i, "ok": True} for i in ids]
+    for reply, outs in zip(replies[1:], expected):
+        assert [item["id"] for item in reply] == ids
+        assert_outputs_equal([item["out"] for item in reply], outs)
+    assert len({len(o) for outs in expected for o in outs}) >= 4  # the mixes differ
 
 
 def test_state_across_keras_lite_and_local_batching_off(ray_serve, cli_model, cli_tflite):

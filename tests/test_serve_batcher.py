@@ -90,6 +90,52 @@ def test_session_multiplexed_with_resets_equals_streams(model, runtime):
     assert_outputs_equal(got, expected)
 
 
+# Built-in stop mixes for the server tests: `[]` (the cap alone), `L2Norm`
+# on a model whose own criterion is `StopHead`, and mixes of all three kinds.
+MIXES = [
+    [],
+    [{"class_name": "L2Norm", "config": {"threshold": 0.6}}],
+    [{"class_name": "L2Norm", "config": {"threshold": 0.3, "mode": "below"}},
+     {"class_name": "StopHead", "config": {"threshold": 0.7}}],
+    [{"class_name": "StopHead", "config": {"threshold": 0.2}},
+     {"class_name": "L2Norm", "config": {"threshold": 0.9, "mode": "above"}},
+     {"class_name": "L2Norm", "config": {"threshold": 0.2, "mode": "below"}}],
+    None,
+]
+
+
+@pytest.mark.parametrize("kind", ["keras", "tflite"])
+def test_session_with_any_built_in_mixes_in_one_message_equals_streams(model, runtime, kind,
+                                                                       tmp_path):
+    if kind == "tflite":
+        pytest.importorskip("ai_edge_litert")
+        path = str(tmp_path / "m.tflite")
+        model.export_litert(path)
+        runtime = sg.open_runtime(path)
+    table = StateTable(runtime, capacity=2)
+    batcher = Batcher(table)
+    session = Session(table)
+    ids = [f"s{i}" for i in range(len(MIXES))]
+    items = handle(session, [protocol.request(i, "open", {"stop": stop, "max_steps": cap})
+                             for i, stop, cap in zip(ids, MIXES, [None, 6, None, 4, None])],
+                   batcher)
+    assert [k for k, *_ in items] == ["ok"] * len(MIXES)
+    local = [sg.Stream(model, stop=stop, max_steps=cap)
+             for stop, cap in zip(MIXES, [None, 6, None, 4, None])]
+    xs = inputs(len(MIXES), 6, seed=4)
+    calls, step = [], batcher.step
+    batcher.step = lambda *arguments: calls.append(len(arguments[0])) or step(*arguments)
+    got, expected = [], []
+    for t in range(6):  # every stream's step in one message: one batched step
+        items = handle(session, [protocol.step_request(i, xs[n, t]) for n, i in enumerate(ids)],
+                       batcher)
+        got.extend(value for _, _, value in items)
+        expected.extend(stream.step(xs[n, t]) for n, stream in enumerate(local))
+    assert_outputs_equal(got, expected)
+    assert calls == [len(MIXES)] * 6  # one runtime call per message, every mix in it
+    assert len({len(o) for o in expected}) >= 4  # the mixes really differ
+
+
 def test_errors_fail_alone_and_keep_state(model, runtime):
     table = StateTable(runtime, max_streams=2)
     batcher = Batcher(table)
@@ -99,7 +145,8 @@ def test_errors_fail_alone_and_keep_state(model, runtime):
     saved = table.states[session.rows["a"]].copy()
     items = handle(session, [
         '{"id":"a","x":[1,2]}',
-        protocol.request("a", "open", {"stop": [{"class_name": "L2Norm"}]}),
+        protocol.request("a", "open", {"stop": [{"class_name": "Mine",
+                                                  "config": {"threshold": 1.0}}]}),
         protocol.request("a", "open", {"max_steps": 99}),
         protocol.request("a", "set_state", {"format": "nope"}),
         protocol.request("zz", "close"),
@@ -111,7 +158,8 @@ def test_errors_fail_alone_and_keep_state(model, runtime):
     assert kinds == ["error"] * 5 + ["out", "error", "error"]
     messages = [value for _, _, value in items]
     assert "expected last dimension input_size=3, got shape (2,)" in messages[0]
-    assert "Only thresholds can change. This server runs only these kinds" in messages[1]
+    assert ("non-built-in classes here are [], got [Mine()]" in messages[1]
+            and "This server runs only these criteria of non-built-in classes" in messages[1])
     assert "max_steps" in messages[2]
     assert "streamgen-state/1" in messages[3]
     assert messages[4] == "no open stream with id 'zz'"

@@ -137,7 +137,8 @@ def _decode_graph(runtime, x, forced):
         return (np.zeros((batch, time_steps, model.max_steps, model.output_size), np.float32),
                 np.zeros((batch, time_steps), np.int32))
     if forced is None:
-        criteria, thresholds = runtime.stop, runtime.thresholds
+        criteria = runtime.stop
+        thresholds = np.array([c.threshold for c in criteria], np.float32).reshape([len(criteria)])
         stop_at = np.full((batch, time_steps), model.max_steps, np.int32)
         cap = runtime.max_steps
     else:  # forced lengths ignore the stop criteria
@@ -194,25 +195,19 @@ def _decode_steps(runtime, x, steps):
     return frames, lengths
 
 
-# A threshold that never fires, per built-in criterion kind.
-_NEVER = {("StopHead", None): 1.0, ("L2Norm", "above"): np.inf, ("L2Norm", "below"): 0.0}
-
-
 def _decode_forced_steps(runtime, x, steps, lengths):
     """`decode_padded(..., lengths=...)` by stepping a runtime (see there)."""
     batch, time_steps = x.shape[:2]
     cap = runtime.trained_max_steps
     forced = checks.check_lengths(runtime, lengths, (batch, time_steps))
-    never = []
-    for c in runtime.criteria:
-        key = (c["class_name"], c["config"].get("mode"))
-        if key not in _NEVER:
-            raise ValueError(
-                f"Received `lengths` for a runtime with the criterion {c['class_name']}, "
-                "whose never-firing threshold is unknown; force lengths with the "
-                "TensorFlow model (model.decode(x, lengths=...)).")
-        never.append(_NEVER[key])
-    thresholds = np.tile(np.array(never, np.float32), (batch, 1))  # (B, K)
+    if runtime.custom_criteria:
+        c = runtime.custom_criteria[0]
+        raise ValueError(
+            f"Received `lengths` for a runtime with the criterion {c['class_name']}, "
+            "whose never-firing threshold is unknown; force lengths with the "
+            "TensorFlow model (model.decode(x, lengths=...)).")
+    never, _ = runtime.options(stop=[])  # every built-in kind off
+    thresholds = np.tile(never, (batch, 1))  # (B, K)
     frames = np.zeros((batch, time_steps, cap, runtime.output_size), np.float32)
     state = runtime.initial_state(batch)
     for t in range(int(steps.max()) if batch else 0):

@@ -34,8 +34,9 @@ import urllib.request
 import numpy as np
 
 from streamgen import checks
-from streamgen.remote import wire
+from streamgen import stoprows
 from streamgen.remote import protocol
+from streamgen.remote import wire
 
 MAX_REPLY_BYTES = 256 << 20
 
@@ -160,9 +161,10 @@ class AsyncClient:
         """A new remote stream (opened on the server with its first request).
 
         Args:
-            stop: stop criteria of the same kinds as the server's model
-                (`sg.StopCriterion` objects or their dicts); only
-                thresholds can differ. `None`: the model's.
+            stop: stop criteria (`sg.StopCriterion` objects or their
+                dicts): any built-in criteria, a list of them or `[]`;
+                criteria of the user's own classes must be the server
+                model's, in order. `None`: the model's.
             max_steps: optional lower cap, in `[1, trained max_steps]`.
 
         Returns:
@@ -171,7 +173,11 @@ class AsyncClient:
         Raises:
             TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...)`.
         """
-        criteria = checks.same_kind_criteria(stop, self.criteria)
+        if stop is None:
+            criteria = checks.same_kind_criteria(None, self.criteria)  # copies
+        else:
+            criteria = stoprows.as_dicts(stop)
+            stoprows.thresholds_row(criteria, stoprows.custom_of(self.criteria))  # checks
         if max_steps is not None:
             max_steps = checks.resolve_cap(self.trained_max_steps, max_steps)
         return AsyncRemoteStream(self, f"s{next(self._ids)}", criteria, max_steps)

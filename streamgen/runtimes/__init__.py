@@ -21,8 +21,10 @@ def open_runtime(model_or_path, stop=None, max_steps=None, **options):
     Args:
         model_or_path: a `sg.StreamGen`, or the path of a `.keras` model or
             a `.tflite` export (`StreamGen.export_litert`).
-        stop: the stop criteria; `None` uses the model's (or the export's).
-            For a `.tflite` file only thresholds can change.
+        stop: the default stop criteria of its rows; `None` uses the
+            model's (or the export's). Any built-in criteria; criteria of
+            the user's own classes must be those the `.tflite` file was
+            exported with.
         max_steps: optional int in `[1, max_steps of the model]`, a lower
             cap.
         **options: `jit_compile=` for a TensorFlow model, `num_threads=` for

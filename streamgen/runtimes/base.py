@@ -18,6 +18,16 @@ batches the rows of many connections into one `step`; offline decoding
 steps thousands of sequences at once. Per-row stop thresholds and caps
 (`thresholds=`, `caps=`) let streams with different settings share a call.
 
+Stop criteria per row. Every runtime is compiled with all three built-in
+kinds (`sg.StopHead`, `sg.L2Norm` above, `sg.L2Norm` below) at once, so a
+row's criteria can be any mix of them, `[]` (the cap alone) included: a
+row's `thresholds` are float32 `(K,)` with `K = 3 + ` the number of
+criteria of the user's own classes the runtime was opened with; columns 0,
+1, 2 are the built-in kinds, `+inf`, `+inf`, `-inf` where a kind is off
+(see `streamgen.stoprows`). `runtime.options(stop=..., max_steps=...)`
+turns a row's stop list and cap into its `thresholds` row and cap. Only
+criterion classes that users write themselves are fixed per runtime.
+
 Two implementations:
 
 - `TFRuntime` (`streamgen.runtimes.tf`): the compiled TensorFlow step, XLA optional.
@@ -34,6 +44,7 @@ import os
 import numpy as np
 
 from streamgen import checks
+from streamgen import stoprows
 
 
 class Runtime:
@@ -51,10 +62,12 @@ class Runtime:
         state_sizes: `{"outer": [int, ...], "inner": [int, ...]}`, the width
             of each state tensor.
         state_size: their sum, the width of a packed state row.
-        criteria: the stop criteria, as
+        criteria: the default stop criteria of a row, as
             `[{"class_name": "StopHead", "config": {"threshold": 0.5}}, ...]`.
-            Their kinds are fixed; their thresholds are per-row inputs.
-        thresholds: float32 `(len(criteria),)`, the default thresholds.
+        custom_criteria: those of them that are not built-in (user-written
+            classes), whose kinds are fixed for every row; usually `[]`.
+        thresholds: float32 `(3 + len(custom_criteria),)`, the default row
+            of `step`'s `thresholds=` (see the module docstring).
         fingerprint: a string that identifies the model's weights and
             shapes: equal for a `.keras` model and its `.tflite` export, so
             that a state can move between them (see `streamgen.remote.wire`).
@@ -106,23 +119,24 @@ class Runtime:
         """Per-row settings for `step` from a `stop=` and `max_steps=`.
 
         Args:
-            stop: `None` (this runtime's criteria), or criteria of the
-                same kinds, in the same order: `sg.StopCriterion` objects
-                or their dicts (`{"class_name": "StopHead", "config":
-                {"threshold": 0.7}}`). Only thresholds can differ per row.
+            stop: `None` (this runtime's criteria), or any built-in
+                criteria (`sg.StopCriterion` objects or their dicts,
+                `{"class_name": "StopHead", "config": {"threshold": 0.7}}`),
+                a list of them, or `[]` (the cap alone). Criteria of the
+                user's own classes must be those of `custom_criteria`, in
+                order (only their thresholds can differ).
             max_steps: `None` (this runtime's cap) or an int in
                 `[1, trained_max_steps]`.
 
         Returns:
-            `(thresholds, cap)`: float32 `(len(criteria),)` and an int, one
-            row of `step`'s `thresholds=` and `caps=`.
+            `(thresholds, cap)`: float32 `(3 + len(custom_criteria),)` and
+            an int, one row of `step`'s `thresholds=` and `caps=`.
 
         Raises:
             TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...)`.
         """
-        criteria = checks.same_kind_criteria(stop, self.criteria, self.kind_hint)
-        thresholds = np.array([c["config"]["threshold"] for c in criteria],
-                              np.float32).reshape([len(criteria)])
+        thresholds = (self.thresholds.copy() if stop is None else
+                      stoprows.thresholds_row(stop, self.custom_criteria, self.kind_hint))
         cap = self.max_steps if max_steps is None else checks.resolve_cap(
             self.trained_max_steps, max_steps)
         return thresholds, cap
@@ -143,8 +157,8 @@ class Runtime:
                 model_b is skipped (the row's `Out[i]` is empty, model_a
                 still advances).
             thresholds: `None` (this runtime's), or float array
-                `(B, len(criteria))`, each row's stop thresholds (rows from
-                `options()`).
+                `(B, 3 + len(custom_criteria))`, each row's stop thresholds
+                (rows from `options()`; see the module docstring).
             caps: `None` (this runtime's cap), or int array `(B,)` in
                 `[0, trained_max_steps]`: no inner step `j >= caps[b]` runs.
 
@@ -161,7 +175,7 @@ class Runtime:
         rows = x.shape[0]
         state = self.check_packed(state, rows=rows)
         decode = checks.check_decode(decode, rows)
-        thresholds = checks.check_thresholds(thresholds, rows, len(self.criteria))
+        thresholds = checks.check_thresholds(thresholds, rows, len(self.thresholds))
         caps = checks.check_caps(caps, rows, self.trained_max_steps)
         if rows == 0:
             return (np.zeros((0, self.trained_max_steps, self.output_size), np.float32),

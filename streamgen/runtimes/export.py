@@ -9,7 +9,7 @@ explicit:
 | `x` | `(B, input_size)` float32 | |
 | `state` | `(B, S)` float32 | model_a's then model_b's state tensors, side by side |
 | `decode` | `(B,)` bool | False: skip model_b for that row |
-| `thresholds` | `(B, len(criteria))` float32 | each row's stop thresholds |
+| `thresholds` | `(B, 3 + C)` float32 | each row's stop thresholds: the three built-in kinds, then the `C` criteria of user-written classes (`streamgen.stoprows`) |
 | `caps` | `(B,)` int32 | each row's cap in `[0, max_steps]` |
 
 and outputs `frames (B, max_steps, output_size)`, `lengths (B,)` int32 and
@@ -19,9 +19,11 @@ state tensor and step, which at batch 1 costs as much as a layer. `B` is
 dynamic (`-1` in the file; the runtime resizes it). Only TFLite builtin ops
 are used, so no Flex delegate is needed.
 
-What `sg.LiteStream` needs to run the file alone (sizes, the stop criteria
-kinds with their default thresholds, the tensor names, the model's
-fingerprint) is stored as JSON in the model's metadata table under the name
+Every file holds all three built-in stop kinds (`StopHead`, `L2Norm`
+above and below; format version 3), so each row of a call can use any mix
+of them; only criteria of the user's own classes are baked in. What
+`sg.LiteStream` needs to run the file alone (sizes, the default stop
+criteria, the tensor names, the model's fingerprint) is stored as JSON in the model's metadata table under the name
 `"streamgen"`, with a SHA-256 digest of the whole file that `LiteRuntime`
 checks before the interpreter sees a byte (`lite.digest_of`).
 
@@ -57,6 +59,7 @@ from streamgen import quiet
 from streamgen.runtimes import lite
 from streamgen import saving
 from streamgen import stopping
+from streamgen import stoprows
 from streamgen.checks import criterion_dict
 from streamgen.quiet import import_tensorflow
 
@@ -74,10 +77,10 @@ def export_litert(model, path, stop=None):
     Args:
         model: a `sg.StreamGen`.
         path: str or path-like, the file to write (usually `*.tflite`).
-        stop: the stop criteria to bake in: a `sg.StopCriterion`, a list of
-            them, or `[]` for the cap alone; `None` uses the model's. Their
-            *kinds* are fixed in the file; their thresholds are inputs (the
-            values given here are the defaults `LiteStream` uses).
+        stop: the default stop criteria: a `sg.StopCriterion`, a list of
+            them, or `[]` for the cap alone; `None` uses the model's. Every
+            built-in kind is in the file whatever this says (a stream may
+            use any mix); criteria of the user's own classes are baked in.
 
     Returns:
         The metadata stored in the file, a dict.
@@ -96,9 +99,11 @@ def export_litert(model, path, stop=None):
     """
     schema = lite.import_schema()
     criteria = stopping.resolve_stop(model.stop, stop)
-    specs = _input_specs(model, len(criteria))
+    custom = tuple(c for c in criteria  # the user's own classes, baked in
+                   if not stoprows.is_built_in(criterion_dict(c)))
+    specs = _input_specs(model, stoprows.COUNT + len(custom))
     unrolled = model.max_steps <= UNROLL_MAX_STEPS
-    function = tf.function(_flat_step(model, criteria, unrolled), input_signature=specs)
+    function = tf.function(_flat_step(model, custom, unrolled), input_signature=specs)
     concrete = function.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -151,7 +156,8 @@ def _input_specs(model, num_criteria):
 
 
 def _flat_step(model, criteria, unrolled):
-    """The outer step on a packed state, with a flat tuple of outputs.
+    """The outer step on a packed state, with a flat tuple of outputs,
+    with the built-in stop kinds and `criteria` (the user's own classes).
 
     `unrolled`: `_unrolled_outer_step` if True, else `decode.outer_step`
     (a `tf.while_loop`).
@@ -177,8 +183,9 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
                          thresholds, cap):
     """`decode.outer_step` with the inner steps unrolled and unmasked.
 
-    Same arguments (without `stop_at`), same results: `(frames, lengths,
-    outer_state, inner_state)`. Every row runs all `max_steps` inner steps,
+    Same arguments as `decode.packed_step`'s `outer_step` (without
+    `stop_at`; the built-in kinds always in, `criteria` the user's own
+    classes), same results: `(frames, lengths, outer_state, inner_state)`. Every row runs all `max_steps` inner steps,
     whether it has stopped or not; nothing a stopped row computes reaches
     the results (it is only ever *selected* away, so even a NaN in it
     cannot leak). Per row, with `first` the first inner step where a
@@ -198,10 +205,12 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
     """
     M = model.max_steps
     outer_state, ir, state = model.outer_update(x, outer_state, inner_state)
-    limits = [thresholds[:, k] for k in range(len(criteria))]  # each (B,)
+    count = stoprows.COUNT  # the built-in kinds' columns come first
+    limits = [thresholds[:, count + k] for k in range(len(criteria))]  # each (B,)
+    signed = (thresholds[:, :count] if criteria else thresholds) * tf.constant(stoprows.SIGNS)
 
     history = [[s] for s in state]  # per state tensor: start, after step 0, ...
-    frames, stop_logits = [], []
+    frames, stop_logits = [], []  # each (B, O), (B, 1)
     previous = None  # the previous frame is zeros at step 0
     for _ in range(M):
         previous, stop_logit, state = model.inner_step(ir, previous, state)
@@ -212,20 +221,21 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
 
     frames = tf.stack(frames, axis=1)  # (B, M, O)
     # The stop tests of all steps at once, off the chain: `(B, M)` each.
-    stop_logits = tf.concat(stop_logits, axis=1)
-    fired = [_fires(criterion, frames, stop_logits, limit)
-             for criterion, limit in zip(criteria, limits)]
+    fired = [tf_runtime.built_in_fires(frames, tf.stack(stop_logits, axis=1),  # (B, M, 1)
+                                       tf.expand_dims(signed, 1))]
+    if criteria:
+        stop_logits = tf.concat(stop_logits, axis=1)  # (B, M)
+        fired += [_fires(criterion, frames, stop_logits, limit)
+                  for criterion, limit in zip(criteria, limits)]
     # (Not `clip_by_value(cap, 0, M)`: the converter turns an int32 clip to
     # [0, 6] into a RELU6 that LiteRT lacks.)
     cap = tf.minimum(cap, M)
     steps = tf.range(M)  # (M,)
     decode = tf.cast(decode, tf.bool)
     ran = decode & (cap > 0)  # rows that ran at least one inner step
-    if fired:  # the first step where a criterion fires, M if none: (B,)
-        stops = functools.reduce(tf.logical_or, fired)
-        first = tf.reduce_min(tf.where(stops, steps, M), axis=1)
-    else:
-        first = M
+    # the first step where a criterion fires, M if none: (B,)
+    stops = functools.reduce(tf.logical_or, fired)
+    first = tf.reduce_min(tf.where(stops, steps, M), axis=1)
     lengths = tf.where(ran, tf.minimum(first, cap), 0)  # (B,)
     last = tf.where(ran, tf.minimum(first + 1, cap), 0)  # index into history
     end_state = [tf.gather(tf.stack(past, axis=1), last, batch_dims=1) for past in history]

@@ -29,13 +29,16 @@ import numpy as np
 
 from streamgen import checks
 from streamgen import quiet
+from streamgen import stoprows
 from streamgen.errors import NotAnExportError
 from streamgen.runtimes.base import Runtime
 
 METADATA_NAME = "streamgen"  # entry of the .tflite metadata table
 SIGNATURE = "serving_default"  # the converter's name for the one signature
 FORMAT = "streamgen-litert"
-FORMAT_VERSION = 2
+# 3: every built-in stop kind compiled in, `thresholds` `(B, 3 + custom)`
+# (`streamgen.stoprows`); 2 had one column per exported criterion.
+FORMAT_VERSION = 3
 INPUT_NAMES = ("x", "state", "decode", "thresholds", "caps")
 OUTPUT_NAMES = ("frames", "lengths", "state")
 # Placeholder of the digest while it is computed (see `digest_of`).
@@ -57,11 +60,12 @@ class LiteRuntime(Runtime):
     Args:
         path: str or path-like, a `.tflite` file written by
             `StreamGen.export_litert` (or `streamgen export`).
-        stop: stop criteria overriding the thresholds stored in the file:
-            `sg.StopCriterion` objects or their dicts (`{"class_name":
-            "StopHead", "config": {"threshold": 0.7}}`, which need no
-            TensorFlow), of the same kinds, in the same order, as were
-            exported. `None` uses the exported thresholds.
+        stop: the default stop criteria of its rows, overriding those
+            stored in the file: any built-in criteria (`sg.StopCriterion`
+            objects or their dicts, `{"class_name": "StopHead", "config":
+            {"threshold": 0.7}}`, which need no TensorFlow), a list of
+            them, or `[]`. Criteria of the user's own classes must be those
+            exported, in order. `None` uses the exported criteria.
         max_steps: optional int in `[1, max_steps of the export]`, a lower
             cap.
         num_threads: threads of each interpreter. Defaults to 1, the
@@ -77,8 +81,8 @@ class LiteRuntime(Runtime):
         TypeError, ValueError: for `stop` or `max_steps`.
     """
 
-    kind_hint = ("To use other kinds of criteria, re-export the model with "
-                 "model.export_litert(path, stop=[...]).")
+    kind_hint = ("To use other criteria of your own classes, re-export the model "
+                 "with model.export_litert(path, stop=[...]).")
 
     def __init__(self, path, stop=None, max_steps=None, num_threads=1):
         import_schema()  # the clear ImportError first
@@ -101,10 +105,11 @@ class LiteRuntime(Runtime):
 
     def _set_options(self, stop, max_steps):
         """The default criteria and cap; new interpreters (they hold the defaults)."""
-        self.criteria = checks.same_kind_criteria(stop, self.metadata["criteria"],
+        meta = self.metadata
+        self.custom_criteria = stoprows.custom_of(meta["criteria"])  # fixed in the file
+        self.criteria = meta["criteria"] if stop is None else stoprows.as_dicts(stop)
+        self.thresholds = stoprows.thresholds_row(self.criteria, self.custom_criteria,
                                                   self.kind_hint)
-        self.thresholds = np.array([c["config"]["threshold"] for c in self.criteria],
-                                   np.float32).reshape([len(self.criteria)])
         self.max_steps = checks.resolve_cap(self.trained_max_steps, max_steps)
         self._buckets = {}  # rows -> _Bucket
         self._lock = threading.Lock()
@@ -225,7 +230,7 @@ class _Bucket:
         runtime, size, set_tensor = self.runtime, self.size, self.interpreter.set_tensor
         set_tensor(self.inputs["decode"], np.ones(size, bool) if decode is None else decode)
         set_tensor(self.inputs["thresholds"], np.broadcast_to(
-            runtime.thresholds, (size, len(runtime.criteria))) if thresholds is None
+            runtime.thresholds, (size, len(runtime.thresholds))) if thresholds is None
             else thresholds)
         set_tensor(self.inputs["caps"], np.full(size, runtime.max_steps, np.int32)
                    if caps is None else caps)
@@ -308,7 +313,8 @@ def read_checked_metadata(content, path):
                    "model.export_litert(path) or 'streamgen export')")
     if metadata.get("version") != FORMAT_VERSION:
         raise fail(f"streamgen LiteRT format version {checks.describe(metadata.get('version'))}; "
-                   f"this streamgen reads version {FORMAT_VERSION}: export the model again")
+                   f"this streamgen reads version {FORMAT_VERSION}: export it again "
+                   "(model.export_litert(path) or 'streamgen export')")
     if stored is None or stored != computed:
         raise fail("corrupt streamgen LiteRT export (its content does not match "
                    "its stored digest)")
@@ -368,7 +374,7 @@ def _check_fields(meta):
 
 def _check_tensors(runtime, inputs, outputs, meta):
     """The signature's tensors: the names and shapes the metadata implies."""
-    K, S = len(runtime.criteria), runtime.state_size
+    K, S = len(runtime.thresholds), runtime.state_size
     M, O, I = runtime.trained_max_steps, runtime.output_size, runtime.input_size
     expected = [
         (inputs, "inputs", "x", [-1, I], np.float32),

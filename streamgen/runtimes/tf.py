@@ -9,9 +9,12 @@ convertible to LiteRT and compilable by XLA. Stop thresholds and caps are
 per-row inputs, so rows with different settings share one call.
 
 `CompiledFunctions` wraps it in `tf.function`s with a fixed input signature
-(batch dimension `None`), one per *kind* of stop criteria (thresholds are
-inputs, so changing them does not retrace). `TFRuntime` is the public,
-stateless step over it (see `streamgen.runtimes.base`).
+(batch dimension `None`). The step is compiled with the three built-in
+kinds of stop criteria at once (`streamgen.stoprows`: each row's thresholds
+switch each kind on or off), so one trace serves any mix of built-in
+criteria; only criterion classes that users write themselves are baked in,
+one trace per tuple of their kinds. `TFRuntime` is the public, stateless
+step over it (see `streamgen.runtimes.base`).
 """
 
 import functools
@@ -22,13 +25,36 @@ import numpy as np
 from streamgen import checks
 from streamgen.runtimes.base import Runtime
 from streamgen import stopping
+from streamgen import stoprows
 from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
 
 
+def built_in_fires(frame, stop_logit, signed):
+    """Whether any built-in stop criterion fires (`streamgen.stoprows`).
+
+    Args:
+        frame: float tensor `(..., output_size)`.
+        stop_logit: float tensor `(..., 1)`.
+        signed: float tensor `(..., 3)` (broadcast against the others): the
+            thresholds of `StopHead`, `L2Norm` above and `L2Norm` below,
+            times `stoprows.SIGNS` (the last one negated).
+
+    Returns:
+        A bool tensor `(...)`: `sigmoid(stop_logit) > t0 or norm > t1 or
+        norm < t2`, as one comparison of `[sigmoid, norm, -norm]`: eight
+        ops in all, which matters in the inner loop at batch 1.
+    """
+    # `tf.norm(frame, axis=-1)`'s ops (as `sg.L2Norm.fires`), without its
+    # final squeeze: the same values.
+    norm = tf.sqrt(tf.reduce_sum(frame * frame, axis=-1, keepdims=True))  # (..., 1)
+    values = tf.concat([tf.sigmoid(stop_logit), norm, -norm], axis=-1)  # (..., 3)
+    return tf.reduce_any(values > signed, axis=-1)
+
+
 def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
-               thresholds, cap):
+               thresholds, cap, built_in=False):
     """One outer step: `x[i] -> Out[i]`, with explicit state in and out.
 
     Args:
@@ -44,9 +70,13 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
             `stop_at` (the step runs but is not emitted). `max_steps` or more
             means "not forced"; `None` (at trace time) leaves it out of the
             graph.
-        thresholds: float tensor `(B, len(criteria))`, each row's thresholds.
+        thresholds: float tensor `(B, len(criteria))`, each row's thresholds;
+            with `built_in`, `(B, 3 + len(criteria))`: the built-in kinds'
+            columns first (`streamgen.stoprows`).
         cap: int32 tensor `(B,)` in `[0, max_steps]`: no inner step
             `j >= cap[b]` runs for row `b`.
+        built_in: compile the three built-in kinds too (see `stoprows`);
+            `criteria` are then the runtime's own criterion classes.
 
     Returns:
         `(frames, lengths, outer_state, inner_state)`: frames float
@@ -61,7 +91,10 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
     # at batch 1 its cost is the number of ops in it, not their size.
     cap = tf.minimum(cap, M)  # (B,), the hard bound beside the stop condition
     last = tf.reduce_max(tf.concat([cap, [0]], 0))  # no row runs step j >= last
-    limits = [thresholds[:, k] for k in range(len(criteria))]  # each (B,)
+    first = stoprows.COUNT if built_in else 0  # column of criteria[0]
+    limits = [thresholds[:, first + k] for k in range(len(criteria))]  # each (B,)
+    if built_in:  # the built-in kinds' thresholds, signed: (B, 3)
+        signed = (thresholds[:, :first] if criteria else thresholds) * tf.constant(stoprows.SIGNS)
     positions = tf.reshape(tf.range(M), [1, M, 1])  # (1, M, 1): slot indices
 
     def cond(j, running, previous, state, frames, lengths):
@@ -72,9 +105,11 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
         # under their cap).
         running = running & (j < cap)
         frame, stop_logit, new_state = model.inner_step(ir, previous, list(state))
-        stop_logit = stop_logit[:, 0]  # (B,)
-        stops = [criterion.fires(frame, stop_logit, limit)  # each (B,)
-                 for criterion, limit in zip(criteria, limits)]
+        stops = [built_in_fires(frame, stop_logit, signed)] if built_in else []  # (B,)
+        if criteria:
+            stop_logit = stop_logit[:, 0]  # (B,)
+            stops += [criterion.fires(frame, stop_logit, limit)  # each (B,)
+                      for criterion, limit in zip(criteria, limits)]
         if stop_at is not None:
             stops.append(j == stop_at)  # the forced STOP
         emit = running  # rows for which step j is a frame: no STOP fired
@@ -177,14 +212,15 @@ class CompiledFunctions:
         self._concrete = {}
 
     def step(self, criteria, jit_compile=False):
-        """The compiled `packed_step` for these criteria kinds."""
+        """The compiled `packed_step` with the built-in kinds and these
+        criteria of the user's own classes (usually none)."""
         key = ("step", stopping.criteria_kind(criteria), bool(jit_compile))
         if key not in self._functions:
             # A partial (not a closure) keeps TensorFlow's "frequent
             # retracing" warning per model instead of per code object.
             self._functions[key] = tf.function(
                 functools.partial(packed_step, self._model, criteria),
-                input_signature=self._step_signature(len(criteria)),
+                input_signature=self._step_signature(stoprows.COUNT + len(criteria)),
                 jit_compile=bool(jit_compile),
                 reduce_retracing=True,
             )
@@ -271,12 +307,15 @@ def split_state(model, packed):
 
 
 def packed_step(model, criteria, x, state, decode, thresholds, cap):
-    """`outer_step` on a packed state `(B, S)`, without forced lengths
-    (streaming never forces them, and leaving the check out saves two ops
-    per inner step); returns `(frames, lengths, state)`."""
+    """`outer_step` on a packed state `(B, S)` with the built-in stop kinds
+    (`thresholds` `(B, 3 + len(criteria))`; `criteria`: the user's own
+    classes), without forced lengths (streaming never forces them, and
+    leaving the check out saves two ops per inner step); returns
+    `(frames, lengths, state)`."""
     outer_state, inner_state = split_state(model, state)
     frames, lengths, outer_state, inner_state = outer_step(
-        model, criteria, x, outer_state, inner_state, decode, None, thresholds, cap)
+        model, criteria, x, outer_state, inner_state, decode, None, thresholds, cap,
+        built_in=True)
     return frames, lengths, tf.concat(list(outer_state) + list(inner_state), axis=1)
 
 
@@ -285,12 +324,14 @@ class TFRuntime(Runtime):
 
     Stateless: `step(x, state)` for any rows, with per-row thresholds and
     caps (see `streamgen.runtimes.base.Runtime.step`). Calls the model's one
-    concrete function per criteria kind (no retracing for a new batch size).
+    concrete function, compiled with every built-in stop kind (no
+    retracing for a new batch size or another mix of built-in criteria).
 
     Args:
         model: a `sg.StreamGen`.
-        stop: stop criteria; `None` uses the model's. Any kinds (each kind
-            compiles its own graph, once per model).
+        stop: stop criteria, the default of each row; `None` uses the
+            model's. Criteria of the user's own classes are baked in (each
+            tuple of their kinds compiles its own graph, once per model).
         max_steps: optional int in `[1, model.max_steps]`, the default cap.
         jit_compile: compile the step with XLA.
 
@@ -307,6 +348,9 @@ class TFRuntime(Runtime):
         self.model = model
         self.stop = stopping.resolve_stop(model.stop, stop)  # StopCriterion objects
         self.criteria = [checks.criterion_dict(c) for c in self.stop]
+        self.custom_criteria = stoprows.custom_of(self.criteria)
+        custom = tuple(c for c, d in zip(self.stop, self.criteria)
+                       if not stoprows.is_built_in(d))  # the user's classes
         self.input_size = model.input_size
         self.output_size = model.output_size
         self.trained_max_steps = model.max_steps
@@ -314,10 +358,9 @@ class TFRuntime(Runtime):
         self.decoder_state = model.decoder_state
         self.state_sizes = {"outer": list(model.outer_state_sizes),
                             "inner": list(model.inner_state_sizes)}
-        self.thresholds = np.array([c.threshold for c in self.stop],
-                                   np.float32).reshape([len(self.stop)])
+        self.thresholds = stoprows.thresholds_row(self.criteria, self.custom_criteria)
         self.jit_compile = bool(jit_compile)
-        self._step = compiled_functions(model).step_concrete(self.stop, jit_compile)
+        self._step = compiled_functions(model).step_concrete(custom, jit_compile)
         self._defaults = {}  # rows -> the default per-row inputs, as tensors
         self._fingerprint = None
 
@@ -363,7 +406,7 @@ class TFRuntime(Runtime):
             self._defaults.clear()
         defaults = self._defaults[rows] = (
             tf.ones([rows], tf.bool),
-            tf.constant(np.broadcast_to(self.thresholds, (rows, len(self.stop)))),
+            tf.constant(np.broadcast_to(self.thresholds, (rows, len(self.thresholds)))),
             tf.fill([rows], tf.constant(self.max_steps, tf.int32)),
         )
         return defaults

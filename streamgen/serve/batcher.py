@@ -3,7 +3,8 @@
 Pure (numpy and asyncio; no Ray): tested on its own.
 
 - `StateTable`: every stream of a replica is one row of a few arrays — its
-  packed state `(S,)`, its stop thresholds `(K,)`, its cap, when it was last
+  packed state `(S,)`, its stop thresholds `(K,)` (any mix of built-in
+  criteria: see `streamgen.stoprows`), its cap, when it was last
   used — not an object per stream. Rows are reused after a stream closes.
 - `Batcher.run(steps)`: the ready steps of any streams (rows), concatenated
   into ONE `runtime.step` (or a few, of at most `max_batch_size` rows), the
@@ -38,7 +39,8 @@ class StateTable:
 
     Attributes:
         states: float32 `(capacity, S)`, packed states.
-        thresholds: float32 `(capacity, K)`, each row's stop thresholds.
+        thresholds: float32 `(capacity, K)`, each row's stop thresholds
+            (`runtime.options`: any built-in criteria per row).
         caps: int32 `(capacity,)`, each row's cap.
         last_used: float64 `(capacity,)`, `time.monotonic()` of each row's
             last request.
@@ -50,7 +52,7 @@ class StateTable:
         self.max_streams = checks.positive_int("max_streams", max_streams)
         capacity = max(1, min(capacity, self.max_streams))
         self.states = np.zeros((capacity, runtime.state_size), np.float32)
-        self.thresholds = np.zeros((capacity, len(runtime.criteria)), np.float32)
+        self.thresholds = np.zeros((capacity, len(runtime.thresholds)), np.float32)
         self.caps = np.zeros((capacity,), np.int32)
         self.last_used = np.zeros((capacity,), np.float64)
         self.generations = np.zeros((capacity,), np.int64)  # +1 per allocation

@@ -236,5 +236,5 @@ def _message(error, runtime):
     hint = getattr(runtime, "kind_hint", "")
     if hint and text.endswith(hint):
         text = text[: -len(hint)].rstrip() + (
-            " This server runs only these kinds of stop criteria.")
+            " This server runs only these criteria of non-built-in classes.")
     return text
