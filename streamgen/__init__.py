@@ -41,6 +41,7 @@ _EXPORTS = {
     "decode_jsonl": "streamgen.offline",
     "decode_sequences": "streamgen.offline",
     "StopHead": "streamgen.stopping",
+    "StopSample": "streamgen.stopping",
     "Stream": "streamgen.stream",
     "StreamGen": "streamgen.model",
     "evaluate": "streamgen.offline",
@@ -53,7 +54,10 @@ _EXPORTS = {
     "save_jsonl": "streamgen.jsonl",
 }
 _WITHOUT_TENSORFLOW = {"streamgen.client", "streamgen.jsonl", "streamgen.lite",
-                       "streamgen.offline", "streamgen.runtime"}
+                       "streamgen.offline", "streamgen.randomness", "streamgen.runtime",
+                       "streamgen.samplers"}
+# Public submodules: `sg.samplers`.
+_MODULES = {"samplers": "streamgen.samplers"}
 
 __all__ = [
     "L2Norm",
@@ -65,6 +69,7 @@ __all__ = [
     "Runtime",
     "StopCriterion",
     "StopHead",
+    "StopSample",
     "Stream",
     "StreamGen",
     "TFRuntime",
@@ -78,11 +83,16 @@ __all__ = [
     "make_dataset",
     "open_runtime",
     "read_records",
+    "samplers",
     "save_jsonl",
 ]
 
 
 def __getattr__(name):
+    if name in _MODULES:  # a public submodule (it imports no TensorFlow)
+        value = importlib.import_module(_MODULES[name])
+        globals()[name] = value
+        return value
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'streamgen' has no attribute {name!r}")
@@ -94,4 +104,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_MODULES))
