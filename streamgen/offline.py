@@ -508,6 +508,9 @@ def evaluate(model, inputs, targets, stop=None, batch_size=256):
         `output_size`, decoding with the true lengths forced
         (`model.decode(x, lengths=...)`, so frames align); NaN when the
         targets hold no frame.
+        `"frame_nll"` (a `.keras` model with `"mdn"` or `"categorical"`
+        frames only): the teacher-forced negative log-likelihood of the
+        true frames per frame (`streamgen.train.frame_nll`).
 
     Raises:
         ValueError: malformed or mismatched inputs / targets (as
@@ -559,9 +562,15 @@ def evaluate(model, inputs, targets, stop=None, batch_size=256):
         totals["squared"] += float(np.square(error, dtype=np.float64).sum())
         totals["values"] += error.size
 
-    return {
+    figures = {
         "length_accuracy": totals["correct"] / totals["steps"],
         "length_mae": totals["abs_error"] / totals["steps"],
         "frame_mse": (totals["squared"] / totals["values"]
                       if totals["values"] else float("nan")),
     }
+    keras_model = getattr(runtime, "model", None)  # a TensorFlow runtime's model
+    if getattr(keras_model, "frame_loss", None) in ("mdn", "categorical"):
+        from streamgen import train as train_lib  # TensorFlow is loaded already
+
+        figures["frame_nll"] = train_lib.frame_nll(keras_model, inputs, targets, batch_size)
+    return figures
