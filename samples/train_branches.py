@@ -53,15 +53,15 @@ DATA_LENGTHS = np.bincount(make_branches.LENGTHS, minlength=make_branches.MAX_ST
 
 
 def train(frame_loss, epochs=40, seed=1, mixtures=2, train_path=None, valid_path=None,
-          stop_network="separate"):
+          stop_network="separate", learning_rate=1e-2, units=16):
     """A trained model and its teacher-forced validation figures."""
     train_path = train_path or os.path.join(HERE, "branches_train.jsonl")
     valid_path = valid_path or os.path.join(HERE, "branches_valid.jsonl")
     keras.utils.set_random_seed(seed)
     max_steps = MODEL["max_steps"]
-    model = sg.StreamGen(**MODEL, frame_loss=frame_loss, mixtures=mixtures,
+    model = sg.StreamGen(**dict(MODEL, units=units), frame_loss=frame_loss, mixtures=mixtures,
                          stop_network=stop_network)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     data = sg.load_jsonl(train_path, max_steps=max_steps)
     valid = sg.make_dataset(*sg.load_jsonl(valid_path, max_steps=max_steps), 64,
                             shuffle=False, max_steps=max_steps)
@@ -138,12 +138,15 @@ def main(argv=None):
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--stop-network", choices=["shared", "separate"], default="separate")
+    parser.add_argument("--learning-rate", type=float, default=1e-2)
+    parser.add_argument("--units", type=int, default=MODEL["units"])
     parser.add_argument("--only", choices=["mdn", "mse"], help="train one model only")
     args = parser.parse_args(argv)
     for frame_loss in [args.only] if args.only else ["mdn", "mse"]:
         start = time.perf_counter()
         model, figures = train(frame_loss, args.epochs, args.seed,
-                               stop_network=args.stop_network)
+                               stop_network=args.stop_network,
+                               learning_rate=args.learning_rate, units=args.units)
         seconds = time.perf_counter() - start
         if args.out:
             os.makedirs(args.out, exist_ok=True)

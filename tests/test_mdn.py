@@ -134,7 +134,7 @@ def test_fit_reports_the_mixture_nll_as_frame_loss():
 
 def test_litert_export_of_an_mdn_model_decodes_greedily(tmp_path):
     pytest.importorskip("ai_edge_litert")
-    model = make_model(frame_loss="mdn", mixtures=3)
+    model = make_model(frame_loss="mdn", mixtures=3, stop_network="separate")
     path = tmp_path / "mdn.tflite"
     model.export_litert(path)
     x = np.random.default_rng(2).normal(size=(6, 3)).astype(np.float32)
