@@ -136,8 +136,13 @@ def _load_data(path, model=None, hint="", **sizes):
 @click.option("--decoder-state", type=click.Choice(["reset", "carry"]), default="reset",
               show_default=True,
               help="model_b starts each Out[i] from IR[i] (reset) or where Out[i-1] ended (carry).")
-@click.option("--frame-loss", type=click.Choice(["mse", "mae", "categorical"]),
-              default="mse", show_default=True)
+@click.option("--frame-loss", type=click.Choice(["mse", "mae", "categorical", "mdn"]),
+              default="mse", show_default=True,
+              help="The frames' loss: mse, mae, categorical (a softmax over output_size "
+                   "classes) or mdn (a mixture of --mixtures diagonal Gaussians, "
+                   "trained by negative log-likelihood; frames can then be sampled).")
+@click.option("--mixtures", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Mixture components of --frame-loss mdn.")
 @click.option("--stop", "stop_kind", type=click.Choice(common.STOP_KINDS), default="head",
               show_default=True,
               help="Stop criterion saved with the model, the default of every later "
@@ -160,7 +165,7 @@ def _load_data(path, model=None, hint="", **sizes):
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress: print only the final line.")
 def train(data, output, valid, epochs, batch_size, learning_rate, seed, units, ir_size,
-          cell, max_steps, decoder_state, frame_loss, stop_kind, threshold,
+          cell, max_steps, decoder_state, frame_loss, mixtures, stop_kind, threshold,
           stop_loss_weight, stop_pos_weight, patience, quiet):
     """Train a model on DATA (JSON Lines files or glob patterns) with teacher forcing.
 
@@ -187,6 +192,7 @@ def train(data, output, valid, epochs, batch_size, learning_rate, seed, units, i
           --epochs 20 --units 48 -o model.keras
       streamgen train data.jsonl --stop l2-below --threshold 0.1 \\
           --stop-loss-weight 0 --patience 3 -o model.keras
+      streamgen train data.jsonl --frame-loss mdn --mixtures 3 -o model.keras
     """
     criteria = common.stop_spec([{"class_name": "StopHead", "config": {"threshold": 0.5}}],
                                 stop_kind, threshold)
@@ -206,7 +212,7 @@ def train(data, output, valid, epochs, batch_size, learning_rate, seed, units, i
         input_size, output_size, ir_size=ir_size, units=units, cell=cell,
         max_steps=max_steps, decoder_state=decoder_state, stop=criteria,
         frame_loss=frame_loss, stop_loss_weight=stop_loss_weight,
-        stop_pos_weight=stop_pos_weight,
+        stop_pos_weight=stop_pos_weight, mixtures=mixtures,
     )
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     dataset = sg.jsonl_dataset(data, batch_size, shuffle_buffer=_SHUFFLE_BUFFER, seed=seed,
@@ -484,7 +490,7 @@ def info(model_path, as_json):
             ("max_steps", facts["max_steps"]),
             ("decoder_state", facts["decoder_state"]),
             ("stop", _stops_text(facts["stop"])),
-            ("frame_loss", facts["frame_loss"]),
+            ("frame_loss", _frames_text(facts)),
             ("parameters", f"{facts['parameters']:,}"),
         ]
     if as_json:
@@ -514,6 +520,13 @@ def describe_export(runtime, path):
         "fingerprint": runtime.fingerprint,
         "bytes": os.path.getsize(path),
     }
+
+
+def _frames_text(facts):
+    """`mse`, or `mdn, 5 mixtures`: the frame distribution."""
+    if facts["frame_loss"] == "mdn":
+        return f"mdn, {facts['mixtures']} mixtures"
+    return facts["frame_loss"]
 
 
 def _stops_text(stops):

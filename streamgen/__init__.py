@@ -41,6 +41,7 @@ _EXPORTS = {
     "decode_jsonl": "streamgen.offline.decode",
     "decode_sequences": "streamgen.offline.decode",
     "StopHead": "streamgen.stopping",
+    "StopSample": "streamgen.stopping",
     "Stream": "streamgen.stream",
     "StreamGen": "streamgen.model",
     "evaluate": "streamgen.offline.decode",
@@ -57,7 +58,10 @@ _EXPORTS = {
 _WITHOUT_TENSORFLOW = {"streamgen.remote.client", "streamgen.data.jsonl", "streamgen.runtimes.lite",
                        "streamgen.offline.decode", "streamgen.runtimes.base",
                        "streamgen.runtimes", "streamgen.errors",
-                       "streamgen.stream", "streamgen.default"}
+                       "streamgen.stream", "streamgen.default", "streamgen.randomness",
+                       "streamgen.samplers"}
+# Public submodules: `sg.samplers`.
+_MODULES = {"samplers": "streamgen.samplers"}
 
 __all__ = [
     "L2Norm",
@@ -69,6 +73,7 @@ __all__ = [
     "Runtime",
     "StopCriterion",
     "StopHead",
+    "StopSample",
     "Stream",
     "StreamGen",
     "TFRuntime",
@@ -84,11 +89,16 @@ __all__ = [
     "make_dataset",
     "open_runtime",
     "read_records",
+    "samplers",
     "save_jsonl",
 ]
 
 
 def __getattr__(name):
+    if name in _MODULES:  # a public submodule (it imports no TensorFlow)
+        value = importlib.import_module(_MODULES[name])
+        globals()[name] = value
+        return value
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'streamgen' has no attribute {name!r}")
@@ -100,4 +110,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_MODULES))

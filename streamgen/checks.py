@@ -83,7 +83,35 @@ def resolve_cap(trained_max_steps, max_steps):
 # ---------------------------------------------------------------------- #
 # Stop criteria, in their serialized form.
 # ---------------------------------------------------------------------- #
-CRITERION_OPTIONS = {"StopHead": {}, "L2Norm": {"mode": ("above", "below")}}
+CRITERION_OPTIONS = {"StopHead": {}, "L2Norm": {"mode": ("above", "below")}, "StopSample": {}}
+# The per-row number of a criterion (fed to the compiled step as a tensor):
+# its `threshold`, or the temperature of `StopSample`.
+VALUE_KEYS = {"StopSample": "temperature"}
+
+
+def value_key(class_name):
+    """The config key of a criterion's per-row number (`"threshold"` mostly)."""
+    return VALUE_KEYS.get(class_name, "threshold")
+
+
+def criterion_value(criterion):
+    """A criterion dict's per-row number: its threshold or temperature."""
+    return criterion["config"][value_key(criterion["class_name"])]
+
+
+def check_temperature(owner, value):
+    """A temperature: a positive finite number; returns a float.
+
+    Raises:
+        ValueError: naming `temperature` and echoing `value`.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise invalid("temperature", "a positive finite number", value, owner)
+    return number
 
 
 def check_threshold(owner, value):
@@ -125,6 +153,15 @@ def check_criterion_dict(item):
     if not isinstance(config, dict):
         raise invalid("config", "a dict", config, class_name)
     options = CRITERION_OPTIONS.get(class_name)
+    if class_name == "StopSample":
+        config = dict(config)
+        if "threshold" in config and "temperature" not in config:
+            config["temperature"] = config.pop("threshold")
+        unknown = sorted(set(config) - {"temperature"})
+        if unknown:
+            raise invalid("config", "only the key 'temperature'", config, class_name)
+        return {"class_name": class_name, "config": {
+            "temperature": check_temperature(class_name, config.get("temperature", 1.0))}}
     if options is None:  # the user's own criterion class
         if "threshold" not in config or not all(
                 isinstance(v, (str, int, float, bool, type(None))) for v in config.values()):
@@ -156,7 +193,8 @@ def criterion_dict(criterion):
 
 def criterion_kind(criterion):
     """A criterion dict's kind: everything but the threshold, hashable."""
-    config = {k: v for k, v in criterion["config"].items() if k != "threshold"}
+    key = value_key(criterion["class_name"])
+    config = {k: v for k, v in criterion["config"].items() if k != key}
     return (criterion["class_name"], tuple(sorted(config.items())))
 
 
@@ -173,7 +211,7 @@ def describe_kinds(criteria):
     """Like `describe_criteria`, without the thresholds."""
     return describe_criteria(
         [{"class_name": c["class_name"],
-          "config": {k: v for k, v in c["config"].items() if k != "threshold"}}
+          "config": {k: v for k, v in c["config"].items() if k != value_key(c["class_name"])}}
          for c in criteria])
 
 

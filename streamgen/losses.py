@@ -22,18 +22,20 @@ STOP decisions) and, with lengths forced to the truth, the frames.
 import keras
 
 from streamgen import checks
+from streamgen import mdn as mdn_lib
 from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
 
-FRAME_LOSSES = ("mse", "mae", "categorical")
+FRAME_LOSSES = ("mse", "mae", "categorical", "mdn")
 
 
 def check_frame_loss(frame_loss):
     """Validates the `frame_loss` option; returns it.
 
     Raises:
-        ValueError: if it is not one of `"mse"`, `"mae"`, `"categorical"`.
+        ValueError: if it is not one of `"mse"`, `"mae"`, `"categorical"`,
+            `"mdn"`.
     """
     if not isinstance(frame_loss, str) or frame_loss not in FRAME_LOSSES:
         raise ValueError(
@@ -58,12 +60,14 @@ def frame_losses(y_true, y_pred, frame_loss="mse"):
     Args:
         y_true: float tensor `(..., output_size)`, the true frames.
         y_pred: float tensor `(..., output_size)`, the predicted frames
-            (probabilities for `"categorical"`).
-        frame_loss: `"mse"`, `"mae"` or `"categorical"`.
+            (probabilities for `"categorical"`); for `"mdn"`, the frame
+            head's raw output `(..., K * (1 + 2 * output_size))`.
+        frame_loss: `"mse"`, `"mae"`, `"categorical"` or `"mdn"`.
 
     Returns:
         A float tensor `(...)`: the mean squared / absolute error over
-        `output_size`, or the categorical cross-entropy.
+        `output_size`, the categorical cross-entropy, or the mixture's
+        negative log-likelihood (`streamgen.mdn.nll`).
     """
     if frame_loss == "mse":
         return keras.losses.mean_squared_error(y_true, y_pred)
@@ -71,6 +75,8 @@ def frame_losses(y_true, y_pred, frame_loss="mse"):
         return keras.losses.mean_absolute_error(y_true, y_pred)
     if frame_loss == "categorical":
         return keras.losses.categorical_crossentropy(y_true, y_pred)
+    if frame_loss == "mdn":
+        return mdn_lib.nll(y_true, y_pred)
     check_frame_loss(frame_loss)
 
 
@@ -83,8 +89,9 @@ def masked_losses(y_true, y_pred, frame_loss="mse", stop_pos_weight=1.0,
             `"stop_labels"`, `"stop_mask"` `(B, T, M)` (as `sg.make_dataset`
             yields them).
         y_pred: dict with `"frames"` `(B, T, M, O)` and `"stop_logits"`
-            `(B, T, M)` (as `StreamGen.call` returns them).
-        frame_loss: `"mse"`, `"mae"` or `"categorical"`.
+            `(B, T, M)` (as `StreamGen.call` returns them); for `"mdn"`,
+            `"mixture"` `(B, T, M, K * (1 + 2 * O))` is the frames' input.
+        frame_loss: `"mse"`, `"mae"`, `"categorical"` or `"mdn"`.
         stop_pos_weight: float, weight of the positive (STOP) class in the
             binary cross-entropy.
         sample_weight: optional float `(B,)`, a weight per sequence (it
@@ -104,8 +111,9 @@ def masked_losses(y_true, y_pred, frame_loss="mse", stop_pos_weight=1.0,
         weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1, 1, 1])
         frame_mask = frame_mask * weight
         stop_mask = stop_mask * weight
+    predicted = y_pred["mixture"] if frame_loss == "mdn" else y_pred["frames"]
     per_frame = frame_losses(
-        tf.cast(y_true["frames"], tf.float32), y_pred["frames"], frame_loss
+        tf.cast(y_true["frames"], tf.float32), predicted, frame_loss
     )  # (B, T, M)
     frame_value = tf.math.divide_no_nan(
         tf.reduce_sum(per_frame * frame_mask), tf.reduce_sum(frame_mask)

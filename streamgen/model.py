@@ -25,6 +25,8 @@ import keras
 import numpy as np
 
 from streamgen import checks
+from streamgen import mdn as mdn_lib
+from streamgen import samplers
 from streamgen.runtimes import tf as tf_runtime
 from streamgen.runtimes.base import fingerprint_of
 from streamgen import saving
@@ -34,6 +36,7 @@ from streamgen.quiet import import_tensorflow
 from streamgen.stream import Stream
 
 tf = import_tensorflow()
+samplers.register_keras()
 
 CELLS = {
     "gru": keras.layers.GRUCell,
@@ -41,6 +44,7 @@ CELLS = {
     "simple_rnn": keras.layers.SimpleRNNCell,
 }
 DECODER_STATES = ("reset", "carry")
+STOP_NETWORKS = ("shared", "separate")
 
 
 @keras.saving.register_keras_serializable(package="streamgen")
@@ -67,11 +71,25 @@ class StreamGen(keras.Model):
         stop: default stop criteria: a `sg.StopCriterion`, a list of them
             ("any of"), or `[]` for the cap alone. Defaults to
             `sg.StopHead(threshold=0.5)`.
-        frame_loss: `"mse"`, `"mae"` or `"categorical"`: the loss on emitted
-            frames. `"categorical"` puts a softmax on the frame head (frames
-            are distributions over `output_size` classes; targets one-hot
-            or probabilities) and, at inference, feeds the predicted
-            distribution back to model_b.
+        frame_loss: `"mse"`, `"mae"`, `"categorical"` or `"mdn"`: the loss on
+            emitted frames. `"categorical"` puts a softmax on the frame head
+            (frames are distributions over `output_size` classes; targets
+            one-hot or probabilities) and, at inference, feeds the predicted
+            distribution back to model_b. `"mdn"` makes the frame head a
+            mixture of `mixtures` diagonal Gaussians (`streamgen.mdn`: K
+            logits, K * output_size means and scales, scales `>= 1e-3`),
+            trained by negative log-likelihood; greedy decoding emits the
+            mean of the most likely component.
+        mixtures: positive int, the number of mixture components of
+            `"mdn"` frames (unused otherwise). Defaults to 5.
+        stop_network: `"shared"` (default): the stop logit is a `Dense(1)`
+            on model_b's output, and the STOP loss trains model_b too.
+            `"separate"`: a small network of its own (`Dense(units, tanh)`
+            then `Dense(1)`) on model_b's output with its gradient stopped
+            (as Coqui TTS's `separate_stopnet`), so that a frame loss that
+            dominates the shared features (a mixture's likelihood) cannot
+            starve the STOP decision, and the STOP loss never pulls on the
+            frames. Decoding is the same function either way.
         stop_loss_weight: non-negative float, the weight of the STOP loss
             in the total loss. Defaults to 1.0.
         stop_pos_weight: positive float, the weight of the positive class
@@ -118,6 +136,8 @@ class StreamGen(keras.Model):
         frame_loss="mse",
         stop_loss_weight=1.0,
         stop_pos_weight=1.0,
+        mixtures=mdn_lib.DEFAULT_MIXTURES,
+        stop_network="shared",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -142,6 +162,13 @@ class StreamGen(keras.Model):
             [stopping.StopHead(0.5)] if stop is None else stop
         )
         self.frame_loss = losses.check_frame_loss(frame_loss)
+        self.mixtures = checks.positive_int("mixtures", mixtures)
+        if stop_network not in STOP_NETWORKS:
+            raise ValueError(
+                "Received an invalid value for argument `stop_network`, expected "
+                f"'shared' or 'separate', got {stop_network!r}."
+            )
+        self.stop_network = stop_network
         self.stop_loss_weight = losses.check_weight(
             "stop_loss_weight", stop_loss_weight, allow_zero=True
         )
@@ -175,13 +202,21 @@ class StreamGen(keras.Model):
             lambda w: (f"ir_size={w - self.output_size}" if w > self.output_size
                        else "a cell that takes more than output_size inputs"))
         self.frame_head = keras.layers.Dense(
-            self.output_size,
+            mdn_lib.head_width(self.mixtures, self.output_size)
+            if self.frame_loss == "mdn" else self.output_size,
             activation="softmax" if self.frame_loss == "categorical" else None,
             name="frame_head",
         )
         self.frame_head.build((None, inner_width))
+        self.stop_hidden = None
+        stop_width = inner_width
+        if stop_network == "separate":
+            self.stop_hidden = keras.layers.Dense(
+                self.units, activation="tanh", name="stop_hidden")
+            self.stop_hidden.build((None, inner_width))
+            stop_width = self.units
         self.stop_head = keras.layers.Dense(1, name="stop_head")
-        self.stop_head.build((None, inner_width))
+        self.stop_head.build((None, stop_width))
         self.state_projections = []
         if decoder_state == "reset":
             for index, size in enumerate(self.inner_state_sizes):
@@ -239,11 +274,54 @@ class StreamGen(keras.Model):
             inner_output: float tensor `(..., inner_units)`.
 
         Returns:
-            `(frames (..., output_size), stop_logits (...,))`.
+            `(frames (..., output_size), stop_logits (...,))`; for `"mdn"`
+            frames, the greedy frame (see `frame_from_head`).
         """
-        frames = self.frame_head(inner_output)
-        stop_logits = self.stop_head(inner_output)[..., 0]
+        frames = self.frame_from_head(self.frame_head(inner_output))
+        stop_logits = self.stop_logit(inner_output)[..., 0]
         return frames, stop_logits
+
+    def stop_logit(self, inner_output):
+        """The stop logit from model_b's output: `(..., units) -> (..., 1)`.
+
+        With `stop_network="separate"` its own hidden layer on the output
+        with the gradient stopped; otherwise `stop_head` on the output.
+        """
+        if self.stop_hidden is None:
+            return self.stop_head(inner_output)
+        return self.stop_head(self.stop_hidden(tf.stop_gradient(inner_output)))
+
+    def split_mixture(self, head):
+        """Splits the frame head's raw output of an `"mdn"` model.
+
+        Args:
+            head: float tensor `(..., mixtures * (1 + 2 * output_size))`.
+
+        Returns:
+            `(logits (..., K), means (..., K, output_size), scales (..., K,
+            output_size))`, the scales `>= streamgen.mdn.SCALE_FLOOR`.
+        """
+        if self.frame_loss != "mdn":
+            raise ValueError(
+                "split_mixture needs a model with frame_loss='mdn', this one "
+                f"has frame_loss={self.frame_loss!r}."
+            )
+        return mdn_lib.split(head, self.output_size)
+
+    def greedy_frame(self, logits, means):
+        """The mean of the most likely component: `(..., K), (..., K, D) -> (..., D)`."""
+        return mdn_lib.greedy_frame(logits, means)
+
+    def frame_from_head(self, head):
+        """The greedy frame from the frame head's output.
+
+        The head's output itself for `"mse"`, `"mae"` and `"categorical"`
+        frames; the mean of the most likely component for `"mdn"` frames.
+        """
+        if self.frame_loss != "mdn":
+            return head
+        logits, means, _ = self.split_mixture(head)
+        return self.greedy_frame(logits, means)
 
     # ------------------------------------------------------------------ #
     # The kernel of one outer step: what the compiled decoders call.
@@ -281,15 +359,29 @@ class StreamGen(keras.Model):
             `(frame, stop_logit, state)`: `(B, output_size)`, `(B, 1)` (as
             the head's `Dense` gives it: the unrolled LiteRT export joins
             the steps' logits with one concatenation instead of a reshape
-            per step), and model_b's new state (a list).
+            per step), and model_b's new state (a list). For `"mdn"`
+            frames the frame is the greedy one (the mean of the most likely
+            component, `frame_from_head`).
+        """
+        head, stop_logit, state = self.inner_head_step(ir, previous, state)
+        return self.frame_from_head(head), stop_logit, state  # (B, O), (B, 1)
+
+    def inner_head_step(self, ir, previous, state):
+        """`inner_step` before the frame is chosen: the frame head's raw output.
+
+        Returns:
+            `(head, stop_logit, state)`: `head` is `(B, output_size)` (the
+            frame) for `"mse"` / `"mae"` / `"categorical"` frames and
+            `(B, mixtures * (1 + 2 * output_size))` for `"mdn"` frames (see
+            `split_mixture`); `stop_logit` `(B, 1)`; the new state.
         """
         if previous is None:
             inner_input = tf.pad(ir, [[0, 0], [0, self.output_size]])  # (B, ir + O)
         else:
             inner_input = tf.concat([ir, previous], axis=-1)  # (B, ir + O)
         output, state = self.inner_cell(inner_input, list(state))
-        frame = self.frame_head(output)  # (B, O)
-        return frame, self.stop_head(output), _as_list(state)  # (B, O), (B, 1)
+        head = self.frame_head(output)  # (B, O) or (B, K * (1 + 2 * O))
+        return head, self.stop_logit(output), _as_list(state)
 
     def describe(self):
         """What the model is, as a JSON-ready dict (what `streamgen info` prints).
@@ -298,7 +390,8 @@ class StreamGen(keras.Model):
             dict with `input_size`, `output_size`, `ir_size`, `outer_cell` and
             `inner_cell` (`{"class", "units"}`), `max_steps`,
             `decoder_state`, `stop` (`[{"class", "threshold", ...}]`),
-            `frame_loss` and `parameters`.
+            `frame_loss` (and `mixtures` for `"mdn"` frames) and
+            `parameters`.
         """
         def cell(c):
             units = getattr(c, "units", None)
@@ -314,6 +407,8 @@ class StreamGen(keras.Model):
             "decoder_state": self.decoder_state,
             "stop": [{"class": type(c).__name__, **c.get_config()} for c in self.stop],
             "frame_loss": self.frame_loss,
+            **({"mixtures": self.mixtures} if self.frame_loss == "mdn" else {}),
+            **({"stop_network": "separate"} if self.stop_hidden is not None else {}),
             "parameters": int(self.count_params()),
         }
 
@@ -367,7 +462,10 @@ class StreamGen(keras.Model):
 
         Returns:
             dict with `"frames"` `(B, T, max_steps, output_size)` and
-            `"stop_logits"` `(B, T, max_steps)`.
+            `"stop_logits"` `(B, T, max_steps)`; for `"mdn"` frames also
+            `"mixture"` `(B, T, max_steps, K * (1 + 2 * output_size))`, the
+            frame head's raw output (the loss's input), `"frames"` being
+            the greedy frames.
         """
         x = tf.convert_to_tensor(inputs["inputs"], tf.float32)  # (B, T, I)
         targets = tf.convert_to_tensor(inputs["frames"], tf.float32)  # (B, T, M, O)
@@ -413,6 +511,10 @@ class StreamGen(keras.Model):
                 training=training,
             )  # (B, T*M, units)
         hidden = tf.reshape(hidden, [batch, outer_steps, M, -1])  # (B, T, M, units)
+        if self.frame_loss == "mdn":
+            head = self.frame_head(hidden)  # (B, T, M, K * (1 + 2 * O))
+            return {"frames": self.frame_from_head(head), "mixture": head,
+                    "stop_logits": self.stop_logit(hidden)[..., 0]}
         frames, stop_logits = self.inner_heads(hidden)
         return {"frames": frames, "stop_logits": stop_logits}
 
@@ -564,6 +666,8 @@ class StreamGen(keras.Model):
             "frame_loss": self.frame_loss,
             "stop_loss_weight": self.stop_loss_weight,
             "stop_pos_weight": self.stop_pos_weight,
+            "mixtures": self.mixtures,
+            "stop_network": self.stop_network,
         }
         return {**base_config, **config}
 

@@ -124,6 +124,69 @@ class L2Norm(StopCriterion):
         return {"threshold": self.threshold, "mode": self.mode}
 
 
+@keras.saving.register_keras_serializable(package="streamgen")
+class StopSample(StopCriterion):
+    """A sampled STOP: fires with probability `sigmoid(stop_logit / temperature)`.
+
+    At each inner step the stream draws `u` in `(0, 1)` (column 0 of the
+    step's draws, see `sg.samplers`) from its seed and position, and the
+    step is the STOP token when `u < sigmoid(stop_logit / temperature)`.
+    Streams with the same input then get lengths that follow the stop
+    head's probabilities instead of one length. The temperature is this
+    criterion's per-row number (its `threshold`: fed to the compiled step
+    as a tensor, changing it never retraces).
+
+    Args:
+        temperature: positive finite float. Defaults to 1.0; below 1 the
+            decision is sharper (towards `StopHead(0.5)`), above 1 flatter.
+
+    Example:
+
+    >>> sg.StopSample(temperature=0.5)
+    StopSample(temperature=0.5)
+    """
+
+    def __init__(self, temperature=1.0):
+        self.temperature = checks.check_temperature("StopSample", temperature)
+
+    @property
+    def threshold(self):
+        """The per-row number of the compiled step: the temperature."""
+        return self.temperature
+
+    def fires(self, frame, stop_logit, threshold, u=None):
+        """`u < sigmoid(stop_logit / threshold)`, per row.
+
+        Args:
+            frame: float tensor `(batch, output_size)` (unused).
+            stop_logit: float tensor `(batch,)`.
+            threshold: float tensor `(batch,)` or scalar: the temperature.
+            u: float tensor `(batch,)` in `(0, 1)`, the step's stop draw.
+
+        Raises:
+            ValueError: without `u` (a sampled STOP needs its draw).
+        """
+        if u is None:
+            raise ValueError(
+                "StopSample needs the step's uniform draw `u` (the stream's "
+                "random numbers); this decoder does not provide it."
+            )
+        return u < tf.sigmoid(stop_logit / threshold)
+
+    def kind(self):
+        return ("StopSample", ())
+
+    def get_config(self):
+        return {"temperature": self.temperature}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "threshold" in config and "temperature" not in config:
+            config["temperature"] = config.pop("threshold")
+        return cls(**config)
+
+
 def normalize_stop(stop):
     """Turns a `stop=` argument into a tuple of `StopCriterion`.
 
@@ -142,7 +205,7 @@ def normalize_stop(stop):
     for item in checks.stop_items(stop, lambda s: isinstance(s, (StopCriterion, dict))):
         if isinstance(item, dict) and str(item.get("class_name")).split(">")[-1] in _BUILT_IN:
             item = checks.check_criterion_dict(item)
-            item = _BUILT_IN[item["class_name"]](**item["config"])
+            item = _BUILT_IN[item["class_name"]].from_config(item["config"])
         elif isinstance(item, dict):  # a criterion class of the user's
             item = keras.saving.deserialize_keras_object(item)
         if not isinstance(item, StopCriterion):
@@ -151,7 +214,7 @@ def normalize_stop(stop):
     return tuple(criteria)
 
 
-_BUILT_IN = {"StopHead": StopHead, "L2Norm": L2Norm}
+_BUILT_IN = {"StopHead": StopHead, "L2Norm": L2Norm, "StopSample": StopSample}
 
 
 def criteria_kind(criteria):

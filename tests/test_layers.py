@@ -19,7 +19,7 @@ LAYERS = [
     ("base", ["streamgen.errors", "streamgen.checks", "streamgen.quiet", "streamgen.outputs",
               "streamgen.stoprows",
               "streamgen.randomness"]),
-    ("kernel", ["streamgen.stopping", "streamgen.samplers", "streamgen.losses",
+    ("kernel", ["streamgen.stopping", "streamgen.samplers", "streamgen.losses", "streamgen.mdn",
                 "streamgen.saving", "streamgen.data.ragged", "streamgen.data.text"]),
     ("runtimes", ["streamgen.runtimes.*"]),
     ("model", ["streamgen.stream", "streamgen.model", "streamgen.default",

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import streamgen as sg
 from helpers import make_model
 from streamgen import stoprows
-from streamgen.decode import compiled_functions
+from streamgen.runtimes.tf import compiled_functions
 
 pytest.importorskip("ai_edge_litert")
 

@@ -58,7 +58,7 @@ def hand_data(output_size=2, one_hot=False, seed=0):
 @pytest.mark.parametrize(
     "kwargs, error",
     [
-        ({"frame_loss": "xent"}, r"`frame_loss`, expected one of \['mse', 'mae', 'categorical'\], got 'xent'"),
+        ({"frame_loss": "xent"}, r"`frame_loss`, expected one of \['mse', 'mae', 'categorical', 'mdn'\], got 'xent'"),
         ({"frame_loss": None}, r"`frame_loss`, .* got None"),
         ({"stop_loss_weight": -1.0}, r"`stop_loss_weight`, expected a finite non-negative number, got -1.0"),
         ({"stop_loss_weight": float("nan")}, r"`stop_loss_weight`, .* got nan"),

@@ -631,6 +631,9 @@ def evaluate(model, inputs, targets, stop=None, batch_size=256):
         `output_size`, decoding with the true lengths forced
         (`model.decode(x, lengths=...)`, so frames align); NaN when the
         targets hold no frame.
+        `"frame_nll"` (a `.keras` model with `"mdn"` or `"categorical"`
+        frames only): the teacher-forced negative log-likelihood of the
+        true frames per frame (`frame_nll`).
 
     Raises:
         ValueError: malformed or mismatched inputs / targets (as
@@ -682,9 +685,45 @@ def evaluate(model, inputs, targets, stop=None, batch_size=256):
         totals["squared"] += float(np.square(error, dtype=np.float64).sum())
         totals["values"] += error.size
 
-    return {
+    figures = {
         "length_accuracy": totals["correct"] / totals["steps"],
         "length_mae": totals["abs_error"] / totals["steps"],
         "frame_mse": (totals["squared"] / totals["values"]
                       if totals["values"] else float("nan")),
     }
+    keras_model = getattr(runtime, "model", None)  # a TensorFlow runtime's model
+    if getattr(keras_model, "frame_loss", None) in ("mdn", "categorical"):
+        figures["frame_nll"] = frame_nll(keras_model, inputs, targets, batch_size)
+    return figures
+
+
+def frame_nll(model, inputs, targets, batch_size=256):
+    """Teacher-forced negative log-likelihood of the true frames, per frame.
+
+    The mixture's NLL for `"mdn"` frames, the categorical cross-entropy for
+    `"categorical"` ones (the model's frame loss, unweighted), averaged over
+    every true frame.
+
+    Args:
+        model: a `sg.StreamGen`.
+        inputs, targets: as `sg.make_dataset` takes them.
+        batch_size: positive int.
+
+    Returns:
+        A Python float; NaN when the targets hold no frame.
+    """
+    from streamgen import losses  # TensorFlow is loaded: the model is a Keras model
+    from streamgen.data import dataset as data_lib
+    from streamgen.quiet import import_tensorflow
+
+    tf = import_tensorflow()
+    dataset = data_lib.make_dataset(inputs, targets, batch_size, shuffle=False,
+                                    max_steps=model.max_steps, output_size=model.output_size)
+    total, count = 0.0, 0.0
+    for x, y in dataset:
+        predicted = model(x)
+        predicted = predicted["mixture"] if model.frame_loss == "mdn" else predicted["frames"]
+        per_frame = losses.frame_losses(y["frames"], predicted, model.frame_loss)  # (B, T, M)
+        total += float(tf.reduce_sum(per_frame * y["frame_mask"]))
+        count += float(tf.reduce_sum(y["frame_mask"]))
+    return total / count if count else float("nan")
