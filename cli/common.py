@@ -233,7 +233,7 @@ def open_stream(path, stop_kind=None, threshold=None, max_steps=None, url=None, 
 # ---------------------------------------------------------------------- #
 def criteria_dicts(criteria):
     """`sg.StopCriterion` objects -> `{"class_name", "config"}` dicts."""
-    from streamgen.checks import criterion_dict
+    from streamgen.criteria import criterion_dict
 
     return [criterion_dict(c) for c in criteria]
 

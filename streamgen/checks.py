@@ -80,25 +80,6 @@ def resolve_cap(trained_max_steps, max_steps):
     return int(max_steps)
 
 
-# ---------------------------------------------------------------------- #
-# Stop criteria, in their serialized form.
-# ---------------------------------------------------------------------- #
-CRITERION_OPTIONS = {"StopHead": {}, "L2Norm": {"mode": ("above", "below")}, "StopSample": {}}
-# The per-row number of a criterion (fed to the compiled step as a tensor):
-# its `threshold`, or the temperature of `StopSample`.
-VALUE_KEYS = {"StopSample": "temperature"}
-
-
-def value_key(class_name):
-    """The config key of a criterion's per-row number (`"threshold"` mostly)."""
-    return VALUE_KEYS.get(class_name, "threshold")
-
-
-def criterion_value(criterion):
-    """A criterion dict's per-row number: its threshold or temperature."""
-    return criterion["config"][value_key(criterion["class_name"])]
-
-
 def check_temperature(owner, value):
     """A temperature: a positive finite number; returns a float.
 
@@ -131,122 +112,6 @@ def check_threshold(owner, value):
     if owner == "L2Norm" and number < 0:
         raise invalid("threshold", "a non-negative number", value, owner)
     return number
-
-
-def check_criterion_dict(item):
-    """A serialized criterion `{"class_name", "config"}`, checked and copied.
-
-    For the classes that ship with streamgen (`StopHead`, `L2Norm`; a
-    `"streamgen>"` prefix is accepted) the options and threshold are
-    checked as the classes do. A criterion class of the user's (a subclass
-    of `sg.StopCriterion`) needs a numeric `threshold`; its other options
-    must be plain JSON values.
-
-    Raises:
-        TypeError: not a dict of that form.
-        ValueError: an unknown option or a bad value.
-    """
-    if not isinstance(item, dict) or not isinstance(item.get("class_name"), str):
-        raise bad_stop_item(item)
-    class_name = item["class_name"].split(">")[-1]
-    config = item.get("config", {})
-    if not isinstance(config, dict):
-        raise invalid("config", "a dict", config, class_name)
-    options = CRITERION_OPTIONS.get(class_name)
-    if class_name == "StopSample":
-        config = dict(config)
-        if "threshold" in config and "temperature" not in config:
-            config["temperature"] = config.pop("threshold")
-        unknown = sorted(set(config) - {"temperature"})
-        if unknown:
-            raise invalid("config", "only the key 'temperature'", config, class_name)
-        return {"class_name": class_name, "config": {
-            "temperature": check_temperature(class_name, config.get("temperature", 1.0))}}
-    if options is None:  # the user's own criterion class
-        if "threshold" not in config or not all(
-                isinstance(v, (str, int, float, bool, type(None))) for v in config.values()):
-            raise invalid("config", "a threshold and plain JSON options", config, class_name)
-        return {"class_name": class_name,
-                "config": {**config, "threshold": check_threshold(class_name, config["threshold"])}}
-    unknown = sorted(set(config) - {"threshold"} - set(options))
-    if unknown:
-        raise invalid("config", f"only the keys {['threshold', *options]}", config,
-                      class_name)
-    checked = {"threshold": check_threshold(
-        class_name, config.get("threshold", 0.5 if class_name == "StopHead" else 3.0))}
-    for option, allowed in options.items():
-        value = config.get(option, allowed[0])
-        if value not in allowed:
-            raise invalid(option, " or ".join(repr(a) for a in allowed), value, class_name)
-        checked[option] = value
-    return {"class_name": class_name, "config": checked}
-
-
-def criterion_dict(criterion):
-    """A `sg.StopCriterion` (or its dict) -> `{"class_name", "config"}`."""
-    if isinstance(criterion, dict):
-        return check_criterion_dict(criterion)
-    if hasattr(criterion, "get_config") and hasattr(criterion, "threshold"):
-        return {"class_name": type(criterion).__name__, "config": dict(criterion.get_config())}
-    raise bad_stop_item(criterion)
-
-
-def criterion_kind(criterion):
-    """A criterion dict's kind: everything but the threshold, hashable."""
-    key = value_key(criterion["class_name"])
-    config = {k: v for k, v in criterion["config"].items() if k != key}
-    return (criterion["class_name"], tuple(sorted(config.items())))
-
-
-def describe_criteria(criteria):
-    """`[StopHead(threshold=0.5), L2Norm(mode='above', threshold=3.0)]`."""
-    parts = []
-    for c in criteria:
-        options = ", ".join(f"{k}={v!r}" for k, v in sorted(c["config"].items()))
-        parts.append(f"{c['class_name']}({options})")
-    return "[" + ", ".join(parts) + "]"
-
-
-def describe_kinds(criteria):
-    """Like `describe_criteria`, without the thresholds."""
-    return describe_criteria(
-        [{"class_name": c["class_name"],
-          "config": {k: v for k, v in c["config"].items() if k != value_key(c["class_name"])}}
-         for c in criteria])
-
-
-def same_kind_criteria(stop, fixed, hint=""):
-    """Checks a `stop=` override against criteria whose kinds are fixed.
-
-    Args:
-        stop: `None`, a criterion (a `sg.StopCriterion` or its dict), or a
-            list of them.
-        fixed: the criteria whose kinds must be kept, as dicts.
-        hint: a sentence appended to the error: how to change the kinds.
-
-    Returns:
-        A list of criterion dicts (copies).
-
-    Raises:
-        TypeError: if an element is not a stop criterion.
-        ValueError: if a threshold is invalid, or the kinds differ.
-    """
-    if stop is None:
-        return [{"class_name": c["class_name"], "config": dict(c["config"])} for c in fixed]
-    is_one = lambda s: isinstance(s, dict) or hasattr(s, "get_config")  # noqa: E731
-    criteria = [criterion_dict(item) for item in stop_items(stop, is_one)]
-    if [criterion_kind(c) for c in criteria] != [criterion_kind(c) for c in fixed]:
-        raise ValueError(
-            "Received an invalid value for argument `stop`: the stop criteria "
-            f"here are {describe_kinds(fixed)}, got {describe_kinds(criteria)}. "
-            "Only thresholds can change." + (f" {hint}" if hint else "")
-        )
-    return criteria
-
-
-# ---------------------------------------------------------------------- #
-# Step arguments.
-# ---------------------------------------------------------------------- #
 
 
 def check_inputs(spec, x, name, ndim):
@@ -401,35 +266,6 @@ def check_batch(batch, carried, fresh):
         )
 
 
-def stop_items(stop, is_single):
-    """A `stop=` argument as a list of its elements (not yet checked).
-
-    Args:
-        stop: one criterion, a list/tuple of them, or `[]`.
-        is_single: callable, True for one criterion (not a list).
-
-    Raises:
-        TypeError: if `stop` is neither a criterion nor a list/tuple.
-    """
-    if is_single(stop):
-        return [stop]
-    if not isinstance(stop, (list, tuple)):
-        raise TypeError(
-            "Received an invalid value for argument `stop`, expected a stop "
-            "criterion (e.g. sg.StopHead(0.5)), a list of them, or [], "
-            f"got {stop!r}."
-        )
-    return list(stop)
-
-
-def bad_stop_item(item):
-    """The `TypeError` for an element of `stop=` that is not a criterion."""
-    return TypeError(
-        "Received an invalid element in argument `stop`, expected a "
-        f"stop criterion such as sg.StopHead or sg.L2Norm, got {item!r}."
-    )
-
-
 def check_state(state, sizes):
     """Validates a state nest for `set_state`.
 
@@ -474,22 +310,6 @@ def check_state(state, sizes):
             _check_finite(array, "state")
             restored[key].append(array.copy())
     return restored, batch
-
-
-def split_outputs(frames, lengths, single):
-    """`Out[i]` per row from the padded frame buffer.
-
-    Args:
-        frames: float array `(B, max_steps, output_size)`.
-        lengths: int array `(B,)`.
-        single: whether the input was 1-D (one stream).
-
-    Returns:
-        For `single`, an `np.ndarray (L, output_size)`; else a list of `B`.
-    """
-    if single:
-        return frames[0, : lengths[0]]
-    return [frames[b, :length] for b, length in enumerate(lengths.tolist())]
 
 
 def describe(value):

@@ -15,6 +15,7 @@ threshold at inference time neither retrains nor retraces.
 import keras
 
 from streamgen import checks
+from streamgen import criteria
 from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
@@ -112,7 +113,7 @@ class L2Norm(StopCriterion):
 
     def __init__(self, threshold=3.0, mode="above"):
         super().__init__(threshold)  # non-negative
-        if mode not in checks.CRITERION_OPTIONS["L2Norm"]["mode"]:
+        if mode not in criteria.CRITERION_OPTIONS["L2Norm"]["mode"]:
             raise checks.invalid("mode", "'above' or 'below'", mode, "L2Norm")
         self.mode = mode
 
@@ -201,17 +202,17 @@ def normalize_stop(stop):
     Raises:
         TypeError: if an element is not a stop criterion.
     """
-    criteria = []
-    for item in checks.stop_items(stop, lambda s: isinstance(s, (StopCriterion, dict))):
+    objects = []
+    for item in criteria.stop_items(stop, lambda s: isinstance(s, (StopCriterion, dict))):
         if isinstance(item, dict) and str(item.get("class_name")).split(">")[-1] in _BUILT_IN:
-            item = checks.check_criterion_dict(item)
+            item = criteria.check_criterion_dict(item)
             item = _BUILT_IN[item["class_name"]].from_config(item["config"])
         elif isinstance(item, dict):  # a criterion class of the user's
             item = keras.saving.deserialize_keras_object(item)
         if not isinstance(item, StopCriterion):
-            raise checks.bad_stop_item(item)
-        criteria.append(item)
-    return tuple(criteria)
+            raise criteria.bad_stop_item(item)
+        objects.append(item)
+    return tuple(objects)
 
 
 _BUILT_IN = {"StopHead": StopHead, "L2Norm": L2Norm, "StopSample": StopSample}

@@ -127,7 +127,7 @@ class Stream:
         else:
             decode = checks.check_decode(decode, batch)
         frames, lengths, self._state = self.runtime.advance(rows, state, decode)
-        return checks.split_outputs(frames, lengths, array.ndim == 1)
+        return split_outputs(frames, lengths, array.ndim == 1)
 
     def feed(self, inputs):
         """Yields `step(x)` for each `x` of an iterable, lazily.
@@ -231,3 +231,19 @@ class LiteStream(Stream):
     @property
     def decoder_state(self):
         return self.runtime.decoder_state
+
+
+def split_outputs(frames, lengths, single):
+    """`Out[i]` per row from the padded frame buffer.
+
+    Args:
+        frames: float array `(B, max_steps, output_size)`.
+        lengths: int array `(B,)`.
+        single: whether the input was 1-D (one stream).
+
+    Returns:
+        For `single`, an `np.ndarray (L, output_size)`; else a list of `B`.
+    """
+    if single:
+        return frames[0, : lengths[0]]
+    return [frames[b, :length] for b, length in enumerate(lengths.tolist())]

@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Lowest first. A module may import modules of its own layer or of lower ones.
 LAYERS = [
     ("base", ["streamgen.errors", "streamgen.checks", "streamgen.quiet", "streamgen.outputs",
-              "streamgen.stoprows",
+              "streamgen.criteria",
               "streamgen.randomness"]),
     ("kernel", ["streamgen.stopping", "streamgen.samplers", "streamgen.losses", "streamgen.mdn",
                 "streamgen.saving", "streamgen.data.ragged", "streamgen.data.text"]),

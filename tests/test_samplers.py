@@ -215,12 +215,12 @@ def test_stop_sample_config():
     assert criterion.threshold == 0.5 and criterion.kind() == sg.StopSample(2.0).kind()
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(criterion))
     assert restored == criterion
-    from streamgen import checks, stopping
+    from streamgen import criteria, stopping
     assert stopping.normalize_stop({"class_name": "StopSample", "config": {"temperature": 0.5}}) == (
         criterion,)
-    as_dict = checks.check_criterion_dict({"class_name": "StopSample", "config": {}})
+    as_dict = criteria.check_criterion_dict({"class_name": "StopSample", "config": {}})
     assert as_dict == {"class_name": "StopSample", "config": {"temperature": 1.0}}
-    assert checks.criterion_value(as_dict) == 1.0
+    assert criteria.criterion_value(as_dict) == 1.0
     for bad in (0, -1.0, float("nan"), "hot"):
         with pytest.raises(ValueError, match="argument `temperature`"):
             sg.StopSample(bad)

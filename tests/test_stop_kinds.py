@@ -2,7 +2,7 @@
 
 Every runtime (TensorFlow and LiteRT) is compiled with `StopHead`,
 `L2Norm` above and `L2Norm` below at once; each row's thresholds switch
-each kind on or off (`streamgen.stoprows`). Rows with any mix of them,
+each kind on or off (`streamgen.criteria`). Rows with any mix of them,
 `[]` included, share one call and one trace and equal each stream alone.
 """
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import streamgen as sg
 from helpers import make_model
-from streamgen import stoprows
+from streamgen import criteria
 from streamgen.runtimes.tf import compiled_functions
 
 pytest.importorskip("ai_edge_litert")
@@ -127,7 +127,7 @@ def test_one_trace_for_every_mix():
 
 
 def test_the_row_form():
-    row = stoprows.thresholds_row
+    row = criteria.thresholds_row
     np.testing.assert_array_equal(row([], []), [np.inf, np.inf, -np.inf])
     np.testing.assert_array_equal(
         row([{"class_name": "L2Norm", "config": {"threshold": 2.0, "mode": "below"}},

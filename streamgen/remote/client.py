@@ -34,7 +34,7 @@ import urllib.request
 import numpy as np
 
 from streamgen import checks
-from streamgen import stoprows
+from streamgen import criteria as criteria_lib
 from streamgen.remote import protocol
 from streamgen.remote import wire
 
@@ -111,7 +111,7 @@ class AsyncClient:
         self.trained_max_steps = int(model["trained_max_steps"])
         self.fingerprint = model["fingerprint"]
         self.state_sizes = model["state_sizes"]
-        self.criteria = [checks.check_criterion_dict(
+        self.criteria = [criteria_lib.check_criterion_dict(
             {"class_name": c["class"], "config": {k: v for k, v in c.items() if k != "class"}})
             for c in model["stop"]]
         self._ids = itertools.count()
@@ -174,10 +174,10 @@ class AsyncClient:
             TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...)`.
         """
         if stop is None:
-            criteria = checks.same_kind_criteria(None, self.criteria)  # copies
+            criteria = criteria_lib.same_kind_criteria(None, self.criteria)  # copies
         else:
-            criteria = stoprows.as_dicts(stop)
-            stoprows.thresholds_row(criteria, stoprows.custom_of(self.criteria))  # checks
+            criteria = criteria_lib.as_dicts(stop)
+            criteria_lib.thresholds_row(criteria, criteria_lib.custom_of(self.criteria))  # checks
         if max_steps is not None:
             max_steps = checks.resolve_cap(self.trained_max_steps, max_steps)
         return AsyncRemoteStream(self, f"s{next(self._ids)}", criteria, max_steps)

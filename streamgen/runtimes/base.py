@@ -24,7 +24,7 @@ row's criteria can be any mix of them, `[]` (the cap alone) included: a
 row's `thresholds` are float32 `(K,)` with `K = 3 + ` the number of
 criteria of the user's own classes the runtime was opened with; columns 0,
 1, 2 are the built-in kinds, `+inf`, `+inf`, `-inf` where a kind is off
-(see `streamgen.stoprows`). `runtime.options(stop=..., max_steps=...)`
+(see `streamgen.criteria`). `runtime.options(stop=..., max_steps=...)`
 turns a row's stop list and cap into its `thresholds` row and cap. Only
 criterion classes that users write themselves are fixed per runtime.
 
@@ -44,7 +44,7 @@ import os
 import numpy as np
 
 from streamgen import checks
-from streamgen import stoprows
+from streamgen import criteria
 
 
 class Runtime:
@@ -136,7 +136,7 @@ class Runtime:
             TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...)`.
         """
         thresholds = (self.thresholds.copy() if stop is None else
-                      stoprows.thresholds_row(stop, self.custom_criteria, self.kind_hint))
+                      criteria.thresholds_row(stop, self.custom_criteria, self.kind_hint))
         cap = self.max_steps if max_steps is None else checks.resolve_cap(
             self.trained_max_steps, max_steps)
         return thresholds, cap
@@ -226,7 +226,7 @@ class Runtime:
     def __repr__(self):
         return (f"{type(self).__name__}(input_size={self.input_size}, "
                 f"output_size={self.output_size}, max_steps={self.max_steps}, "
-                f"criteria={checks.describe_criteria(self.criteria)})")
+                f"criteria={criteria.describe_criteria(self.criteria)})")
 
 
 def fingerprint_of(config, arrays):

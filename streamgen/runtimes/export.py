@@ -9,7 +9,7 @@ explicit:
 | `x` | `(B, input_size)` float32 | |
 | `state` | `(B, S)` float32 | model_a's then model_b's state tensors, side by side |
 | `decode` | `(B,)` bool | False: skip model_b for that row |
-| `thresholds` | `(B, 3 + C)` float32 | each row's stop thresholds: the three built-in kinds, then the `C` criteria of user-written classes (`streamgen.stoprows`) |
+| `thresholds` | `(B, 3 + C)` float32 | each row's stop thresholds: the three built-in kinds, then the `C` criteria of user-written classes (`streamgen.criteria`) |
 | `caps` | `(B,)` int32 | each row's cap in `[0, max_steps]` |
 
 and outputs `frames (B, max_steps, output_size)`, `lengths (B,)` int32 and
@@ -59,8 +59,8 @@ from streamgen import quiet
 from streamgen.runtimes import lite
 from streamgen import saving
 from streamgen import stopping
-from streamgen import stoprows
-from streamgen.checks import criterion_dict
+from streamgen import criteria as criteria_lib
+from streamgen.criteria import criterion_dict
 from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
@@ -100,8 +100,8 @@ def export_litert(model, path, stop=None):
     schema = lite.import_schema()
     criteria = stopping.resolve_stop(model.stop, stop)
     custom = tuple(c for c in criteria  # the user's own classes, baked in
-                   if not stoprows.is_built_in(criterion_dict(c)))
-    specs = _input_specs(model, stoprows.COUNT + len(custom))
+                   if not criteria_lib.is_built_in(criterion_dict(c)))
+    specs = _input_specs(model, criteria_lib.COUNT + len(custom))
     unrolled = model.max_steps <= UNROLL_MAX_STEPS
     function = tf.function(_flat_step(model, custom, unrolled), input_signature=specs)
     concrete = function.get_concrete_function()
@@ -205,9 +205,9 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
     """
     M = model.max_steps
     outer_state, ir, state = model.outer_update(x, outer_state, inner_state)
-    count = stoprows.COUNT  # the built-in kinds' columns come first
+    count = criteria_lib.COUNT  # the built-in kinds' columns come first
     limits = [thresholds[:, count + k] for k in range(len(criteria))]  # each (B,)
-    signed = (thresholds[:, :count] if criteria else thresholds) * tf.constant(stoprows.SIGNS)
+    signed = (thresholds[:, :count] if criteria else thresholds) * tf.constant(criteria_lib.SIGNS)
 
     history = [[s] for s in state]  # per state tensor: start, after step 0, ...
     frames, stop_logits = [], []  # each (B, O), (B, 1)

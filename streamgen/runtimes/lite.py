@@ -29,7 +29,7 @@ import numpy as np
 
 from streamgen import checks
 from streamgen import quiet
-from streamgen import stoprows
+from streamgen import criteria as criteria_lib
 from streamgen.errors import NotAnExportError
 from streamgen.runtimes.base import Runtime
 
@@ -37,7 +37,7 @@ METADATA_NAME = "streamgen"  # entry of the .tflite metadata table
 SIGNATURE = "serving_default"  # the converter's name for the one signature
 FORMAT = "streamgen-litert"
 # 3: every built-in stop kind compiled in, `thresholds` `(B, 3 + custom)`
-# (`streamgen.stoprows`); 2 had one column per exported criterion.
+# (`streamgen.criteria`); 2 had one column per exported criterion.
 FORMAT_VERSION = 3
 INPUT_NAMES = ("x", "state", "decode", "thresholds", "caps")
 OUTPUT_NAMES = ("frames", "lengths", "state")
@@ -106,9 +106,9 @@ class LiteRuntime(Runtime):
     def _set_options(self, stop, max_steps):
         """The default criteria and cap; new interpreters (they hold the defaults)."""
         meta = self.metadata
-        self.custom_criteria = stoprows.custom_of(meta["criteria"])  # fixed in the file
-        self.criteria = meta["criteria"] if stop is None else stoprows.as_dicts(stop)
-        self.thresholds = stoprows.thresholds_row(self.criteria, self.custom_criteria,
+        self.custom_criteria = criteria_lib.custom_of(meta["criteria"])  # fixed in the file
+        self.criteria = meta["criteria"] if stop is None else criteria_lib.as_dicts(stop)
+        self.thresholds = criteria_lib.thresholds_row(self.criteria, self.custom_criteria,
                                                   self.kind_hint)
         self.max_steps = checks.resolve_cap(self.trained_max_steps, max_steps)
         self._buckets = {}  # rows -> _Bucket
@@ -364,7 +364,7 @@ def _check_fields(meta):
         if not isinstance(config, dict) or "threshold" not in config:
             raise ValueError(f"criteria[{index}]: expected a threshold in its config, "
                              f"got {checks.describe(criterion)}")
-    meta["criteria"] = [checks.check_criterion_dict(c) for c in criteria]
+    meta["criteria"] = [criteria_lib.check_criterion_dict(c) for c in criteria]
     for key in ("signature", "fingerprint"):
         if not isinstance(meta.get(key), str):
             raise ValueError(f"{key}: expected a string, got {checks.describe(meta.get(key))}")

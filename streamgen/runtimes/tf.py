@@ -10,7 +10,7 @@ per-row inputs, so rows with different settings share one call.
 
 `CompiledFunctions` wraps it in `tf.function`s with a fixed input signature
 (batch dimension `None`). The step is compiled with the three built-in
-kinds of stop criteria at once (`streamgen.stoprows`: each row's thresholds
+kinds of stop criteria at once (`streamgen.criteria`: each row's thresholds
 switch each kind on or off), so one trace serves any mix of built-in
 criteria; only criterion classes that users write themselves are baked in,
 one trace per tuple of their kinds. `TFRuntime` is the public, stateless
@@ -25,21 +25,21 @@ import numpy as np
 from streamgen import checks
 from streamgen.runtimes.base import Runtime
 from streamgen import stopping
-from streamgen import stoprows
+from streamgen import criteria as criteria_lib
 from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
 
 
 def built_in_fires(frame, stop_logit, signed):
-    """Whether any built-in stop criterion fires (`streamgen.stoprows`).
+    """Whether any built-in stop criterion fires (`streamgen.criteria`).
 
     Args:
         frame: float tensor `(..., output_size)`.
         stop_logit: float tensor `(..., 1)`.
         signed: float tensor `(..., 3)` (broadcast against the others): the
             thresholds of `StopHead`, `L2Norm` above and `L2Norm` below,
-            times `stoprows.SIGNS` (the last one negated).
+            times `criteria_lib.SIGNS` (the last one negated).
 
     Returns:
         A bool tensor `(...)`: `sigmoid(stop_logit) > t0 or norm > t1 or
@@ -72,10 +72,10 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
             graph.
         thresholds: float tensor `(B, len(criteria))`, each row's thresholds;
             with `built_in`, `(B, 3 + len(criteria))`: the built-in kinds'
-            columns first (`streamgen.stoprows`).
+            columns first (`streamgen.criteria`).
         cap: int32 tensor `(B,)` in `[0, max_steps]`: no inner step
             `j >= cap[b]` runs for row `b`.
-        built_in: compile the three built-in kinds too (see `stoprows`);
+        built_in: compile the three built-in kinds too (see `criteria`);
             `criteria` are then the runtime's own criterion classes.
 
     Returns:
@@ -91,10 +91,10 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
     # at batch 1 its cost is the number of ops in it, not their size.
     cap = tf.minimum(cap, M)  # (B,), the hard bound beside the stop condition
     last = tf.reduce_max(tf.concat([cap, [0]], 0))  # no row runs step j >= last
-    first = stoprows.COUNT if built_in else 0  # column of criteria[0]
+    first = criteria_lib.COUNT if built_in else 0  # column of criteria[0]
     limits = [thresholds[:, first + k] for k in range(len(criteria))]  # each (B,)
     if built_in:  # the built-in kinds' thresholds, signed: (B, 3)
-        signed = (thresholds[:, :first] if criteria else thresholds) * tf.constant(stoprows.SIGNS)
+        signed = (thresholds[:, :first] if criteria else thresholds) * tf.constant(criteria_lib.SIGNS)
     positions = tf.reshape(tf.range(M), [1, M, 1])  # (1, M, 1): slot indices
 
     def cond(j, running, previous, state, frames, lengths):
@@ -220,7 +220,7 @@ class CompiledFunctions:
             # retracing" warning per model instead of per code object.
             self._functions[key] = tf.function(
                 functools.partial(packed_step, self._model, criteria),
-                input_signature=self._step_signature(stoprows.COUNT + len(criteria)),
+                input_signature=self._step_signature(criteria_lib.COUNT + len(criteria)),
                 jit_compile=bool(jit_compile),
                 reduce_retracing=True,
             )
@@ -347,10 +347,10 @@ class TFRuntime(Runtime):
     def __init__(self, model, stop=None, max_steps=None, jit_compile=False):
         self.model = model
         self.stop = stopping.resolve_stop(model.stop, stop)  # StopCriterion objects
-        self.criteria = [checks.criterion_dict(c) for c in self.stop]
-        self.custom_criteria = stoprows.custom_of(self.criteria)
+        self.criteria = [criteria_lib.criterion_dict(c) for c in self.stop]
+        self.custom_criteria = criteria_lib.custom_of(self.criteria)
         custom = tuple(c for c, d in zip(self.stop, self.criteria)
-                       if not stoprows.is_built_in(d))  # the user's classes
+                       if not criteria_lib.is_built_in(d))  # the user's classes
         self.input_size = model.input_size
         self.output_size = model.output_size
         self.trained_max_steps = model.max_steps
@@ -358,7 +358,7 @@ class TFRuntime(Runtime):
         self.decoder_state = model.decoder_state
         self.state_sizes = {"outer": list(model.outer_state_sizes),
                             "inner": list(model.inner_state_sizes)}
-        self.thresholds = stoprows.thresholds_row(self.criteria, self.custom_criteria)
+        self.thresholds = criteria_lib.thresholds_row(self.criteria, self.custom_criteria)
         self.jit_compile = bool(jit_compile)
         self._step = compiled_functions(model).step_concrete(custom, jit_compile)
         self._defaults = {}  # rows -> the default per-row inputs, as tensors

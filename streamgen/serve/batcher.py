@@ -4,7 +4,7 @@ Pure (numpy and asyncio; no Ray): tested on its own.
 
 - `StateTable`: every stream of a replica is one row of a few arrays — its
   packed state `(S,)`, its stop thresholds `(K,)` (any mix of built-in
-  criteria: see `streamgen.stoprows`), its cap, when it was last
+  criteria: see `streamgen.criteria`), its cap, when it was last
   used — not an object per stream. Rows are reused after a stream closes.
 - `Batcher.run(steps)`: the ready steps of any streams (rows), concatenated
   into ONE `runtime.step` (or a few, of at most `max_batch_size` rows), the
