@@ -277,6 +277,11 @@ class TickLoop:
             chunk, self._pending = self._pending[:size], self._pending[size:]
             if not self._pending:
                 self._ready.clear()
+            # Steps of a caller that went away (its connection closed; its rows
+            # may be released and reused): dropped, never stepped.
+            chunk = [entry for entry in chunk if not entry[2].done()]
+            if not chunk:
+                continue
             try:
                 rows, *arguments = self.batcher.gather([(row, x) for row, x, *_ in chunk])
                 if self.executor is None:
