@@ -309,3 +309,29 @@ def test_no_stderr_at_exit_closed_or_not(frozen):
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 timeout=120)
         assert result.stdout == "done\n" and result.stderr == "", (name, result.stderr)
+
+
+# ---------------------------------------------------------------------- #
+# 2: the work of a connection that went away is dropped.
+# ---------------------------------------------------------------------- #
+def test_steps_of_a_cancelled_caller_never_run(runtime):
+    from streamgen.serve.batcher import TickLoop
+
+    table = StateTable(runtime)
+    gone, kept = (table.allocate(("t", i), *runtime.options()) for i in range(2))
+    x = np.array([0.5, 0.0, 0.1], np.float32)
+
+    async def main():
+        ticks = TickLoop(Batcher(table))
+        ticks.start()
+        backlog = [asyncio.ensure_future(ticks.submit([(gone, x)])) for _ in range(50)]
+        await asyncio.sleep(0)  # all submitted, none stepped yet
+        for task in backlog:
+            task.cancel()  # the connection closed: its worker is cancelled
+        out, = await ticks.submit([(kept, x)])
+        await ticks.stop()
+        return ticks.rows_stepped, out
+
+    stepped, out = asyncio.run(main())
+    assert stepped == 1 and len(out) >= 0
+    assert not table.states[gone].any() and table.states[kept].any()
