@@ -241,7 +241,9 @@ async def scenario(name, abuse, ws_url, http, headers, pid):
             health.append(await asyncio.to_thread(healthz_s, http))
             await asyncio.sleep(0.2)
 
-    task = asyncio.ensure_future(abuse)
+    # The abuser runs on its own event loop (a thread): its sending never
+    # delays the well-behaved client's own loop, only the server can.
+    task = asyncio.ensure_future(asyncio.to_thread(asyncio.run, abuse))
     await asyncio.sleep(0.3)  # the abuse is under way
     latencies, _ = await asyncio.gather(well_behaved(good), watch(task))
     result = await task
