@@ -326,7 +326,11 @@ class AsyncRemoteStream:
             generation = client._generation
             opened = client.request(self._open)
             answer = client.request(text)  # the same message, in order
-            item = await opened
+            try:
+                item = await opened
+            except BaseException:
+                answer.close()  # never started: no "never awaited" warning
+                raise
             if "error" in item:
                 await answer
                 raise RemoteError(item["error"])
