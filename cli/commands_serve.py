@@ -28,6 +28,18 @@ DRAIN_TIMEOUT_S = 5.0
                                "(steps arriving during a tick join the next anyway).")
 @click.option("--max-streams", type=click.IntRange(min=1), default=10_000, show_default=True,
               metavar="N", help="Open streams per replica; beyond, an open is refused.")
+@click.option("--max-streams-per-connection", type=click.IntRange(min=1), default=1000,
+              show_default=True, metavar="N",
+              help="Open streams per connection; beyond, an open is refused.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=1000, show_default=True,
+              metavar="N", help="Connections per replica; beyond, one is refused at once "
+                               "(WebSocket close 1013, HTTP 503).")
+@click.option("--max-queued-messages", type=click.IntRange(min=1), default=16,
+              show_default=True, metavar="N",
+              help="Unanswered messages per connection; beyond, it is closed (1013).")
+@click.option("--connection-timeout", type=click.FloatRange(min=0), default=300.0,
+              show_default=True, metavar="S",
+              help="Close a connection after S seconds without a message (0: never).")
 @click.option("--idle-timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
               metavar="S", help="Drop a stream after S seconds without a request (0: never).")
 @click.option("--token", envvar="STREAMGEN_TOKEN", metavar="T",
@@ -37,7 +49,8 @@ DRAIN_TIMEOUT_S = 5.0
               help="Join a running Ray cluster (e.g. 10.0.0.1:6379 from 'ray start --head'; "
                    "'auto' finds a local one) instead of starting a local one.")
 def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_streams,
-          idle_timeout, token, address):
+          max_streams_per_connection, max_connections, max_queued_messages,
+          connection_timeout, idle_timeout, token, address):
     """Serve streams over WebSocket, batched across streams, on Ray Serve.
 
     Starts a local Ray cluster (or joins one with --address), deploys the
@@ -98,7 +111,10 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
                 path, replicas=replicas, max_batch_size=max_batch_size,
                 batch_wait_ms=batch_wait_ms, max_streams=max_streams,
                 idle_timeout=idle_timeout or None, token=token or None, model_info=info,
-                control=app_lib.control_name())
+                control=app_lib.control_name(),
+                max_streams_per_connection=max_streams_per_connection,
+                max_connections=max_connections, max_queued_messages=max_queued_messages,
+                connection_timeout=connection_timeout or None)
             serve.run(application, name=app_lib.APP_NAME, route_prefix="/")
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         click.echo(f"serving {info['model']} at ws://{shown}:{port}{'/v1/streams'} "

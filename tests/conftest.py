@@ -80,3 +80,23 @@ def ray_cluster():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_cluster):
+    """Ray Serve's HTTP proxy on 127.0.0.1 (one per session); shut down at the end.
+
+    Every Serve test module deploys its applications on it (under its own
+    route prefixes): Serve has one proxy per cluster.
+    """
+    import socket
+
+    serve = pytest.importorskip("ray.serve")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield port
+    finally:
+        serve.shutdown()

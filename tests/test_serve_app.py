@@ -19,6 +19,8 @@ import pytest
 import streamgen as sg
 from helpers import assert_outputs_equal
 
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 websockets = pytest.importorskip("websockets")
@@ -35,21 +37,17 @@ def free_port():
 
 
 @pytest.fixture(scope="session")
-def ray_serve(ray_cluster, cli_model_path, cli_tflite):
-    """The two applications on the session's cluster; shut down at the end."""
+def ray_serve(serve_port, cli_model_path, cli_tflite):
+    """The two applications on the session's Serve proxy (`serve_port`)."""
     from streamgen.serve.app import build_app
 
-    port = free_port()
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(cli_model_path, token=TOKEN, max_streams=40),
-                  name="main", route_prefix="/")
-        serve.run(build_app(cli_tflite, max_batch_size=1, idle_timeout=1.5),
-                  name="lite", route_prefix="/lite")
-        yield {"port": port, "main": f"ws://127.0.0.1:{port}",
-               "lite": f"ws://127.0.0.1:{port}/lite", "http": f"http://127.0.0.1:{port}"}
-    finally:
-        serve.shutdown()
+    port = serve_port
+    serve.run(build_app(cli_model_path, token=TOKEN, max_streams=40),
+              name="main", route_prefix="/")
+    serve.run(build_app(cli_tflite, max_batch_size=1, idle_timeout=1.5),
+              name="lite", route_prefix="/lite")
+    yield {"port": port, "main": f"ws://127.0.0.1:{port}",
+           "lite": f"ws://127.0.0.1:{port}/lite", "http": f"http://127.0.0.1:{port}"}
 
 
 def exchange(url, messages, headers=AUTH):
@@ -143,9 +141,10 @@ def test_auth_http_and_decode(ray_serve, cli_model_path, tmp_path):
     assert info["stop"] == [{"class": "StopHead", "threshold": 0.5}]
     lines = b"# a comment\n0.5 0 0.1\n1, 1, -0.5\n\n[0.2, 0.1, 0.9]\n"
     local = CliRunner().invoke(cli, ["stream", "--model", cli_model_path], input=lines)
-    status, body = http(base + "/v1/decode", data=lines, headers=AUTH)
+    ndjson = {**AUTH, "Content-Type": "application/x-ndjson"}
+    status, body = http(base + "/v1/decode", data=lines, headers=ndjson)
     assert status == 200 and body == local.stdout
-    status, body = http(base + "/v1/decode", data=b"0.5 0 0.1\n1 2\n", headers=AUTH)
+    status, body = http(base + "/v1/decode", data=b"0.5 0 0.1\n1 2\n", headers=ndjson)
     assert status == 400 and json.loads(body) == {"error": "<body>:2: expected 3 numbers, got 2"}
     assert http(base + "/v1/decode", data=lines)[0] == 401
 
@@ -165,11 +164,17 @@ def test_limits(ray_serve):
             reply = json.loads(await ws.recv())
             assert all("out" in item for item in reply[:40])
             assert "maximum of 40 streams" in reply[40]["error"]
-        # A slow client (never reads) does not stall another connection.
+        # A slow client (never reads) does not stall another connection; past
+        # 16 unanswered messages it is closed (1013, issue 19).
         async with ws_connect(url, additional_headers=AUTH) as slow, \
                 ws_connect(url, additional_headers=AUTH) as fast:
-            for _ in range(300):
-                await slow.send(json.dumps([{"id": "s", "x": [0.1, 0.2, 0.3]}] * 20))
+            with pytest.raises(websockets.ConnectionClosed):
+                for _ in range(300):
+                    await slow.send(json.dumps([{"id": "s", "x": [0.1, 0.2, 0.3]}] * 20))
+                    await asyncio.sleep(0)
+                while True:
+                    await asyncio.wait_for(slow.recv(), 10)
+            assert slow.close_code == 1013
             start = time.monotonic()
             for _ in range(5):
                 await fast.send("[0.1, 0.2, 0.3]")

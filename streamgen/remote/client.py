@@ -27,6 +27,7 @@ import asyncio
 import itertools
 import json
 import threading
+import weakref
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,6 +40,7 @@ from streamgen.remote import protocol
 from streamgen.remote import wire
 
 MAX_REPLY_BYTES = 256 << 20
+DEFAULT_TIMEOUT_S = 30.0
 
 
 class RemoteError(ValueError):
@@ -46,7 +48,17 @@ class RemoteError(ValueError):
 
 
 class StreamLostError(ConnectionError):
-    """A stream whose connection was lost; `set_state` or `reset` revives it."""
+    """The connection was lost (from its first error on: the calls that were
+    waiting, and later the streams opened on it); `set_state` or `reset`
+    revives a stream."""
+
+
+def _closed_error():
+    return ConnectionError("this client is closed")
+
+
+def _check_timeout(timeout):
+    return checks.non_negative_float("timeout", timeout, allow_zero=False)
 
 
 def _urls(url):
@@ -94,7 +106,7 @@ def fetch_model_info(http_base, token=None, timeout=30.0):
 class AsyncClient:
     """A connection to a server, for asyncio code.
 
-    Make one with `await AsyncClient.connect(url, token=None)`.
+    Make one with `await AsyncClient.connect(url, token=None, timeout=30)`.
 
     Attributes:
         url: the WebSocket URL.
@@ -102,9 +114,10 @@ class AsyncClient:
         input_size, output_size, trained_max_steps: from `model`.
     """
 
-    def __init__(self, url, token, model):
+    def __init__(self, url, token, model, timeout=DEFAULT_TIMEOUT_S):
         self.url, self.http = _urls(url)
         self.token = token
+        self.timeout = _check_timeout(timeout)
         self.model = model
         self.input_size = int(model["input_size"])
         self.output_size = int(model["output_size"])
@@ -116,6 +129,7 @@ class AsyncClient:
             for c in model["stop"]]
         self._ids = itertools.count()
         self._pending = []  # (request text, future)
+        self._inflight = []  # the batch whose reply is awaited
         self._wake = None
         self._sender = None
         self._ws = None
@@ -125,11 +139,12 @@ class AsyncClient:
         self.messages_sent = 0
 
     @classmethod
-    async def connect(cls, url, token=None):
+    async def connect(cls, url, token=None, timeout=DEFAULT_TIMEOUT_S):
         """Connects to a server at `url` (`ws://host:port`); see `sg.connect`."""
         _, http = _urls(url)
-        model = await asyncio.to_thread(fetch_model_info, http, token)
-        client = cls(url, token, model)
+        timeout = _check_timeout(timeout)
+        model = await asyncio.to_thread(fetch_model_info, http, token, timeout)
+        client = cls(url, token, model, timeout)
         await client._connect()
         return client
 
@@ -140,7 +155,7 @@ class AsyncClient:
         try:
             self._ws = await connect(self.url, additional_headers=headers,
                                      max_size=MAX_REPLY_BYTES, compression=None,
-                                     open_timeout=30)
+                                     open_timeout=self.timeout)
         except Exception as error:  # noqa: BLE001  (websockets' many kinds)
             raise ConnectionError(f"cannot open {self.url}: {error}") from None
         self._generation += 1
@@ -151,6 +166,8 @@ class AsyncClient:
 
     async def ensure_connected(self):
         """Reconnects if the connection was lost (streams must then be revived)."""
+        if self._closed:
+            raise _closed_error()
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -173,6 +190,8 @@ class AsyncClient:
         Raises:
             TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...)`.
         """
+        if self._closed:
+            raise _closed_error()
         if stop is None:
             criteria = criteria_lib.same_kind_criteria(None, self.criteria)  # copies
         else:
@@ -183,15 +202,28 @@ class AsyncClient:
         return AsyncRemoteStream(self, f"s{next(self._ids)}", criteria, max_steps)
 
     async def request(self, text):
-        """Sends one request (JSON text) in the next message; returns its item."""
+        """Sends one request (JSON text) in the next message; returns its item.
+
+        Raises:
+            TimeoutError: no reply within the client's `timeout`.
+            StreamLostError: the connection was lost meanwhile.
+            ConnectionError: the client is closed (also when it is closed
+                while waiting).
+        """
         if self._closed:
-            raise ConnectionError("this client is closed")
+            raise _closed_error()
         if self._ws is None:
             await self.ensure_connected()
         future = asyncio.get_running_loop().create_future()
         self._pending.append((text, future))
         self._wake.set()
-        return await future
+        try:
+            return await asyncio.wait_for(future, self.timeout)
+        except asyncio.TimeoutError:
+            if self._closed:
+                raise _closed_error() from None
+            raise TimeoutError(f"no reply from {self.url} within {self.timeout:g} s "
+                               "(the client's timeout)") from None
 
     async def _send_loop(self):
         while True:
@@ -199,8 +231,10 @@ class AsyncClient:
             await asyncio.sleep(0)  # let the other callers of this tick add theirs
             batch, self._pending = self._pending, []
             self._wake.clear()
+            batch = [(text, future) for text, future in batch if not future.done()]
             if not batch:
                 continue
+            self._inflight = batch
             ws = self._ws
             try:
                 await ws.send("[" + ",".join(text for text, _ in batch) + "]")
@@ -212,7 +246,8 @@ class AsyncClient:
                         f" items to {len(batch)} requests")
             except Exception as error:  # noqa: BLE001  (connection lost)
                 self._ws = None
-                lost = ConnectionError(f"the connection to {self.url} was lost: {error}")
+                self._inflight = []
+                lost = StreamLostError(f"the connection to {self.url} was lost: {error}")
                 for _, future in batch + self._pending:
                     if not future.done():
                         future.set_exception(lost)
@@ -222,13 +257,23 @@ class AsyncClient:
                 except Exception:  # noqa: BLE001
                     pass
                 return
+            self._inflight = []
             for (_, future), item in zip(batch, reply):
                 if not future.done():
                     future.set_result(item)
 
     async def close(self):
-        """Closes the connection (the server drops this client's streams)."""
+        """Closes the connection (the server drops this client's streams).
+
+        Every call still waiting raises `ConnectionError`, and so does any
+        later call, at once.
+        """
         self._closed = True
+        closed = _closed_error()
+        for _, future in self._inflight + self._pending:
+            if not future.done():
+                future.set_exception(closed)
+        self._inflight, self._pending = [], []
         if self._sender is not None:
             self._sender.cancel()
             try:
@@ -236,8 +281,11 @@ class AsyncClient:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         if self._ws is not None:
-            await self._ws.close()
-            self._ws = None
+            ws, self._ws = self._ws, None
+            try:
+                await asyncio.wait_for(ws.close(), min(self.timeout, 5.0))
+            except Exception:  # noqa: BLE001  (a frozen or gone server: closed anyway)
+                pass
 
     async def __aenter__(self):
         return self
@@ -272,7 +320,9 @@ class AsyncRemoteStream:
         client = self.client
         if self._closed:
             raise ValueError(f"stream {self.id!r} is closed")
-        if client._ws is None and not client._closed:
+        if client._closed:
+            raise _closed_error()
+        if client._ws is None:
             await client.ensure_connected()
         if self._generation != client._generation:
             if self._generation is not None and not revive:
@@ -282,7 +332,11 @@ class AsyncRemoteStream:
             generation = client._generation
             opened = client.request(self._open)
             answer = client.request(text)  # the same message, in order
-            item = await opened
+            try:
+                item = await opened
+            except BaseException:
+                answer.close()  # never started: no "never awaited" warning
+                raise
             if "error" in item:
                 await answer
                 raise RemoteError(item["error"])
@@ -380,22 +434,36 @@ class Client:
         url, model, input_size, output_size: as `AsyncClient`.
     """
 
-    def __init__(self, url, token=None):
+    def __init__(self, url, token=None, timeout=DEFAULT_TIMEOUT_S):
+        timeout = _check_timeout(timeout)
+        self._closed = False
+        self._calls = set()  # concurrent futures of the calls in flight
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         name="streamgen-client", daemon=True)
         self._thread.start()
         try:
-            self._async = self._run(AsyncClient.connect(url, token))
+            self._async = self._run(AsyncClient.connect(url, token, timeout))
         except BaseException:
             self._stop_loop()
             raise
+        self.timeout = timeout
+        # Closed when collected or at exit if not before: quietly (issue 19).
+        self._finalizer = weakref.finalize(self, _finish, self._loop, self._thread, self._async)
         for name in ("url", "model", "input_size", "output_size", "criteria",
                      "trained_max_steps", "fingerprint", "state_sizes"):
             setattr(self, name, getattr(self._async, name))
 
     def _run(self, coroutine):
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        if self._closed:
+            coroutine.close()
+            raise _closed_error()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        self._calls.add(future)
+        try:
+            return future.result()
+        finally:
+            self._calls.discard(future)
 
     @property
     def messages_sent(self):
@@ -403,25 +471,72 @@ class Client:
 
     def open_stream(self, stop=None, max_steps=None):
         """A new `RemoteStream`; see `AsyncClient.open_stream`."""
+        if self._closed:
+            raise _closed_error()
         return RemoteStream(self, self._async.open_stream(stop=stop, max_steps=max_steps))
 
     def close(self):
-        """Closes the connection and the background thread."""
-        if self._loop.is_running():
-            try:
-                self._run(self._async.close())
-            finally:
-                self._stop_loop()
+        """Closes the connection and the background thread.
+
+        Calls waiting in other threads raise `ConnectionError`; so does
+        any later call, at once. Closing twice does nothing.
+        """
+        if self._closed:
+            return
+        try:
+            if self._loop.is_running():
+                asyncio.run_coroutine_threadsafe(self._async.close(), self._loop).result(
+                    self.timeout)
+        except Exception:  # noqa: BLE001  (closed anyway)
+            pass
+        finally:
+            self._closed = True
+            self._stop_loop()
+            for future in list(self._calls):
+                if not future.done():
+                    try:
+                        future.set_exception(_closed_error())
+                    except Exception:  # noqa: BLE001  (finished meanwhile)
+                        pass
+            finalizer = getattr(self, "_finalizer", None)
+            if finalizer is not None:
+                finalizer.detach()
 
     def _stop_loop(self):
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        self._closed = True
+        _finish(self._loop, self._thread)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _finish(loop, thread, client=None):
+    """Stops a blocking client's loop and thread, quietly.
+
+    With `client` (an `AsyncClient` not closed: the `Client` was collected,
+    or the interpreter exits), its connection is closed first. Pending
+    tasks are told not to complain when the interpreter collects them
+    ("Task was destroyed but it is pending!").
+    """
+    mine = threading.current_thread() is thread
+    if client is not None and not client._closed and loop.is_running() and not mine:
+        try:
+            asyncio.run_coroutine_threadsafe(client.close(), loop).result(2.0)
+        except Exception:  # noqa: BLE001  (closed anyway)
+            pass
+    if loop.is_running():
+        loop.call_soon_threadsafe(loop.stop)
+        if not mine:
+            thread.join(timeout=5)
+    try:
+        tasks = asyncio.all_tasks(loop)
+    except RuntimeError:  # changed meanwhile
+        tasks = ()
+    for task in tasks:
+        task._log_destroy_pending = False  # asyncio's own switch
 
 
 class RemoteStream:
@@ -470,12 +585,14 @@ class RemoteStream:
         self.client._run(self._stream.close())
 
 
-def connect(url, token=None):
+def connect(url, token=None, timeout=DEFAULT_TIMEOUT_S):
     """Connects to a `streamgen serve` server.
 
     Args:
         url: `ws://HOST:PORT` (or `.../v1/streams`; `wss://` for TLS).
         token: the server's bearer token, if it has one.
+        timeout: seconds any call waits for the server (connecting
+            included); then it raises `TimeoutError`.
 
     Returns:
         A `Client`: `client.open_stream(stop=None, max_steps=None)` gives
@@ -483,8 +600,11 @@ def connect(url, token=None):
         their pending requests travel together in one message.
 
     Raises:
-        ConnectionError: no server there; PermissionError: a token is
-            needed or wrong.
+        ConnectionError: no server there (or the client was closed: every
+            call then raises it at once); `StreamLostError` (a
+            `ConnectionError`): the connection was lost; PermissionError:
+            a token is needed or wrong; TimeoutError: no answer within
+            `timeout`.
 
     Example:
 
@@ -493,4 +613,4 @@ def connect(url, token=None):
     >>> s.step([0.5, 0.0, 0.1]).shape
     (5, 2)
     """
-    return Client(url, token)
+    return Client(url, token, timeout)

@@ -31,6 +31,8 @@ from streamgen.remote import wire
 PATH = "/v1/streams"
 DEFAULT_ID = ""  # the stream of bare messages
 MAX_ID_CHARS = 256
+MAX_REQUESTS_PER_MESSAGE = 10_000  # beyond: the message is one error item
+MAX_INT_DIGITS = 4000  # a longer JSON integer is read as a float (an infinity)
 ACTIONS = ("x", "open", "reset", "close", "get_state", "set_state")
 OPEN_KEYS = ("stop", "max_steps")
 
@@ -68,10 +70,19 @@ def _no_constant(name):
     raise ProtocolError(f"malformed JSON: {name} is not a JSON number")
 
 
+def _int(text):
+    """A JSON integer; one too long for `int` (Python refuses over 4,300
+    digits) is a float (`inf`), refused later like any non-finite number."""
+    return int(text) if len(text) <= MAX_INT_DIGITS else float(text)
+
+
 def loads(text):
-    """`json.loads` that refuses NaN/Infinity; `ProtocolError` if malformed."""
+    """`json.loads` that refuses NaN/Infinity; `ProtocolError` if malformed.
+
+    Integers of any length are read (see `_int`).
+    """
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, parse_int=_int)
     except json.JSONDecodeError as error:
         raise ProtocolError(f"malformed JSON: {error}") from None
     except RecursionError:
@@ -82,18 +93,20 @@ def _is_number(value):
     return type(value) in (int, float)
 
 
-def parse_message(text):
+def parse_message(text, max_requests=MAX_REQUESTS_PER_MESSAGE):
     """A client message (text) -> a `Message`.
 
     Args:
         text: str or bytes, the WebSocket message.
+        max_requests: the most requests of one message.
 
     Returns:
         A `Message`; a request that is malformed on its own has action
         `"invalid"` and the error as its value (the others still run).
 
     Raises:
-        ProtocolError: malformed JSON, or not a JSON array.
+        ProtocolError: malformed JSON, not a JSON array, or more than
+            `max_requests` requests.
     """
     data = loads(text)
     if not isinstance(data, list):
@@ -102,6 +115,10 @@ def parse_message(text):
             f"default stream), got {_kind(data)}")
     if data and all(_is_number(v) for v in data):
         return Message([Request(DEFAULT_ID, "step", data)], bare=True)
+    if len(data) > max_requests:
+        raise ProtocolError(
+            f"a message holds at most {max_requests} requests, got {len(data)}; "
+            "send them in several messages")
     return Message([parse_request(item, index) for index, item in enumerate(data)])
 
 
@@ -201,7 +218,7 @@ def request(stream_id, action, value=True):
 
 
 def _parse_int(text):
-    return -0.0 if text == "-0" else int(text)  # keeps the sign of a -0 frame value
+    return -0.0 if text == "-0" else _int(text)  # keeps the sign of a -0 frame value
 
 
 def parse_reply(text):
@@ -214,6 +231,6 @@ def parse_reply(text):
     """
     try:
         return json.loads(text, parse_int=_parse_int)
-    except (json.JSONDecodeError, RecursionError) as error:
+    except (json.JSONDecodeError, RecursionError, ValueError) as error:
         raise ProtocolError(f"malformed reply from the server: {error}") from None
 

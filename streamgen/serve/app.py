@@ -20,7 +20,6 @@ Routes (see `docs/serving.md`):
 
 import asyncio
 import concurrent.futures
-import hmac
 import io
 import logging
 import os
@@ -35,6 +34,7 @@ from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
 from streamgen.remote import protocol
+from streamgen.serve import limits
 from streamgen.serve.batcher import Batcher, StateTable, TickLoop
 from streamgen.serve.session import Session, expire_idle, format_bare, format_items
 
@@ -43,8 +43,8 @@ logger = logging.getLogger("ray.serve")
 APP_NAME = "streamgen"
 CONTROL_NAMESPACE = "streamgen"
 MAX_MESSAGE_BYTES = 1 << 20  # a larger WebSocket message: close 1009
-MAX_DECODE_BYTES = 64 << 20  # the body of POST /v1/decode
-MAX_CONNECTIONS = 1000  # per replica (Serve's max_ongoing_requests)
+MAX_DECODE_BYTES = limits.MAX_DECODE_BYTES  # the body of POST /v1/decode
+MAX_CONNECTIONS = limits.MAX_CONNECTIONS  # per replica; beyond: 503 / close 1013
 DRAIN_POLL_S = 0.25
 
 api = FastAPI(title="streamgen", docs_url=None, redoc_url=None, openapi_url=None)
@@ -73,6 +73,18 @@ def control_name(app_name=APP_NAME):
     return f"{app_name}-control"
 
 
+_LIMIT_DEFAULTS = dict(
+    max_connections=limits.MAX_CONNECTIONS,
+    max_streams_per_connection=limits.MAX_STREAMS_PER_CONNECTION,
+    max_queued_messages=limits.MAX_QUEUED_MESSAGES,
+    connection_timeout=limits.CONNECTION_TIMEOUT_S,
+    max_requests_per_message=protocol.MAX_REQUESTS_PER_MESSAGE,
+    max_reply_bytes=limits.MAX_REPLY_BYTES,
+    max_decode_bytes=limits.MAX_DECODE_BYTES,
+    body_timeout=limits.BODY_TIMEOUT_S,
+)
+
+
 # Helpers the class uses are defined above it: `serve.ingress` captures the
 # class (by value) where it is defined.
 def _unauthorized():
@@ -84,8 +96,27 @@ def _error(status, message):
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _read_decode_body(body, input_size):
+    """`POST /v1/decode`'s body -> `(events, error)` (run in a worker thread)."""
+    from streamgen.data.lines import BadLine, format_error, read_events
+
+    events = []
+    for event in read_events(io.BytesIO(body), input_size):
+        if isinstance(event, BadLine):
+            return None, format_error("<body>", event.line_no, event.message)
+        events.append(event)
+    return events, None
+
+
+def _reason(text):
+    """A close frame's reason: at most 123 bytes of UTF-8."""
+    return text.encode("utf-8")[:123].decode("utf-8", "ignore")
+
+
 @serve.deployment(
-    max_ongoing_requests=MAX_CONNECTIONS,  # each open WebSocket is one request
+    # Each open WebSocket is one request; above our own cap, room for
+    # /healthz and for refusals (build_app sets both).
+    max_ongoing_requests=MAX_CONNECTIONS + limits.CONNECTION_HEADROOM,
     graceful_shutdown_timeout_s=5,
     health_check_period_s=5,
 )
@@ -100,7 +131,8 @@ class Server:
         options: dict with `max_batch_size`, `batch_wait_ms`, `max_streams`,
             `idle_timeout` (seconds or `None`), `token` (or `None`),
             `max_message_bytes`, `model_info` (dict or `None`),
-            `control` (the `Control` actor's name, or `None`).
+            `control` (the `Control` actor's name, or `None`), and the
+            bounds of `limits` (see `build_app`).
     """
 
     def __init__(self, model_name, model_bytes, options):
@@ -111,15 +143,15 @@ class Server:
         with open(path, "wb") as file:
             file.write(model_bytes)
         self.runtime = open_runtime(path)
-        self.options = dict(options)
-        token = self.options.get("token")
-        self.token = None if not token else ("Bearer " + token).encode("utf-8")
+        self.options = dict(_LIMIT_DEFAULTS, **options)
+        self.token = self.options.get("token") or None
         self.table = StateTable(self.runtime, max_streams=self.options["max_streams"])
         self.batcher = Batcher(self.table, self.options["max_batch_size"])
         self.executor = concurrent.futures.ThreadPoolExecutor(1, "streamgen-step")
         self.ticks = TickLoop(self.batcher, self.options["batch_wait_ms"], self.executor)
         self.model_info = self._model_info(self.options.get("model_info"), model_name)
         self.connections = set()  # asyncio.Event per open WebSocket: set to drain it
+        self.requests = 0  # POST /v1/decode in progress (they count as connections)
         self.draining = False
         self._tasks = None
         # Warm up (the first call of a runtime plans or traces).
@@ -179,10 +211,14 @@ class Server:
     # Auth.
     # ------------------------------------------------------------------ #
     def _authorized(self, headers):
-        if self.token is None:
-            return True
-        given = headers.get("authorization", "").encode("utf-8", "replace")
-        return hmac.compare_digest(given, self.token)
+        return limits.authorized(headers.get("authorization", ""), self.token)
+
+    def _at_cap(self):
+        return len(self.connections) + self.requests >= self.options["max_connections"]
+
+    def _cap_message(self):
+        return (f"this server replica holds its maximum of {self.options['max_connections']} "
+                "connections (--max-connections); try again later")
 
     # ------------------------------------------------------------------ #
     # HTTP.
@@ -199,27 +235,42 @@ class Server:
 
     @api.post("/v1/decode")
     async def decode(self, request: Request):
-        from streamgen.data.lines import BadLine, Reset, Vector, format_error, read_events
+        from streamgen.data.lines import Reset, Vector
         from streamgen.data.text import frames_json
 
         if not self._authorized(request.headers):
             return _unauthorized()
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_DECODE_BYTES:
-                return _error(413, f"the body is over {MAX_DECODE_BYTES} bytes")
-        events = list(read_events(io.BytesIO(body), self.runtime.input_size))
-        for event in events:
-            if isinstance(event, BadLine):
-                return _error(400, format_error("<body>", event.line_no, event.message))
-        self._start()
-        session = Session(self.table)
+        wrong_type = limits.decode_content_type_error(request.headers.get("content-type"))
+        if wrong_type:
+            return _error(415, wrong_type)
+        if self._at_cap():
+            return _error(503, self._cap_message())
+        self.requests += 1
+        done = True  # until the response owns the count
         try:
-            session.row("")  # allocates now: --max-streams is said as a 503
-        except ValueError as error:
-            session.close()
-            return _error(503, str(error))
+            # Bounded in size and time, read without quadratic copies, parsed
+            # in a worker thread: the event loop keeps stepping other streams.
+            try:
+                body = await limits.read_body(request.stream(), self.options["max_decode_bytes"],
+                                              self.options["body_timeout"])
+            except limits.BodyError as error:
+                return _error(error.status, str(error))
+            events, bad = await asyncio.to_thread(_read_decode_body, body,
+                                                  self.runtime.input_size)
+            del body
+            if bad:
+                return _error(400, bad)
+            self._start()
+            session = Session(self.table)
+            try:
+                session.row("")  # allocates now: --max-streams is said as a 503
+            except ValueError as error:
+                session.close()
+                return _error(503, str(error))
+            done = False
+        finally:
+            if done:
+                self.requests -= 1
 
         async def lines():
             try:
@@ -228,12 +279,16 @@ class Server:
                         row = session.rows[""]
                         session.touch(row)
                         out, = await self.ticks.submit([(row, event.values)])
-                        yield frames_json(out) + "\n"
+                        if isinstance(out, Exception):
+                            yield protocol.bare_reply(error=str(out)) + "\n"
+                        else:
+                            yield frames_json(out) + "\n"
                     elif isinstance(event, Reset):
                         self.table.states[session.rows[""]] = 0.0
                         yield "\n"
             finally:
                 session.close()
+                self.requests -= 1
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -249,26 +304,46 @@ class Server:
             await websocket.close(code=1001)
             return
         await websocket.accept()
+        if self._at_cap():  # said at once, never queued
+            await websocket.close(code=1013, reason=_reason(self._cap_message()))
+            return
         self._start()
-        session = Session(self.table)
+        options = self.options
+        session = Session(self.table, max_streams=options["max_streams_per_connection"])
+        queue = limits.MessageQueue(options["max_queued_messages"])
+        busy = [False]
         drain = asyncio.Event()
         self.connections.add(drain)
         client = websocket.client
         peer = f"{client.host}:{client.port}" if client else "?"
         logger.info("connection opened from %s (%d open)", peer, len(self.connections))
         messages, code = 0, None
-        limit = self.options["max_message_bytes"]
+        limit = options["max_message_bytes"]
+        idle = options["connection_timeout"]
         drained = asyncio.ensure_future(drain.wait())
+        worker = asyncio.ensure_future(self._answer(websocket, session, queue, busy))
+        receive = None
         try:
             while True:
-                receive = asyncio.ensure_future(websocket.receive())
-                await asyncio.wait({receive, drained}, return_when=asyncio.FIRST_COMPLETED)
+                if receive is None:
+                    receive = asyncio.ensure_future(websocket.receive())
+                done, _ = await asyncio.wait({receive, drained, worker}, timeout=idle,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if worker.done():  # it could not send: the peer went away
+                    break
+                if not done:
+                    if len(queue) or busy[0]:
+                        continue  # not idle: still answering
+                    code = 1001
+                    await websocket.close(code=1001, reason=_reason(
+                        f"no message for {idle:g} s (--connection-timeout)"))
+                    break
                 if not receive.done():  # draining, between messages
-                    receive.cancel()
+                    await self._settle(queue, busy)
                     code = 1001
                     await websocket.close(code=1001, reason="server shutting down")
                     break
-                message = receive.result()
+                message, receive = receive.result(), None
                 if message["type"] == "websocket.disconnect":
                     code = message.get("code")
                     break
@@ -280,25 +355,51 @@ class Server:
                     code = 1009
                     await websocket.close(code=1009, reason=f"message over {limit} bytes")
                     break
-                messages += 1
                 try:
-                    parsed = protocol.parse_message(text)
-                except protocol.ProtocolError as error:
-                    await websocket.send_text(protocol.reply([protocol.error_item(None, error)]))
-                    continue
-                items = await session.handle(parsed, self.ticks.submit)
-                await websocket.send_text(format_bare(items) if parsed.bare
-                                          else format_items(items))
+                    queue.put(text)
+                except limits.QueueFull as error:
+                    code = 1013
+                    await websocket.close(code=1013, reason=_reason(str(error)))
+                    break
+                messages += 1
         except WebSocketDisconnect as error:
             code = error.code
         except (asyncio.CancelledError, RuntimeError, OSError):  # the peer went away
             pass
         finally:
-            drained.cancel()
+            for task in (receive, drained, worker):
+                if task is not None:
+                    task.cancel()
+            dropped = queue.clear()  # the backlog of a closed connection never runs
             session.close()
             self.connections.discard(drain)
-            logger.info("connection closed from %s after %d messages (code %s, %d open)",
-                        peer, messages, code, len(self.connections))
+            logger.info("connection closed from %s after %d messages (code %s, %d dropped "
+                        "unanswered, %d open)", peer, messages, code, dropped,
+                        len(self.connections))
+
+    async def _answer(self, websocket, session, queue, busy):
+        """A connection's worker: answers its queued messages, in order."""
+        options = self.options
+        while True:
+            text = await queue.get()
+            busy[0] = True
+            try:
+                parsed = protocol.parse_message(text, options["max_requests_per_message"])
+            except protocol.ProtocolError as error:
+                reply = protocol.reply([protocol.error_item(None, error)])
+            else:
+                items = await session.handle(parsed, self.ticks.submit)
+                reply = (format_bare(items) if parsed.bare
+                         else format_items(items, options["max_reply_bytes"]))
+            await websocket.send_text(reply)
+            busy[0] = False
+
+    @staticmethod
+    async def _settle(queue, busy, timeout=4.0):
+        """Waits (bounded) until a draining connection's received messages are answered."""
+        deadline = time.monotonic() + timeout
+        while (len(queue) or busy[0]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     def __del__(self):
         executor = getattr(self, "executor", None)
@@ -309,7 +410,7 @@ class Server:
 def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
               max_streams=100_000, idle_timeout=None, token=None,
               max_message_bytes=MAX_MESSAGE_BYTES, model_info=None, control=None,
-              replica_cpus=0.0):
+              replica_cpus=0.0, **bounds):
     """The bound Serve application for `serve.run`.
 
     Args:
@@ -328,17 +429,29 @@ def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
         control: the name of a `Control` actor (namespace `"streamgen"`)
             that can drain the replicas, or `None`.
         replica_cpus: CPUs each replica reserves (0: schedule freely).
+        **bounds: the service's bounds (defaults in `streamgen.serve.limits`):
+            `max_connections` (per replica; beyond, close 1013 or HTTP 503
+            at once), `max_streams_per_connection`, `max_queued_messages`
+            (unanswered messages of a connection; beyond, close 1013),
+            `connection_timeout` (seconds without a message; then close
+            1001), `max_requests_per_message`, `max_reply_bytes`,
+            `max_decode_bytes` (413 beyond), `body_timeout` (seconds for a
+            request body; 408 after).
 
     Returns:
         A `ray.serve.Application`.
     """
+    unknown = sorted(set(bounds) - set(_LIMIT_DEFAULTS))
+    if unknown:
+        raise TypeError(f"build_app() got unexpected keyword arguments {unknown}")
     with open(model_path, "rb") as file:
         model_bytes = file.read()
     options = dict(max_batch_size=int(max_batch_size), batch_wait_ms=float(batch_wait_ms),
                    max_streams=int(max_streams), idle_timeout=idle_timeout, token=token,
                    max_message_bytes=int(max_message_bytes), model_info=model_info,
-                   control=control)
-    deployment = Server.options(num_replicas=int(replicas),
+                   control=control, **dict(_LIMIT_DEFAULTS, **bounds))
+    ongoing = int(options["max_connections"]) + limits.CONNECTION_HEADROOM
+    deployment = Server.options(num_replicas=int(replicas), max_ongoing_requests=ongoing,
                                 ray_actor_options={"num_cpus": replica_cpus})
     return deployment.bind(os.path.basename(str(model_path)), model_bytes, options)
 

@@ -29,6 +29,10 @@ class LimitError(ValueError):
     """A stream that cannot be opened: the replica holds `max_streams`."""
 
 
+class StepError(ValueError):
+    """A step refused for one stream (its state is kept); said to the client."""
+
+
 class StateTable:
     """The states and settings of all streams of a replica, one row each.
 
@@ -168,15 +172,27 @@ class Batcher:
         return rows, x, table.states[rows], table.thresholds[rows], table.caps[rows]
 
     def scatter(self, rows, result):
-        """Writes the new states back; returns each row's `Out[i]` `(L, O)`."""
+        """Writes the new states back; returns each row's `Out[i]` `(L, O)`.
+
+        A row whose new state is not finite (a finite state can overflow
+        float32) keeps its old state, and its `Out[i]` is a `StepError`.
+        """
         frames, lengths, new_state = result
+        finite = np.isfinite(new_state).all(axis=1)
         generations = getattr(rows, "generations", None)
-        if generations is None or np.array_equal(self.table.generations[rows], generations):
+        if finite.all() and (generations is None or np.array_equal(
+                self.table.generations[rows], generations)):
             self.table.states[rows] = new_state
-        else:  # some row was closed (and maybe reused) while it was stepped
-            keep = self.table.generations[rows] == generations
+        else:  # an overflow, or a row closed (and maybe reused) while it was stepped
+            keep = finite if generations is None else (
+                finite & (self.table.generations[rows] == generations))
             self.table.states[rows[keep]] = new_state[keep]
-        return [frames[b, :length] for b, length in enumerate(lengths.tolist())]
+        outs = [frames[b, :length] for b, length in enumerate(lengths.tolist())]
+        for b in np.flatnonzero(~finite).tolist():
+            outs[b] = StepError(
+                "this step would overflow the stream's state (float32); the state before "
+                "it is kept: reset() or set_state() another one")
+        return outs
 
     def step(self, rows, x, state, thresholds, caps):
         """`runtime.run` in chunks of `max_batch_size` rows (no table access)."""
@@ -263,6 +279,11 @@ class TickLoop:
             chunk, self._pending = self._pending[:size], self._pending[size:]
             if not self._pending:
                 self._ready.clear()
+            # Steps of a caller that went away (its connection closed; its rows
+            # may be released and reused): dropped, never stepped.
+            chunk = [entry for entry in chunk if not entry[2].done()]
+            if not chunk:
+                continue
             try:
                 rows, *arguments = self.batcher.gather([(row, x) for row, x, *_ in chunk])
                 if self.executor is None:

@@ -14,9 +14,10 @@ message whose streams each have one request, whatever their number.
 import time
 
 from streamgen import checks
-from streamgen.remote import wire
 from streamgen.data.text import FLOAT32_OVERFLOW
 from streamgen.remote import protocol
+from streamgen.remote import wire
+from streamgen.serve.batcher import LimitError, StepError
 
 
 class Session:
@@ -25,14 +26,17 @@ class Session:
     Args:
         table: the replica's `StateTable`.
         now: the clock (`time.monotonic`), replaceable in tests.
+        max_streams: the most open streams of this connection
+            (`--max-streams-per-connection`), or `None` (only the table's).
 
     Attributes:
         rows: `id -> row` of the open streams.
         expired: ids dropped for idleness, reported once to the next request.
     """
 
-    def __init__(self, table, now=time.monotonic):
+    def __init__(self, table, now=time.monotonic, max_streams=None):
         self.table = table
+        self.max_streams = max_streams
         self.runtime = table.runtime
         self.rows = {}
         self.expired = {}
@@ -82,7 +86,9 @@ class Session:
                 except Exception as error:  # noqa: BLE001  (a server fault: said per item)
                     outs = [error] * len(steps)
                 for (index, stream_id), out in zip(where, outs):
-                    if isinstance(out, Exception):
+                    if isinstance(out, StepError):  # said to the client as it is
+                        items[index] = ("error", stream_id, str(out))
+                    elif isinstance(out, Exception):
                         items[index] = ("error", stream_id,
                                         f"internal error of the server: {type(out).__name__}")
                     else:
@@ -107,7 +113,7 @@ class Session:
             self.expired.pop(stream_id, None)
             row = self.rows.get(stream_id)
             if row is None:
-                self.rows[stream_id] = self.table.allocate((self, stream_id), thresholds, cap)
+                self.rows[stream_id] = self._allocate(stream_id, thresholds, cap)
             else:  # re-open: fresh state, new settings
                 self.table.configure(row, thresholds, cap)
                 self.table.states[row] = 0.0
@@ -134,6 +140,7 @@ class Session:
         if action == "set_state":
             packed, _ = wire.decode_state(request.value, self.runtime.fingerprint,
                                           self.runtime.state_sizes, rows=1)
+            self.expired.pop(stream_id, None)  # restores a stream dropped for idleness
             row = self.row(stream_id)
             self.table.states[row] = packed[0]
             self.touch(row)
@@ -157,8 +164,17 @@ class Session:
                 "(--idle-timeout); its next request opens it afresh, or set_state "
                 "restores a saved state")
         thresholds, cap = self.runtime.options()
-        row = self.rows[stream_id] = self.table.allocate((self, stream_id), thresholds, cap)
+        row = self.rows[stream_id] = self._allocate(stream_id, thresholds, cap)
         return row
+
+    def _allocate(self, stream_id, thresholds, cap):
+        """A new row for a stream of this connection, within its quota."""
+        if self.max_streams is not None and len(self.rows) >= self.max_streams:
+            raise LimitError(
+                f"this connection holds its maximum of {self.max_streams} streams: at most "
+                f"{self.max_streams} streams per connection (--max-streams-per-connection); "
+                "close some streams first")
+        return self.table.allocate((self, stream_id), thresholds, cap)
 
     def touch(self, row):
         """Marks the row as used now (for --idle-timeout)."""
@@ -207,18 +223,33 @@ def expire_idle(table, timeout, now=None):
     return len(dropped)
 
 
-def format_items(items):
-    """Reply items from `Session.handle` -> the reply message text."""
+def format_items(items, max_bytes=None):
+    """Reply items from `Session.handle` -> the reply message text.
+
+    Args:
+        items: `[(kind, id, value), ...]`.
+        max_bytes: a bound on the reply (about): a `state` item that would
+            pass it is an error item instead (outputs are always sent:
+            their steps ran). `None`: no bound.
+    """
     parts = []
+    size, over = 0, False
     for kind, stream_id, value in items:
         if kind == "out":
             parts.append(protocol.out_item(stream_id, value))
         elif kind == "state":
-            parts.append(protocol.state_item(stream_id, value))
+            part = protocol.state_item(stream_id, value)
+            if max_bytes is not None and size + len(part) > max_bytes:
+                part = protocol.error_item(stream_id, "reply over the limit" if over else (
+                    f"the reply would be over {max_bytes} bytes (reply over the limit); "
+                    "ask for fewer states per message"))
+                over = True
+            parts.append(part)
         elif kind == "ok":
             parts.append(protocol.ok_item(stream_id))
         else:
             parts.append(protocol.error_item(stream_id, value))
+        size += len(parts[-1]) + 1
     return protocol.reply(parts)
 
 

@@ -1,0 +1,337 @@
+"""Abuse scenarios against `streamgen serve` (issue 19), on 127.0.0.1.
+
+Each scenario runs for a bounded time beside a well-behaved client (one
+connection, opened before the abuse, stepping one stream: 20 steps, one
+per message, whose latencies are measured), probes `GET /healthz`, and
+reads the replica's resident memory (from /proc) before, during, and for
+up to 10 s after:
+
+  slow_reader   connections that send and never read (each is closed with
+                1013 past --max-queued-messages; the abuser reconnects);
+  flood         --max-connections + 20 connections at once (the extra ones
+                are refused at once: close 1013);
+  large_body    a 50 MB POST /v1/decode streamed as fast as possible (413
+                past the body limit), and a body that never ends (408);
+  frozen        a second replica (its own app) stopped with SIGSTOP: a
+                client with timeout=1 gets TimeoutError; the first replica
+                is not affected.
+
+Acceptance (issue 19): the well-behaved client's p99 < 250 ms, /healthz
+within 1 s, memory growth < 200 MB and back within 10 s.
+
+    python benchmarks/serve_abuse.py [--seconds 3]
+
+The test suite's slow set runs the same scenarios (tests/test_serve_abuse.py).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+STEP = "[0.1, 0.2, 0.3]"
+BACK_MB = 50.0  # "returned": within this of the memory before the abuse
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def replica_pid(app):
+    """The PID of the (first) replica of a Serve application (local /proc)."""
+    for name in sorted(os.listdir("/proc")):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as file:
+                command = file.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if f"ServeReplica:{app}:" in command:
+            return int(name)
+    raise RuntimeError(f"no replica process of the application {app!r}")
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as file:
+        for line in file:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def healthz_s(http):
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(http + "/healthz", timeout=5) as response:
+            response.read()
+            ok = response.status == 200
+    except Exception:  # noqa: BLE001
+        ok = False
+    return time.monotonic() - start if ok else float("inf")
+
+
+async def well_behaved(ws, steps=20, gap=0.05):
+    """`steps` bare steps on an open connection; their latencies (s)."""
+    latencies = []
+    for _ in range(steps):
+        start = time.monotonic()
+        await ws.send(STEP)
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        latencies.append(time.monotonic() - start)
+        assert isinstance(reply, list), reply
+        await asyncio.sleep(gap)
+    return latencies
+
+
+async def _connect(url, headers):
+    from websockets.asyncio.client import connect
+
+    return await connect(url, additional_headers=headers, max_size=None, compression=None,
+                         open_timeout=10, ping_interval=None)
+
+
+# ---------------------------------------------------------------------- #
+# The abuses (each bounded by `seconds`).
+# ---------------------------------------------------------------------- #
+async def slow_reader(url, headers, seconds):
+    """Sends 20-step messages, never reads; reconnects when closed."""
+    import websockets
+
+    stop_at = time.monotonic() + seconds
+    sent = closed = 0
+    codes = set()
+    message = json.dumps([{"id": "s", "x": json.loads(STEP)}] * 20)
+    while time.monotonic() < stop_at:
+        ws = await _connect(url, headers)
+        try:
+            while time.monotonic() < stop_at:
+                await ws.send(message)
+                sent += 1
+                await asyncio.sleep(0)
+        except websockets.ConnectionClosed:
+            closed += 1
+            codes.add(ws.close_code)
+        finally:
+            ws.transport.abort() if ws.close_code is None else None
+    return {"messages_sent": sent, "closed": closed, "close_codes": sorted(c for c in codes if c)}
+
+
+async def flood(url, headers, seconds, count):
+    """Opens `count` connections at once and holds them for `seconds`."""
+    import websockets
+
+    async def one():
+        start = time.monotonic()
+        try:
+            ws = await _connect(url, headers)
+        except Exception as error:  # noqa: BLE001
+            return ("failed", time.monotonic() - start, repr(error)[:80])
+        try:
+            await asyncio.wait_for(ws.recv(), seconds)
+            return ("answered", time.monotonic() - start, None)
+        except websockets.ConnectionClosed:
+            return (f"closed {ws.close_code}", time.monotonic() - start, ws.close_reason)
+        except asyncio.TimeoutError:
+            return ("held", time.monotonic() - start, None)
+        finally:
+            ws.transport.abort()
+
+    results = await asyncio.gather(*(one() for _ in range(count)))
+    refused = [t for kind, t, _ in results if kind == "closed 1013"]
+    return {"held": sum(kind == "held" for kind, *_ in results), "refused_1013": len(refused),
+            "refusal_max_s": round(max(refused), 3) if refused else None,
+            "other": sorted({kind for kind, *_ in results} - {"held", "closed 1013"})}
+
+
+async def _post_raw(port, path, headers, body_chunks, pace=0.0, read_timeout=30):
+    """A raw HTTP POST (streamed body); returns `(status, seconds)`."""
+    start = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    writer.write(head.encode())
+
+    async def send():
+        try:
+            for chunk in body_chunks:
+                writer.write(chunk)
+                await writer.drain()
+                if pace:
+                    await asyncio.sleep(pace)
+        except (ConnectionError, OSError):
+            pass
+
+    sender = asyncio.ensure_future(send())
+    try:
+        line = await asyncio.wait_for(reader.readline(), read_timeout)
+        status = int(line.split()[1]) if line else None
+    except asyncio.TimeoutError:
+        status = None
+    finally:
+        sender.cancel()
+        writer.transport.abort()
+    return status, time.monotonic() - start
+
+
+async def large_body(port, prefix, token, seconds, size=50 << 20):
+    """A 50 MB body as fast as the socket takes it; a body that never ends."""
+    headers = {"Content-Type": "application/x-ndjson", "Content-Length": str(size)}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    line = b"0.5 0 0.1\n" * (1 << 16)  # 640 KiB
+    chunks = (line for _ in range(size // len(line) + 1))
+    big = asyncio.ensure_future(_post_raw(port, prefix + "/v1/decode", headers, chunks))
+    never = asyncio.ensure_future(_post_raw(
+        port, prefix + "/v1/decode", dict(headers, **{"Content-Length": "1000"}),
+        (b"0.5 0 0.1\n" for _ in range(int(seconds * 10) + 40)), pace=0.5))
+    (big_status, big_s), (never_status, never_s) = await asyncio.gather(big, never)
+    return {"big_status": big_status, "big_s": round(big_s, 3),
+            "never_ending_status": never_status, "never_ending_s": round(never_s, 3)}
+
+
+async def frozen_client(frozen_ws_url, token, pid, seconds):
+    """SIGSTOPs a replica for `seconds`; a client with timeout=1 steps it."""
+    import streamgen as sg
+
+    client = await asyncio.to_thread(sg.connect, frozen_ws_url, token, 1.0)
+    stream = client.open_stream()
+    x = json.loads(STEP)
+    await asyncio.to_thread(stream.step, x)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        try:
+            await asyncio.to_thread(stream.step, x)
+            outcome = "answered"
+        except TimeoutError:
+            outcome = "TimeoutError"
+        waited = time.monotonic() - start
+        await asyncio.sleep(max(0.0, seconds - waited))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await asyncio.to_thread(client.close)
+    return {"frozen_call": outcome, "frozen_call_s": round(waited, 3)}
+
+
+# ---------------------------------------------------------------------- #
+# One scenario beside the well-behaved client.
+# ---------------------------------------------------------------------- #
+async def scenario(name, abuse, ws_url, http, headers, pid):
+    """Runs `abuse` (a coroutine) beside the well-behaved client; the numbers."""
+    good = await _connect(ws_url, headers)
+    await well_behaved(good, steps=3, gap=0)  # warm
+    before = rss_mb(pid)
+    peak = [before]
+    health = []
+
+    async def watch(task):
+        while not task.done():
+            peak[0] = max(peak[0], rss_mb(pid))
+            health.append(await asyncio.to_thread(healthz_s, http))
+            await asyncio.sleep(0.2)
+
+    # The abuser runs on its own event loop (a thread): its sending never
+    # delays the well-behaved client's own loop, only the server can.
+    task = asyncio.ensure_future(asyncio.to_thread(asyncio.run, abuse))
+    await asyncio.sleep(0.3)  # the abuse is under way
+    latencies, _ = await asyncio.gather(well_behaved(good), watch(task))
+    result = await task
+    await good.close()
+    back_s, deadline = None, time.monotonic() + 10
+    start = time.monotonic()
+    while time.monotonic() < deadline:
+        now = rss_mb(pid)
+        if now <= before + BACK_MB:
+            back_s = time.monotonic() - start
+            break
+        await asyncio.sleep(0.25)
+    ms = sorted(x * 1000 for x in latencies)
+    return {"scenario": name, "p50_ms": round(ms[len(ms) // 2], 1),
+            "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1),
+            "max_ms": round(ms[-1], 1),
+            "healthz_max_s": round(max(health), 3) if health else None,
+            "rss_before_mb": round(before, 1), "rss_growth_mb": round(peak[0] - before, 1),
+            "rss_back_s": None if back_s is None else round(back_s, 2), **result}
+
+
+def ok(row):
+    """Issue 19's acceptance for one scenario's numbers."""
+    return (row["p99_ms"] < 250 and row["healthz_max_s"] is not None
+            and row["healthz_max_s"] < 1.0 and row["rss_growth_mb"] < 200
+            and row["rss_back_s"] is not None)
+
+
+def run_all(port, prefix, frozen_prefix, token, seconds, max_connections):
+    """Every scenario on a running server; a list of result dicts."""
+    http = f"http://127.0.0.1:{port}{prefix}"
+    ws_url = f"ws://127.0.0.1:{port}{prefix}/v1/streams"
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    global STEP
+    request = urllib.request.Request(http + "/v1/model", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        size = json.loads(response.read())["input_size"]
+    STEP = json.dumps([0.1] * size)
+    pid = replica_pid(prefix.strip("/") or "streamgen")
+    frozen_pid = replica_pid(frozen_prefix.strip("/"))
+    frozen_url = f"ws://127.0.0.1:{port}{frozen_prefix}"
+    abuses = {
+        "slow_reader": lambda: slow_reader(ws_url, headers, seconds),
+        "flood": lambda: flood(ws_url, headers, seconds, max_connections + 20),
+        "large_body": lambda: large_body(port, prefix, token, seconds),
+        "frozen": lambda: frozen_client(frozen_url, token, frozen_pid, seconds),
+    }
+    rows = []
+    for name, abuse in abuses.items():
+        row = asyncio.run(scenario(name, abuse(), ws_url, http, headers, pid))
+        row["ok"] = ok(row)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="each abuse's duration")
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    import streamgen as sg
+    from streamgen.serve.app import build_app
+
+    folder = tempfile.mkdtemp(prefix="serve-abuse-")
+    lite_path = os.path.join(folder, "default.tflite")
+    sg.load_default().export_litert(lite_path)
+    port = free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    bounds = dict(max_connections=50, max_queued_messages=16, connection_timeout=30,
+                  max_decode_bytes=4 << 20, body_timeout=2.0)
+    try:
+        serve.run(build_app(lite_path, token="t", **bounds), name="abuse",
+                  route_prefix="/abuse")
+        serve.run(build_app(lite_path, token="t"), name="frozen", route_prefix="/frozen")
+        rows = run_all(port, "/abuse", "/frozen", "t", args.seconds, bounds["max_connections"])
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    failed = [row["scenario"] for row in rows if not row["ok"]]
+    print("acceptance:", "all scenarios pass" if not failed else f"FAILED {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

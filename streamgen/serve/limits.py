@@ -1,0 +1,156 @@
+"""The service's bounds (issue 19): tokens, content types, bodies, queues.
+
+Pure (asyncio only; no Ray): `app` uses these, and they are tested on
+their own. Every bound is an option of `build_app` (and of
+`streamgen serve`); the defaults are here.
+
+- `authorized(header, token)`: the one comparison of a bearer token, on
+  every route.
+- `decode_content_type_error(value)`: what `POST /v1/decode` reads.
+- `read_body(chunks, max_bytes, timeout)`: a request body, bounded in
+  size and in time, without quadratic copies.
+- `MessageQueue`: the bounded queue of one connection's unanswered
+  messages.
+"""
+
+import asyncio
+import hmac
+import time
+
+MAX_CONNECTIONS = 1000  # per replica; beyond: HTTP 503 / close 1013 at once
+CONNECTION_HEADROOM = 100  # Serve's max_ongoing_requests above it: /healthz, refusals
+MAX_QUEUED_MESSAGES = 16  # unanswered messages per connection; beyond: close 1013
+MAX_STREAMS_PER_CONNECTION = 1000
+MAX_REPLY_BYTES = 4 << 20  # state items beyond it are error items
+MAX_DECODE_BYTES = 16 << 20  # the body of POST /v1/decode; beyond: 413
+BODY_TIMEOUT_S = 30.0  # the whole body of a request; beyond: 408
+CONNECTION_TIMEOUT_S = 300.0  # a WebSocket without a message; beyond: close 1001
+
+DECODE_CONTENT_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines",
+                        "text/plain", "application/octet-stream")
+
+
+def authorized(header, token):
+    """Whether an `Authorization` header value carries `token`.
+
+    The scheme is `Bearer` (any case); spaces around the value and between
+    scheme and token are ignored, as HTTP does for header values. Compared
+    in constant time.
+
+    Args:
+        header: the header's value (`""` if absent).
+        token: the server's token, or `None` (then anything goes).
+    """
+    if not token:
+        return True
+    parts = (header or "").split()
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        return False
+    return hmac.compare_digest(parts[1].encode("utf-8", "replace"), token.encode("utf-8"))
+
+
+def decode_content_type_error(value):
+    """`None` if `POST /v1/decode` reads a body of this `Content-Type`, else why not.
+
+    Read: none given, NDJSON / JSON lines, plain text and octet streams, in
+    UTF-8 (or no charset).
+    """
+    if not value:
+        return None
+    kind, *params = [part.strip() for part in value.split(";")]
+    charset = None
+    for param in params:
+        key, _, setting = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = setting.strip().strip('"').lower()
+    if kind.lower() in DECODE_CONTENT_TYPES and charset in (None, "utf-8", "utf8", "us-ascii"):
+        return None
+    return (f"POST /v1/decode reads a body of NDJSON lines (Content-Type: "
+            f"application/x-ndjson or text/plain, UTF-8), got Content-Type: {value!r}")
+
+
+class BodyError(Exception):
+    """A request body refused: `status` (413 too large, 408 too slow) and why."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+async def read_body(chunks, max_bytes=MAX_DECODE_BYTES, timeout=BODY_TIMEOUT_S):
+    """Reads an async iterator of byte chunks into one `bytes`, bounded.
+
+    Args:
+        chunks: e.g. Starlette's `request.stream()`.
+        max_bytes: the most bytes; one more and `BodyError(413)` is raised
+            at once (the rest is never read).
+        timeout: seconds for the whole body; `BodyError(408)` after.
+
+    Returns:
+        The body.
+    """
+    parts, size = [], 0
+    deadline = time.monotonic() + timeout
+    iterator = chunks.__aiter__()
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for(iterator.__anext__(), left)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise BodyError(408, f"the body was not received within {timeout:g} s") from None
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyError(413, f"the body is over {max_bytes} bytes")
+        if chunk:
+            parts.append(chunk)
+    return b"".join(parts)
+
+
+class QueueFull(Exception):
+    """A connection sent more unanswered messages than its queue holds."""
+
+
+class MessageQueue:
+    """A connection's received, unanswered messages (bounded).
+
+    The connection's reader `put`s each message as it arrives; its worker
+    `get`s them in order and answers. `put` past `maxsize` raises
+    `QueueFull` (the connection is then closed with 1013): the server never
+    buffers without bound. `clear()` drops the backlog of a closed
+    connection.
+
+    Args:
+        maxsize: the most unanswered messages (>= 1).
+    """
+
+    def __init__(self, maxsize=MAX_QUEUED_MESSAGES):
+        if int(maxsize) < 1:
+            raise ValueError(f"Received an invalid value for argument `maxsize`, expected an "
+                             f"integer >= 1, got {maxsize!r}")
+        self.maxsize = int(maxsize)
+        self._queue = asyncio.Queue()
+
+    def __len__(self):
+        return self._queue.qsize()
+
+    def put(self, message):
+        if self._queue.qsize() >= self.maxsize:
+            raise QueueFull(
+                f"more than {self.maxsize} unanswered messages on this connection "
+                "(--max-queued-messages): read the replies")
+        self._queue.put_nowait(message)
+
+    async def get(self):
+        return await self._queue.get()
+
+    def clear(self):
+        """Drops every queued message; returns how many."""
+        dropped = 0
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            dropped += 1
+        return dropped

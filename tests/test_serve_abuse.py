@@ -1,0 +1,174 @@
+"""Issue 19 on a real Ray Serve application: connection cap, idle
+connections, unanswered messages, request bodies, tokens, quotas, and the
+abuse scenarios of `benchmarks/serve_abuse.py` beside a well-behaved client.
+
+Applications (LiteRT, small bounds) on the session's Serve proxy:
+`/abuse` (token, 6 connections, 4 queued messages, 3 s connection timeout,
+1 MiB bodies read within 2 s, 3 streams per connection) and `/frozen`.
+"""
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+websockets = pytest.importorskip("websockets")
+from websockets.asyncio.client import connect as ws_connect  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+import serve_abuse  # noqa: E402
+
+TOKEN = "t0ken"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NDJSON = {**AUTH, "Content-Type": "application/x-ndjson"}
+BOUNDS = dict(max_connections=6, max_queued_messages=4, connection_timeout=3.0,
+              max_decode_bytes=1 << 20, body_timeout=2.0, max_streams_per_connection=3)
+
+
+@pytest.fixture(scope="module")
+def abuse(serve_port, cli_tflite):
+    from streamgen.serve.app import build_app
+
+    serve.run(build_app(cli_tflite, token=TOKEN, **BOUNDS), name="abuse",
+              route_prefix="/abuse")
+    serve.run(build_app(cli_tflite, token=TOKEN), name="frozen", route_prefix="/frozen")
+    base = f"127.0.0.1:{serve_port}/abuse"
+    yield {"port": serve_port, "ws": f"ws://{base}/v1/streams", "http": f"http://{base}"}
+    serve.delete("abuse")
+    serve.delete("frozen")
+
+
+def http(url, data=None, headers=None, timeout=30):
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def connect(url, headers=AUTH):
+    return ws_connect(url, additional_headers=headers, max_size=None, ping_interval=None)
+
+
+def test_connection_cap_is_answered_at_once_and_healthz_still_answers(abuse):
+    async def main():
+        held = [await connect(abuse["ws"]).__aenter__() for _ in range(6)]
+        try:
+            start = time.monotonic()
+            async with connect(abuse["ws"]) as extra:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(extra.recv(), 10)
+                assert extra.close_code == 1013 and "--max-connections" in extra.close_reason
+            assert time.monotonic() - start < 2
+            status, _ = await asyncio.to_thread(http, abuse["http"] + "/v1/decode",
+                                                b"0.5 0 0.1\n", NDJSON)
+            assert status == 503
+            start = time.monotonic()
+            status, body = await asyncio.to_thread(http, abuse["http"] + "/healthz")
+            assert status == 200 and time.monotonic() - start < 1
+            await held[0].send("[0.1, 0.2, 0.3]")  # the held ones still work
+            assert isinstance(json.loads(await held[0].recv()), list)
+        finally:
+            for ws in held:
+                await ws.close()
+        await asyncio.sleep(0.5)
+        async with connect(abuse["ws"]) as again:  # a slot is free again
+            await again.send("[0.1, 0.2, 0.3]")
+            assert isinstance(json.loads(await again.recv()), list)
+    asyncio.run(main())
+
+
+def test_idle_connection_is_closed(abuse):
+    async def main():
+        async with connect(abuse["ws"]) as ws:
+            start = time.monotonic()
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 15)
+            return ws.close_code, ws.close_reason, time.monotonic() - start
+    code, reason, waited = asyncio.run(main())
+    assert code == 1001 and "--connection-timeout" in reason and 2.5 < waited < 8
+
+
+def test_unanswered_messages_close_the_connection_and_are_dropped(abuse):
+    async def main():
+        async with connect(abuse["ws"]) as ws:
+            message = json.dumps([{"id": "s", "x": [0.1, 0.2, 0.3]}] * 20)
+            answered = 0
+            start = time.monotonic()
+            with pytest.raises(websockets.ConnectionClosed):
+                for _ in range(2000):  # sent at once: the socket takes them all
+                    await ws.send(message)
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+                    answered += 1
+            return ws.close_code, ws.close_reason, answered, time.monotonic() - start
+    code, reason, answered, seconds = asyncio.run(main())
+    assert code == 1013 and "--max-queued-messages" in reason
+    assert answered <= 8 and seconds < 5  # the backlog was dropped, not run
+
+
+def test_request_bodies_are_bounded_and_typed(abuse):
+    url = abuse["http"] + "/v1/decode"
+    assert http(url, b"0.5 0 0.1\n", {**AUTH, "Content-Type": "text/plain"})[0] == 200
+    status, body = http(url, b"0.5 0 0.1\n", {**AUTH, "Content-Type": "application/xml"})
+    assert status == 415 and "Content-Type" in json.loads(body)["error"]
+    status, body = http(url, b"0.5 0 0.1\n" * 110_000, NDJSON)
+    assert status == 413 and "over 1048576 bytes" in body
+
+    async def never_ending():
+        return await serve_abuse._post_raw(
+            abuse["port"], "/abuse/v1/decode", {**NDJSON, "Content-Length": "1000"},
+            (b"0.5 0 0.1\n" for _ in range(40)), pace=0.5, read_timeout=15)
+    status, seconds = asyncio.run(never_ending())
+    assert status == 408 and 1.5 < seconds < 6
+
+
+def test_token_with_spaces_and_streams_per_connection(abuse):
+    spaced = {"Authorization": f"Bearer {TOKEN} "}
+    assert http(abuse["http"] + "/v1/model", headers=spaced)[0] == 200
+
+    async def main():
+        async with connect(abuse["ws"], headers=spaced) as ws:
+            await ws.send(json.dumps([{"id": i, "x": [0.1, 0.2, 0.3]} for i in "abcd"]))
+            return json.loads(await ws.recv())
+    reply = asyncio.run(main())
+    assert [("out" in item) for item in reply] == [True, True, True, False]
+    assert "--max-streams-per-connection" in reply[3]["error"]
+
+
+@pytest.mark.parametrize("name", ["slow_reader", "flood", "large_body", "frozen"])
+def test_abuse_beside_a_well_behaved_client(abuse, name):
+    port = abuse["port"]
+    http_base, ws_url = abuse["http"], abuse["ws"]
+    serve_abuse.STEP = "[0.1, 0.2, 0.3]"
+    pid = serve_abuse.replica_pid("abuse")
+    seconds = 2.0
+    abuses = {
+        "slow_reader": lambda: serve_abuse.slow_reader(ws_url, AUTH, seconds),
+        "flood": lambda: serve_abuse.flood(ws_url, AUTH, seconds, BOUNDS["max_connections"] + 20),
+        "large_body": lambda: serve_abuse.large_body(port, "/abuse", TOKEN, seconds),
+        "frozen": lambda: serve_abuse.frozen_client(
+            f"ws://127.0.0.1:{port}/frozen", TOKEN, serve_abuse.replica_pid("frozen"), seconds),
+    }
+    row = asyncio.run(serve_abuse.scenario(name, abuses[name](), ws_url, http_base, AUTH, pid))
+    print(json.dumps(row))
+    assert serve_abuse.ok(row), json.dumps(row)
+    if name == "slow_reader":
+        assert row["close_codes"] == [1013]
+    elif name == "flood":
+        assert row["refused_1013"] >= 20 and row["refusal_max_s"] < 2
+    elif name == "large_body":
+        assert row["big_status"] == 413 and row["never_ending_status"] == 408
+    else:
+        assert row["frozen_call"] == "TimeoutError" and row["frozen_call_s"] < 3
