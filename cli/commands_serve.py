@@ -34,11 +34,15 @@ DRAIN_TIMEOUT_S = 5.0
 @click.option("--token", envvar="STREAMGEN_TOKEN", metavar="T",
               help="Require 'Authorization: Bearer T' (WebSocket and HTTP, not /healthz). "
                    "Default: $STREAMGEN_TOKEN, else no token.")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="URL",
+              help="Let browser pages of this origin (e.g. https://app.example.com) use "
+                   "the server besides its own pages; repeatable; '*' allows any. "
+                   "Requests without an Origin header (programs) are always allowed.")
 @click.option("--address", metavar="ADDR",
               help="Join a running Ray cluster (e.g. 10.0.0.1:6379 from 'ray start --head'; "
                    "'auto' finds a local one) instead of starting a local one.")
 def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_streams,
-          idle_timeout, token, address):
+          idle_timeout, token, allow_origins, address):
     """Serve streams over WebSocket, batched across streams, on Ray Serve.
 
     Starts a local Ray cluster (or joins one with --address), deploys the
@@ -58,6 +62,7 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
       streamgen serve --model m.tflite --replicas 2 --token s3cret
       printf '0.5 0 0.1\\n' | streamgen stream --url ws://127.0.0.1:8000
     """
+    _check_origins(allow_origins)
     path = model_path or str(importlib.resources.files("streamgen").joinpath("default_model.keras"))
     info = _model_info(model_path)
     if address is None:
@@ -97,7 +102,7 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
                 path, replicas=replicas, max_batch_size=max_batch_size,
                 batch_wait_ms=batch_wait_ms, max_streams=max_streams,
                 idle_timeout=idle_timeout or None, token=token or None, model_info=info,
-                control=app_lib.control_name())
+                control=app_lib.control_name(), allow_origins=allow_origins)
             serve.run(application, name=app_lib.APP_NAME, route_prefix="/")
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         click.echo(f"serving {info['model']} at ws://{shown}:{port}{'/v1/streams'} "
@@ -138,6 +143,17 @@ def _model_info(model_path):
     if model_path is not None and os.path.splitext(model_path)[1].lower() == ".tflite":
         return describe_export(common.open_runtime(model_path), model_path)
     return describe(common.load_model(model_path), model_path or "default")
+
+
+def _check_origins(allow_origins):
+    """A clear usage error for an --allow-origin that is not an origin."""
+    from streamgen.serve.origins import normalize
+
+    for origin in allow_origins:
+        if origin != "*" and normalize(origin) is None:
+            raise click.BadParameter(
+                f"expected '*' or a URL like https://app.example.com[:port], got {origin!r}",
+                param_hint="'--allow-origin'")
 
 
 def _check_port(host, port):

@@ -80,3 +80,22 @@ def ray_cluster():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_http(ray_cluster):
+    """Ray Serve on the session's cluster, its HTTP proxy on a free 127.0.0.1 port.
+
+    Yields the port; every Serve test module deploys its applications on it
+    (under its own route prefix), so that one proxy serves them all.
+    Shut down at the end of the session.
+    """
+    import socket
+
+    serve = pytest.importorskip("ray.serve")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()

@@ -35,21 +35,19 @@ def free_port():
 
 
 @pytest.fixture(scope="session")
-def ray_serve(ray_cluster, cli_model_path, cli_tflite):
-    """The two applications on the session's cluster; shut down at the end."""
+def ray_serve(serve_http, cli_model_path, cli_tflite):
+    """The two applications on the session's Serve (`serve_http`)."""
     from streamgen.serve.app import build_app
 
-    port = free_port()
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(cli_model_path, token=TOKEN, max_streams=40),
-                  name="main", route_prefix="/")
-        serve.run(build_app(cli_tflite, max_batch_size=1, idle_timeout=1.5),
-                  name="lite", route_prefix="/lite")
-        yield {"port": port, "main": f"ws://127.0.0.1:{port}",
-               "lite": f"ws://127.0.0.1:{port}/lite", "http": f"http://127.0.0.1:{port}"}
-    finally:
-        serve.shutdown()
+    port = serve_http
+    serve.run(build_app(cli_model_path, token=TOKEN, max_streams=40),
+              name="main", route_prefix="/")
+    serve.run(build_app(cli_tflite, max_batch_size=1, idle_timeout=1.5),
+              name="lite", route_prefix="/lite")
+    yield {"port": port, "main": f"ws://127.0.0.1:{port}",
+           "lite": f"ws://127.0.0.1:{port}/lite", "http": f"http://127.0.0.1:{port}"}
+    for name in ("main", "lite"):
+        serve.delete(name)
 
 
 def exchange(url, messages, headers=AUTH):

@@ -20,7 +20,6 @@ Routes (see `docs/serving.md`):
 
 import asyncio
 import concurrent.futures
-import hmac
 import io
 import logging
 import os
@@ -30,10 +29,12 @@ import time
 import numpy as np
 import ray
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
+from streamgen.serve import metrics as metrics_lib
+from streamgen.serve import origins as origins_lib
 from streamgen.serve import protocol
 from streamgen.serve.batcher import Batcher, StateTable, TickLoop
 from streamgen.serve.session import Session, expire_idle, format_bare, format_items
@@ -80,6 +81,11 @@ def _unauthorized():
                         status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _forbidden_origin():
+    return JSONResponse({"error": "this origin may not use the server (see --allow-origin)"},
+                        status_code=403)
+
+
 def _error(status, message):
     return JSONResponse({"error": message}, status_code=status)
 
@@ -100,7 +106,8 @@ class Server:
         options: dict with `max_batch_size`, `batch_wait_ms`, `max_streams`,
             `idle_timeout` (seconds or `None`), `token` (or `None`),
             `max_message_bytes`, `model_info` (dict or `None`),
-            `control` (the `Control` actor's name, or `None`).
+            `control` (the `Control` actor's name, or `None`),
+            `allow_origins` (origins allowed besides the server's own).
     """
 
     def __init__(self, model_name, model_bytes, options):
@@ -114,12 +121,20 @@ class Server:
         self.options = dict(options)
         token = self.options.get("token")
         self.token = None if not token else ("Bearer " + token).encode("utf-8")
+        self.token_text = token or None
+        self.origins = origins_lib.Origins(self.options.get("allow_origins") or ())
         self.table = StateTable(self.runtime, max_streams=self.options["max_streams"])
         self.batcher = Batcher(self.table, self.options["max_batch_size"])
         self.executor = concurrent.futures.ThreadPoolExecutor(1, "streamgen-step")
         self.ticks = TickLoop(self.batcher, self.options["batch_wait_ms"], self.executor)
         self.model_info = self._model_info(self.options.get("model_info"), model_name)
         self.connections = set()  # asyncio.Event per open WebSocket: set to drain it
+        context = serve.get_replica_context()
+        self.metrics_hub = metrics_lib.hub_name(context.app_name)
+        self.metrics = metrics_lib.ReplicaMetrics(
+            context.replica_id.unique_id, open_streams=lambda: len(self.table),
+            connections=lambda: len(self.connections), ray_export=True)
+        self.metrics.instrument(self.batcher)
         self.draining = False
         self._tasks = None
         # Warm up (the first call of a runtime plans or traces).
@@ -155,14 +170,18 @@ class Server:
         control = None
         name = self.options.get("control")
         replica = serve.get_replica_context().replica_id.unique_id
-        last_sweep = time.monotonic()
+        last_sweep = last_report = time.monotonic()
         while True:
             await asyncio.sleep(DRAIN_POLL_S if name else 1.0)
             if idle and time.monotonic() - last_sweep >= min(1.0, idle / 4):
                 last_sweep = time.monotonic()
                 dropped = expire_idle(self.table, idle)
+                self.metrics.dropped_idle(dropped)
                 if dropped:
                     logger.info("dropped %d idle stream(s) (--idle-timeout %g s)", dropped, idle)
+            if time.monotonic() - last_report >= metrics_lib.REPORT_EVERY_S:
+                last_report = time.monotonic()
+                await self.metrics.report(self.metrics_hub)
             if name:
                 try:
                     if control is None:
@@ -178,11 +197,9 @@ class Server:
     # ------------------------------------------------------------------ #
     # Auth.
     # ------------------------------------------------------------------ #
-    def _authorized(self, headers):
-        if self.token is None:
-            return True
-        given = headers.get("authorization", "").encode("utf-8", "replace")
-        return hmac.compare_digest(given, self.token)
+    def _authorized(self, headers, offered=()):
+        """`Authorization: Bearer T`, or (WebSocket) the subprotocol `bearer.T`."""
+        return origins_lib.token_matches(self.token_text, headers, offered)
 
     # ------------------------------------------------------------------ #
     # HTTP.
@@ -193,24 +210,48 @@ class Server:
 
     @api.get("/v1/model")
     def model(self, request: Request):
-        if not self._authorized(request.headers):
-            return _unauthorized()
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         return self.model_info
+
+    @api.get("/metrics")
+    async def metrics_route(self, request: Request):
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        self._start()
+        text = await self.metrics.scrape(self.metrics_hub)
+        return Response(text, media_type=metrics_lib.CONTENT_TYPE)
+
+    def _refused(self, request):
+        """The 403 / 401 response for a request of another origin or without
+        the token, else `None` (counted by kind)."""
+        if not self.origins.allowed(request.headers):
+            self.metrics.error("origin")
+            return _forbidden_origin()
+        if not self._authorized(request.headers):
+            self.metrics.error("auth")
+            return _unauthorized()
+        return None
 
     @api.post("/v1/decode")
     async def decode(self, request: Request):
         from streamgen.cli.reader import BadLine, Reset, Vector, format_error, read_events
 
-        if not self._authorized(request.headers):
-            return _unauthorized()
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_DECODE_BYTES:
+                self.metrics.error("oversize")
                 return _error(413, f"the body is over {MAX_DECODE_BYTES} bytes")
         events = list(read_events(io.BytesIO(body), self.runtime.input_size))
         for event in events:
             if isinstance(event, BadLine):
+                self.metrics.error("bad_request")
                 return _error(400, format_error("<body>", event.line_no, event.message))
         self._start()
         session = Session(self.table)
@@ -218,6 +259,7 @@ class Server:
             session.row("")  # allocates now: --max-streams is said as a 503
         except ValueError as error:
             session.close()
+            self.metrics.error("limit")
             return _error(503, str(error))
 
         async def lines():
@@ -241,13 +283,20 @@ class Server:
     # ------------------------------------------------------------------ #
     @api.websocket(protocol.PATH)
     async def streams(self, websocket: WebSocket):
-        if not self._authorized(websocket.headers):
-            await websocket.close(code=1008)  # before accept: the handshake is refused
+        headers = websocket.headers
+        offered = origins_lib.offered_subprotocols(headers)
+        if not self.origins.allowed(headers):
+            self.metrics.error("origin")
+            await websocket.close(code=1008)
+            return
+        if not self._authorized(headers, offered):
+            self.metrics.error("auth")
+            await websocket.close(code=1008)  # before accept: the handshake is refused (403)
             return
         if self.draining:
             await websocket.close(code=1001)
             return
-        await websocket.accept()
+        await websocket.accept(subprotocol=origins_lib.accepted_subprotocol(offered))
         self._start()
         session = Session(self.table)
         drain = asyncio.Event()
@@ -268,6 +317,7 @@ class Server:
                     await websocket.close(code=1001, reason="server shutting down")
                     break
                 message = receive.result()
+                received = time.perf_counter()
                 if message["type"] == "websocket.disconnect":
                     code = message.get("code")
                     break
@@ -277,6 +327,7 @@ class Server:
                 if len(text) > limit or (len(text) * 4 > limit and isinstance(text, str)
                                          and len(text.encode("utf-8")) > limit):
                     code = 1009
+                    self.metrics.error("oversize")
                     await websocket.close(code=1009, reason=f"message over {limit} bytes")
                     break
                 messages += 1
@@ -284,10 +335,13 @@ class Server:
                     parsed = protocol.parse_message(text)
                 except protocol.ProtocolError as error:
                     await websocket.send_text(protocol.reply([protocol.error_item(None, error)]))
+                    self.metrics.message(time.perf_counter() - received,
+                                         [("error", None, str(error))])
                     continue
                 items = await session.handle(parsed, self.ticks.submit)
                 await websocket.send_text(format_bare(items) if parsed.bare
                                           else format_items(items))
+                self.metrics.message(time.perf_counter() - received, items)
         except WebSocketDisconnect as error:
             code = error.code
         except (asyncio.CancelledError, RuntimeError, OSError):  # the peer went away
@@ -308,7 +362,7 @@ class Server:
 def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
               max_streams=100_000, idle_timeout=None, token=None,
               max_message_bytes=MAX_MESSAGE_BYTES, model_info=None, control=None,
-              replica_cpus=0.0):
+              replica_cpus=0.0, allow_origins=()):
     """The bound Serve application for `serve.run`.
 
     Args:
@@ -327,16 +381,20 @@ def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
         control: the name of a `Control` actor (namespace `"streamgen"`)
             that can drain the replicas, or `None`.
         replica_cpus: CPUs each replica reserves (0: schedule freely).
+        allow_origins: origins (`"https://host[:port]"`, or `"*"`) whose
+            browser pages may use the server besides its own; a request
+            without `Origin` (a program) is always allowed.
 
     Returns:
         A `ray.serve.Application`.
     """
+    origins_lib.Origins(allow_origins)  # a bad entry: ValueError here, not in a replica
     with open(model_path, "rb") as file:
         model_bytes = file.read()
     options = dict(max_batch_size=int(max_batch_size), batch_wait_ms=float(batch_wait_ms),
                    max_streams=int(max_streams), idle_timeout=idle_timeout, token=token,
                    max_message_bytes=int(max_message_bytes), model_info=model_info,
-                   control=control)
+                   control=control, allow_origins=list(allow_origins or ()))
     deployment = Server.options(num_replicas=int(replicas),
                                 ray_actor_options={"num_cpus": replica_cpus})
     return deployment.bind(os.path.basename(str(model_path)), model_bytes, options)
