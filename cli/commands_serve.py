@@ -38,11 +38,13 @@ DRAIN_TIMEOUT_S = 5.0
               help="Let browser pages of this origin (e.g. https://app.example.com) use "
                    "the server besides its own pages; repeatable; '*' allows any. "
                    "Requests without an Origin header (programs) are always allowed.")
+@click.option("--playground/--no-playground", default=True, show_default=True,
+              help="Serve the playground page (try the model in a browser) at GET /.")
 @click.option("--address", metavar="ADDR",
               help="Join a running Ray cluster (e.g. 10.0.0.1:6379 from 'ray start --head'; "
                    "'auto' finds a local one) instead of starting a local one.")
 def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_streams,
-          idle_timeout, token, allow_origins, address):
+          idle_timeout, token, allow_origins, playground, address):
     """Serve streams over WebSocket, batched across streams, on Ray Serve.
 
     Starts a local Ray cluster (or joins one with --address), deploys the
@@ -102,7 +104,8 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
                 path, replicas=replicas, max_batch_size=max_batch_size,
                 batch_wait_ms=batch_wait_ms, max_streams=max_streams,
                 idle_timeout=idle_timeout or None, token=token or None, model_info=info,
-                control=app_lib.control_name(), allow_origins=allow_origins)
+                control=app_lib.control_name(), allow_origins=allow_origins,
+                playground=playground)
             serve.run(application, name=app_lib.APP_NAME, route_prefix="/")
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         click.echo(f"serving {info['model']} at ws://{shown}:{port}{'/v1/streams'} "

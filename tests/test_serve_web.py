@@ -26,29 +26,11 @@ websockets = pytest.importorskip("websockets")
 parser = pytest.importorskip("prometheus_client.parser")
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
-TOKEN = "t0ken-for.browsers"
+from conftest import WEB_ALLOWED_ORIGIN as ALLOWED, WEB_TOKEN as TOKEN  # noqa: E402
+
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-ALLOWED = "http://allowed.example:8080"
 EVIL = "https://evil.example"
 HEAD = lambda t: [{"class_name": "StopHead", "config": {"threshold": t}}]  # noqa: E731
-
-
-@pytest.fixture(scope="session")
-def web_serve(serve_http, cli_tflite):
-    """`/web` and `/webtok` on the session's Serve."""
-    from streamgen.serve.app import build_app
-
-    port = serve_http
-    serve.run(build_app(cli_tflite, max_streams=8, max_message_bytes=1 << 14),
-              name="web", route_prefix="/web")
-    serve.run(build_app(cli_tflite, token=TOKEN, allow_origins=[ALLOWED]),
-              name="webtok", route_prefix="/webtok")
-    base = f"127.0.0.1:{port}"
-    yield {"port": port, "self": f"http://{base}", "web": f"http://{base}/web",
-           "webtok": f"http://{base}/webtok", "ws": f"ws://{base}/web",
-           "wstok": f"ws://{base}/webtok"}
-    for name in ("web", "webtok"):
-        serve.delete(name)
 
 
 def http(url, headers=None):

@@ -29,12 +29,13 @@ import time
 import numpy as np
 import ray
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
 from streamgen.serve import metrics as metrics_lib
 from streamgen.serve import origins as origins_lib
+from streamgen.serve import playground
 from streamgen.serve import protocol
 from streamgen.serve.batcher import Batcher, StateTable, TickLoop
 from streamgen.serve.session import Session, expire_idle, format_bare, format_items
@@ -107,7 +108,9 @@ class Server:
             `idle_timeout` (seconds or `None`), `token` (or `None`),
             `max_message_bytes`, `model_info` (dict or `None`),
             `control` (the `Control` actor's name, or `None`),
-            `allow_origins` (origins allowed besides the server's own).
+            `allow_origins` (origins allowed besides the server's own),
+            `playground` (serve the page at `GET /`; default true),
+            `metrics` (count metrics; default true).
     """
 
     def __init__(self, model_name, model_bytes, options):
@@ -133,7 +136,8 @@ class Server:
         self.metrics_hub = metrics_lib.hub_name(context.app_name)
         self.metrics = metrics_lib.ReplicaMetrics(
             context.replica_id.unique_id, open_streams=lambda: len(self.table),
-            connections=lambda: len(self.connections), ray_export=True)
+            connections=lambda: len(self.connections), ray_export=True,
+        ) if self.options.get("metrics", True) else metrics_lib.NoMetrics()
         self.metrics.instrument(self.batcher)
         self.draining = False
         self._tasks = None
@@ -214,6 +218,15 @@ class Server:
         if refused is not None:
             return refused
         return self.model_info
+
+    @api.get("/")
+    def playground_page(self, request: Request):
+        if not self.options.get("playground", True):
+            return _error(404, "the playground page is off (streamgen serve --no-playground)")
+        if not self.origins.allowed(request.headers):
+            self.metrics.error("origin")
+            return _forbidden_origin()
+        return HTMLResponse(playground.page(), headers=playground.HEADERS)
 
     @api.get("/metrics")
     async def metrics_route(self, request: Request):
@@ -362,7 +375,7 @@ class Server:
 def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
               max_streams=100_000, idle_timeout=None, token=None,
               max_message_bytes=MAX_MESSAGE_BYTES, model_info=None, control=None,
-              replica_cpus=0.0, allow_origins=()):
+              replica_cpus=0.0, allow_origins=(), playground=True, metrics=True):
     """The bound Serve application for `serve.run`.
 
     Args:
@@ -384,6 +397,9 @@ def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
         allow_origins: origins (`"https://host[:port]"`, or `"*"`) whose
             browser pages may use the server besides its own; a request
             without `Origin` (a program) is always allowed.
+        playground: serve the playground page at `GET /`.
+        metrics: count the Prometheus metrics (`GET /metrics`, and Ray's
+            export); `False` only to measure what they cost.
 
     Returns:
         A `ray.serve.Application`.
@@ -394,7 +410,8 @@ def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
     options = dict(max_batch_size=int(max_batch_size), batch_wait_ms=float(batch_wait_ms),
                    max_streams=int(max_streams), idle_timeout=idle_timeout, token=token,
                    max_message_bytes=int(max_message_bytes), model_info=model_info,
-                   control=control, allow_origins=list(allow_origins or ()))
+                   control=control, allow_origins=list(allow_origins or ()),
+                   playground=bool(playground), metrics=bool(metrics))
     deployment = Server.options(num_replicas=int(replicas),
                                 ray_actor_options={"num_cpus": replica_cpus})
     return deployment.bind(os.path.basename(str(model_path)), model_bytes, options)

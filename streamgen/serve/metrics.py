@@ -217,6 +217,35 @@ class ReplicaMetrics:
         return merge([mine, *others.values()])
 
 
+class NoMetrics:
+    """`ReplicaMetrics`' interface, recording nothing (`build_app(metrics=False)`:
+    to measure what the metrics cost)."""
+
+    def instrument(self, batcher):
+        return batcher
+
+    def tick(self, rows, frames):
+        pass
+
+    def message(self, seconds, items=()):
+        pass
+
+    def error(self, kind, count=1):
+        pass
+
+    def dropped_idle(self, count):
+        pass
+
+    def text(self):
+        return b""
+
+    async def report(self, hub_name):
+        pass
+
+    async def scrape(self, hub_name):
+        return b""
+
+
 def merge(texts):
     """Prometheus texts (bytes or str) -> one text: each family once, the
     samples of all (distinct label sets, e.g. one `replica` each).
