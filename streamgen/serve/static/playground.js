@@ -163,7 +163,7 @@
     const button = $("play");
     button.disabled = true;
     try {
-      const lines = $("sequence").value.split("\n");
+      const lines = $("sequence").value.replace(/\s+$/, "").split("\n");  // no trailing reset
       for (let n = 0; n < lines.length; n++) {
         const line = lines[n].split("#")[0];
         if (line.trim() === "") {
