@@ -167,14 +167,22 @@ class Server:
         if self._tasks is None:
             loop = asyncio.get_running_loop()
             self.ticks.start()
-            self._tasks = [loop.create_task(self._housekeeping())]
+            self._tasks = [loop.create_task(self._housekeeping()),
+                           loop.create_task(self._report_metrics())]
+
+    async def _report_metrics(self):
+        """Every second, this replica's metrics to the app's `MetricsHub` (its
+        own task: a slow actor start never delays the housekeeping)."""
+        while True:
+            await asyncio.sleep(metrics_lib.REPORT_EVERY_S)
+            await self.metrics.report(self.metrics_hub)
 
     async def _housekeeping(self):
         idle = self.options.get("idle_timeout")
         control = None
         name = self.options.get("control")
         replica = serve.get_replica_context().replica_id.unique_id
-        last_sweep = last_report = time.monotonic()
+        last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(DRAIN_POLL_S if name else 1.0)
             if idle and time.monotonic() - last_sweep >= min(1.0, idle / 4):
@@ -183,9 +191,6 @@ class Server:
                 self.metrics.dropped_idle(dropped)
                 if dropped:
                     logger.info("dropped %d idle stream(s) (--idle-timeout %g s)", dropped, idle)
-            if time.monotonic() - last_report >= metrics_lib.REPORT_EVERY_S:
-                last_report = time.monotonic()
-                await self.metrics.report(self.metrics_hub)
             if name:
                 try:
                     if control is None:

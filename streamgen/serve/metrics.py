@@ -209,7 +209,7 @@ class ReplicaMetrics:
             if self._hub is None:
                 self._hub = MetricsHub.options(
                     name=hub_name, namespace=HUB_NAMESPACE, get_if_exists=True).remote()
-            await self._hub.report.remote(self.replica, mine)
+            await asyncio.wait_for(self._hub.report.remote(self.replica, mine), 10)
             others = await asyncio.wait_for(self._hub.texts.remote(STALE_AFTER_S), 10)
         except Exception:  # noqa: BLE001  (no hub: this replica alone)
             self._hub = None
