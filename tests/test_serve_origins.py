@@ -72,3 +72,17 @@ def test_subprotocol_token():
     assert token_matches("s3cret", {"authorization": "Bearer wrong"}, offered)
     assert token_matches("s3cret", {"authorization": "Bearer s3cret"}, ["bearer.no"])
     assert not token_matches("s3cret", {}, ["bearer.s3crét"])
+
+
+def test_cli_allow_origin_is_checked_first():
+    from click.testing import CliRunner
+
+    from streamgen.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--allow-origin", "app.example.com"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--allow-origin': expected '*' or a URL like "
+        "https://app.example.com[:port], got 'app.example.com'")
+    help_text = CliRunner().invoke(cli, ["serve", "-h"]).stdout
+    assert "--allow-origin URL" in help_text and "--no-playground" in help_text
