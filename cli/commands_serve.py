@@ -45,12 +45,18 @@ DRAIN_TIMEOUT_S = 5.0
 @click.option("--token", envvar="STREAMGEN_TOKEN", metavar="T",
               help="Require 'Authorization: Bearer T' (WebSocket and HTTP, not /healthz). "
                    "Default: $STREAMGEN_TOKEN, else no token.")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="URL",
+              help="Let browser pages of this origin (e.g. https://app.example.com) use "
+                   "the server besides its own pages; repeatable; '*' allows any. "
+                   "Requests without an Origin header (programs) are always allowed.")
+@click.option("--playground/--no-playground", default=True, show_default=True,
+              help="Serve the playground page (try the model in a browser) at GET /.")
 @click.option("--address", metavar="ADDR",
               help="Join a running Ray cluster (e.g. 10.0.0.1:6379 from 'ray start --head'; "
                    "'auto' finds a local one) instead of starting a local one.")
 def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_streams,
           max_streams_per_connection, max_connections, max_queued_messages,
-          connection_timeout, idle_timeout, token, address):
+          connection_timeout, idle_timeout, token, allow_origins, playground, address):
     """Serve streams over WebSocket, batched across streams, on Ray Serve.
 
     Starts a local Ray cluster (or joins one with --address), deploys the
@@ -72,6 +78,7 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
     """
     import streamgen as sg
 
+    _check_origins(allow_origins)
     path = model_path or sg.default_model_path()
     info = _model_info(model_path)
     if address is None:
@@ -114,7 +121,8 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
                 control=app_lib.control_name(),
                 max_streams_per_connection=max_streams_per_connection,
                 max_connections=max_connections, max_queued_messages=max_queued_messages,
-                connection_timeout=connection_timeout or None)
+                connection_timeout=connection_timeout or None,
+                allow_origins=allow_origins, playground=playground)
             serve.run(application, name=app_lib.APP_NAME, route_prefix="/")
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         click.echo(f"serving {info['model']} at ws://{shown}:{port}{'/v1/streams'} "
@@ -155,6 +163,17 @@ def _model_info(model_path):
     if model_path is not None and os.path.splitext(model_path)[1].lower() == ".tflite":
         return describe_export(common.open_runtime(model_path), model_path)
     return describe(common.load_model(model_path), model_path or "default")
+
+
+def _check_origins(allow_origins):
+    """A clear usage error for an --allow-origin that is not an origin."""
+    from streamgen.serve.origins import normalize
+
+    for origin in allow_origins:
+        if origin != "*" and normalize(origin) is None:
+            raise click.BadParameter(
+                f"expected '*' or a URL like https://app.example.com[:port], got {origin!r}",
+                param_hint="'--allow-origin'")
 
 
 def _check_port(host, port):

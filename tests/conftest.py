@@ -100,3 +100,28 @@ def serve_port(ray_cluster):
         yield port
     finally:
         serve.shutdown()
+
+
+WEB_TOKEN = "t0ken-for.browsers"
+WEB_ALLOWED_ORIGIN = "http://allowed.example:8080"
+
+
+@pytest.fixture(scope="session")
+def web_serve(serve_port, cli_tflite):
+    """Two applications of the LiteRT export on the session's Serve, for the
+    browser-facing tests: `/web` (no token, 8 streams, 16 KiB messages) and
+    `/webtok` (`WEB_TOKEN`; `WEB_ALLOWED_ORIGIN` allowed too)."""
+    serve = pytest.importorskip("ray.serve")
+    from streamgen.serve.app import build_app
+
+    port = serve_port
+    serve.run(build_app(cli_tflite, max_streams=8, max_message_bytes=1 << 14),
+              name="web", route_prefix="/web")
+    serve.run(build_app(cli_tflite, token=WEB_TOKEN, allow_origins=[WEB_ALLOWED_ORIGIN]),
+              name="webtok", route_prefix="/webtok")
+    base = f"127.0.0.1:{port}"
+    yield {"port": port, "self": f"http://{base}", "web": f"http://{base}/web",
+           "webtok": f"http://{base}/webtok", "ws": f"ws://{base}/web",
+           "wstok": f"ws://{base}/webtok"}
+    for name in ("web", "webtok"):
+        serve.delete(name)

@@ -5,7 +5,7 @@ import base64
 import numpy as np
 import pytest
 
-from streamgen.data import text
+from streamgen.data import text as jsontext
 from streamgen.remote import wire
 
 SIZES = {"outer": [4], "inner": [3, 2]}
@@ -71,10 +71,10 @@ def test_encode_refuses_bad_states():
 
 def test_frames_json_and_back():
     frames = np.array([[0.5, -1.0], [1e-7, 123456789.0], [-0.0, 0.333333333]], np.float32)
-    text = text.frames_json(frames)
+    text = jsontext.frames_json(frames)
     assert text == "[[0.5,-1],[1e-07,1.23457e+08],[-0,0.333333]]"
-    assert text.frames_json(np.zeros((0, 2))) == "[]"
-    assert text.frames_json(np.array([[np.nan, np.inf]])) == "[[null,null]]"
+    assert jsontext.frames_json(np.zeros((0, 2))) == "[]"
+    assert jsontext.frames_json(np.array([[np.nan, np.inf]])) == "[[null,null]]"
     back = wire.frames_array([[0.5, -1], [1e-07, 1.23457e+08]], 2)
     assert back.dtype == np.float32 and back.shape == (2, 2)
     assert wire.frames_array([], 2).shape == (0, 2)

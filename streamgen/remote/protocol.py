@@ -26,7 +26,6 @@ from typing import Any, List, Optional
 
 from streamgen import checks
 from streamgen.data.text import frames_json
-from streamgen.remote import wire
 
 PATH = "/v1/streams"
 DEFAULT_ID = ""  # the stream of bare messages

@@ -29,12 +29,15 @@ import time
 import numpy as np
 import ray
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
 from streamgen.remote import protocol
 from streamgen.serve import limits
+from streamgen.serve import metrics as metrics_lib
+from streamgen.serve import origins as origins_lib
+from streamgen.serve import playground
 from streamgen.serve.batcher import Batcher, StateTable, TickLoop
 from streamgen.serve.session import Session, expire_idle, format_bare, format_items
 
@@ -92,6 +95,11 @@ def _unauthorized():
                         status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _forbidden_origin():
+    return JSONResponse({"error": "this origin may not use the server (see --allow-origin)"},
+                        status_code=403)
+
+
 def _error(status, message):
     return JSONResponse({"error": message}, status_code=status)
 
@@ -131,8 +139,11 @@ class Server:
         options: dict with `max_batch_size`, `batch_wait_ms`, `max_streams`,
             `idle_timeout` (seconds or `None`), `token` (or `None`),
             `max_message_bytes`, `model_info` (dict or `None`),
-            `control` (the `Control` actor's name, or `None`), and the
-            bounds of `limits` (see `build_app`).
+            `control` (the `Control` actor's name, or `None`),
+            `allow_origins` (origins allowed besides the server's own),
+            `playground` (serve the page at `GET /`; default true),
+            `metrics` (count metrics; default true), and the bounds of
+            `limits` (see `build_app`).
     """
 
     def __init__(self, model_name, model_bytes, options):
@@ -145,6 +156,7 @@ class Server:
         self.runtime = open_runtime(path)
         self.options = dict(_LIMIT_DEFAULTS, **options)
         self.token = self.options.get("token") or None
+        self.origins = origins_lib.Origins(self.options.get("allow_origins") or ())
         self.table = StateTable(self.runtime, max_streams=self.options["max_streams"])
         self.batcher = Batcher(self.table, self.options["max_batch_size"])
         self.executor = concurrent.futures.ThreadPoolExecutor(1, "streamgen-step")
@@ -152,6 +164,13 @@ class Server:
         self.model_info = self._model_info(self.options.get("model_info"), model_name)
         self.connections = set()  # asyncio.Event per open WebSocket: set to drain it
         self.requests = 0  # POST /v1/decode in progress (they count as connections)
+        context = serve.get_replica_context()
+        self.metrics_hub = metrics_lib.hub_name(context.app_name)
+        self.metrics = metrics_lib.ReplicaMetrics(
+            context.replica_id.unique_id, open_streams=lambda: len(self.table),
+            connections=lambda: len(self.connections), ray_export=True,
+        ) if self.options.get("metrics", True) else metrics_lib.NoMetrics()
+        self.metrics.instrument(self.batcher)
         self.draining = False
         self._tasks = None
         # Warm up (the first call of a runtime plans or traces).
@@ -180,7 +199,15 @@ class Server:
         if self._tasks is None:
             loop = asyncio.get_running_loop()
             self.ticks.start()
-            self._tasks = [loop.create_task(self._housekeeping())]
+            self._tasks = [loop.create_task(self._housekeeping()),
+                           loop.create_task(self._report_metrics())]
+
+    async def _report_metrics(self):
+        """Every second, this replica's metrics to the app's `MetricsHub` (its
+        own task: a slow actor start never delays the housekeeping)."""
+        while True:
+            await asyncio.sleep(metrics_lib.REPORT_EVERY_S)
+            await self.metrics.report(self.metrics_hub)
 
     async def _housekeeping(self):
         idle = self.options.get("idle_timeout")
@@ -193,6 +220,7 @@ class Server:
             if idle and time.monotonic() - last_sweep >= min(1.0, idle / 4):
                 last_sweep = time.monotonic()
                 dropped = expire_idle(self.table, idle)
+                self.metrics.dropped_idle(dropped)
                 if dropped:
                     logger.info("dropped %d idle stream(s) (--idle-timeout %g s)", dropped, idle)
             if name:
@@ -210,8 +238,9 @@ class Server:
     # ------------------------------------------------------------------ #
     # Auth.
     # ------------------------------------------------------------------ #
-    def _authorized(self, headers):
-        return limits.authorized(headers.get("authorization", ""), self.token)
+    def _authorized(self, headers, offered=()):
+        """`Authorization: Bearer T`, or (WebSocket) the subprotocol `bearer.T`."""
+        return origins_lib.token_matches(self.token, headers, offered)
 
     def _at_cap(self):
         return len(self.connections) + self.requests >= self.options["max_connections"]
@@ -229,21 +258,54 @@ class Server:
 
     @api.get("/v1/model")
     def model(self, request: Request):
-        if not self._authorized(request.headers):
-            return _unauthorized()
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         return self.model_info
+
+    @api.get("/")
+    def playground_page(self, request: Request):
+        if not self.options.get("playground", True):
+            return _error(404, "the playground page is off (streamgen serve --no-playground)")
+        if not self.origins.allowed(request.headers):
+            self.metrics.error("origin")
+            return _forbidden_origin()
+        return HTMLResponse(playground.page(), headers=playground.HEADERS)
+
+    @api.get("/metrics")
+    async def metrics_route(self, request: Request):
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        self._start()
+        text = await self.metrics.scrape(self.metrics_hub)
+        return Response(text, media_type=metrics_lib.CONTENT_TYPE)
+
+    def _refused(self, request):
+        """The 403 / 401 response for a request of another origin or without
+        the token, else `None` (counted by kind)."""
+        if not self.origins.allowed(request.headers):
+            self.metrics.error("origin")
+            return _forbidden_origin()
+        if not self._authorized(request.headers):
+            self.metrics.error("auth")
+            return _unauthorized()
+        return None
 
     @api.post("/v1/decode")
     async def decode(self, request: Request):
         from streamgen.data.lines import Reset, Vector
         from streamgen.data.text import frames_json
 
-        if not self._authorized(request.headers):
-            return _unauthorized()
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         wrong_type = limits.decode_content_type_error(request.headers.get("content-type"))
         if wrong_type:
+            self.metrics.error("bad_request")
             return _error(415, wrong_type)
         if self._at_cap():
+            self.metrics.error("limit")
             return _error(503, self._cap_message())
         self.requests += 1
         done = True  # until the response owns the count
@@ -254,11 +316,13 @@ class Server:
                 body = await limits.read_body(request.stream(), self.options["max_decode_bytes"],
                                               self.options["body_timeout"])
             except limits.BodyError as error:
+                self.metrics.error("oversize" if error.status == 413 else "bad_request")
                 return _error(error.status, str(error))
             events, bad = await asyncio.to_thread(_read_decode_body, body,
                                                   self.runtime.input_size)
             del body
             if bad:
+                self.metrics.error("bad_request")
                 return _error(400, bad)
             self._start()
             session = Session(self.table)
@@ -266,6 +330,7 @@ class Server:
                 session.row("")  # allocates now: --max-streams is said as a 503
             except ValueError as error:
                 session.close()
+                self.metrics.error("limit")
                 return _error(503, str(error))
             done = False
         finally:
@@ -297,14 +362,22 @@ class Server:
     # ------------------------------------------------------------------ #
     @api.websocket(protocol.PATH)
     async def streams(self, websocket: WebSocket):
-        if not self._authorized(websocket.headers):
-            await websocket.close(code=1008)  # before accept: the handshake is refused
+        headers = websocket.headers
+        offered = origins_lib.offered_subprotocols(headers)
+        if not self.origins.allowed(headers):
+            self.metrics.error("origin")
+            await websocket.close(code=1008)
+            return
+        if not self._authorized(headers, offered):
+            self.metrics.error("auth")
+            await websocket.close(code=1008)  # before accept: the handshake is refused (403)
             return
         if self.draining:
             await websocket.close(code=1001)
             return
-        await websocket.accept()
+        await websocket.accept(subprotocol=origins_lib.accepted_subprotocol(offered))
         if self._at_cap():  # said at once, never queued
+            self.metrics.error("limit")
             await websocket.close(code=1013, reason=_reason(self._cap_message()))
             return
         self._start()
@@ -344,6 +417,7 @@ class Server:
                     await websocket.close(code=1001, reason="server shutting down")
                     break
                 message, receive = receive.result(), None
+                received = time.perf_counter()
                 if message["type"] == "websocket.disconnect":
                     code = message.get("code")
                     break
@@ -353,12 +427,14 @@ class Server:
                 if len(text) > limit or (len(text) * 4 > limit and isinstance(text, str)
                                          and len(text.encode("utf-8")) > limit):
                     code = 1009
+                    self.metrics.error("oversize")
                     await websocket.close(code=1009, reason=f"message over {limit} bytes")
                     break
                 try:
-                    queue.put(text)
+                    queue.put((text, received))
                 except limits.QueueFull as error:
                     code = 1013
+                    self.metrics.error("limit")
                     await websocket.close(code=1013, reason=_reason(str(error)))
                     break
                 messages += 1
@@ -381,17 +457,19 @@ class Server:
         """A connection's worker: answers its queued messages, in order."""
         options = self.options
         while True:
-            text = await queue.get()
+            text, received = await queue.get()
             busy[0] = True
             try:
                 parsed = protocol.parse_message(text, options["max_requests_per_message"])
             except protocol.ProtocolError as error:
                 reply = protocol.reply([protocol.error_item(None, error)])
+                items = [("error", None, str(error))]
             else:
                 items = await session.handle(parsed, self.ticks.submit)
                 reply = (format_bare(items) if parsed.bare
                          else format_items(items, options["max_reply_bytes"]))
             await websocket.send_text(reply)
+            self.metrics.message(time.perf_counter() - received, items)
             busy[0] = False
 
     @staticmethod
@@ -410,7 +488,7 @@ class Server:
 def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
               max_streams=100_000, idle_timeout=None, token=None,
               max_message_bytes=MAX_MESSAGE_BYTES, model_info=None, control=None,
-              replica_cpus=0.0, **bounds):
+              replica_cpus=0.0, allow_origins=(), playground=True, metrics=True, **bounds):
     """The bound Serve application for `serve.run`.
 
     Args:
@@ -429,6 +507,12 @@ def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
         control: the name of a `Control` actor (namespace `"streamgen"`)
             that can drain the replicas, or `None`.
         replica_cpus: CPUs each replica reserves (0: schedule freely).
+        allow_origins: origins (`"https://host[:port]"`, or `"*"`) whose
+            browser pages may use the server besides its own; a request
+            without `Origin` (a program) is always allowed.
+        playground: serve the playground page at `GET /`.
+        metrics: count the Prometheus metrics (`GET /metrics`, and Ray's
+            export); `False` only to measure what they cost.
         **bounds: the service's bounds (defaults in `streamgen.serve.limits`):
             `max_connections` (per replica; beyond, close 1013 or HTTP 503
             at once), `max_streams_per_connection`, `max_queued_messages`
@@ -444,12 +528,15 @@ def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
     unknown = sorted(set(bounds) - set(_LIMIT_DEFAULTS))
     if unknown:
         raise TypeError(f"build_app() got unexpected keyword arguments {unknown}")
+    origins_lib.Origins(allow_origins)  # a bad entry: ValueError here, not in a replica
     with open(model_path, "rb") as file:
         model_bytes = file.read()
     options = dict(max_batch_size=int(max_batch_size), batch_wait_ms=float(batch_wait_ms),
                    max_streams=int(max_streams), idle_timeout=idle_timeout, token=token,
                    max_message_bytes=int(max_message_bytes), model_info=model_info,
-                   control=control, **dict(_LIMIT_DEFAULTS, **bounds))
+                   control=control, allow_origins=list(allow_origins or ()),
+                   playground=bool(playground), metrics=bool(metrics),
+                   **dict(_LIMIT_DEFAULTS, **bounds))
     ongoing = int(options["max_connections"]) + limits.CONNECTION_HEADROOM
     deployment = Server.options(num_replicas=int(replicas), max_ongoing_requests=ongoing,
                                 ray_actor_options={"num_cpus": replica_cpus})
