@@ -74,7 +74,7 @@ def main():
             start = time.perf_counter()
             result = raytrain.train_on_ray(
                 train, os.path.join(folder, f"m{workers}.keras"), valid=valid,
-                workers=workers, epochs=args.epochs, batch_size=args.batch_size,
+                workers=workers, epochs=args.epochs, batch_size=args.batch_size * workers,
                 learning_rate=args.learning_rate, seed=args.seed, units=args.units,
                 ir_size=32, on_epoch=epochs.append)
             last = result["history"][-1]

@@ -163,7 +163,7 @@ def _load_data(path, model=None, hint="", **sizes):
               metavar="[ADDRESS]",
               help="Train data-parallel on a Ray cluster with Ray Train: a local one "
                    "(127.0.0.1), or the cluster at ADDRESS (auto, host:port, "
-                   "ray://host:port). --batch-size is then per worker.")
+                   "ray://host:port). --batch-size stays the global batch, split over the workers.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="With --ray: Ray Train workers (default 2).")
 def train(data, output, valid, epochs, batch_size, learning_rate, seed, units, ir_size,
@@ -189,7 +189,8 @@ def train(data, output, valid, epochs, batch_size, learning_rate, seed, units, i
     anything, was saved.
 
     With --ray, N workers (--workers) each stream their own share of DATA
-    and train one replica; the global batch is N times --batch-size. One
+    and train one replica; --batch-size is the global batch (a multiple of
+    N, split over the workers), so a run trains like a local one. One
     line per epoch, with the records/s of all workers. A worker that dies
     is restarted and training resumes from the last epoch's checkpoint.
     See docs/training.md.

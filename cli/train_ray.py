@@ -48,6 +48,10 @@ def run(ray_address, workers, data, output, valid, quiet, **options):
         raise common.CliError(f"--ray needs Ray Train (pip install -e '.[serve]'): {error}") \
             from None
     workers = workers or _DEFAULT_WORKERS
+    if options["batch_size"] % workers:
+        raise common.bad_value("batch_size", f"{options['batch_size']} is not a multiple of "
+                               f"--workers {workers} (it is the global batch, split over "
+                               f"the workers).")
     epochs = options["epochs"]
     if valid is not None:  # every record checked now, as without --ray
         from streamgen.cli.commands_model import _data_widths, _load_data

@@ -5,8 +5,9 @@ Ray Train workers (`TensorflowTrainer`, which sets up `TF_CONFIG` for
 `tf.distribute.MultiWorkerMirroredStrategy`). Each worker streams its own
 share of the JSONL files through `sg.jsonl_dataset(..., shard=(rank,
 workers))`: whole files when there are at least as many files as workers,
-else ranges of lines; no record is read twice in an epoch. The global batch
-is `batch_size * workers`.
+else ranges of lines; no record is read twice in an epoch. `batch_size` is
+the global batch, each worker's batch times `workers`: the same options
+train like a local run.
 
 After every epoch rank 0 writes a checkpoint (weights, optimizer, history)
 through `ray.train.report`; a worker that dies is restarted with the others
@@ -54,8 +55,9 @@ def train_on_ray(paths, output, *, valid=None, address=None, workers=2, epochs=1
         workers: int, Ray Train workers (one replica each).
         epochs, patience: as `streamgen train` (patience on `val_loss`, or
             on `loss` without `valid`).
-        batch_size: int, sequences per worker and step; the global batch is
-            `batch_size * workers`.
+        batch_size: int, the GLOBAL batch: sequences per step, all workers
+            together (each worker's batch is `batch_size / workers`, so it
+            must divide). The same value trains like a local run.
         learning_rate: float, Adam's.
         seed: int or None: weights and shuffling (None: drawn once here,
             so that every worker starts from the same weights).
@@ -91,6 +93,10 @@ def train_on_ray(paths, output, *, valid=None, address=None, workers=2, epochs=1
 
     workers = _checks.positive_int("workers", workers)
     batch_size = _checks.positive_int("batch_size", batch_size)
+    if batch_size % workers:
+        raise ValueError(
+            f"Received an invalid value for argument `batch_size`, expected a multiple of "
+            f"workers={workers} (the global batch, split over the workers), got {batch_size}.")
     epochs = _checks.positive_int("epochs", epochs)
     max_failures = _checks.check_count("max_failures", max_failures)
     cpus_per_worker = _checks.positive_int("cpus_per_worker", cpus_per_worker)
@@ -110,7 +116,7 @@ def train_on_ray(paths, output, *, valid=None, address=None, workers=2, epochs=1
         seed = random.SystemRandom().randrange(_SEED_RANGE)
     config = {
         "files": files, "valid": valid, "output": output, "epochs": epochs,
-        "batch_size": batch_size, "learning_rate": float(learning_rate), "seed": int(seed),
+        "batch_size": batch_size // workers, "learning_rate": float(learning_rate), "seed": int(seed),
         "patience": patience, "shuffle_buffer": shuffle_buffer, "cpus": cpus_per_worker,
         "model": dict(model_options, input_size=widths.size["x"],
                       output_size=widths.size["y"]),

@@ -36,7 +36,7 @@ def write_jsonl(path, n, bad_line=None):
 
 def test_two_workers_survive_a_kill_and_equal_one_worker_with_the_global_batch(
         ray_cluster, tmp_path):
-    """2 workers with batch 2, rank 1 killed (SIGKILL) after epoch 1: Ray Train
+    """2 workers with batch 2 each (global 4), rank 1 killed (SIGKILL) after epoch 1: Ray Train
     restarts the group from the last checkpoint, and the model equals one
     process trained with batch 4 on the same records in the same order."""
     path = write_jsonl(tmp_path / "d.jsonl", 16)  # one file: lines 1-8 | 9-16
@@ -49,7 +49,7 @@ def test_two_workers_survive_a_kill_and_equal_one_worker_with_the_global_batch(
 
     events = []
     result = raytrain.train_on_ray(
-        path, out, workers=2, epochs=2, batch_size=2, learning_rate=1e-2, seed=7,
+        path, out, workers=2, epochs=2, batch_size=4, learning_rate=1e-2, seed=7,
         shuffle_buffer=0, max_failures=1, storage_path=str(tmp_path / "ray"),
         on_epoch=events.append, _worker_hook=hook, **OPTIONS)
     assert os.path.exists(marker)
@@ -80,7 +80,7 @@ def test_cli_bad_record_stops_every_worker_with_one_line(ray_cluster, tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", 12, bad_line=10)  # in rank 1's share
     out = str(tmp_path / "m.keras")
     result = CliRunner().invoke(
-        cli, ["train", path, "--ray", "--workers", "2", "--epochs", "2", "--batch-size", "2",
+        cli, ["train", path, "--ray", "--workers", "2", "--epochs", "2", "--batch-size", "4",
               "--units", "8", "--ir-size", "8", "--seed", "0", "-o", out],
         catch_exceptions=False)
     assert result.exit_code == 1

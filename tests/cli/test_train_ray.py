@@ -43,12 +43,13 @@ def calls(monkeypatch):
 def test_ray_options_and_lines(calls, tmp_path):
     out = str(tmp_path / "m.keras")
     result = invoke([TRAIN, "--valid", VALID, "--ray", "--workers", "3", "--epochs", "2",
-                     "--seed", "4", "--patience", "2", "--stop-loss-weight", "0.5", "-o", out])
+                     "--batch-size", "30", "--seed", "4", "--patience", "2", "--stop-loss-weight", "0.5", "-o", out])
     assert result.exit_code == 0, result.output
     (call,) = calls
     assert call["paths"] == [TRAIN] and call["output"] == out and call["valid"] == VALID
-    assert (call["address"], call["workers"], call["epochs"], call["seed"],
-            call["patience"], call["stop_loss_weight"]) == (None, 3, 2, 4, 2, 0.5)
+    assert (call["address"], call["workers"], call["epochs"], call["batch_size"],
+            call["seed"], call["patience"], call["stop_loss_weight"]) == (None, 3, 2, 30, 4, 2,
+                                                                          0.5)
     assert result.stdout.splitlines() == [
         "epoch 1/2: loss 1 frame_loss 0.5 stop_accuracy 0.75 stop_loss 0.5 val_loss 2 "
         "(2.0 s, 1,000 records/s on 3 workers)",
@@ -72,6 +73,9 @@ def test_ray_address_and_data_after_the_flag(calls, tmp_path):
     (["--workers", "2", "-o", "m.keras"], "--workers needs --ray."),
     (["--ray", "-o", "no/such/folder/m.keras"],
      "Invalid value for '--output' / '-o': the folder 'no/such/folder' does not exist."),
+    (["--ray", "--workers", "3", "-o", "m.keras"],
+     "Invalid value for '--batch-size': 32 is not a multiple of --workers 3 (it is the "
+     "global batch, split over the workers)."),
     (["--ray", "--workers", "0", "-o", "m.keras"],
      "Invalid value for '--workers': 0 is not in the range x>=1."),
 ])
