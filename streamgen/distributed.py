@@ -101,10 +101,13 @@ class DistributedTraining:
 
     Example:
 
+    >>> from streamgen import distributed
     >>> def build():
     ...     return sg.StreamGen(3, 2, units=8), keras.optimizers.Adam(1e-3)
-    >>> training = DistributedTraining(build)
-    >>> logs = training.run_epoch(sg.make_dataset(x, y, 4, shuffle=False), steps=2)
+    >>> training = distributed.DistributedTraining(build)
+    >>> logs = training.run_epoch(sg.jsonl_dataset("samples/valid.jsonl", 32), steps=2)
+    >>> logs["records"], logs["steps"]
+    (64, 2)
     """
 
     def __init__(self, build, strategy=None):

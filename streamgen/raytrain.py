@@ -125,11 +125,7 @@ def train_on_ray(paths, output, *, valid=None, address=None, workers=2, epochs=1
 
     started = not ray.is_initialized()
     if started:
-        local = address is None
-        ray.init(address="local" if local else address, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.ERROR, configure_logging=True,
-                 **({"_node_ip_address": "127.0.0.1", "num_cpus": workers * cpus_per_worker}
-                    if local else {}))
+        _init(ray, address, workers * cpus_per_worker)
     temporary = None
     try:
         for name in ("ray", "ray.train", "ray.tune"):
@@ -146,6 +142,30 @@ def train_on_ray(paths, output, *, valid=None, address=None, workers=2, epochs=1
             temporary.cleanup()
         if started:
             ray.shutdown()
+
+
+def _init(ray, address, cpus):
+    """`ray.init`: a new local cluster on 127.0.0.1 (`address=None`), or `address`.
+
+    A local cluster is tried twice: on a loaded machine its raylet can miss
+    Ray's 30 s registration window.
+
+    Raises:
+        RuntimeError: Ray could not start or connect, in one line.
+    """
+    local = address is None
+    for attempt in (1, 2):
+        try:
+            ray.init(address="local" if local else address, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.ERROR, configure_logging=True,
+                     **({"_node_ip_address": "127.0.0.1", "num_cpus": cpus} if local else {}))
+            return
+        except Exception as error:  # Ray raises plain `Exception`s here
+            if ray.is_initialized():
+                ray.shutdown()
+            if not local or attempt == 2:
+                where = "start a local Ray cluster" if local else f"connect to {address!r}"
+                raise RuntimeError(f"could not {where}: {_first_line(error)}") from None
 
 
 def _fit(ray, config, workers, max_failures, storage_path, on_epoch):
