@@ -113,7 +113,7 @@ def _load_data(path, model=None, hint="", **sizes):
 # train
 # ---------------------------------------------------------------------- #
 @click.command()
-@click.argument("data", nargs=-1, required=True, metavar="DATA", callback=_data_files)
+@click.argument("data", nargs=-1, metavar="DATA", callback=_data_files)
 @click.option("--output", "-o", required=True, metavar="OUT.keras",
               callback=_output_path(".keras"),
               help="Where to save the trained model (.keras), written atomically.")
@@ -164,9 +164,16 @@ def _load_data(path, model=None, hint="", **sizes):
                    "and the last epoch's model is saved.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress: print only the final line.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS]",
+              help="Train data-parallel on a Ray cluster with Ray Train: a local one "
+                   "(127.0.0.1), or the cluster at ADDRESS (auto, host:port, "
+                   "ray://host:port). --batch-size stays the global batch, split over the workers.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --ray: Ray Train workers (default 2).")
 def train(data, output, valid, epochs, batch_size, learning_rate, seed, units, ir_size,
           cell, max_steps, decoder_state, frame_loss, mixtures, stop_kind, threshold,
-          stop_loss_weight, stop_pos_weight, patience, quiet):
+          stop_loss_weight, stop_pos_weight, patience, quiet, ray_address, workers):
     """Train a model on DATA (JSON Lines files or glob patterns) with teacher forcing.
 
     DATA is streamed (never loaded whole), the files interleaved and the
@@ -186,6 +193,13 @@ def train(data, output, valid, epochs, batch_size, learning_rate, seed, units, i
     rate too high) stops training with status 1 and says what, if
     anything, was saved.
 
+    With --ray, N workers (--workers) each stream their own share of DATA
+    and train one replica; --batch-size is the global batch (a multiple of
+    N, split over the workers), so a run trains like a local one. One
+    line per epoch, with the records/s of all workers. A worker that dies
+    is restarted and training resumes from the last epoch's checkpoint.
+    See docs/training.md.
+
     \b
     Example:
       streamgen train samples/train.jsonl --valid samples/valid.jsonl \\
@@ -193,7 +207,12 @@ def train(data, output, valid, epochs, batch_size, learning_rate, seed, units, i
       streamgen train data.jsonl --stop l2-below --threshold 0.1 \\
           --stop-loss-weight 0 --patience 3 -o model.keras
       streamgen train data.jsonl --frame-loss mdn --mixtures 3 -o model.keras
+      streamgen train samples/train.jsonl --valid samples/valid.jsonl \\
+          --ray --workers 2 --epochs 3 -o model.keras
     """
+    from streamgen.cli import train_ray
+
+    data = train_ray.data_and_address(data, ray_address, workers, _data_files)
     criteria = common.stop_spec([{"class_name": "StopHead", "config": {"threshold": 0.5}}],
                                 stop_kind, threshold)
     input_size, output_size = _data_widths(data, max_steps)  # DATA: files, streamed
@@ -201,6 +220,15 @@ def train(data, output, valid, epochs, batch_size, learning_rate, seed, units, i
     if valid is not None:
         valid_data = _load_data(valid, max_steps=max_steps, input_size=input_size,
                                 output_size=output_size)
+
+    if ray_address is not None:
+        return train_ray.run(
+            train_ray.address(ray_address), workers, data, output, valid, quiet, epochs=epochs,
+            batch_size=batch_size, learning_rate=learning_rate, seed=seed, patience=patience,
+            units=units, ir_size=ir_size, cell=cell, max_steps=max_steps,
+            decoder_state=decoder_state, stop=criteria, frame_loss=frame_loss,
+            stop_loss_weight=stop_loss_weight, stop_pos_weight=stop_pos_weight,
+            mixtures=mixtures)
 
     import keras
 

@@ -80,8 +80,35 @@ def frame_losses(y_true, y_pred, frame_loss="mse"):
     check_frame_loss(frame_loss)
 
 
+def mask_counts(y_true, sample_weight=None):
+    """The weighted sizes of the frame and STOP masks of a batch.
+
+    Args:
+        y_true: dict with `"frame_mask"` and `"stop_mask"` `(B, T, M)`.
+        sample_weight: optional float `(B,)`, a weight per sequence.
+
+    Returns:
+        A pair of float scalar tensors `(frame_count, stop_count)`: what
+        `masked_losses` divides by. A data-parallel step sums them over the
+        replicas and passes the sums back as `counts` (see
+        `streamgen.training.distributed`).
+    """
+    frame_mask, stop_mask = _masks(y_true, sample_weight)
+    return tf.reduce_sum(frame_mask), tf.reduce_sum(stop_mask)
+
+
+def _masks(y_true, sample_weight):
+    frame_mask = tf.cast(y_true["frame_mask"], tf.float32)
+    stop_mask = tf.cast(y_true["stop_mask"], tf.float32)
+    if sample_weight is not None:
+        weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1, 1, 1])
+        frame_mask = frame_mask * weight
+        stop_mask = stop_mask * weight
+    return frame_mask, stop_mask
+
+
 def masked_losses(y_true, y_pred, frame_loss="mse", stop_pos_weight=1.0,
-                  sample_weight=None):
+                  sample_weight=None, counts=None):
     """The parts of the training loss, each averaged over its mask.
 
     Args:
@@ -96,39 +123,60 @@ def masked_losses(y_true, y_pred, frame_loss="mse", stop_pos_weight=1.0,
             binary cross-entropy.
         sample_weight: optional float `(B,)`, a weight per sequence (it
             multiplies the masks).
+        counts: optional pair of float scalars `(frame_count, stop_count)`
+            to divide the sums by instead of this batch's own (see
+            `mask_counts`): with the counts of the GLOBAL batch of a
+            data-parallel step, the parts of the replicas add up to the
+            parts of the global batch.
 
     Returns:
         dict of float scalar tensors: `"frame_loss"` (mean over emitted
         frames, 0 if none), `"stop_loss"` (mean binary cross-entropy from
         logits over `stop_mask`, 0 if empty), `"stop_accuracy"` (share of
         `stop_mask` steps where `logit > 0` matches the label) and
-        `"stop_count"` (the weighted size of `stop_mask`).
+        `"stop_count"` (the weighted size of `stop_mask`, this batch's own).
     """
-    frame_mask = tf.cast(y_true["frame_mask"], tf.float32)
-    stop_mask = tf.cast(y_true["stop_mask"], tf.float32)
+    frame_mask, stop_mask = _masks(y_true, sample_weight)
     labels = tf.cast(y_true["stop_labels"], tf.float32)
-    if sample_weight is not None:
-        weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1, 1, 1])
-        frame_mask = frame_mask * weight
-        stop_mask = stop_mask * weight
     predicted = y_pred["mixture"] if frame_loss == "mdn" else y_pred["frames"]
     per_frame = frame_losses(
         tf.cast(y_true["frames"], tf.float32), predicted, frame_loss
     )  # (B, T, M)
-    frame_value = tf.math.divide_no_nan(
-        tf.reduce_sum(per_frame * frame_mask), tf.reduce_sum(frame_mask)
-    )
+    stop_count = tf.reduce_sum(stop_mask)
+    if counts is None:
+        frame_divisor, stop_divisor = tf.reduce_sum(frame_mask), stop_count
+    else:
+        frame_divisor, stop_divisor = counts
+    frame_value = tf.math.divide_no_nan(tf.reduce_sum(per_frame * frame_mask), frame_divisor)
     logits = y_pred["stop_logits"]
     per_step = tf.nn.weighted_cross_entropy_with_logits(
         labels=labels, logits=logits, pos_weight=stop_pos_weight
     )  # (B, T, M)
-    stop_count = tf.reduce_sum(stop_mask)
-    stop_value = tf.math.divide_no_nan(tf.reduce_sum(per_step * stop_mask), stop_count)
+    stop_value = tf.math.divide_no_nan(tf.reduce_sum(per_step * stop_mask), stop_divisor)
     correct = tf.cast(tf.equal(tf.cast(logits > 0, tf.float32), labels), tf.float32)
-    accuracy = tf.math.divide_no_nan(tf.reduce_sum(correct * stop_mask), stop_count)
+    accuracy = tf.math.divide_no_nan(tf.reduce_sum(correct * stop_mask), stop_divisor)
     return {
         "frame_loss": frame_value,
         "stop_loss": stop_value,
         "stop_accuracy": accuracy,
         "stop_count": stop_count,
     }
+
+
+def total_loss(parts, stop_loss_weight, extra_losses=()):
+    """The training loss from the parts of `masked_losses`.
+
+    Args:
+        parts: dict with `"frame_loss"` and `"stop_loss"` float scalars.
+        stop_loss_weight: float, the weight of the STOP loss.
+        extra_losses: tensors added, each summed (a model's regularization
+            `losses`).
+
+    Returns:
+        A float scalar tensor: `frame_loss + stop_loss_weight * stop_loss`
+        plus the extra losses.
+    """
+    total = parts["frame_loss"] + stop_loss_weight * parts["stop_loss"]
+    for loss in extra_losses:
+        total = total + tf.cast(tf.reduce_sum(loss), total.dtype)
+    return total

@@ -547,10 +547,7 @@ class StreamGen(keras.Model):
                 f"{self.loss!r}."
             )
         parts = self._loss_parts(y, y_pred, sample_weight)
-        total = parts["frame_loss"] + self.stop_loss_weight * parts["stop_loss"]
-        for loss in self.losses:
-            total = total + tf.cast(tf.reduce_sum(loss), total.dtype)
-        return total
+        return losses.total_loss(parts, self.stop_loss_weight, self.losses)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Updates `frame_loss`, `stop_loss`, `stop_accuracy`; returns all metrics."""

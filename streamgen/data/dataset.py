@@ -37,6 +37,8 @@ __all__ = [
     "make_dataset",
     "jsonl_dataset",
     "jsonl_error",
+    "jsonl_shards",
+    "shard_sizes",
     "ragged_from_padded",
     "targets_from_ragged",
 ]
@@ -197,7 +199,7 @@ _RAISED = collections.deque(maxlen=64)
 
 
 def jsonl_dataset(paths, batch_size=32, *, shuffle_buffer=0, seed=None, max_steps=9,
-                  input_size=None, output_size=None, cycle_length=4):
+                  input_size=None, output_size=None, cycle_length=4, shard=None):
     """A `tf.data.Dataset` of padded, masked batches streamed from JSONL files.
 
     The files are read a line at a time (never whole), `cycle_length` of
@@ -218,6 +220,9 @@ def jsonl_dataset(paths, batch_size=32, *, shuffle_buffer=0, seed=None, max_step
         input_size, output_size: int or None; read from the first records
             when not given.
         cycle_length: int, files read at the same time (interleaved).
+        shard: None, or `(index, count)`: only the share `index` of `count`
+            (one worker's of data-parallel training; see `jsonl_shards`).
+            The shares `0 .. count - 1` hold every record once.
 
     Returns:
         A dataset of `(x, y)` dicts, as `sg.make_dataset`.
@@ -243,16 +248,22 @@ def jsonl_dataset(paths, batch_size=32, *, shuffle_buffer=0, seed=None, max_step
     shuffle_buffer = checks.check_count("shuffle_buffer", shuffle_buffer)
     cycle_length = checks.positive_int("cycle_length", cycle_length)
     files = jsonl.expand_paths(paths)
+    if shard is None:
+        pieces = [(path, 0, -1, 1) for path in files]
+    else:
+        index, count = _check_shard(shard)
+        pieces = jsonl_shards(files, count)[index]
     widths = jsonl.peek_widths(files, max_steps=max_steps, input_size=input_size,
                                output_size=output_size)
     I, O = widths.size["x"], widths.size["y"]
 
-    def chunks(path):
+    def chunks(path, start, end, first_line):
         # Records in flat chunks (one Python call per chunk, not per record).
         try:
             chunk = []
-            for record in jsonl.read_range(path.decode("utf-8"), widths=widths,
-                                           max_steps=max_steps):
+            for record in jsonl.read_range(path.decode("utf-8"), int(start),
+                                           None if end < 0 else int(end), int(first_line),
+                                           widths=widths, max_steps=max_steps):
                 chunk.append(record)
                 if len(chunk) == _CHUNK:
                     yield _flat_chunk(chunk, max_steps)
@@ -267,21 +278,25 @@ def jsonl_dataset(paths, batch_size=32, *, shuffle_buffer=0, seed=None, max_step
                  tf.TensorSpec([None, max_steps, O], tf.float32),
                  tf.TensorSpec([None], tf.int64))
 
-    def records(path):
-        flat = tf.data.Dataset.from_generator(chunks, args=(path,), output_signature=signature)
+    def records(path, start, end, first_line):
+        flat = tf.data.Dataset.from_generator(chunks, args=(path, start, end, first_line),
+                                              output_signature=signature)
         return flat.map(_unflatten).unbatch()  # one element per record
 
-    ds = tf.data.Dataset.from_tensor_slices(files)
+    ds = tf.data.Dataset.from_tensor_slices(
+        tuple(list(column) for column in zip(*pieces)) if pieces
+        else ([""], [0], [0], [1])).take(len(pieces))
     if shuffle_buffer:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(records, cycle_length=min(cycle_length, len(files)), block_length=1)
+        ds = ds.shuffle(len(pieces), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(records, cycle_length=max(1, min(cycle_length, len(pieces))),
+                       block_length=1)
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda x, lengths, frames: (x, lengths, frames, tf.shape(lengths)[0]))
     ds = ds.padded_batch(batch_size)
     # The number of batches, from the number of non-blank lines (a scan, no
     # parsing): Keras then knows an epoch's length.
-    records = sum(_count_records(path) for path in files)
+    records = sum(_count_records(*piece[:3]) for piece in pieces)
     ds = ds.apply(tf.data.experimental.assert_cardinality(-(-records // batch_size)))
 
     def batch(inputs, lengths, frames, steps):
@@ -293,11 +308,64 @@ def jsonl_dataset(paths, batch_size=32, *, shuffle_buffer=0, seed=None, max_step
 _CHUNK = 256  # records per call of a file's reader
 
 
-def _count_records(path):
-    """Non-blank lines of a file (each is a record, or an error when read)."""
+def _count_records(path, start=0, end=-1):
+    """Non-blank lines of a file, or of its byte range `[start, end)` (`end < 0`:
+    to the end): each is a record, or an error when read."""
     with jsonl.open_binary(path) as fh:  # blank as `jsonl.read_range` sees it (.gz too)
-        return sum(1 for line in fh
+        if start:
+            fh.seek(start)  # a range: a plain file (see `jsonl_shards`)
+        lines = fh if end < 0 else jsonl._upto(fh, end - start)
+        return sum(1 for line in lines
                    if line.decode("utf-8", "replace").lstrip("\ufeff").strip())
+
+
+def _check_shard(shard):
+    try:
+        index, count = (int(v) for v in shard)
+        ok = 0 <= index < count and tuple(shard) == (index, count)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise checks.invalid("shard", "a pair (index, count) with 0 <= index < count",
+                              shard)
+    return index, count
+
+
+def jsonl_shards(paths, count):
+    """Cuts JSONL files into `count` shares, one per worker of data-parallel training.
+
+    With at least `count` files, share `i` is the files `files[i::count]`;
+    with fewer, each file is cut into `count` ranges of whole lines
+    (`jsonl.line_ranges`) and share `i` is the `i`-th range of every file.
+    Either way every record is in exactly one share.
+
+    Args:
+        paths: a JSONL file, a glob pattern, or a list of them.
+        count: int, the number of shares.
+
+    Returns:
+        A list of `count` lists of pieces `(path, start, end, first_line)`:
+        byte ranges (`end = -1`: to the end of the file) and the number of
+        the range's first line (for error messages).
+    """
+    count = checks.positive_int("count", count)
+    files = jsonl.expand_paths(paths)
+    if len(files) >= count:
+        return [[(path, 0, -1, 1) for path in files[i::count]] for i in range(count)]
+    shares = [[] for _ in range(count)]
+    for path in files:
+        with open(path, "rb") as fh:
+            lines = sum(1 for _ in fh)
+        ranges = jsonl.line_ranges(path, max(1, -(-lines // count)))
+        for i, (start, end, first_line) in enumerate(ranges[:count]):
+            shares[i].append((path, start, end, first_line))
+    return shares
+
+
+def shard_sizes(paths, count):
+    """The number of records in each share of `jsonl_shards(paths, count)`."""
+    return [sum(_count_records(*piece[:3]) for piece in share)
+            for share in jsonl_shards(paths, count)]
 
 
 def _flat_chunk(records, max_steps):

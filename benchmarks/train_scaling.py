@@ -1,0 +1,102 @@
+"""Data-parallel training on Ray: records/s for 1 and 2 workers, all-reduce cost, quality.
+
+On one local Ray cluster (127.0.0.1, 2 CPUs), with `streamgen.training.ray`:
+
+1. 1 worker and 2 workers (1 CPU each, so each worker computes alike),
+   per-worker batch `--batch-size`, `--epochs` epochs over the first
+   `--records` records of samples/train.jsonl. Throughput is taken from the
+   last epoch (the first one traces the step).
+2. The all-reduce's share of a step: a 2-worker step does the same work per
+   worker as a 1-worker step (same per-worker batch, one CPU each), plus
+   its two collectives (the step's figures and the gradients) and the wait
+   for the slower worker, so `t_step(2) - t_step(1)` is the collective cost.
+3. Quality after the same records seen: the 2-worker validation loss (global
+   batch 2b) against one process with `fit` and batch b, both after
+   `--epochs` epochs over the same records, on samples/valid.jsonl.
+
+Run (the quick mode is the default; bounded by the epochs and records):
+
+    .venv/bin/python benchmarks/train_scaling.py [--records 512] [--epochs 3]
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def local_fit(train, valid, args):
+    import keras
+
+    import streamgen as sg
+
+    keras.utils.set_random_seed(args.seed)
+    model = sg.StreamGen(input_size=3, output_size=2, units=args.units, ir_size=32)
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    ds = sg.jsonl_dataset(train, args.batch_size, shuffle_buffer=10_000, seed=args.seed)
+    val = sg.jsonl_dataset(valid, args.batch_size)
+    start = time.perf_counter()
+    history = model.fit(ds, validation_data=val, epochs=args.epochs, verbose=0).history
+    return {"val_loss": history["val_loss"][-1], "seconds": time.perf_counter() - start}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=512)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--units", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import ray
+
+    from streamgen.training import ray as raytrain
+
+    folder = tempfile.mkdtemp(prefix="streamgen-scaling-")
+    train = os.path.join(folder, "train.jsonl")
+    with open(os.path.join(ROOT, "samples", "train.jsonl")) as src, open(train, "w") as dst:
+        for _, line in zip(range(args.records), src):
+            dst.write(line)
+    valid = os.path.join(ROOT, "samples", "valid.jsonl")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
+    results = {}
+    try:
+        for workers in (1, 2):
+            epochs = []
+            start = time.perf_counter()
+            result = raytrain.train_on_ray(
+                train, os.path.join(folder, f"m{workers}.keras"), valid=valid,
+                workers=workers, epochs=args.epochs, batch_size=args.batch_size * workers,
+                learning_rate=args.learning_rate, seed=args.seed, units=args.units,
+                ir_size=32, on_epoch=epochs.append)
+            last = result["history"][-1]
+            results[workers] = {
+                "wall_s": round(time.perf_counter() - start, 1),
+                "records_per_s": round(last["records"] / last["seconds"], 1),
+                "step_ms": round(1000 * last["seconds"] / last["steps"], 1),
+                "steps": last["steps"],
+                "val_loss": round(result["history"][-1]["val_loss"], 5),
+            }
+            print(json.dumps({"workers": workers, **results[workers]}), flush=True)
+    finally:
+        ray.shutdown()
+    results["fit"] = {k: round(v, 5) for k, v in local_fit(train, valid, args).items()}
+    print(json.dumps({"fit_1_process": results["fit"]}), flush=True)
+    one, two = results[1], results[2]
+    print(json.dumps({
+        "speedup_2_workers": round(two["records_per_s"] / one["records_per_s"], 2),
+        "collective_ms_per_step": round(two["step_ms"] - one["step_ms"], 1),
+        "val_loss_2_workers_vs_fit": round(two["val_loss"] / results["fit"]["val_loss"], 3),
+    }))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

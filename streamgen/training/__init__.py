@@ -1,0 +1,1 @@
+"""Training beyond `fit`: a data-parallel loop (`distributed`) and Ray Train (`ray`)."""

@@ -1,0 +1,93 @@
+"""Training on the session's Ray cluster (`streamgen.training.ray`, `streamgen train --ray`).
+
+Each test here starts a Ray Train worker group (TensorFlow imported in every
+worker): slow. They share the session cluster (`ray_cluster`, 2 CPUs).
+"""
+
+import json
+import os
+import signal
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import streamgen as sg
+from streamgen.training import distributed
+from streamgen.training import ray as raytrain
+from streamgen.cli.main import cli
+from helpers import toy_data
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+OPTIONS = dict(units=8, ir_size=8)
+
+
+def write_jsonl(path, n, bad_line=None):
+    x, y = toy_data(n, seed=4)
+    with open(path, "w") as fh:
+        for i, (a, b) in enumerate(zip(x, y)):
+            if i + 1 == bad_line:
+                fh.write('{"x": [[1, 2]], "y": [[]]}\n')
+                continue
+            fh.write(json.dumps({"x": a.tolist(), "y": [o.tolist() for o in b]}) + "\n")
+    return str(path)
+
+
+def test_two_workers_survive_a_kill_and_equal_one_worker_with_the_global_batch(
+        ray_cluster, tmp_path):
+    """2 workers with batch 2 each (global 4), rank 1 killed (SIGKILL) after epoch 2 of 3:
+    Ray Train restarts the group from the last checkpoint (epoch 1's or 2's: the
+    controller may not have collected epoch 2's report from the dead worker), and
+    the model equals one process trained with batch 4 on the same records in the
+    same order."""
+    path = write_jsonl(tmp_path / "d.jsonl", 16)  # one file: lines 1-8 | 9-16
+    out, marker = str(tmp_path / "m.keras"), str(tmp_path / "killed")
+
+    def hook(rank, epoch):
+        if rank == 1 and epoch == 2 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    events = []
+    result = raytrain.train_on_ray(
+        path, out, workers=2, epochs=3, batch_size=4, learning_rate=1e-2, seed=7,
+        shuffle_buffer=0, max_failures=1, storage_path=str(tmp_path / "ray"),
+        on_epoch=events.append, _worker_hook=hook, **OPTIONS)
+    assert os.path.exists(marker)
+    resumed = [e["resumed"] for e in events if "resumed" in e]
+    assert len(resumed) == 1 and resumed[0] in (1, 2)
+    assert [h["records"] for h in result["history"]] == [16, 16, 16]
+    assert result["stopped"] == "epochs" and result["saved"]
+
+    # The reference: global batch k = rank 0's batch k + rank 1's batch k.
+    x, y = toy_data(16, seed=4)
+    order = [i for k in range(4) for i in (2 * k, 2 * k + 1, 8 + 2 * k, 9 + 2 * k)]
+    ds = sg.make_dataset([x[i] for i in order], [y[i] for i in order], 4, shuffle=False)
+
+    def build():
+        keras.utils.set_random_seed(7)
+        return (sg.StreamGen(input_size=3, output_size=2, **OPTIONS),
+                keras.optimizers.Adam(1e-2))
+
+    reference, state = distributed.train_distributed(build, lambda e: (ds, 4), epochs=3)
+    np.testing.assert_allclose([h["loss"] for h in result["history"]],
+                               [h["loss"] for h in state["history"]], rtol=1e-5)
+    got = keras.models.load_model(out, compile=False)
+    for a, b in zip(got.get_weights(), reference.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_cli_bad_record_stops_every_worker_with_one_line(ray_cluster, tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", 12, bad_line=10)  # in rank 1's share
+    out = str(tmp_path / "m.keras")
+    result = CliRunner().invoke(
+        cli, ["train", path, "--ray", "--workers", "2", "--epochs", "2", "--batch-size", "4",
+              "--units", "8", "--ir-size", "8", "--seed", "0", "-o", out],
+        catch_exceptions=False)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"streamgen: error: {path}:10: ")
+    assert result.stderr.count("\n") == 1
+    assert not os.path.exists(out)
