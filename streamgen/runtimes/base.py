@@ -39,7 +39,6 @@ TensorFlow.
 """
 
 import hashlib
-import os
 
 import numpy as np
 
