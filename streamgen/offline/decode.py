@@ -283,8 +283,12 @@ def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
     Args:
         model: a `sg.StreamGen`, a `sg.Runtime`, or a `.keras` / `.tflite`
             path.
-        paths: JSONL files or glob patterns (see `sg.read_records`).
-        out: a text file object (written, not closed), or a path.
+        paths: JSONL files or glob patterns (see `sg.read_records`); a
+            `.jsonl.gz`, a FIFO or `"-"` (standard input) is read once.
+        out: a text file object (written, not closed), or a path: written
+            complete or absent (`streamgen.outputs.AtomicText`: a failure
+            or an interrupt leaves the previous file), never one of the
+            inputs (a `ValueError`).
         stop: stop criteria (`None`: the model's); not with a runtime.
         max_steps: optional lower cap; not with a runtime.
         batch_size: positive int, sequences per chunk.
@@ -300,6 +304,11 @@ def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
 
     Returns:
         dict: `"sequences"` and `"steps"` decoded, `"skipped"` records.
+
+    Bad records (`on_error`) include an `"id"` JSON cannot write (NaN,
+    infinity, a lone surrogate) and a record whose frames are not finite:
+    every line written is strict JSON. Chunks hold at most `batch_size`
+    records and `STEP_BUDGET` padded steps (see `chunks`).
 
     Raises:
         ValueError: with `on_error="fail"`, `"{path}:{line}: {what}"`.

@@ -527,9 +527,16 @@ def test_reader_process_dies_with_its_parent(data, cli_tflite, tmp_path, signal_
     assert children, "no reader process"
     process.send_signal(getattr(signal, signal_name))
     process.wait(30)
-    assert _wait_for(lambda: not any(os.path.exists(f"/proc/{c}") and
-                                     open(f"/proc/{c}/stat").read().split()[2] != "Z"
-                                     for c in children), timeout=10)
+    try:
+        assert _wait_for(lambda: not any(os.path.exists(f"/proc/{c}") and
+                                         open(f"/proc/{c}/stat").read().split()[2] != "Z"
+                                         for c in children), timeout=10)
+    finally:  # an orphan (the defect) must not outlive the test
+        for child in children:
+            try:
+                os.kill(int(child), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 @pytest.mark.parametrize("stop", [[], ["--threshold", "1"], ["--threshold", "0.01"]])
