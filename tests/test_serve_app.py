@@ -221,7 +221,7 @@ def test_any_built_in_stop_mixes_in_one_message_equal_local_streams(ray_serve, c
         assert [item["id"] for item in reply] == ids
         assert_outputs_equal([item["out"] for item in reply], outs)
     per_stream = {tuple(len(outs[n]) for outs in expected) for n in range(len(MIXES))}
-    assert len(per_stream) >= 4  # the mixes really differ
+    assert len(per_stream) >= 3  # the mixes really differ (cap, L2, head)
 
 
 def test_state_across_keras_lite_and_local_batching_off(ray_serve, cli_model, cli_tflite):
