@@ -175,8 +175,9 @@ def test_async_flavour_and_open_checks(server, model):
     async def main():
         client = await AsyncClient.connect(server.url)
         async with client:
-            with pytest.raises(ValueError, match="Only thresholds can change"):
-                client.open_stream(stop=[{"class_name": "L2Norm", "config": {}}])
+            with pytest.raises(ValueError, match=r"non-built-in classes here are \[\], got"):
+                client.open_stream(stop=[{"class_name": "Mine", "config": {"threshold": 1}}])
+            client.open_stream(stop=[{"class_name": "L2Norm", "config": {}}])  # any built-in
             with pytest.raises(ValueError, match="max_steps"):
                 client.open_stream(max_steps=99)
             streams = [client.open_stream() for _ in range(16)]

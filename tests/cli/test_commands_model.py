@@ -729,9 +729,6 @@ def test_export_with_other_stop_criteria(cli_model_path, tmp_path):
 
 
 @pytest.mark.parametrize("args, error", [
-    (["--stop", "l2"], "Invalid value for '--stop': {path} was exported with the stop criteria "
-                       "[StopHead]; a .tflite model can only change their thresholds (export it "
-                       "again with 'streamgen export --stop ...')."),
     (["--max-steps", "10"], "Invalid value for '--max-steps': 10 is above the model's trained "
                             "cap of 9 (--max-steps may only lower it)."),
     (["--threshold", "2"], "Invalid value for '--threshold': 2 is not a probability in [0, 1] "
@@ -794,15 +791,20 @@ def test_evaluate_l2_below(cli_data, cli_model_path, cli_model):
     assert json.loads(result.stdout) == rounded(expected)
 
 
-def test_tflite_mode_cannot_change(cli_model_path, tmp_path):
+def test_tflite_takes_any_built_in_stop_kind(cli_model_path, tmp_path):
     path = str(tmp_path / "above.tflite")
     assert invoke(["export", "--model", cli_model_path, "--stop", "l2-above", "--threshold", "1",
                    "-o", path]).exit_code == 0
-    result = invoke(["stream", "--model", path, "--stop", "l2-below"], "")
-    assert result.exit_code == 2
-    assert result.stderr.endswith(
-        f"Error: Invalid value for '--stop': {path} was exported with the stop criteria "
-        "[L2Norm above]; a .tflite model can only change their thresholds (export it again "
-        "with 'streamgen export --stop ...').\n")
+    for args in (["--stop", "l2-below", "--threshold", "0.4"], ["--stop", "head"],
+                 ["--stop", "none"]):
+        lite = invoke(["stream", "--model", path, *args], "1 2 3\n0 0 0\n0.3 -1 0\n")
+        keras_run = invoke(["stream", "--model", cli_model_path, *args],
+                           "1 2 3\n0 0 0\n0.3 -1 0\n")
+        assert lite.exit_code == keras_run.exit_code == 0, lite.output
+        got = [json.loads(line) for line in lite.stdout.splitlines()]
+        expected = [json.loads(line) for line in keras_run.stdout.splitlines()]
+        assert [len(o) for o in got] == [len(o) for o in expected], args
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(np.reshape(a, (-1, 2)), np.reshape(b, (-1, 2)), atol=1e-5)
     result = invoke(["stream", "--model", path, "--stop", "l2", "--threshold", "2"], "1 2 3\n")
     assert result.exit_code == 0
