@@ -467,10 +467,6 @@ def evaluate(data, model_path, stop_kind, threshold):
     click.echo(common.dumps({name: common.rounded(value) for name, value in metrics.items()}))
 
 
-def _is_tflite(path):
-    return path is not None and os.path.splitext(path)[1].lower() == ".tflite"
-
-
 # ---------------------------------------------------------------------- #
 # info
 # ---------------------------------------------------------------------- #
@@ -489,8 +485,8 @@ def info(model_path, as_json):
       streamgen info --model m.keras --json
       streamgen info --model m.tflite
     """
-    if _is_tflite(model_path):
-        facts = describe_export(common.open_runtime(model_path), model_path)
+    facts = describe(common.open_runtime(model_path), model_path)
+    if facts["runtime"] == "LiteRuntime":
         rows = [
             ("model", facts["model"]),
             ("format", facts["format"]),
@@ -505,8 +501,6 @@ def info(model_path, as_json):
             ("bytes", f"{facts['bytes']:,}"),
         ]
     else:
-        model = common.load_model(model_path)
-        facts = describe(model, model_path or "default")
         cell = lambda c: f"{c['class']}({c['units']})" if c["units"] else c["class"]  # noqa: E731
         rows = [
             ("model", facts["model"]),
@@ -528,26 +522,13 @@ def info(model_path, as_json):
         click.echo(f"{name:<15}{value}")
 
 
-def describe(model, source):
-    """The facts `info` prints for a `.keras` model, as a JSON-ready dict."""
-    return {"model": source, **model.describe()}
-
-
-def describe_export(runtime, path):
-    """The facts `info` prints for a `.tflite` export (from its metadata)."""
-    return {
-        "model": path,
-        "format": "litert",
-        "input_size": runtime.input_size,
-        "output_size": runtime.output_size,
-        "cell": runtime.metadata.get("cell"),
-        "max_steps": runtime.trained_max_steps,
-        "decoder_state": runtime.decoder_state,
-        "stop": [{"class": c["class_name"], **c["config"]} for c in runtime.criteria],
-        "state_size": runtime.state_size,
-        "fingerprint": runtime.fingerprint,
-        "bytes": os.path.getsize(path),
-    }
+def describe(runtime, path):
+    """The facts `info` prints (and a server answers at `GET /v1/model`):
+    `runtime.describe()` with the model's name, and a file's size."""
+    facts = {"model": path or "default", **runtime.describe()}
+    if path is not None and os.path.isfile(path) and facts["runtime"] == "LiteRuntime":
+        facts["bytes"] = os.path.getsize(path)
+    return facts
 
 
 def _frames_text(facts):
@@ -562,8 +543,8 @@ def _stops_text(stops):
 
 
 def _stop_text(criterion):
-    args = ", ".join(f"{k}={v!r}" for k, v in criterion.items() if k != "class")
-    return f"{criterion['class']}({args})"
+    args = ", ".join(f"{k}={v!r}" for k, v in criterion["config"].items())
+    return f"{criterion['class_name']}({args})"
 
 
 # ---------------------------------------------------------------------- #

@@ -157,12 +157,10 @@ def _drain(ray, control):
 
 
 def _model_info(model_path):
-    """What `streamgen info --json` prints; checks the model file first."""
-    from streamgen.cli.commands_model import describe, describe_export
+    """What `streamgen info --json` prints; opens (so checks) the model file first."""
+    from streamgen.cli.commands_model import describe
 
-    if model_path is not None and os.path.splitext(model_path)[1].lower() == ".tflite":
-        return describe_export(common.open_runtime(model_path), model_path)
-    return describe(common.load_model(model_path), model_path or "default")
+    return describe(common.open_runtime(model_path), model_path)
 
 
 def _check_origins(allow_origins):

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from streamgen import checks
+from streamgen import criteria
 from streamgen import mdn as mdn_lib
 from streamgen import samplers
 from streamgen.runtimes import tf as tf_runtime
@@ -389,7 +390,7 @@ class StreamGen(keras.Model):
         Returns:
             dict with `input_size`, `output_size`, `ir_size`, `outer_cell` and
             `inner_cell` (`{"class", "units"}`), `max_steps`,
-            `decoder_state`, `stop` (`[{"class", "threshold", ...}]`),
+            `decoder_state`, `stop` (`{"class_name", "config"}` dicts),
             `frame_loss` (and `mixtures` for `"mdn"` frames) and
             `parameters`.
         """
@@ -405,7 +406,7 @@ class StreamGen(keras.Model):
             "inner_cell": cell(self.inner_cell),
             "max_steps": self.max_steps,
             "decoder_state": self.decoder_state,
-            "stop": [{"class": type(c).__name__, **c.get_config()} for c in self.stop],
+            "stop": [criteria.criterion_dict(c) for c in self.stop],
             "frame_loss": self.frame_loss,
             **({"mixtures": self.mixtures} if self.frame_loss == "mdn" else {}),
             **({"stop_network": "separate"} if self.stop_hidden is not None else {}),

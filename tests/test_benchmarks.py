@@ -23,6 +23,10 @@ QUICK = {
     "decode_throughput.py": ["--steps", "2000", "--stream-steps", "30", "--no-ray"],
     "jsonl_pipeline.py": ["--small-mb", "0.2", "--big-mb", "0.4", "--train-steps", "3"],
     "serve_load.py": ["--quick", "--seconds", "1"],
+    "serve_abuse.py": ["--seconds", "0.5"],
+    "serve_metrics.py": ["--seconds", "0.5", "--rounds", "1", "--scenarios", "a"],
+    "train_scaling.py": ["--records", "64", "--epochs", "1", "--units", "8"],
+    "step_paired.py": [str(ROOT), str(ROOT), "--quick", "--pairs", "1", "--steps", "50"],
 }
 # modules the scripts above import or launch (not run on their own)
 HELPERS = {

@@ -38,10 +38,7 @@ class MiniServer:
         async def process_request(connection, request):
             if request.path == "/v1/model":
                 r = self.runtime
-                info = {"input_size": r.input_size, "output_size": r.output_size,
-                        "stop": [{"class": c["class_name"], **c["config"]} for c in r.criteria],
-                        "fingerprint": r.fingerprint, "state_sizes": r.state_sizes,
-                        "trained_max_steps": r.trained_max_steps}
+                info = {**r.describe(), "trained_max_steps": r.trained_max_steps}
                 response = connection.respond(200, json.dumps(info))
                 response.headers["Content-Type"] = "application/json"
                 return response

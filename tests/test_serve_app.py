@@ -140,7 +140,7 @@ def test_auth_http_and_decode(ray_serve, cli_model_path, tmp_path):
     status, body = http(base + "/v1/model", headers=AUTH)
     info = json.loads(body)
     assert status == 200 and info["input_size"] == 3 and info["fingerprint"].startswith("sha256:")
-    assert info["stop"] == [{"class": "StopHead", "threshold": 0.5}]
+    assert info["stop"] == [{"class_name": "StopHead", "config": {"threshold": 0.5}}]
     lines = b"# a comment\n0.5 0 0.1\n1, 1, -0.5\n\n[0.2, 0.1, 0.9]\n"
     local = CliRunner().invoke(cli, ["stream", "--model", cli_model_path], input=lines)
     ndjson = {**AUTH, "Content-Type": "application/x-ndjson"}

@@ -15,7 +15,8 @@ import pytest
 import streamgen as sg
 from helpers import assert_outputs_equal, make_model
 from streamgen.remote import wire
-from streamgen.serve import limits, protocol
+from streamgen.remote import protocol
+from streamgen.serve import limits
 from streamgen.serve.batcher import Batcher, StateTable
 from streamgen.serve.session import Session, expire_idle, format_items
 

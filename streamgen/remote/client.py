@@ -124,9 +124,7 @@ class AsyncClient:
         self.trained_max_steps = int(model["trained_max_steps"])
         self.fingerprint = model["fingerprint"]
         self.state_sizes = model["state_sizes"]
-        self.criteria = [criteria_lib.check_criterion_dict(
-            {"class_name": c["class"], "config": {k: v for k, v in c.items() if k != "class"}})
-            for c in model["stop"]]
+        self.criteria = [criteria_lib.check_criterion_dict(c) for c in model["stop"]]
         self._ids = itertools.count()
         self._pending = []  # (request text, future)
         self._inflight = []  # the batch whose reply is awaited

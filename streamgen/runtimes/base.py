@@ -222,6 +222,32 @@ class Runtime:
         """
         raise NotImplementedError
 
+    def describe(self):
+        """What this runtime's model is, as a JSON-ready dict.
+
+        The one description of a model: `streamgen info` prints it and a
+        server answers it at `GET /v1/model` (a client reads it back).
+
+        Returns:
+            dict with `input_size`, `output_size`, `max_steps` (the trained
+            cap), `decoder_state`, `stop` (the criteria as
+            `{"class_name", "config"}` dicts), `state_sizes`, `state_size`,
+            `fingerprint` and `runtime` (the class name); `TFRuntime` adds
+            the model's own facts (cells, `ir_size`, `frame_loss`,
+            `parameters`), `LiteRuntime` the export's (`format`, `cell`).
+        """
+        return {
+            "input_size": self.input_size,
+            "output_size": self.output_size,
+            "max_steps": self.trained_max_steps,
+            "decoder_state": self.decoder_state,
+            "stop": [dict(c, config=dict(c["config"])) for c in self.criteria],
+            "state_sizes": {k: list(v) for k, v in self.state_sizes.items()},
+            "state_size": self.state_size,
+            "fingerprint": self.fingerprint,
+            "runtime": type(self).__name__,
+        }
+
     def __repr__(self):
         return (f"{type(self).__name__}(input_size={self.input_size}, "
                 f"output_size={self.output_size}, max_steps={self.max_steps}, "

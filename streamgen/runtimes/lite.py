@@ -114,6 +114,10 @@ class LiteRuntime(Runtime):
         self._buckets = {}  # rows -> _Bucket
         self._lock = threading.Lock()
 
+    def describe(self):
+        """See `Runtime.describe`: with the export's `format` and `cell`."""
+        return {**super().describe(), "format": "litert", "cell": self.metadata.get("cell")}
+
     def with_options(self, stop=None, max_steps=None):
         """See `Runtime.with_options`: the file is not read or checked again."""
         other = copy.copy(self)

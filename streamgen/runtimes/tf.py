@@ -370,6 +370,12 @@ class TFRuntime(Runtime):
                          max_steps=self.max_steps if max_steps is None else max_steps,
                          jit_compile=self.jit_compile)
 
+    def describe(self):
+        """See `Runtime.describe`: with the model's own facts (`StreamGen.describe`)."""
+        facts = self.model.describe()
+        facts.pop("stop")  # this runtime's criteria, below
+        return {**super().describe(), **facts}
+
     @property
     def fingerprint(self):
         if self._fingerprint is None:  # hashing the weights costs a little

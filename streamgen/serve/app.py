@@ -178,15 +178,11 @@ class Server:
                           self.runtime.initial_state(1))
 
     def _model_info(self, info, model_name):
+        """`GET /v1/model`: `runtime.describe()` (what `streamgen info --json`
+        prints), with the facts a client needs taken from this replica's runtime."""
         runtime = self.runtime
-        info = dict(info) if info else {
-            "model": os.path.basename(model_name),
-            "input_size": runtime.input_size,
-            "output_size": runtime.output_size,
-            "max_steps": runtime.trained_max_steps,
-            "decoder_state": runtime.decoder_state,
-            "stop": [{"class": c["class_name"], **c["config"]} for c in runtime.criteria],
-        }
+        info = dict(info) if info else {"model": os.path.basename(model_name),
+                                        **runtime.describe()}
         info.update(fingerprint=runtime.fingerprint, state_sizes=runtime.state_sizes,
                     trained_max_steps=runtime.trained_max_steps,
                     runtime=type(runtime).__name__)

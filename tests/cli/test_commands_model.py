@@ -550,14 +550,17 @@ def test_info_json(tmp_path):
     model.save(path)
     result = invoke(["info", "--model", path, "--json"])
     assert result.exit_code == 0
+    runtime = sg.open_runtime(model)
     assert json.loads(result.stdout) == {
         "model": path, "input_size": 3, "output_size": 4, "ir_size": None,
         "outer_cell": {"class": "LSTMCell", "units": 5},
         "inner_cell": {"class": "LSTMCell", "units": 5},
         "max_steps": 6, "decoder_state": "carry",
-        "stop": [{"class": "StopHead", "threshold": 0.7},
-                 {"class": "L2Norm", "threshold": 2.0, "mode": "below"}],
+        "stop": [{"class_name": "StopHead", "config": {"threshold": 0.7}},
+                 {"class_name": "L2Norm", "config": {"threshold": 2.0, "mode": "below"}}],
         "frame_loss": "mse", "parameters": model.count_params(),
+        "state_sizes": {"outer": [5, 5], "inner": [5, 5]}, "state_size": 20,
+        "fingerprint": runtime.fingerprint, "runtime": "TFRuntime",
     }
     text = invoke(["info", "--model", path]).stdout
     assert "stop           StopHead(threshold=0.7), L2Norm(threshold=2.0, mode='below')\n" in text
@@ -584,7 +587,8 @@ def test_info_tflite(cli_tflite):
         f"bytes          {os.path.getsize(cli_tflite):,}\n"
     )
     facts = json.loads(invoke(["info", "--model", cli_tflite, "--json"]).stdout)
-    assert facts["format"] == "litert" and facts["stop"] == [{"class": "StopHead", "threshold": 0.5}]
+    assert facts["format"] == "litert" and facts["stop"] == [
+        {"class_name": "StopHead", "config": {"threshold": 0.5}}]
     assert facts["bytes"] == os.path.getsize(cli_tflite)
 
 
