@@ -94,6 +94,8 @@ class Stream:
 
     def reset(self):
         """Returns to the initial state (the batch size is free again)."""
+        if hasattr(self, "_state"):  # (not in __init__)
+            self.runtime.release(self._state)
         self._state = None
 
     def step(self, x, decode=True):

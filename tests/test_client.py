@@ -147,9 +147,11 @@ def test_state_moves_between_stream_and_remote(server, model, tmp_path):
             bad = remote.get_state()
             bad["outer"][0][0, 0] = np.nan
             remote.set_state(bad)
-        with pytest.raises(ValueError, match="one row"):
-            remote.step(xs[:2])
+        with pytest.raises(ValueError, match="batch of 2 rows, but this stream carries"):
+            remote.step(xs[:2])  # the rule of every Stream
         assert len(remote.step(xs[:1])) == 1
+        with pytest.raises(ValueError, match="one row"):  # a remote stream is one row
+            client.open_stream().step(xs[:2])
 
 
 def test_lost_connection_then_set_state_resumes(server, model):

@@ -277,13 +277,15 @@ def test_a_lost_connection_is_one_exception_class(frozen):
     frozen.answer = True
     with sg.connect(frozen.url, timeout=10) as client:
         stream = client.open_stream()
-        stream.reset()
+        zeros = {part: [np.zeros((1, n), np.float32) for n in sizes]
+                 for part, sizes in client.state_sizes.items()}
+        stream.set_state(zeros)  # a request answered
         frozen.answer = False
         errors = []
 
         def work():
             try:
-                stream.reset()
+                stream.set_state(zeros)  # a request in flight when the connection is lost
             except BaseException as error:  # noqa: BLE001
                 errors.append(error)
 

@@ -38,6 +38,8 @@ from streamgen import checks
 from streamgen import criteria as criteria_lib
 from streamgen.remote import protocol
 from streamgen.remote import wire
+from streamgen.runtimes.base import Runtime
+from streamgen.stream import Stream
 
 MAX_REPLY_BYTES = 256 << 20
 DEFAULT_TIMEOUT_S = 30.0
@@ -468,10 +470,17 @@ class Client:
         return self._async.messages_sent
 
     def open_stream(self, stop=None, max_steps=None):
-        """A new `RemoteStream`; see `AsyncClient.open_stream`."""
+        """A new remote stream: a `sg.Stream` over a `RemoteRuntime`.
+
+        Args:
+            stop, max_steps: see `AsyncClient.open_stream`.
+
+        Returns:
+            A `sg.Stream` (one row: batch size 1).
+        """
         if self._closed:
             raise _closed_error()
-        return RemoteStream(self, self._async.open_stream(stop=stop, max_steps=max_steps))
+        return Stream(RemoteRuntime(self, stop=stop, max_steps=max_steps))
 
     def close(self):
         """Closes the connection and the background thread.
@@ -537,50 +546,115 @@ def _finish(loop, thread, client=None):
         task._log_destroy_pending = False  # asyncio's own switch
 
 
-class RemoteStream:
-    """A stream on a server with `sg.Stream`'s API (blocking).
+class RemoteRuntime(Runtime):
+    """A server's model as the runtime of `sg.Stream`s (blocking).
+
+    `client.open_stream(stop=, max_steps=)` is `sg.Stream(RemoteRuntime(
+    client, stop=, max_steps=))`: the same `Stream` as over a local model,
+    with the same results. A remote row's state lives on the server, so the
+    state this runtime hands to its `Stream` is a *handle* to one server
+    stream (opened with its first request, closed when the handle is
+    dropped), not a value: `get_state()` fetches the value (exact, as a
+    nest), `set_state()` sends one. Hence only `Stream`'s calls
+    (`advance`, `initial_state`, `pack`, `unpack`) are served; `run` and
+    `step`, which take any rows as values, are not.
+
+    Args:
+        client: a `Client` (`sg.connect(url)`).
+        stop: stop criteria (any built-in mix, objects or dicts); `None`:
+            the server model's.
+        max_steps: a lower cap, or `None`.
 
     Example:
 
     >>> client = sg.connect("ws://127.0.0.1:8000", token=None)
     >>> s = client.open_stream(stop=[sg.StopHead(0.7)], max_steps=5)
     >>> out = s.step(np.zeros(3))     # np.ndarray (L, output_size)
-    >>> saved = s.get_state()         # the nest Stream.get_state returns
-    >>> local = sg.Stream(model); local.set_state(saved)
+    >>> saved = s.get_state()         # the nest any Stream's get_state returns
+    >>> local = model.open_stream(); local.set_state(saved)
+    """
+
+    def __init__(self, client, stop=None, max_steps=None):
+        opened = client._async.open_stream(stop=stop, max_steps=max_steps)  # checks them
+        self.client = client
+        self.criteria = opened.criteria
+        self.max_steps = opened.max_steps
+        self._cap = max_steps if max_steps is None else opened.max_steps
+        self.input_size = client.input_size
+        self.output_size = client.output_size
+        self.trained_max_steps = client.trained_max_steps
+        self.state_sizes = client.state_sizes
+        self.fingerprint = client.fingerprint
+        self.decoder_state = client.model.get("decoder_state")
+
+    def initial_state(self, n):
+        """A handle to `n` fresh rows on the server (`n` must be 1)."""
+        if n != 1:
+            raise checks.invalid("x", "one row (a remote stream is one stream; open one "
+                                 "stream per row)", f"{n} rows")
+        return _RemoteRow(self.client, self.client._async.open_stream(
+            stop=self.criteria, max_steps=self._cap))
+
+    def advance(self, x, state, decode=None):
+        if decode is not None and not np.all(decode):
+            raise checks.invalid("decode", "True (a remote stream always runs model_b)", decode)
+        frames = self.client._run(state.stream.step(x[0]))  # (L, output_size)
+        padded = np.zeros((1, self.trained_max_steps, self.output_size), np.float32)
+        padded[0, :len(frames)] = frames
+        return padded, np.array([len(frames)], np.int32), state
+
+    def unpack(self, state):
+        return self.client._run(state.stream.get_state())
+
+    def pack(self, state):
+        row = self.initial_state(1)
+        self.client._run(row.stream.set_state(state))
+        return row
+
+    def release(self, state):
+        """Closes the row's server stream (`Stream.reset`); raises once the
+        client is closed, like every call."""
+        if self.client._closed:
+            raise _closed_error()
+        if state is not None:
+            state.close()
+
+    def run(self, x, state, decode=None, thresholds=None, caps=None):
+        raise TypeError("A remote runtime keeps its rows on the server: step them "
+                        "through sg.Stream (client.open_stream()).")
+
+    def with_options(self, stop=None, max_steps=None):
+        return RemoteRuntime(self.client, self.criteria if stop is None else stop,
+                             self._cap if max_steps is None else max_steps)
+
+
+class _RemoteRow:
+    """The state handle of a remote row: one server stream, `(1, state_size)`.
+
+    Closed on the server when dropped (a `Stream` resets or goes away).
     """
 
     def __init__(self, client, stream):
-        self.client = client
-        self._stream = stream
-        self.id = stream.id
-        self.criteria = stream.criteria
-        self.input_size = stream.input_size
-        self.output_size = stream.output_size
-        self.max_steps = stream.max_steps
-        self.batch_size = 1
-
-    def step(self, x):
-        """See `AsyncRemoteStream.step`."""
-        return self.client._run(self._stream.step(x))
-
-    def feed(self, inputs):
-        """Yields `step(x)` for each `x` of an iterable, lazily."""
-        for x in inputs:
-            yield self.step(x)
-
-    def reset(self):
-        self.client._run(self._stream.reset())
-
-    def get_state(self):
-        """See `AsyncRemoteStream.get_state`."""
-        return self.client._run(self._stream.get_state())
-
-    def set_state(self, state):
-        """See `AsyncRemoteStream.set_state`."""
-        self.client._run(self._stream.set_state(state))
+        self.stream = stream
+        self.shape = (1, sum(client.state_sizes["outer"]) + sum(client.state_sizes["inner"]))
+        self._finalizer = weakref.finalize(self, _close_row, client, stream)
+        self._finalizer.atexit = False  # the client closes its connection itself
 
     def close(self):
-        self.client._run(self._stream.close())
+        """Closes the server stream now (it is not opened before its first request)."""
+        self._finalizer()
+
+
+def _close_row(client, stream):
+    """Closes a dropped row's server stream, without waiting (fire and forget)."""
+    if not client._closed and client._loop.is_running():
+        async def close():
+            try:
+                await stream.close()
+            except Exception:  # noqa: BLE001  (the connection is gone: so is the row)
+                pass
+
+        asyncio.run_coroutine_threadsafe(close(), client._loop)
 
 
 def connect(url, token=None, timeout=DEFAULT_TIMEOUT_S):

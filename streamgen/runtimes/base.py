@@ -205,6 +205,11 @@ class Runtime:
         """
         return self.run(x, state, decode)
 
+    def release(self, state):
+        """Called by a holder that drops `state` (`Stream.reset`); `state` may be
+        `None`. Nothing to do for a local runtime; a remote one closes the
+        server's rows."""
+
     def with_options(self, stop=None, max_steps=None):
         """This runtime with other default stop criteria or cap.
 
