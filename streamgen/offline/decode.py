@@ -90,11 +90,8 @@ def decode_padded(runtime, x, steps=None, lengths=None):
             (`T` for all when `None`).
         lengths: optional int array `(B, T)`: force these lengths (the
             STOP token at step `lengths[b, t]`, as `model.decode(x,
-            lengths=...)`). On a runtime without the TensorFlow model
-            (LiteRT), each row's criteria get thresholds that never fire
-            and its cap is its length + 1, so that the STOP step runs (in
-            `"carry"` mode it changes the state handed on) and its frame is
-            dropped: the same results.
+            lengths=...)`). See `Runtime.run_sequences`: the same results
+            on every runtime.
 
     Returns:
         `(frames, lengths)`: float32 `(B, T, trained_max_steps,
@@ -110,112 +107,12 @@ def decode_padded(runtime, x, steps=None, lengths=None):
     batch, time_steps = x.shape[:2]
     steps = (np.full(batch, time_steps, np.int64) if steps is None
              else np.asarray(steps, np.int64).reshape(batch))
-    model = getattr(runtime, "model", None)
-    if model is not None and (lengths is not None or not runtime.jit_compile):
-        frames, out_lengths = _decode_graph(runtime, x, lengths)
-    elif lengths is not None:
-        frames, out_lengths = _decode_forced_steps(runtime, x, steps, lengths)
-    elif model is not None:
-        frames, out_lengths = _decode_fixed(runtime, x, steps)
-    else:
-        frames, out_lengths = _decode_steps(runtime, x, steps)
+    if lengths is not None:
+        lengths = checks.check_lengths(runtime, lengths, (batch, time_steps))
+    frames, out_lengths = runtime.run_sequences(x, steps, lengths)
     real = np.arange(time_steps)[None, :] < steps[:, None]  # (B, T)
     frames[~real] = 0.0
     return frames, np.where(real, out_lengths, 0).astype(np.int32)
-
-
-def _decode_graph(runtime, x, forced):
-    """The whole outer loop inside one TensorFlow graph (`model.compiled`)."""
-    from streamgen.quiet import import_tensorflow
-    from streamgen.runtimes.tf import compiled_functions
-
-    tf = import_tensorflow()  # already imported: the runtime holds a model
-
-    model = runtime.model
-    batch, time_steps = x.shape[:2]
-    if batch == 0 or time_steps == 0:
-        return (np.zeros((batch, time_steps, model.max_steps, model.output_size), np.float32),
-                np.zeros((batch, time_steps), np.int32))
-    if forced is None:
-        criteria = runtime.stop
-        thresholds = np.array([c.threshold for c in criteria], np.float32).reshape([len(criteria)])
-        stop_at = np.full((batch, time_steps), model.max_steps, np.int32)
-        cap = runtime.max_steps
-    else:  # forced lengths ignore the stop criteria
-        criteria, thresholds = (), np.zeros([0], np.float32)
-        stop_at = checks.check_lengths(model, forced, (batch, time_steps))
-        cap = model.max_steps
-    frames, lengths = compiled_functions(model).sequences(tuple(criteria))(
-        tf.constant(x), tf.constant(stop_at), tf.constant(thresholds),
-        tf.constant(cap, tf.int32))
-    return frames.numpy(), lengths.numpy()
-
-
-def _decode_fixed(runtime, x, steps):
-    """Steps an XLA-compiled runtime over time with one batch shape.
-
-    XLA compiles once per shape, so the rows are padded up to a power of
-    two and rows that have ended stay in the batch with `decode=False`
-    (model_b skipped; their outputs are dropped).
-    """
-    batch, time_steps = x.shape[:2]
-    rows = 1 << max(batch - 1, 0).bit_length()  # the next power of two
-    padded = np.zeros((rows, time_steps, x.shape[2]), np.float32)
-    padded[:batch] = x
-    live = np.zeros(rows, np.int64)
-    live[:batch] = steps
-    frames = np.zeros((batch, time_steps, runtime.trained_max_steps, runtime.output_size),
-                      np.float32)
-    lengths = np.zeros((batch, time_steps), np.int32)
-    state = runtime.initial_state(rows)
-    for t in range(int(steps.max()) if batch else 0):
-        f, n, state = runtime.step(padded[:, t], state, decode=live > t)
-        frames[:, t] = f[:batch]
-        lengths[:, t] = n[:batch]
-    return frames, lengths
-
-
-def _decode_steps(runtime, x, steps):
-    """Steps the runtime over time; rows leave the batch when they end."""
-    batch, time_steps = x.shape[:2]
-    order = np.argsort(-steps, kind="stable")  # longest first: active rows are a prefix
-    ordered_steps = steps[order]
-    frames = np.zeros((batch, time_steps, runtime.trained_max_steps, runtime.output_size),
-                      np.float32)
-    lengths = np.zeros((batch, time_steps), np.int32)
-    state = runtime.initial_state(batch)
-    xs = x[order]  # (B, T, I), longest first
-    for t in range(time_steps):
-        active = int(np.count_nonzero(ordered_steps > t))
-        if not active:
-            break
-        f, n, state[:active] = runtime.step(xs[:active, t], state[:active])
-        frames[order[:active], t] = f
-        lengths[order[:active], t] = n
-    return frames, lengths
-
-
-def _decode_forced_steps(runtime, x, steps, lengths):
-    """`decode_padded(..., lengths=...)` by stepping a runtime (see there)."""
-    batch, time_steps = x.shape[:2]
-    cap = runtime.trained_max_steps
-    forced = checks.check_lengths(runtime, lengths, (batch, time_steps))
-    if runtime.custom_criteria:
-        c = runtime.custom_criteria[0]
-        raise ValueError(
-            f"Received `lengths` for a runtime with the criterion {c['class_name']}, "
-            "whose never-firing threshold is unknown; force lengths with the "
-            "TensorFlow model (model.decode(x, lengths=...)).")
-    never, _ = runtime.options(stop=[])  # every built-in kind off
-    thresholds = np.tile(never, (batch, 1))  # (B, K)
-    frames = np.zeros((batch, time_steps, cap, runtime.output_size), np.float32)
-    state = runtime.initial_state(batch)
-    for t in range(int(steps.max()) if batch else 0):
-        caps = np.minimum(forced[:, t] + 1, cap).astype(np.int32)  # the STOP step runs
-        frames[:, t], _, state = runtime.step(x[:, t], state, thresholds=thresholds, caps=caps)
-    emitted = np.arange(cap)[None, None, :] < forced[..., None]  # drop the STOP frame
-    frames[~emitted] = 0.0
-    return frames, forced
 
 
 def pad(sequences, input_size):

@@ -205,6 +205,35 @@ class Runtime:
         """
         return self.run(x, state, decode)
 
+    def run_sequences(self, x, steps, lengths=None):
+        """Decodes a padded batch of whole sequences from fresh state.
+
+        Unchecked (`sg.decode_sequences` and the offline decoder check;
+        `offline.decode_padded` is the checked call). This implementation
+        steps over time, rows leaving the batch as they end; `TFRuntime`
+        runs the whole outer loop in one graph instead.
+
+        Args:
+            x: float32 `(B, T, input_size)`, sequences padded at the end.
+            steps: int `(B,)`, each row's real steps.
+            lengths: optional int32 `(B, T)`, forced lengths: each row's
+                criteria get thresholds that never fire and its cap is its
+                length + 1, so that the STOP step runs (in `"carry"` mode
+                it changes the state handed on) and its frame is dropped.
+
+        Returns:
+            `(frames, lengths)`: float32 `(B, T, trained_max_steps,
+            output_size)`; int32 `(B, T)`. Values past a row's real steps
+            are unspecified (the caller zeroes them).
+
+        Raises:
+            ValueError: forced lengths with a criterion of the user's own
+                class (no threshold is known never to fire).
+        """
+        if lengths is not None:
+            return _forced_sequences(self, x, steps, lengths)
+        return _stepped_sequences(self, x, steps)
+
     def release(self, state):
         """Called by a holder that drops `state` (`Stream.reset`); `state` may be
         `None`. Nothing to do for a local runtime; a remote one closes the
@@ -275,3 +304,46 @@ def fingerprint_of(config, arrays):
         digest.update(str(array.shape).encode("ascii"))
         digest.update(array.tobytes())
     return "sha256:" + digest.hexdigest()[:16]
+
+
+def _stepped_sequences(runtime, x, steps):
+    """Steps the runtime over time; rows leave the batch when they end."""
+    batch, time_steps = x.shape[:2]
+    order = np.argsort(-steps, kind="stable")  # longest first: active rows are a prefix
+    ordered_steps = steps[order]
+    frames = np.zeros((batch, time_steps, runtime.trained_max_steps, runtime.output_size),
+                      np.float32)
+    lengths = np.zeros((batch, time_steps), np.int32)
+    state = runtime.initial_state(batch)
+    xs = x[order]  # (B, T, I), longest first
+    for t in range(time_steps):
+        active = int(np.count_nonzero(ordered_steps > t))
+        if not active:
+            break
+        f, n, state[:active] = runtime.run(xs[:active, t], state[:active])
+        frames[order[:active], t] = f
+        lengths[order[:active], t] = n
+    return frames, lengths
+
+
+def _forced_sequences(runtime, x, steps, lengths):
+    """`Runtime.run_sequences(..., lengths)` by stepping (see there)."""
+    batch, time_steps = x.shape[:2]
+    cap = runtime.trained_max_steps
+    forced = lengths
+    if runtime.custom_criteria:
+        c = runtime.custom_criteria[0]
+        raise ValueError(
+            f"Received `lengths` for a runtime with the criterion {c['class_name']}, "
+            "whose never-firing threshold is unknown; force lengths with the "
+            "TensorFlow model (model.decode(x, lengths=...)).")
+    never, _ = runtime.options(stop=[])  # every built-in kind off
+    thresholds = np.tile(never, (batch, 1))  # (B, K)
+    frames = np.zeros((batch, time_steps, cap, runtime.output_size), np.float32)
+    state = runtime.initial_state(batch)
+    for t in range(int(steps.max()) if batch else 0):
+        caps = np.minimum(forced[:, t] + 1, cap).astype(np.int32)  # the STOP step runs
+        frames[:, t], _, state = runtime.run(x[:, t], state, thresholds=thresholds, caps=caps)
+    emitted = np.arange(cap)[None, None, :] < forced[..., None]  # drop the STOP frame
+    frames[~emitted] = 0.0
+    return frames, forced

@@ -275,27 +275,43 @@ def decode(model, x, stop=None, lengths=None, max_steps=None):
     """Implements `StreamGen.decode`; see its docstring."""
     x = checks.check_inputs(model, x, "x", ndim=3)
     batch, steps = x.shape[:2]
-    if lengths is None:
-        criteria = stopping.resolve_stop(model.stop, stop)
-        stop_at = np.full((batch, steps), model.max_steps, np.int32)
-    else:
-        criteria = ()  # forced lengths ignore the stop criteria
-        stop_at = checks.check_lengths(model, lengths, (batch, steps))
+    if lengths is not None:
+        lengths = checks.check_lengths(model, lengths, (batch, steps))
+    criteria = stopping.resolve_stop(model.stop, stop)
     cap = checks.resolve_cap(model.max_steps, max_steps)
-    if batch == 0 or steps == 0:  # nothing to run: an empty result
-        empty = np.zeros((0, model.output_size), np.float32)
-        flat = tf.RaggedTensor.from_row_lengths(empty, tf.zeros([batch * steps], tf.int64))
-        return tf.RaggedTensor.from_uniform_row_length(flat, steps, nrows=batch)
-    thresholds = np.array([c.threshold for c in criteria], np.float32)
-    frames, lengths = compiled_functions(model).sequences(criteria)(
-        tf.constant(x), tf.constant(stop_at), tf.constant(thresholds),
-        tf.constant(cap, tf.int32),
-    )
+    frames, lengths = sequences_graph(model, criteria, x, lengths, cap)
     flat = tf.RaggedTensor.from_tensor(  # (B*T, None, O)
         tf.reshape(frames, [-1, model.max_steps, model.output_size]),
         lengths=tf.reshape(lengths, [-1]),
     )
-    return tf.RaggedTensor.from_uniform_row_length(flat, steps)  # (B, T, None, O)
+    return tf.RaggedTensor.from_uniform_row_length(flat, steps, nrows=batch)  # (B, T, None, O)
+
+
+def sequences_graph(model, criteria, x, forced, cap):
+    """The whole outer loop of `B` sequences in one graph call, from zero state.
+
+    Args:
+        model: a `sg.StreamGen`.
+        criteria: `sg.StopCriterion` objects (ignored with `forced`).
+        x: float32 array `(B, T, input_size)`.
+        forced: `None`, or int32 `(B, T)`: forced lengths.
+        cap: int, the cap (the model's with `forced`).
+
+    Returns:
+        `(frames, lengths)` tensors: `(B, T, max_steps, output_size)`, `(B, T)`.
+    """
+    batch, steps = x.shape[:2]
+    if batch == 0 or steps == 0:  # nothing to run
+        return (tf.zeros([batch, steps, model.max_steps, model.output_size]),
+                tf.zeros([batch, steps], tf.int32))
+    if forced is None:
+        stop_at = np.full((batch, steps), model.max_steps, np.int32)
+    else:  # forced lengths ignore the stop criteria
+        criteria, stop_at, cap = (), forced, model.max_steps
+    thresholds = np.array([c.threshold for c in criteria], np.float32).reshape([len(criteria)])
+    return compiled_functions(model).sequences(tuple(criteria))(
+        tf.constant(x), tf.constant(stop_at), tf.constant(thresholds),
+        tf.constant(cap, tf.int32))
 
 
 def split_state(model, packed):
@@ -364,6 +380,14 @@ class TFRuntime(Runtime):
         self._defaults = {}  # rows -> the default per-row inputs, as tensors
         self._fingerprint = None
 
+    def run_sequences(self, x, steps, lengths=None):
+        """See `Runtime.run_sequences`: the whole outer loop in one graph call;
+        with `jit_compile`, the XLA step over time with one batch shape."""
+        if lengths is None and self.jit_compile:
+            return _fixed_sequences(self, x, steps)
+        frames, lengths = sequences_graph(self.model, self.stop, x, lengths, self.max_steps)
+        return frames.numpy(), lengths.numpy()
+
     def with_options(self, stop=None, max_steps=None):
         """See `Runtime.with_options`: the compiled step is shared."""
         return TFRuntime(self.model, stop=self.stop if stop is None else stop,
@@ -416,3 +440,27 @@ class TFRuntime(Runtime):
             tf.fill([rows], tf.constant(self.max_steps, tf.int32)),
         )
         return defaults
+
+
+def _fixed_sequences(runtime, x, steps):
+    """Steps an XLA-compiled runtime over time with one batch shape.
+
+    XLA compiles once per shape, so the rows are padded up to a power of
+    two and rows that have ended stay in the batch with `decode=False`
+    (model_b skipped; their outputs are dropped).
+    """
+    batch, time_steps = x.shape[:2]
+    rows = 1 << max(batch - 1, 0).bit_length()  # the next power of two
+    padded = np.zeros((rows, time_steps, x.shape[2]), np.float32)
+    padded[:batch] = x
+    live = np.zeros(rows, np.int64)
+    live[:batch] = steps
+    frames = np.zeros((batch, time_steps, runtime.trained_max_steps, runtime.output_size),
+                      np.float32)
+    lengths = np.zeros((batch, time_steps), np.int32)
+    state = runtime.initial_state(rows)
+    for t in range(int(steps.max()) if batch else 0):
+        f, n, state = runtime.run(padded[:, t], state, decode=live > t)
+        frames[:, t] = f[:batch]
+        lengths[:, t] = n[:batch]
+    return frames, lengths
