@@ -82,6 +82,7 @@ def server(model):
     return MiniServer(model)
 
 
+@pytest.mark.slow
 def test_importing_and_using_the_client_never_imports_tensorflow():
     code = ("import sys, streamgen as sg\n"
             "assert callable(sg.connect)\n"

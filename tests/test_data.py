@@ -257,6 +257,7 @@ def test_samples_load_and_cover_all_lengths():
         assert rows.shape == (12, 3) and np.isfinite(rows).all()
 
 
+@pytest.mark.slow
 def test_make_samples_is_deterministic(tmp_path):
     subprocess.run([sys.executable, os.path.join(SAMPLES, "make_samples.py"), "--out", str(tmp_path)], check=True)
     for name in ("train.jsonl", "valid.jsonl", "inputs.txt"):

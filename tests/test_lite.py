@@ -285,6 +285,7 @@ def test_not_a_streamgen_export(tmp_path):
         sg.LiteStream(str(junk))
 
 
+@pytest.mark.slow
 def test_lite_does_not_import_tensorflow(exports, tmp_path):
     """In a fresh interpreter: import, load, step, state, feed — no TF, quiet."""
     script = textwrap.dedent(f"""
@@ -408,6 +409,7 @@ FUZZ_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_corrupted_exports_fail_cleanly(exports, tmp_path):
     """150 seeded corruptions: each is refused as `NotAnExportError` before
     the interpreter sees it (no traceback of another kind, no crash: the

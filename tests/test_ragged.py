@@ -90,6 +90,7 @@ def test_checks_name_sequence_and_step():
     assert ragged.flatten_targets([[[]]], need_width=False).frames.shape == (0, 0)
 
 
+@pytest.mark.slow
 def test_ragged_and_jsonl_do_not_import_tensorflow():
     code = ("import sys, numpy as np; import streamgen.data.ragged as r, streamgen.data.jsonl, "
             "streamgen.offline.decode; r.flatten_inputs([np.zeros((1, 3))]); "

@@ -299,6 +299,7 @@ def test_a_lost_connection_is_one_exception_class(frozen):
         assert len(errors) == 1 and type(errors[0]) is StreamLostError, errors
 
 
+@pytest.mark.slow
 def test_no_stderr_at_exit_closed_or_not(frozen):
     frozen.answer = True
     runs = {  # a client left open at exit, one collected, one closed

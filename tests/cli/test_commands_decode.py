@@ -137,6 +137,7 @@ def test_decode_usage_errors(data, args, error):
     assert result.stderr.endswith(f"Error: {error}\n")
 
 
+@pytest.mark.slow
 def test_no_progress_bar_when_stderr_is_not_a_terminal(data, cli_tflite, tmp_path):
     """A real process, stderr a pipe: nothing on stderr."""
     out = tmp_path / "out.jsonl"
@@ -146,6 +147,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(data, cli_tflite, tmp_pat
     assert len(out.read_text().splitlines()) == 25
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(data, cli_tflite, tmp_path):
     """stderr a pseudo-terminal: the bar, its counts and rate, on stderr only."""
     import pty

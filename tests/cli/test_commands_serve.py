@@ -22,6 +22,8 @@ from click.testing import CliRunner
 from streamgen.cli.main import cli
 
 pytest.importorskip("ray")
+# A real `ray start` cluster and `streamgen serve` subprocesses.
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 websockets = pytest.importorskip("websockets")
 
 INPUT = b"# two sequences\n0.5 0 0.1\n1, 1, -0.5\n\n[0.2, 0.1, 0.9]\n-1 0.3 0.3\n"

@@ -80,6 +80,7 @@ def test_full_stderr_is_a_failure(cli_tflite):
                  "2>/dev/full <<EOF\n1 2\nEOF") == (1, "", "")
 
 
+@pytest.mark.slow
 def test_closed_pipe_stays_quiet(cli_tflite):
     # `| head -c 10` closes the pipe after 10 bytes of the help text.
     command = f"{shlex.join(STREAMGEN + ['info', '--model', cli_tflite])} | head -c 10"
@@ -88,6 +89,7 @@ def test_closed_pipe_stays_quiet(cli_tflite):
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_starting_never_shows_a_traceback():
     """SIGINT at many points of the start-up (imports of click, numpy, the
     commands) and of `--help`: status 130 (or the help, done), never a

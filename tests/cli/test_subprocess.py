@@ -95,6 +95,7 @@ def test_ctrl_c_exits_130_without_traceback(cli_model_path):
     assert (status, stderr) == (130, "")
 
 
+@pytest.mark.slow
 def test_closed_pipe_ends_quietly(cli_model_path):
     data = b"".join(line_of(ROWS[i % len(ROWS)]) for i in range(400))
     stream = subprocess.Popen(
@@ -111,6 +112,7 @@ def test_closed_pipe_ends_quietly(cli_model_path):
     assert (status, stderr) == (1, "")  # status 1 as the Python docs advise, no traceback
 
 
+@pytest.mark.slow
 def test_export_leaves_stderr_clean(cli_model_path, tmp_path):
     """A fresh process: no TensorFlow, converter or LiteRT line (LiteRT logs
     "Created TensorFlow Lite XNNPACK delegate for CPU." once per process,
@@ -134,6 +136,7 @@ except SystemExit as exit:
 """
 
 
+@pytest.mark.slow
 def test_tflite_model_streams_without_tensorflow(cli_tflite, cli_model):
     data = b"".join(line_of(row) for row in ROWS) + b"\n" + line_of(ROWS[0])
     result = subprocess.run(
@@ -157,6 +160,7 @@ def test_tflite_model_streams_without_tensorflow(cli_tflite, cli_model):
                 np.testing.assert_allclose(frames, out, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_import_and_help_do_not_import_tensorflow():
     code = ("import sys; from streamgen.cli.main import cli; "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
@@ -165,6 +169,7 @@ def test_cli_import_and_help_do_not_import_tensorflow():
     assert (result.returncode, result.stdout, result.stderr) == (0, "False False\n", "")
 
 
+@pytest.mark.slow
 def test_module_entry_point_and_fast_help():
     result = subprocess.run([sys.executable, "-m", "streamgen.cli.main", "--version"],
                             capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT)
@@ -175,6 +180,7 @@ def test_module_entry_point_and_fast_help():
     assert result.returncode == 0 and result.stdout.startswith("Usage: streamgen stream")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["info", "evaluate", "plot"])
 def test_tflite_info_evaluate_plot_without_tensorflow(cli_tflite, command, tmp_path):
     """Issue 11, item 15: info, evaluate and plot take a .tflite export and
@@ -198,6 +204,7 @@ def small_jsonl(folder, name, lines):
     return str(path)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_train_never_leaves_a_broken_model(tmp_path):
     """Issue 11, item 1, with a real signal: `train --valid` interrupted
     while it rewrites its checkpoint. With a tiny model an epoch is mostly
