@@ -63,11 +63,16 @@ def _template(rows, width):
     return "[" + ",".join([frame] * rows) + "]"
 
 
-def loads(text):
+def loads(text, **hooks):
     """Parses one JSON document; every failure is a `ValueError`.
+
+    The one JSON reader of the library: JSON Lines records, the CLI's
+    input lines and the server's protocol (which adds its `hooks`) use it.
 
     Args:
         text: str, the document.
+        **hooks: `json.loads` hooks (`parse_int=`, `parse_constant=`, ...);
+            an error a hook raises propagates as it is.
 
     Returns:
         The decoded value.
@@ -78,7 +83,7 @@ def loads(text):
             recursion limit.
     """
     try:
-        return json.loads(text)
+        return json.loads(text, **hooks)
     except json.JSONDecodeError as error:
         raise ValueError(f"bad JSON: {error.msg} at column {error.colno}") from None
     except RecursionError:

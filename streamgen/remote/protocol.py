@@ -25,6 +25,7 @@ import json
 from typing import Any, List, Optional
 
 from streamgen import checks
+from streamgen.data import text as jsontext
 from streamgen.data.text import frames_json
 
 PATH = "/v1/streams"
@@ -81,11 +82,12 @@ def loads(text):
     Integers of any length are read (see `_int`).
     """
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_int=_int)
-    except json.JSONDecodeError as error:
-        raise ProtocolError(f"malformed JSON: {error}") from None
-    except RecursionError:
-        raise ProtocolError("malformed JSON: nested too deeply") from None
+        return jsontext.loads(text, parse_constant=_no_constant, parse_int=_int)
+    except ProtocolError:
+        raise
+    except ValueError as error:  # "bad JSON: <reason>"
+        raise ProtocolError(f"malformed JSON: {str(error).removeprefix('bad JSON: ')}") \
+            from None
 
 
 def _is_number(value):
@@ -229,7 +231,7 @@ def parse_reply(text):
         ProtocolError: malformed JSON.
     """
     try:
-        return json.loads(text, parse_int=_parse_int)
-    except (json.JSONDecodeError, RecursionError, ValueError) as error:
+        return jsontext.loads(text, parse_int=_parse_int)
+    except ValueError as error:
         raise ProtocolError(f"malformed reply from the server: {error}") from None
 
