@@ -237,7 +237,7 @@ def jsonl_dataset(paths, batch_size=32, *, shuffle_buffer=0, seed=None, max_step
 
     Example:
 
-    >>> ds = sg.jsonl_dataset("samples/*.jsonl", 32, shuffle_buffer=10_000, seed=0)
+    >>> ds = sg.jsonl_dataset(["samples/train.jsonl", "samples/valid.jsonl"], 32, shuffle_buffer=10_000, seed=0)
     >>> x, y = next(iter(ds))
     >>> x["inputs"].shape, y["stop_labels"].shape
     (TensorShape([32, 16, 3]), TensorShape([32, 16, 9]))

@@ -567,11 +567,11 @@ class RemoteRuntime(Runtime):
 
     Example:
 
-    >>> client = sg.connect("ws://127.0.0.1:8000", token=None)
-    >>> s = client.open_stream(stop=[sg.StopHead(0.7)], max_steps=5)
-    >>> out = s.step(np.zeros(3))     # np.ndarray (L, output_size)
-    >>> saved = s.get_state()         # the nest any Stream's get_state returns
-    >>> local = model.open_stream(); local.set_state(saved)
+    >>> client = sg.connect("ws://127.0.0.1:8000")  # doctest: +SKIP
+    >>> s = client.open_stream(stop=[sg.StopHead(0.7)], max_steps=5)  # doctest: +SKIP
+    >>> out = s.step(np.zeros(3))     # doctest: +SKIP
+    >>> saved = s.get_state()         # doctest: +SKIP
+    >>> local = model.open_stream(); local.set_state(saved)  # doctest: +SKIP
     """
 
     def __init__(self, client, stop=None, max_steps=None):
@@ -680,9 +680,9 @@ def connect(url, token=None, timeout=DEFAULT_TIMEOUT_S):
 
     Example:
 
-    >>> client = sg.connect("ws://127.0.0.1:8000")
-    >>> s = client.open_stream(max_steps=5)
-    >>> s.step([0.5, 0.0, 0.1]).shape
+    >>> client = sg.connect("ws://127.0.0.1:8000")  # doctest: +SKIP
+    >>> s = client.open_stream(max_steps=5)  # doctest: +SKIP
+    >>> s.step([0.5, 0.0, 0.1]).shape  # doctest: +SKIP
     (5, 2)
     """
     return Client(url, token, timeout)
