@@ -1,0 +1,75 @@
+"""Each command opens its model once: one load (or one read and check of a
+`.tflite` file) and one trace, whatever `--stop`, `--threshold` and
+`--max-steps` ask for (they resolve against the opened model and are applied
+with `runtime.with_options`, which shares what was opened)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import streamgen as sg
+from streamgen.cli.main import cli
+from streamgen.runtimes import lite
+from streamgen.runtimes.tf import compiled_functions
+
+OPTIONS = ["--stop", "l2-above", "--threshold", "2.5", "--max-steps", "5"]
+LINES = "0.5 0 0.1\n1 1 -0.5\n\n0.2 0.1 0.9\n"
+
+
+@pytest.fixture
+def opens(monkeypatch):
+    """Counts `.keras` loads (keeping the models) and `.tflite` reads and checks."""
+    counts = {"keras": [], "tflite": 0}
+    load, read = sg.load_model, lite.read_checked_metadata
+
+    def counted_load(path):
+        model = load(path)
+        counts["keras"].append(model)
+        return model
+
+    def counted_read(content, path):
+        counts["tflite"] += 1
+        return read(content, path)
+
+    monkeypatch.setattr(sg, "load_model", counted_load)
+    monkeypatch.setattr(lite, "read_checked_metadata", counted_read)
+    return counts
+
+
+def commands(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"x": [[0.5, 0, 0.1], [1, 1, -0.5]]}) + "\n")
+    return {
+        "stream": (["stream"], LINES),
+        "plot": (["plot", "-o", str(tmp_path / "p.png"), str(tmp_path / "in.txt")], None),
+        "decode": (["decode", str(data), "-o", str(tmp_path / "out.jsonl")], None),
+    }
+
+
+@pytest.mark.parametrize("name", ["stream", "plot", "decode"])
+@pytest.mark.parametrize("kind", ["keras", "tflite"])
+def test_a_command_opens_its_model_once(name, kind, opens, tmp_path, cli_model_path,
+                                        cli_tflite):
+    (tmp_path / "in.txt").write_text(LINES)
+    args, stdin = commands(tmp_path)[name]
+    path = cli_model_path if kind == "keras" else cli_tflite
+    result = CliRunner().invoke(cli, [*args, "--model", path, *OPTIONS], input=stdin,
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    if kind == "keras":
+        assert opens["tflite"] == 0 and len(opens["keras"]) == 1
+        model = opens["keras"][0]
+        # One trace: the model's StopHead and the asked L2Norm share the step
+        # (decode's: the XLA step).
+        assert compiled_functions(model).tracing_count() == 1
+    else:
+        assert opens["keras"] == [] and opens["tflite"] == 1
+
+
+def test_serve_describes_its_model_from_one_open(opens, cli_model_path):
+    from streamgen.cli import commands_serve
+
+    info = commands_serve._model_info(cli_model_path)
+    assert len(opens["keras"]) == 1 and info["runtime"] == "TFRuntime"
+    assert info["stop"] == [{"class_name": "StopHead", "config": {"threshold": 0.5}}]
