@@ -101,7 +101,7 @@ class StreamGen(keras.Model):
     Training: `compile(optimizer=...)` (no `loss`: the model has its own)
     then `fit` on `sg.make_dataset(...)`. The loss is the masked frame loss
     plus `stop_loss_weight` times the masked STOP binary cross-entropy
-    (see `sg.train.masked_losses`); `fit` reports `loss`, `frame_loss`,
+    (see `streamgen.losses.masked_losses`); `fit` reports `loss`, `frame_loss`,
     `stop_loss` and `stop_accuracy`.
 
     Call arguments (teacher-forced pass, see `call`):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import streamgen as sg
+from streamgen import losses
 from helpers import make_model
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "samples"
@@ -175,8 +176,8 @@ def test_sample_weight_weights_sequences():
     inputs, targets = hand_data(seed=6)
     x, y = one_batch(inputs, targets)
     x0, y0 = one_batch(inputs[:1], targets[:1])
-    weighted = sg.train.masked_losses(y, model(x), sample_weight=np.array([1.0, 0.0]))
-    alone = sg.train.masked_losses(y0, model(x0))
+    weighted = losses.masked_losses(y, model(x), sample_weight=np.array([1.0, 0.0]))
+    alone = losses.masked_losses(y0, model(x0))
     for key in ("frame_loss", "stop_loss", "stop_accuracy", "stop_count"):
         np.testing.assert_allclose(float(weighted[key]), float(alone[key]), rtol=1e-5)
 

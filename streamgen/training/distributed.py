@@ -4,8 +4,8 @@ Keras 3's `fit` fails under `tf.distribute.MultiWorkerMirroredStrategy`
 (keras-team/keras#20585), so multi-worker training (`streamgen.training.ray`)
 runs this custom loop: the model and its optimizer are built in
 `strategy.scope()`, and one `tf.function` step, run with `strategy.run`,
-computes the losses of `fit` with the same functions (`sg.train.masked_losses`
-and `sg.train.total_loss`), takes the gradients and lets the optimizer
+computes the losses of `fit` with the same functions (`streamgen.losses.masked_losses`
+and `streamgen.losses.total_loss`), takes the gradients and lets the optimizer
 all-reduce and apply them.
 
 The loss of a replica is its own masked sums divided by the mask counts of
@@ -276,7 +276,7 @@ def steps_for(sizes, batch_size):
     """The steps of an epoch: the most batches of any worker's share.
 
     Args:
-        sizes: records in each worker's share (`sg.data.shard_sizes`).
+        sizes: records in each worker's share (`streamgen.data.dataset.shard_sizes`).
         batch_size: int, per-worker batch.
     """
     return max(-(-int(size) // batch_size) for size in sizes) if sizes else 0
