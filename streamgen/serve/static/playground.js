@@ -234,14 +234,14 @@
     criteria.textContent = "";
     (model.stop || []).forEach((criterion, k) => {
       const label = document.createElement("label");
-      label.textContent = criterion.class + " threshold ";
+      label.textContent = criterion.class_name + " threshold ";
       const input = document.createElement("input");
       Object.assign(input, {type: "number", id: "threshold" + k, step: 0.05, size: 5});
-      if (criterion.threshold === undefined) {
+      if (criterion.config.threshold === undefined) {
         input.disabled = true;
         input.placeholder = "n/a";
       } else {
-        input.value = criterion.threshold;
+        input.value = criterion.config.threshold;
       }
       label.appendChild(input);
       criteria.appendChild(label);
@@ -254,11 +254,10 @@
   function settings() {
     const model = state.model;
     const stop = (model.stop || []).map((criterion, k) => {
-      const config = Object.assign({}, criterion);
-      delete config.class;
+      const config = Object.assign({}, criterion.config);
       const value = $("threshold" + k).value;
-      if (criterion.threshold !== undefined && value !== "") config.threshold = Number(value);
-      return {class_name: criterion.class, config};
+      if (config.threshold !== undefined && value !== "") config.threshold = Number(value);
+      return {class_name: criterion.class_name, config};
     });
     const cap = Math.round(Number($("cap").value));
     return {stop, max_steps: cap >= 1 ? cap : model.max_steps};
