@@ -10,13 +10,16 @@ A row's stop settings are its *thresholds*, float32 `(K,)`:
 | 0 | `StopHead` | `sigmoid(stop_logit) > t` | `+inf` |
 | 1 | `L2Norm(mode="above")` | `norm(frame) > t` | `+inf` |
 | 2 | `L2Norm(mode="below")` | `norm(frame) < t` | `-inf` |
-| 3, ... | the runtime's own criterion classes | `criterion.fires(...)` | (none) |
+| 3 | `StopSample` | `u < sigmoid(stop_logit / t)` (`u`: the row's draw) | `+inf` |
+| 4, ... | the runtime's own criterion classes | `criterion.fires(...)` | (none) |
 
 A kind that a row does not use gets its "off" threshold, which no value
 exceeds (comparisons with an infinity are exact on TensorFlow, XLA and
 LiteRT alike). Several criteria of one kind fold into one threshold: the
 smallest for `StopHead` and "above", the largest for "below", which fires
-exactly when any of them does. `[]` (the cap alone) is all three off.
+exactly when any of them does (for `StopSample`, whose threshold is its
+temperature, the largest: several sampled STOPs on one draw are the
+flattest of them). `[]` (the cap alone) is all three off.
 
 Criterion classes that users write themselves have no known "off" value:
 their kinds are fixed per runtime (the `stop=` it was opened or exported
@@ -35,12 +38,18 @@ BUILT_IN_KINDS = (
     ("StopHead", ()),
     ("L2Norm", (("mode", "above"),)),
     ("L2Norm", (("mode", "below"),)),
+    ("StopSample", ()),
 )
 COUNT = len(BUILT_IN_KINDS)
 # The threshold of a kind that is off: it never fires.
-OFF = np.array([np.inf, np.inf, -np.inf], np.float32)
+OFF = np.array([np.inf, np.inf, -np.inf, np.inf], np.float32)
+# The kinds compared with one signed comparison (`built_in_fires`); the
+# sampled STOP (column `SAMPLE`) is tested against the row's draw.
+COMPARED = 3
+SAMPLE = 3
 # +1: the kind fires above its threshold; -1: below (compiled as
-# `-value > -threshold`, exactly `value < threshold`).
+# `-value > -threshold`, exactly `value < threshold`); the first
+# `COMPARED` columns.
 SIGNS = np.array([1.0, 1.0, -1.0], np.float32)
 
 
@@ -54,6 +63,11 @@ def as_dicts(stop):
     dicts) -> a list of checked criterion dicts."""
     is_one = lambda s: isinstance(s, dict) or hasattr(s, "get_config")  # noqa: E731
     return [checks.criterion_dict(item) for item in checks.stop_items(stop, is_one)]
+
+
+def samples(thresholds):
+    """Whether any row of `thresholds` `(B, K)` uses `StopSample`."""
+    return bool(np.isfinite(np.asarray(thresholds)[:, SAMPLE]).any())
 
 
 def custom_of(criteria):
@@ -84,7 +98,10 @@ def thresholds_row(stop, custom, hint=""):
         if not is_built_in(criterion):
             continue
         column = BUILT_IN_KINDS.index(checks.criterion_kind(criterion))
-        threshold = np.float32(criterion["config"]["threshold"])
+        threshold = np.float32(checks.criterion_value(criterion))
+        if column == SAMPLE:  # +inf is off: any temperature replaces it
+            row[column] = threshold if np.isinf(row[column]) else max(row[column], threshold)
+            continue
         # the smallest "above" threshold (the largest "below") fires first
         row[column] = (min(row[column], threshold) if SIGNS[column] > 0
                        else max(row[column], threshold))
@@ -95,5 +112,5 @@ def thresholds_row(stop, custom, hint=""):
             f"non-built-in classes here are {checks.describe_kinds(custom)}, got "
             f"{checks.describe_kinds(own)}. Built-in criteria (StopHead, L2Norm) "
             "can differ per stream; other classes are fixed." + (f" {hint}" if hint else ""))
-    extra = np.array([c["config"]["threshold"] for c in own], np.float32)
+    extra = np.array([checks.criterion_value(c) for c in own], np.float32)
     return np.concatenate([row, extra.reshape([len(own)])]).astype(np.float32)
