@@ -294,3 +294,79 @@ def test_stop_sample_lengths_follow_the_stop_head(fixed_model):
         value = float((((counts - n * pooled) ** 2) / (n * pooled)).sum())
         # df = last; critical value at 1 - 1e-4 for df <= 12 is below 35
         assert value < 35.0, (temperature, value, counts.tolist())
+
+
+# ---------------------------------------------------------------------- #
+# Offline decoding: a record's seed comes from the run's seed and its key.
+# ---------------------------------------------------------------------- #
+def test_decode_sequences_seed_does_not_depend_on_the_batch_size(models):
+    model = models["categorical"]
+    rng = np.random.default_rng(4)
+    sequences = [rng.normal(size=(int(n), 3)).astype(np.float32) for n in (3, 7, 1, 5, 4)]
+    options = dict(sampler="random", stop=[sg.StopSample()], seed=9)
+    one = sg.decode_sequences(model, sequences, batch_size=1, **options)
+    three = sg.decode_sequences(model, sequences, batch_size=3, **options)
+    assert [[o.shape for o in s] for s in one] == [[o.shape for o in s] for s in three]
+    for a, b in zip(one, three):
+        for p, q in zip(a, b):
+            np.testing.assert_allclose(p, q, atol=1e-5)
+    # record n is a stream of seed derive_seed(9, n)
+    for n, x in enumerate(sequences):
+        alone = model.open_stream(sampler="random", stop=[sg.StopSample()],
+                                  seed=randomness.derive_seed(9, n))
+        for t, want in enumerate(x):
+            got = one[n][t]
+            want = alone.step(want)
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, atol=1e-5)
+    other = sg.decode_sequences(model, sequences, batch_size=3, **{**options, "seed": 10})
+    assert [[len(o) for o in s] for s in other] != [[len(o) for o in s] for s in one]
+
+
+def write_records(path, rows, ids=False, seed=0):
+    import json
+
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as fh:
+        for n in range(rows):
+            record = {"x": rng.normal(size=(int(rng.integers(1, 6)), 3)).round(3).tolist()}
+            if ids:
+                record = {"id": f"r{n}", **record}
+            fh.write(json.dumps(record) + "\n")
+
+
+@pytest.mark.parametrize("ids", [False, True])
+def test_decode_jsonl_seed_does_not_depend_on_the_batch_size(models, tmp_path, ids):
+    model = models["categorical"]
+    source = tmp_path / "in.jsonl"
+    write_records(source, 9, ids=ids)
+    texts = []
+    for batch_size in (1, 4, 9):
+        out = tmp_path / f"out{batch_size}.jsonl"
+        sg.decode_jsonl(model, [str(source)], str(out), batch_size=batch_size, seed=3,
+                        sampler="top-p", stop=[sg.StopSample()])
+        texts.append(out.read_text())
+    assert texts[0] == texts[1] == texts[2]
+    sg.decode_jsonl(model, [str(source)], str(tmp_path / "other.jsonl"), seed=4,
+                    sampler="top-p", stop=[sg.StopSample()])
+    assert (tmp_path / "other.jsonl").read_text() != texts[0]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_decode_ray_equals_decode_jsonl_whatever_the_shards(models, tmp_path, ray_cluster):
+    from streamgen.offline.ray import decode_ray
+
+    path = str(tmp_path / "m.keras")
+    models["categorical"].save(path)
+    source = tmp_path / "in.jsonl"
+    write_records(source, 12, seed=1)
+    options = dict(seed=5, sampler="random", stop=[{"class_name": "StopSample",
+                                                    "config": {"temperature": 1.0}}])
+    sg.decode_jsonl(path, [str(source)], str(tmp_path / "local.jsonl"), batch_size=5, **options)
+    local = (tmp_path / "local.jsonl").read_text()
+    for lines_per_shard in (3, 12):
+        out = tmp_path / f"ray{lines_per_shard}"
+        totals = decode_ray(path, [str(source)], str(out), lines_per_shard=lines_per_shard,
+                            batch_size=2, **options)
+        assert "".join(open(p).read() for p in totals["shards"]) == local
