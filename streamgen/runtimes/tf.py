@@ -278,11 +278,16 @@ class CompiledFunctions:
         parameters and the uniforms)."""
         key = ("step", stopping.criteria_kind(criteria), bool(jit_compile), bool(sampling))
         if key not in self._functions:
-            # A partial (not a closure) keeps TensorFlow's "frequent
-            # retracing" warning per model instead of per code object.
+            # A closure, not a `functools.partial`: the concrete function
+            # of a partial was measured 2.5-3x slower to call at batch 1
+            # (the same graph; benchmarks/README.md, sampling).
+            model, step = self._model, sampling_step if sampling else packed_step
+
+            def function(*inputs):
+                return step(model, criteria, *inputs)
+
             self._functions[key] = tf.function(
-                functools.partial(sampling_step if sampling else packed_step,
-                                  self._model, criteria),
+                function,
                 input_signature=self._step_signature(stoprows.COUNT + len(criteria),
                                                      sampling),
                 jit_compile=bool(jit_compile),
