@@ -23,6 +23,7 @@ QUICK = {
     "decode_throughput.py": ["--steps", "2000", "--stream-steps", "30", "--no-ray"],
     "jsonl_pipeline.py": ["--small-mb", "0.2", "--big-mb", "0.4", "--train-steps", "3"],
     "serve_load.py": ["--quick", "--seconds", "1"],
+    "sampling.py": ["--quick"],
 }
 # modules the scripts above import or launch (not run on their own)
 HELPERS = {
