@@ -5,10 +5,8 @@ Inside the library a stop criterion is a dict, `{"class_name": "StopHead",
 run without TensorFlow). `sg.StopCriterion` objects are what users write;
 they are converted at the edges (`criterion_dict`, `as_dicts`).
 
-Every runtime compiles the built-in kinds at once.
-
 Every runtime (TensorFlow and LiteRT, `.tflite` exports included) is
-compiled with the three built-in kinds of stop criteria at once, so that
+compiled with the four built-in kinds of stop criteria at once, so that
 streams with any mix of them share one compiled step (one trace, one call).
 A row's stop settings are its *thresholds*, float32 `(K,)`:
 
@@ -17,17 +15,20 @@ A row's stop settings are its *thresholds*, float32 `(K,)`:
 | 0 | `StopHead` | `sigmoid(stop_logit) > t` | `+inf` |
 | 1 | `L2Norm(mode="above")` | `norm(frame) > t` | `+inf` |
 | 2 | `L2Norm(mode="below")` | `norm(frame) < t` | `-inf` |
-| 3, ... | the runtime's own criterion classes | `criterion.fires(...)` | (none) |
+| 3 | `StopSample` | `u < sigmoid(stop_logit / t)` (`u`: the row's draw) | `+inf` |
+| 4, ... | the runtime's own criterion classes | `criterion.fires(...)` | (none) |
 
 A kind that a row does not use gets its "off" threshold, which no value
 exceeds (comparisons with an infinity are exact on TensorFlow, XLA and
 LiteRT alike). Several criteria of one kind fold into one threshold: the
 smallest for `StopHead` and "above", the largest for "below", which fires
-exactly when any of them does. `[]` (the cap alone) is all three off.
+exactly when any of them does (for `StopSample`, whose threshold is its
+temperature, the largest: several sampled STOPs on one draw are the
+flattest of them). `[]` (the cap alone) is all four off.
 
 Criterion classes that users write themselves have no known "off" value:
 their kinds are fixed per runtime (the `stop=` it was opened or exported
-with), after the three built-in columns, and every row's stop list must
+with), after the four built-in columns, and every row's stop list must
 hold them, in order (only their thresholds vary per row).
 
 Numpy only (`sg.LiteStream` runs without TensorFlow).
@@ -43,12 +44,18 @@ BUILT_IN_KINDS = (
     ("StopHead", ()),
     ("L2Norm", (("mode", "above"),)),
     ("L2Norm", (("mode", "below"),)),
+    ("StopSample", ()),
 )
 COUNT = len(BUILT_IN_KINDS)
 # The threshold of a kind that is off: it never fires.
-OFF = np.array([np.inf, np.inf, -np.inf], np.float32)
+OFF = np.array([np.inf, np.inf, -np.inf, np.inf], np.float32)
+# The kinds compared with one signed comparison (`built_in_fires`); the
+# sampled STOP (column `SAMPLE`) is tested against the row's draw.
+COMPARED = 3
+SAMPLE = 3
 # +1: the kind fires above its threshold; -1: below (compiled as
-# `-value > -threshold`, exactly `value < threshold`).
+# `-value > -threshold`, exactly `value < threshold`); the first
+# `COMPARED` columns.
 SIGNS = np.array([1.0, 1.0, -1.0], np.float32)
 
 
@@ -62,6 +69,11 @@ def as_dicts(stop):
     dicts) -> a list of checked criterion dicts."""
     is_one = lambda s: isinstance(s, dict) or hasattr(s, "get_config")  # noqa: E731
     return [criterion_dict(item) for item in stop_items(stop, is_one)]
+
+
+def samples(thresholds):
+    """Whether any row of `thresholds` `(B, K)` uses `StopSample`."""
+    return bool(np.isfinite(np.asarray(thresholds)[:, SAMPLE]).any())
 
 
 def custom_of(criteria):
@@ -92,7 +104,10 @@ def thresholds_row(stop, custom, hint=""):
         if not is_built_in(criterion):
             continue
         column = BUILT_IN_KINDS.index(criterion_kind(criterion))
-        threshold = np.float32(criterion["config"]["threshold"])
+        threshold = np.float32(criterion_value(criterion))
+        if column == SAMPLE:  # +inf is off: any temperature replaces it
+            row[column] = threshold if np.isinf(row[column]) else max(row[column], threshold)
+            continue
         # the smallest "above" threshold (the largest "below") fires first
         row[column] = (min(row[column], threshold) if SIGNS[column] > 0
                        else max(row[column], threshold))
@@ -101,9 +116,9 @@ def thresholds_row(stop, custom, hint=""):
         raise ValueError(
             "Received an invalid value for argument `stop`: the stop criteria of "
             f"non-built-in classes here are {describe_kinds(custom)}, got "
-            f"{describe_kinds(own)}. Built-in criteria (StopHead, L2Norm) "
+            f"{describe_kinds(own)}. Built-in criteria (StopHead, L2Norm, StopSample) "
             "can differ per stream; other classes are fixed." + (f" {hint}" if hint else ""))
-    extra = np.array([c["config"]["threshold"] for c in own], np.float32)
+    extra = np.array([criterion_value(c) for c in own], np.float32)
     return np.concatenate([row, extra.reshape([len(own)])]).astype(np.float32)
 
 

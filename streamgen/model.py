@@ -572,34 +572,41 @@ class StreamGen(keras.Model):
     # ------------------------------------------------------------------ #
     # Decoding.
     # ------------------------------------------------------------------ #
-    def open_stream(self, stop=None, max_steps=None, jit_compile=False):
+    def open_stream(self, stop=None, max_steps=None, jit_compile=False, sampler=None,
+                    seed=None):
         """Opens a `sg.Stream`: state holder for step-by-step decoding.
 
         Args:
             stop: stop criteria for this stream; `None` uses the model's.
             max_steps: optional int in `[1, self.max_steps]`, a lower cap.
             jit_compile: compile the step with XLA.
+            sampler: how frames are drawn (`sg.samplers`); `None` is
+                `Greedy()`.
+            seed: int (or one per row) for the stream's random numbers;
+                `None` draws a fresh one, which the state carries.
 
         Returns:
             A `sg.Stream`.
         """
-        return Stream(self, stop=stop, max_steps=max_steps, jit_compile=jit_compile)
+        return Stream(self, stop=stop, max_steps=max_steps, jit_compile=jit_compile,
+                      sampler=sampler, seed=seed)
 
-    def stream(self, inputs, stop=None, max_steps=None, jit_compile=False):
+    def stream(self, inputs, stop=None, max_steps=None, jit_compile=False, sampler=None,
+               seed=None):
         """Yields `Out[i]` for each input as soon as it is decoded.
 
         Args:
             inputs: any iterable of inputs, consumed lazily: each an array
                 `(input_size,)` or `(B, input_size)`.
-            stop, max_steps, jit_compile: as in `open_stream`.
+            stop, max_steps, jit_compile, sampler, seed: as in `open_stream`.
 
         Yields:
             For a 1-D input, an `np.ndarray (L_i, output_size)`; for a 2-D
             input, a list of `B` such arrays.
         """
-        return self.open_stream(stop, max_steps, jit_compile).feed(inputs)
+        return self.open_stream(stop, max_steps, jit_compile, sampler, seed).feed(inputs)
 
-    def decode(self, x, stop=None, lengths=None, max_steps=None):
+    def decode(self, x, stop=None, lengths=None, max_steps=None, sampler=None, seed=None):
         """Decodes whole sequences, the outer loop running inside the graph.
 
         Row by row, the result equals what `stream` yields for the same
@@ -611,6 +618,14 @@ class StreamGen(keras.Model):
             lengths: optional int array `(B, T)` in `[0, max_steps]` that
                 forces every `len(Out[i])` and ignores the stop criteria.
             max_steps: optional int in `[1, self.max_steps]`, a lower cap.
+            sampler: how frames are drawn (`sg.samplers`); `None` is
+                `Greedy()`. With a random sampler or `sg.StopSample`, the
+                outer loop runs in Python over the compiled step.
+            seed: an int (row `b` gets `randomness.derive_seed(seed, b)`,
+                row 0 the seed itself, as record `b` of
+                `sg.decode_sequences`) or one per row, as
+                `open_stream(seed=...)`: row `b` equals a stream of that
+                seed. `None` draws a fresh one.
 
         Returns:
             A `tf.RaggedTensor` of shape `(B, T, None, output_size)`.
@@ -619,7 +634,8 @@ class StreamGen(keras.Model):
             ValueError: for a wrong shape, non-finite values, or `lengths`
                 outside `[0, max_steps]`.
         """
-        return tf_runtime.decode(self, x, stop=stop, lengths=lengths, max_steps=max_steps)
+        return tf_runtime.decode(self, x, stop=stop, lengths=lengths, max_steps=max_steps,
+                                 sampler=sampler, seed=seed)
 
     def export_litert(self, path, stop=None):
         """Writes a `.tflite` file of the outer step, for `sg.LiteStream`.

@@ -180,12 +180,15 @@ def to_unit(words):
 
 
 def derive_seed(seed, key):
-    """The seed of record `key` of a run seeded with `seed`.
+    """The seed of record (or row) `key` of a run seeded with `seed`.
 
     `decode --seed N` gives record `n` the seed `derive_seed(N, n)` (or
     `derive_seed(N, record_id)` when records have an `"id"`), so a record's
-    output does not depend on the batch size or the shards. Int keys and
-    str keys never collide by construction (different counters).
+    output does not depend on the batch size or the shards; row `b` of a
+    batch seeded `N` (`model.decode`, `Runtime.initial_state`) gets the
+    same. Key 0 keeps the seed itself, so the first record (or a lone
+    stream) seeded `N` is the stream of seed `N` on every path. Other int
+    keys and str keys never collide by construction (different counters).
 
     Args:
         seed: int in `[0, SEED_LIMIT)`.
@@ -200,10 +203,12 @@ def derive_seed(seed, key):
     Example:
 
     >>> from streamgen.randomness import derive_seed
-    >>> derive_seed(7, 0) == derive_seed(7, 0) != derive_seed(7, 1)
-    True
+    >>> derive_seed(7, 0), derive_seed(7, 1) == derive_seed(7, 1) != 8
+    (7, True)
     """
     seed = check_seed("seed", seed)
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and key == 0:
+        return seed
     if isinstance(key, str):
         digest = hashlib.sha256(key.encode("utf-8")).digest()
         words = [int.from_bytes(digest[i:i + 4], "little") for i in (0, 4, 8)]
@@ -223,6 +228,18 @@ def derive_seed(seed, key):
         )
     words = philox4x32(np.array([counter]), np.array([[seed, _DERIVE_TAG]]))
     return int(words[0, 0])
+
+
+def derive_seeds(seed, n):
+    """`[derive_seed(seed, b) for b in range(n)]`, vectorised: int64 `(n,)`."""
+    seed = check_seed("seed", seed)
+    index = np.arange(n, dtype=np.uint64)
+    counter = np.stack([index & np.uint64(0xFFFFFFFF), index >> np.uint64(32),
+                        np.zeros_like(index), np.zeros_like(index)], axis=1)
+    key = np.broadcast_to(np.array([seed, _DERIVE_TAG], np.uint64), (n, 2))
+    seeds = philox4x32(counter, key)[:, 0].astype(np.int64)
+    seeds[:1] = seed  # key 0 keeps the seed
+    return seeds
 
 
 def encode(seeds, positions):

@@ -14,6 +14,7 @@ This module does not import TensorFlow.
 """
 
 from streamgen import checks
+from streamgen import randomness
 from streamgen.runtimes.base import Runtime
 
 
@@ -35,6 +36,16 @@ class Stream:
         stop: stop criteria for this stream (`sg.StopCriterion` objects or
             their dicts); `None` keeps the runtime's.
         max_steps: optional int, a lower cap; `None` keeps the runtime's.
+        sampler: how frames are drawn (`sg.samplers.Greedy()`,
+            `sg.samplers.TopK(5, temperature=0.8)`, `"top-p"`, a config
+            dict); `None` keeps the runtime's (greedy unless opened with
+            one). A random sampler on `mse` / `mae` frames is a
+            `ValueError` naming the frame kind.
+        seed: int in `[0, 2**32)`, or one per row: the stream's random
+            numbers (row `b` of a batch gets `randomness.derive_seed(seed,
+            b)`, row 0 the seed itself, as record `b` of `decode --seed`).
+            `None` draws a fresh seed (`randomness.new_seed()`). The state carries the
+            seed and the position, so a restored state replays exactly.
         **options: options of `sg.open_runtime` when `runtime` is not a
             runtime yet (`jit_compile=`, `num_threads=`).
 
@@ -56,18 +67,33 @@ class Stream:
     True
     """
 
-    def __init__(self, runtime, stop=None, max_steps=None, **options):
+    def __init__(self, runtime, stop=None, max_steps=None, sampler=None, seed=None,
+                 **options):
         if not isinstance(runtime, Runtime):
             from streamgen.runtimes import open_runtime
 
+            if sampler is not None:
+                options["sampler"] = sampler
             runtime = open_runtime(runtime, stop=stop, max_steps=max_steps, **options)
         elif options:
             raise TypeError(f"Received options {sorted(options)} with an open runtime; "
                             "they are options of sg.open_runtime.")
-        elif stop is not None or max_steps is not None:
-            runtime = runtime.with_options(stop=stop, max_steps=max_steps)
+        elif stop is not None or max_steps is not None or sampler is not None:
+            runtime = runtime.with_options(stop=stop, max_steps=max_steps, sampler=sampler)
         self.runtime = runtime
+        if seed is None:
+            seed = randomness.new_seed()
+        elif isinstance(seed, (list, tuple)) or hasattr(seed, "shape"):
+            seed = [randomness.check_seed("seed", s) for s in list(seed)]
+        else:
+            seed = randomness.check_seed("seed", seed)
+        self.seed = seed
         self.reset()
+
+    @property
+    def sampler(self):
+        """The sampler in use (`sg.samplers.Sampler`)."""
+        return self.runtime.sampler
 
     @property
     def criteria(self):
@@ -121,7 +147,7 @@ class Stream:
         state = self._state
         if state is None or batch != state.shape[0]:  # (only a fresh stream takes a new one)
             checks.check_batch(batch, self.batch_size, fresh=state is None)
-            state = self.runtime.initial_state(batch)
+            state = self.runtime.initial_state(batch, seeds=self.seed)
         if decode is True:
             decode = None
         elif decode is None:
@@ -149,20 +175,25 @@ class Stream:
         """The carried state, as a nest of numpy arrays (copies).
 
         Returns:
-            `{"outer": [...], "inner": [...]}`, each array `(B, size)`.
-            Before the first step, the initial state for one row. States of
-            streams of the same model are interchangeable, whatever their
-            runtime.
+            `{"outer": [...], "inner": [...], "random": [(B, 4)]}`, each
+            array `(B, size)`; `"random"` holds each row's seed and
+            position (`randomness.encode`). Before the first step, the
+            initial state for one row. States of streams of the same model
+            are interchangeable, whatever their runtime.
         """
-        state = self._state if self._state is not None else self.runtime.initial_state(1)
+        state = self._state
+        if state is None:
+            seed = self.seed[0] if isinstance(self.seed, list) else self.seed
+            state = self.runtime.initial_state(1, seeds=seed)
         return self.runtime.unpack(state)
 
     def set_state(self, state):
         """Restores a state from `get_state()`; decoding resumes exactly.
 
         Args:
-            state: `{"outer": [...], "inner": [...]}` with the shapes
-                `get_state()` returns (any batch size, the same for all).
+            state: `{"outer": [...], "inner": [...], "random": [...]}`
+                with the shapes `get_state()` returns (any batch size, the
+                same for all); without `"random"`, seed 0 at position 0.
 
         Raises:
             ValueError: if the nest, a shape or a value (NaN, inf) does not
@@ -194,6 +225,9 @@ class LiteStream(Stream):
             exported criteria.
         max_steps: optional int in `[1, max_steps of the export]`, a lower
             cap.
+        sampler, seed: as in `sg.Stream` (every sampler and
+            `sg.StopSample` run in the file, with the same draws as
+            TensorFlow).
         num_threads: threads of the interpreter. Defaults to 1, the
             fastest at batch 1; more can help for large batches.
 
@@ -220,11 +254,12 @@ class LiteStream(Stream):
     True
     """
 
-    def __init__(self, path, stop=None, max_steps=None, num_threads=1):
+    def __init__(self, path, stop=None, max_steps=None, num_threads=1, sampler=None,
+                 seed=None):
         from streamgen.runtimes.lite import LiteRuntime
 
         super().__init__(LiteRuntime(path, stop=stop, max_steps=max_steps,
-                                     num_threads=num_threads))
+                                     num_threads=num_threads, sampler=sampler), seed=seed)
 
     @property
     def metadata(self):

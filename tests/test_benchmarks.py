@@ -29,6 +29,7 @@ QUICK = {
     "train_scaling.py": ["--records", "64", "--epochs", "1", "--units", "8"],
     # OLD is a copy of this checkout's package (the script refuses one checkout twice)
     "step_paired.py": ["{old}", str(ROOT), "--quick", "--pairs", "1", "--steps", "50"],
+    "sampling.py": ["--quick"],
 }
 # modules the scripts above import or launch (not run on their own)
 HELPERS = {

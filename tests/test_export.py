@@ -28,7 +28,7 @@ def test_metadata_describes_the_model(exported):
     assert {k: stored[k] for k in ("format", "version", "input_size", "output_size",
                                    "max_steps", "outer_state_sizes", "inner_state_sizes",
                                    "decoder_state", "cell", "inner_loop")} == {
-        "format": "streamgen-litert", "version": 3, "input_size": 3, "output_size": 2,
+        "format": "streamgen-litert", "version": 4, "input_size": 3, "output_size": 2,
         "max_steps": 6, "outer_state_sizes": [8, 8], "inner_state_sizes": [8, 8],
         "decoder_state": "carry", "cell": "lstm", "inner_loop": "unrolled",
     }
@@ -70,7 +70,8 @@ def test_only_builtin_ops_and_no_variables(exported):
 
     interpreter = Interpreter(model_path=path)
     signature = interpreter.get_signature_list()[lite_lib.SIGNATURE]
-    assert sorted(signature["inputs"]) == ["caps", "decode", "state", "thresholds", "x"]
+    assert sorted(signature["inputs"]) == ["caps", "decode", "params", "state", "thresholds",
+                                           "uniforms", "x"]
     details = interpreter.get_signature_runner(lite_lib.SIGNATURE).get_input_details()
     assert list(details["x"]["shape_signature"]) == [-1, 3]
     assert list(details["state"]["shape_signature"]) == [-1, 32]  # LSTM: 2 x (8 + 8)
@@ -163,12 +164,14 @@ def test_per_row_caps_and_thresholds_equal_the_tensorflow_step(core_models, tmp_
     head = np.array([[0.5], [0.5], [0.2], [0.5], [0.9], [0.02]], np.float32)
     l2 = np.array([[np.inf, -np.inf], [np.inf, -np.inf], [0.8, -np.inf], [np.inf, 0.3],
                    [np.inf, -np.inf], [1.0, 0.2]], np.float32)  # L2Norm above, below
-    thresholds = np.concatenate([head, l2], axis=1)  # (6, 3): any mix per row
+    sample = np.array([[np.inf], [1.0], [np.inf], [0.5], [2.0], [np.inf]], np.float32)
+    thresholds = np.concatenate([head, l2, sample], axis=1)  # (6, 4): any mix per row
     decode = np.array([True, False, True, True, True, True])
     for mode in ("reset", "carry"):
         model = core_models[("lstm", mode)]
         x = rng.normal(size=(6, 3)).astype(np.float32)
-        state = rng.normal(size=(6, 32)).astype(np.float32)
+        state = rng.normal(size=(6, 36)).astype(np.float32)
+        state[:, -4:] = rng.integers(0, 65536, size=(6, 4))  # seeds and positions
         expected = sg.open_runtime(model).step(x, state, decode, thresholds, caps)
         assert expected[1][:2].tolist() == [0, 0] and not expected[0][:2].any()
         for unroll in (export_lib.UNROLL_MAX_STEPS, 0):

@@ -85,7 +85,10 @@ def test_derive_seed():
     a = [randomness.derive_seed(7, n) for n in range(100)]
     assert len(set(a)) == 100 and all(0 <= s < 2**32 for s in a)
     assert a == [randomness.derive_seed(7, n) for n in range(100)]
-    assert randomness.derive_seed(8, 0) != a[0]
+    assert a[0] == 7  # key 0 keeps the seed: a lone stream seeded 7 is record 0
+    assert randomness.derive_seed(8, 1) != a[1]
+    assert randomness.derive_seeds(7, 100).tolist() == a  # the vectorised form
+    assert randomness.derive_seeds(7, 0).shape == (0,)
     assert randomness.derive_seed(7, "0") != a[0]  # ids and indices never collide
     assert randomness.derive_seed(7, "rec-a") == randomness.derive_seed(7, "rec-a")
     assert randomness.derive_seed(7, "rec-a") != randomness.derive_seed(7, "rec-b")

@@ -38,8 +38,8 @@ STREAM_OPTIONS = [
 
 def reference_stream(model, runtimes, kind, stop, max_steps):
     if kind == "tf":
-        return model.open_stream(stop=stop, max_steps=max_steps)
-    return sg.LiteStream(runtimes["path"], stop=stop, max_steps=max_steps)
+        return model.open_stream(stop=stop, max_steps=max_steps, seed=0)
+    return sg.LiteStream(runtimes["path"], stop=stop, max_steps=max_steps, seed=0)
 
 
 @pytest.mark.parametrize("kind", ["tf", "lite"])
@@ -161,18 +161,18 @@ def test_options(runtimes):
     for kind in ("tf", "lite"):
         runtime = runtimes[kind]
         thresholds, cap = runtime.options()
-        # Columns: StopHead, L2Norm above, L2Norm below; a kind not used is off.
-        assert thresholds.tolist() == [0.5, 6.0, -np.inf] and cap == 9
+        # Columns: StopHead, L2Norm above, L2Norm below, StopSample; a kind not used is off.
+        assert thresholds.tolist() == [0.5, 6.0, -np.inf, np.inf] and cap == 9
         thresholds, cap = runtime.options(
             [{"class_name": "StopHead", "config": {"threshold": 0.25}}, sg.L2Norm(2.0)], 3)
-        assert thresholds.tolist() == [0.25, 2.0, -np.inf] and cap == 3
+        assert thresholds.tolist() == [0.25, 2.0, -np.inf, np.inf] and cap == 3
         # Any mix of built-in criteria, [] included, per row.
         np.testing.assert_array_equal(runtime.options([sg.StopHead(0.2)])[0],
-                                      np.float32([0.2, np.inf, -np.inf]))
-        assert runtime.options([])[0].tolist() == [np.inf, np.inf, -np.inf]
+                                      np.float32([0.2, np.inf, -np.inf, np.inf]))
+        assert runtime.options([])[0].tolist() == [np.inf, np.inf, -np.inf, np.inf]
         assert runtime.options([sg.L2Norm(1.5, "below"), sg.L2Norm(0.5, "below"),
                                 sg.L2Norm(4.0), sg.L2Norm(3.0)])[0].tolist() == [
-            np.inf, 3.0, 1.5]  # one threshold per kind: fires when any would
+            np.inf, 3.0, 1.5, np.inf]  # one threshold per kind: fires when any would
         with pytest.raises(ValueError, match=r"`threshold` of StopHead, expected a "
                                              r"probability in \[0, 1\], got 2"):
             runtime.options([{"class_name": "StopHead", "config": {"threshold": 2}},
@@ -187,11 +187,11 @@ def test_options(runtimes):
     (dict(x=[["a", "b", "c"]]), r"`x`, expected a 2-D array of numbers"),
     (dict(x=np.full((2, 3), np.inf)), r"`x`: it holds a non-finite value"),
     (dict(state=np.zeros((2, 5))), r"`state`, expected a float array of shape \(2, "),
-    (dict(state=np.full((2, 16), np.nan)), r"`state`: it holds a non-finite value"),
+    (dict(state=np.full((2, 20), np.nan)), r"`state`: it holds a non-finite value"),
     (dict(decode="False"), r"`decode`, expected a bool or a bool array of shape \(2,\)"),
     (dict(decode=[True]), r"`decode`, expected a bool or a bool array of shape \(2,\)"),
-    (dict(thresholds=np.zeros((2, 2))), r"`thresholds`, expected a float array of shape \(2, 3\)"),
-    (dict(thresholds=np.full((2, 3), np.nan)), r"`thresholds`, expected .* without NaN"),
+    (dict(thresholds=np.zeros((2, 2))), r"`thresholds`, expected a float array of shape \(2, 4\)"),
+    (dict(thresholds=np.full((2, 4), np.nan)), r"`thresholds`, expected .* without NaN"),
     (dict(caps=[3, 10]), r"`caps`, expected an int array of shape \(2,\) with values in \[0, 9\]"),
     (dict(caps=[3.0, 1.0]), r"`caps`, expected an int array"),
 ])

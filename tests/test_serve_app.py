@@ -100,7 +100,7 @@ def test_multiplexed_round_trips_equal_local_streams(ray_serve, cli_model):
     assert replies[2][3] == {"id": "a", "ok": True}
     assert_outputs_equal([replies[5]], [sg.Stream(cli_model).step(np.array([0.5, 0, 0.1]))])
     assert replies[6][0]["id"] is None and "malformed JSON" in replies[6][0]["error"]
-    assert replies[7][0]["state"]["format"] == "streamgen-state/1"  # the connection was kept
+    assert replies[7][0]["state"]["format"] == "streamgen-state/2"  # the connection was kept
 
 
 def test_bad_requests_each_fail_alone(ray_serve):
@@ -118,7 +118,7 @@ def test_bad_requests_each_fail_alone(ray_serve):
     assert '"id" to be a string' in errors[2]
     assert "non-built-in classes here are [], got [Mine()]" in errors[3]
     assert "max_steps" in errors[4]
-    assert "streamgen-state/1" in errors[5]
+    assert "streamgen-state/2" in errors[5]
     assert errors[6] == "no open stream with id 'q'"
     assert "unknown keys ['bogus']" in errors[7]
     assert "input_size=3" in replies[1]["error"]

@@ -161,7 +161,7 @@ def test_errors_fail_alone_and_keep_state(model, runtime):
     assert ("non-built-in classes here are [], got [Mine()]" in messages[1]
             and "This server runs only these criteria of non-built-in classes" in messages[1])
     assert "max_steps" in messages[2]
-    assert "streamgen-state/1" in messages[3]
+    assert "streamgen-state/2" in messages[3]
     assert messages[4] == "no open stream with id 'zz'"
     assert "maximum of 2 streams" in messages[6]
     assert "non-finite" in messages[7]

@@ -47,8 +47,8 @@ def runtimes(model, tmp_path_factory):
 
 def alone(model, runtimes, kind, stop, max_steps=None):
     if kind == "tf":
-        return model.open_stream(stop=stop, max_steps=max_steps)
-    return sg.LiteStream(runtimes["path"], stop=stop, max_steps=max_steps)
+        return model.open_stream(stop=stop, max_steps=max_steps, seed=0)
+    return sg.LiteStream(runtimes["path"], stop=stop, max_steps=max_steps, seed=0)
 
 
 def test_mixes_give_different_lengths(model):
@@ -128,10 +128,14 @@ def test_one_trace_for_every_mix():
 
 def test_the_row_form():
     row = criteria.thresholds_row
-    np.testing.assert_array_equal(row([], []), [np.inf, np.inf, -np.inf])
+    np.testing.assert_array_equal(row([], []), [np.inf, np.inf, -np.inf, np.inf])
     np.testing.assert_array_equal(
         row([{"class_name": "L2Norm", "config": {"threshold": 2.0, "mode": "below"}},
-             sg.StopHead(0.25)], []), [0.25, np.inf, 2.0])
+             sg.StopHead(0.25)], []), [0.25, np.inf, 2.0, np.inf])
+    # StopSample's column holds its temperature (the flattest of several).
+    np.testing.assert_array_equal(
+        row([sg.StopSample(0.5), sg.StopHead(0.25), sg.StopSample(2.0)], []),
+        [0.25, np.inf, -np.inf, 2.0])
     assert row([sg.StopHead(0.25)], []).dtype == np.float32
 
 
@@ -146,7 +150,7 @@ def test_criteria_of_the_users_classes_stay_fixed_per_runtime(model, runtimes, t
     mine = [FirstAbove(0.1), sg.StopHead(0.5)]
     runtime = sg.open_runtime(model, stop=mine)
     assert runtime.custom_criteria == [{"class_name": "FirstAbove", "config": {"threshold": 0.1}}]
-    assert runtime.thresholds.tolist() == [0.5, np.inf, -np.inf, np.float32(0.1)]
+    assert runtime.thresholds.tolist() == [0.5, np.inf, -np.inf, np.inf, np.float32(0.1)]
     # Its thresholds and the built-in criteria beside it vary per row...
     for stop in ([FirstAbove(-0.2)], [FirstAbove(0.3), sg.L2Norm(0.5, "below")]):
         thresholds, cap = runtime.options(stop)

@@ -25,8 +25,9 @@ def test_round_trip_is_exact():
     assert value["format"] == wire.FORMAT and value["rows"] == 2
     assert set(value) == {"format", "fingerprint", "sizes", "rows", "data"}
     packed, sizes = wire.decode_state(value, FP, SIZES)
-    assert packed.shape == (2, 9) and sizes == SIZES
+    assert packed.shape == (2, 13) and sizes == SIZES  # + seed and position
     back = wire.unpack_nest(packed, sizes)
+    assert back["random"][0].tolist() == [[0, 0, 0, 0]] * 2  # a nest without: seed 0
     for key in ("outer", "inner"):
         for a, b in zip(back[key], state[key]):
             assert np.array_equal(a, b)
@@ -37,13 +38,15 @@ def test_round_trip_is_exact():
 @pytest.mark.parametrize("change, message", [
     (lambda v: v.update(fingerprint="sha256:ffffffffffffffff"), "another model"),
     (lambda v: v.update(sizes={"outer": [4], "inner": [5]}), "state sizes are"),
-    (lambda v: v.update(rows=2), "holds 36 bytes"),
+    (lambda v: v.update(rows=2), "holds 52 bytes"),
     (lambda v: v.update(rows=0), "rows"),
     (lambda v: v.update(data="not base64!"), "base64"),
     (lambda v: v.update(format="other"), "format"),
     (lambda v: v.pop("data"), "keys"),
     (lambda v: v.update(data=base64.b64encode(
-        np.array([np.nan] + [0] * 8, "<f4").tobytes()).decode()), "non-finite"),
+        np.array([np.nan] + [0] * 12, "<f4").tobytes()).decode()), "non-finite"),
+    (lambda v: v.update(data=base64.b64encode(
+        np.array([0] * 12 + [0.5], "<f4").tobytes()).decode()), "16-bit halves"),
 ])
 def test_decode_names_the_problem(change, message):
     value = wire.encode_state(nest(), FP, SIZES)

@@ -26,6 +26,7 @@ import numpy as np
 
 from streamgen import checks
 from streamgen import outputs
+from streamgen import randomness
 from streamgen.data import jsonl
 from streamgen.data import text as jsontext
 from streamgen.data import ragged
@@ -38,7 +39,7 @@ __all__ = ["decode_jsonl", "decode_padded", "decode_sequences", "evaluate",
 DEFAULT_BATCH_SIZE = 4096
 
 
-def as_runtime(model_or_runtime, stop=None, max_steps=None, jit_compile=False):
+def as_runtime(model_or_runtime, stop=None, max_steps=None, jit_compile=False, sampler=None):
     """A `sg.Runtime` from a runtime, a `sg.StreamGen` or a model file path.
 
     `jit_compile`: compile a TensorFlow model's step with XLA (offline
@@ -50,8 +51,10 @@ def as_runtime(model_or_runtime, stop=None, max_steps=None, jit_compile=False):
             raise ValueError(
                 "Received `stop`/`max_steps` with a runtime; open the runtime with "
                 "them instead (sg.open_runtime(model, stop=..., max_steps=...)).")
+        if sampler is not None:
+            return model_or_runtime.with_options(sampler=sampler)
         return model_or_runtime
-    options = {}
+    options = {} if sampler is None else {"sampler": sampler}
     if jit_compile and not (isinstance(model_or_runtime, (str, os.PathLike))
                             and os.fspath(model_or_runtime).lower().endswith(".tflite")):
         options["jit_compile"] = True
@@ -80,7 +83,7 @@ def length_batches(steps, batch_size):
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def decode_padded(runtime, x, steps=None, lengths=None):
+def decode_padded(runtime, x, steps=None, lengths=None, seeds=None):
     """Decodes a padded batch of whole sequences from fresh state.
 
     Args:
@@ -92,6 +95,10 @@ def decode_padded(runtime, x, steps=None, lengths=None):
             STOP token at step `lengths[b, t]`, as `model.decode(x,
             lengths=...)`). See `Runtime.run_sequences`: the same results
             on every runtime.
+        seeds: optional int array `(B,)`, each row's seed (its random
+            numbers when the runtime samples: a random sampler or
+            `sg.StopSample`); `None`: seed 0. Row `b` equals a stream of
+            seed `seeds[b]`, whatever the other rows.
 
     Returns:
         `(frames, lengths)`: float32 `(B, T, trained_max_steps,
@@ -109,7 +116,9 @@ def decode_padded(runtime, x, steps=None, lengths=None):
              else np.asarray(steps, np.int64).reshape(batch))
     if lengths is not None:
         lengths = checks.check_lengths(runtime, lengths, (batch, time_steps))
-    frames, out_lengths = runtime.run_sequences(x, steps, lengths)
+    seeds = (np.zeros(batch, np.int64) if seeds is None
+             else np.asarray(seeds, np.int64).reshape(batch))
+    frames, out_lengths = runtime.run_sequences(x, steps, lengths, seeds)
     real = np.arange(time_steps)[None, :] < steps[:, None]  # (B, T)
     frames[~real] = 0.0
     return frames, np.where(real, out_lengths, 0).astype(np.int32)
@@ -126,7 +135,7 @@ def pad(sequences, input_size):
 
 
 def decode_sequences(model, inputs, *, stop=None, max_steps=None,
-                     batch_size=DEFAULT_BATCH_SIZE):
+                     batch_size=DEFAULT_BATCH_SIZE, sampler=None, seed=None):
     """Decodes whole sequences in batches; returns every `Out`.
 
     Args:
@@ -137,6 +146,11 @@ def decode_sequences(model, inputs, *, stop=None, max_steps=None,
         stop: stop criteria (`None`: the model's); not with a runtime.
         max_steps: optional lower cap; not with a runtime.
         batch_size: positive int, sequences decoded together.
+        sampler: how frames are drawn (`sg.samplers`); `None`: the
+            runtime's (`Greedy()` for a model or a path).
+        seed: int: sequence `n` gets the seed `randomness.derive_seed(seed,
+            n)`, so its output does not depend on `batch_size`; `None`: a
+            fresh seed (when the decoding samples at all).
 
     Returns:
         A list of `N` lists of `T_n` float32 arrays `(L, output_size)`:
@@ -150,13 +164,15 @@ def decode_sequences(model, inputs, *, stop=None, max_steps=None,
     >>> len(outs[0]), outs[0][0].shape[1]
     (4, 2)
     """
-    runtime = as_runtime(model, stop, max_steps)
+    runtime = as_runtime(model, stop, max_steps, sampler=sampler)
+    seed = randomness.new_seed() if seed is None else randomness.check_seed("seed", seed)
     flat = ragged.flatten_inputs(inputs)
     sequences = ragged.split(flat.rows, flat.steps)
     result = [None] * len(sequences)
     for index in length_batches(flat.steps, batch_size):
         x, steps = pad([sequences[n] for n in index], runtime.input_size)
-        frames, lengths = decode_padded(runtime, x, steps)
+        seeds = [randomness.derive_seed(seed, int(n)) for n in index]
+        frames, lengths = decode_padded(runtime, x, steps, seeds=seeds)
         for row, n in enumerate(index):
             result[n] = [frames[row, t, :lengths[row, t]].copy() for t in range(steps[row])]
     return result
@@ -166,7 +182,8 @@ def decode_sequences(model, inputs, *, stop=None, max_steps=None,
 # Files.
 # ---------------------------------------------------------------------- #
 def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
-                 batch_size=DEFAULT_BATCH_SIZE, on_error="fail", progress=None, readers=None):
+                 batch_size=DEFAULT_BATCH_SIZE, on_error="fail", progress=None, readers=None,
+                 sampler=None, seed=None):
     """Decodes JSONL files of sequences; writes one line of `Out` per sequence.
 
     Each input line is a record in the training format (`{"x": [[...],
@@ -198,6 +215,13 @@ def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
         readers: processes that parse JSON while this one decodes (0:
             parse in a thread here); `None`: 0 for inputs under 8 MB, else
             the CPUs but one (1 to 4).
+        sampler: how frames are drawn (`sg.samplers`); `None`: the
+            runtime's.
+        seed: int: a record's seed is `randomness.derive_seed(seed, key)`
+            with `key` its `"id"` (as text when not a string) or, without
+            one, its 0-based line in its file (`"name:line"` over several
+            files, `name` the file's base name), so the output does not depend on `batch_size`;
+            `None`: a fresh seed.
 
     Returns:
         dict: `"sequences"` and `"steps"` decoded, `"skipped"` records.
@@ -216,7 +240,8 @@ def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
     >>> sg.decode_jsonl(sg.load_default(), ["samples/valid*.jsonl"], "out.jsonl")
     {'sequences': 300, 'steps': 3555, 'skipped': 0}
     """
-    runtime = as_runtime(model, stop, max_steps, jit_compile=True)
+    runtime = as_runtime(model, stop, max_steps, jit_compile=True, sampler=sampler)
+    seed = randomness.new_seed() if seed is None else randomness.check_seed("seed", seed)
     batch_size = checks.positive_int("batch_size", batch_size)
     if not (on_error in ("fail", "skip") or callable(on_error)):
         raise checks.invalid("on_error", "'fail', 'skip' or a callable", on_error)
@@ -225,7 +250,8 @@ def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
         outputs.check_not_input(os.fspath(out), files)
         with outputs.AtomicText(out) as fh:  # complete or absent
             return decode_jsonl(runtime, files, fh, batch_size=batch_size,
-                                on_error=on_error, progress=progress, readers=readers)
+                                on_error=on_error, progress=progress, readers=readers,
+                                seed=seed)
     plain = all(jsonl.is_plain(path) for path in files)  # not .gz, a FIFO or stdin
     if readers is None:
         size = sum(os.path.getsize(path) for path in files) if plain else 0
@@ -250,7 +276,7 @@ def decode_jsonl(model, paths, out, *, stop=None, max_steps=None,
 
     for chunk, bad in _prefetch(chunks(checked_ids(records), batch_size)):
         if chunk:
-            lines = format_lines(runtime, chunk)
+            lines = format_lines(runtime, chunk, seed, len(files) > 1)
             good = [line for line in lines if isinstance(line, str)]
             if len(good) == len(lines):
                 out.write("".join(lines))
@@ -289,8 +315,22 @@ def checked_ids(records):
         yield record
 
 
-def format_lines(runtime, records):
+def record_seed(seed, record, several_files=False):
+    """A record's seed: `derive_seed(seed, id)` (an id that is not a str
+    as its JSON text), else `derive_seed(seed, line_no - 1)` (over several
+    files `derive_seed(seed, "name:line_no")`, `name` the file's base name)."""
+    if "id" in record.data:
+        key = record.data["id"]
+        return randomness.derive_seed(seed, key if isinstance(key, str) else _id_json(key))
+    if several_files:  # the file's name: the same locally and on Ray (absolute paths)
+        return randomness.derive_seed(seed, f"{os.path.basename(record.path)}:{record.line_no}")
+    return randomness.derive_seed(seed, record.line_no - 1)
+
+
+def format_lines(runtime, records, seed=0, several_files=False):
     """Decodes `records` (one batch) and returns their output lines, in order.
+
+    Each record gets its own seed (`record_seed`).
 
     Returns:
         A list with, per record, its output line (str), or a
@@ -300,10 +340,12 @@ def format_lines(runtime, records):
     """
     try:
         x, steps = pad([r.inputs for r in records], runtime.input_size)
-        frames, lengths = decode_padded(runtime, x, steps)
+        seeds = [record_seed(seed, r, several_files) for r in records]
+        frames, lengths = decode_padded(runtime, x, steps, seeds=seeds)
     except MemoryError:
         if len(records) > 1:  # each on its own
-            return [line for record in records for line in format_lines(runtime, [record])]
+            return [line for record in records
+                    for line in format_lines(runtime, [record], seed, several_files)]
         record = records[0]
         need = len(record.inputs) * runtime.trained_max_steps * runtime.output_size * 4
         return [jsonl.RecordError(

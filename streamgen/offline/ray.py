@@ -22,6 +22,8 @@ import warnings
 
 from streamgen import checks
 from streamgen import outputs
+from streamgen import randomness
+from streamgen import samplers
 from streamgen.data import jsonl
 
 __all__ = ["decode_ray", "plan_shards"]
@@ -77,24 +79,27 @@ class ShardDecoder:
         return type(cls.__name__, (cls,), {"settings": settings})
 
     def __init__(self, model_path=None, stop=None, max_steps=None, batch_size=4096,
-                 out_dir=".", on_error="fail", threads=1):
+                 out_dir=".", on_error="fail", threads=1, sampler=None, seed=0,
+                 several_files=False):
         from streamgen.offline import decode as offline
 
         if self.settings:  # a `bound` subclass
             self._setup(offline, **self.settings)
         else:
             self._setup(offline, model_path, stop, max_steps, batch_size, out_dir, on_error,
-                        threads)
+                        threads, sampler, seed, several_files)
 
     def _setup(self, offline, model_path, stop, max_steps, batch_size, out_dir, on_error,
-               threads=1):
+               threads=1, sampler=None, seed=0, several_files=False):
         if not model_path.lower().endswith(".tflite"):
             from streamgen.quiet import import_tensorflow
 
             tf = import_tensorflow()
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
-        self.runtime = offline.as_runtime(model_path, stop, max_steps, jit_compile=True)
+        self.runtime = offline.as_runtime(model_path, stop, max_steps, jit_compile=True,
+                                          sampler=sampler)
+        self.seed, self.several_files = seed, several_files  # `offline.record_seed`
         self.batch_size = batch_size
         self.out_dir = out_dir
         self.on_error = on_error
@@ -122,7 +127,8 @@ class ShardDecoder:
         errors, failed = [], ""
         with open(temporary, "w", encoding="utf-8") as out:
             for chunk, bad in offline.chunks(records, self.batch_size):
-                lines = offline.format_lines(self.runtime, chunk) if chunk else []
+                lines = (offline.format_lines(self.runtime, chunk, self.seed, self.several_files)
+                         if chunk else [])
                 for record, line in zip(chunk, lines):
                     if isinstance(line, str):
                         out.write(line)
@@ -147,7 +153,7 @@ class ShardDecoder:
 
 def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=None,
                max_steps=None, batch_size=4096, lines_per_shard=None, on_error="fail",
-               report=None, overwrite=False):
+               report=None, overwrite=False, sampler=None, seed=None):
     """Decodes JSONL files on a Ray cluster; writes JSONL shards to `out_dir`.
 
     Args:
@@ -173,6 +179,9 @@ def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=N
             are left out.
         report: optional callable, called with each bad record's message
             (`"path:line: what"`) in input order (skip mode).
+        sampler, seed: as `sg.decode_jsonl`: each record's seed comes from
+            `seed` and its id or line (`offline.record_seed`), so the lines
+            equal `sg.decode_jsonl`'s whatever the shards.
 
     Returns:
         dict: `"sequences"`, `"steps"`, `"skipped"`, `"shards"` (file names
@@ -192,13 +201,17 @@ def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=N
     if on_error not in ("fail", "skip"):
         raise checks.invalid("on_error", "'fail' or 'skip'", on_error)
     files = jsonl.expand_paths(paths)
+    sampling = {"sampler": None if sampler is None else samplers.serialize(sampler),
+                "seed": randomness.new_seed() if seed is None
+                else randomness.check_seed("seed", seed),
+                "several_files": len(files) > 1}
     out_dir = os.path.abspath(out_dir)
     outputs.check_not_input(out_dir, files, folder=True)
     shards = plan_shards(files, lines_per_shard)
     folder = outputs.AtomicFolder(out_dir, overwrite)
     try:
         totals = _decode(ray, shards, folder.temporary, model_path, address, workers, stop,
-                         max_steps, batch_size, on_error)
+                         max_steps, batch_size, on_error, sampling)
         for message in totals.pop("errors"):
             if report is not None:
                 report(message)
@@ -211,7 +224,7 @@ def decode_ray(model_path, paths, out_dir, *, address=None, workers=None, stop=N
 
 
 def _decode(ray, shards, out_dir, model_path, address, workers, stop, max_steps, batch_size,
-            on_error):
+            on_error, sampling):
     """Runs the shards on the cluster into `out_dir`; returns the totals."""
 
     started = not ray.is_initialized()
@@ -228,7 +241,7 @@ def _decode(ray, shards, out_dir, model_path, address, workers, stop, max_steps,
         dataset = ray.data.from_items(shards, override_num_blocks=len(shards))
         decoder = ShardDecoder.bound(model_path=os.path.abspath(model_path), stop=stop,
                                      max_steps=max_steps, batch_size=batch_size,
-                                     out_dir=out_dir, on_error=on_error)
+                                     out_dir=out_dir, on_error=on_error, **sampling)
         with warnings.catch_warnings():
             # Ray's warnings are for Ray's users, not ours. `max_restarts` is
             # passed the way Ray 2.60 deprecates but has no other way for

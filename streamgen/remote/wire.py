@@ -3,15 +3,16 @@
 A state on the wire (`STATE`) is a JSON object that is exact and checks
 itself:
 
-    {"format": "streamgen-state/1",
+    {"format": "streamgen-state/2",
      "fingerprint": "sha256:3f5c0a9e1b2d4c6f",
      "sizes": {"outer": [64], "inner": [64]},
      "rows": 1,
      "data": "AAAAAAAAgD8..."}
 
-`data` is the packed state (`rows` rows of `sum(sizes)` float32 values,
-little-endian, row-major: model_a's state tensors, then model_b's, side by
-side; see `streamgen.runtimes.base`) in base64. `fingerprint` is the model's
+`data` is the packed state (`rows` rows of `sum(sizes) + 4` float32
+values, little-endian, row-major: model_a's state tensors, then model_b's,
+side by side, then the row's seed and random position; see
+`streamgen.runtimes.base`) in base64. `fingerprint` is the model's
 (`Runtime.fingerprint`, equal for a `.keras` model and its `.tflite`
 export), so a state moves between `sg.Stream`, `sg.LiteStream` and a remote
 stream of the same model, and is refused by any other model.
@@ -30,8 +31,10 @@ import math
 import numpy as np
 
 from streamgen import checks
+from streamgen import randomness
+from streamgen.runtimes import base
 
-FORMAT = "streamgen-state/1"
+FORMAT = "streamgen-state/2"  # 2: the seed and position columns
 MAX_ROWS = 1 << 16  # bound on the rows of one STATE
 
 
@@ -64,7 +67,8 @@ def frames_array(value, output_size, name="out"):
 # States.
 # ---------------------------------------------------------------------- #
 def pack_nest(state, sizes):
-    """A state nest `{"outer": [...], "inner": [...]}` -> packed `(B, S)`.
+    """A state nest `{"outer": [...], "inner": [...], "random": [...]}` ->
+    packed `(B, S + 4)` (`streamgen.runtimes.base.pack_nest`).
 
     Args:
         state: arrays `(B, size)`, as `Stream.get_state()` returns.
@@ -73,18 +77,12 @@ def pack_nest(state, sizes):
     Raises:
         ValueError: if the nest, a shape or a value does not fit `sizes`.
     """
-    restored, _ = checks.check_state(state, sizes)
-    parts = restored["outer"] + restored["inner"]
-    return np.concatenate(parts, axis=1)
+    return base.pack_nest(state, sizes)
 
 
 def unpack_nest(packed, sizes):
-    """Packed `(B, S)` -> the nest `Stream.get_state()` returns (copies)."""
-    packed = np.asarray(packed, np.float32)
-    offsets = np.cumsum([0] + list(sizes["outer"]) + list(sizes["inner"]))
-    parts = [packed[:, a:b].copy() for a, b in zip(offsets[:-1], offsets[1:])]
-    outer = len(sizes["outer"])
-    return {"outer": parts[:outer], "inner": parts[outer:]}
+    """Packed `(B, S + 4)` -> the nest `Stream.get_state()` returns (copies)."""
+    return base.unpack_nest(packed, sizes)
 
 
 def encode_state(state, fingerprint, sizes):
@@ -115,7 +113,7 @@ def encode_state(state, fingerprint, sizes):
     """
     sizes = {"outer": [int(s) for s in sizes["outer"]],
              "inner": [int(s) for s in sizes["inner"]]}
-    width = sum(sizes["outer"]) + sum(sizes["inner"])
+    width = sum(sizes["outer"]) + sum(sizes["inner"]) + base.RANDOM_COLUMNS
     if isinstance(state, dict):
         packed = pack_nest(state, sizes)
     else:
@@ -173,7 +171,7 @@ def decode_state(value, fingerprint=None, sizes=None, rows=None, name="state"):
         raise checks.invalid(f"{name}['rows']", f"an integer in [1, {MAX_ROWS}]", count)
     if rows is not None and count != rows:
         raise checks.invalid(f"{name}['rows']", f"{rows} (rows of this stream)", count)
-    width = sum(got["outer"]) + sum(got["inner"])
+    width = sum(got["outer"]) + sum(got["inner"]) + base.RANDOM_COLUMNS
     data = value["data"]
     try:
         raw = base64.b64decode(data.encode("ascii"), validate=True)
@@ -186,4 +184,5 @@ def decode_state(value, fingerprint=None, sizes=None, rows=None, name="state"):
             f"= {count * width * 4} bytes.")
     packed = np.frombuffer(raw, "<f4").astype(np.float32).reshape(count, width)
     packed = checks.check_packed_state(packed, width, name=name)
+    randomness.decode(packed[:, -base.RANDOM_COLUMNS:])  # whole 16-bit halves
     return packed, {"outer": list(got["outer"]), "inner": list(got["inner"])}

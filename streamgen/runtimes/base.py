@@ -18,12 +18,12 @@ batches the rows of many connections into one `step`; offline decoding
 steps thousands of sequences at once. Per-row stop thresholds and caps
 (`thresholds=`, `caps=`) let streams with different settings share a call.
 
-Stop criteria per row. Every runtime is compiled with all three built-in
-kinds (`sg.StopHead`, `sg.L2Norm` above, `sg.L2Norm` below) at once, so a
-row's criteria can be any mix of them, `[]` (the cap alone) included: a
-row's `thresholds` are float32 `(K,)` with `K = 3 + ` the number of
-criteria of the user's own classes the runtime was opened with; columns 0,
-1, 2 are the built-in kinds, `+inf`, `+inf`, `-inf` where a kind is off
+Stop criteria per row. Every runtime is compiled with all four built-in
+kinds (`sg.StopHead`, `sg.L2Norm` above, `sg.L2Norm` below, `sg.StopSample`)
+at once, so a row's criteria can be any mix of them, `[]` (the cap alone)
+included: a row's `thresholds` are float32 `(K,)` with `K = 4 + ` the number
+of criteria of the user's own classes the runtime was opened with; columns
+0-3 are the built-in kinds, `+inf`, `+inf`, `-inf`, `+inf` where a kind is off
 (see `streamgen.criteria`). `runtime.options(stop=..., max_steps=...)`
 turns a row's stop list and cap into its `thresholds` row and cap. Only
 criterion classes that users write themselves are fixed per runtime.
@@ -33,6 +33,19 @@ Two implementations:
 - `TFRuntime` (`streamgen.runtimes.tf`): the compiled TensorFlow step, XLA optional.
 - `LiteRuntime` (`streamgen.runtimes.lite`): a `.tflite` export on `ai-edge-litert`
   and numpy alone, with one interpreter per batch-size bucket.
+
+Randomness is an input. Each row's state ends with `RANDOM_COLUMNS` (4)
+float32 columns, its seed and position (`randomness.encode`: 16-bit
+halves, exact in float32); every step moves the position one further. A
+step that samples (a row with a non-greedy sampler, or `sg.StopSample`)
+gets the uniform numbers of each row, drawn in numpy by
+`randomness.uniforms(seed, position, max_steps * draws_per_step)`, outside
+the compiled function: TF, XLA and LiteRT compute the same function of the
+same numbers, a restored state replays exactly, and each row's draws
+depend on nothing but its own seed and position. The sampler parameters
+are per-row inputs too (`params=`, `(B, 4)`, `samplers.row_params`), so
+streams with different samplers share one call. A row greedy and without
+`StopSample` reads no draw: an all-greedy call runs a step without them.
 
 `open_runtime(model_or_path)` opens either. This module does not import
 TensorFlow.
@@ -44,6 +57,10 @@ import numpy as np
 
 from streamgen import checks
 from streamgen import criteria
+from streamgen import randomness
+from streamgen import samplers
+
+RANDOM_COLUMNS = 4  # a packed state's last columns: seed and position halves
 
 
 class Runtime:
@@ -60,7 +77,12 @@ class Runtime:
         decoder_state: `"reset"` or `"carry"`.
         state_sizes: `{"outer": [int, ...], "inner": [int, ...]}`, the width
             of each state tensor.
-        state_size: their sum, the width of a packed state row.
+        state_size: their sum plus `RANDOM_COLUMNS` (the row's seed and
+            position), the width of a packed state row.
+        frame_loss: the model's frame kind (`"mse"`, `"mae"`,
+            `"categorical"` or `"mdn"`).
+        sampler: the default `sg.samplers.Sampler` of a row.
+        params: float32 `(4,)`, its row of `step`'s `params=`.
         criteria: the default stop criteria of a row, as
             `[{"class_name": "StopHead", "config": {"threshold": 0.5}}, ...]`.
         custom_criteria: those of them that are not built-in (user-written
@@ -77,35 +99,46 @@ class Runtime:
     # ------------------------------------------------------------------ #
     @property
     def state_size(self):
-        return sum(self.state_sizes["outer"]) + sum(self.state_sizes["inner"])
+        return (sum(self.state_sizes["outer"]) + sum(self.state_sizes["inner"])
+                + RANDOM_COLUMNS)
 
-    def initial_state(self, n):
-        """The packed state of `n` fresh rows: float32 zeros `(n, state_size)`."""
+    def initial_state(self, n, seeds=None):
+        """The packed state of `n` fresh rows `(n, state_size)`.
+
+        Args:
+            n: int, the rows.
+            seeds: `None` (seed 0 for every row), an int (row `b` gets
+                `randomness.derive_seed(seed, b)`, row 0 `seed` itself), or
+                `n` ints: the rows' seeds.
+
+        Returns:
+            float32 zeros but the random columns: each row's seed, at
+            position 0.
+        """
         n = checks.check_count("n", n)
-        return np.zeros((n, self.state_size), np.float32)
+        state = np.zeros((n, self.state_size), np.float32)
+        if seeds is not None:
+            state[:, -RANDOM_COLUMNS:] = randomness.encode(row_seeds(seeds, n), np.zeros(n, np.int64))
+        return state
 
     def pack(self, state):
         """A state nest -> the packed float32 array `(B, state_size)`.
 
         Args:
-            state: `{"outer": [np.ndarray (B, size), ...], "inner": [...]}`,
-                as `Stream.get_state()` returns.
+            state: `{"outer": [np.ndarray (B, size), ...], "inner": [...],
+                "random": [np.ndarray (B, 4)]}`, as `Stream.get_state()`
+                returns; without `"random"`, seed 0 at position 0.
 
         Raises:
             ValueError: if the nest, a shape or a value (NaN, inf, or a
                 magnitude no recurrent state reaches) is wrong.
         """
-        restored, _ = checks.check_state(state, self.state_sizes)
-        parts = restored["outer"] + restored["inner"]
-        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        return pack_nest(state, self.state_sizes)
 
     def unpack(self, packed):
         """The packed array `(B, state_size)` -> a state nest (copies)."""
         packed = self.check_packed(np.asarray(packed))
-        offsets = np.cumsum([0] + self.state_sizes["outer"] + self.state_sizes["inner"])
-        parts = [packed[:, a:b].copy() for a, b in zip(offsets[:-1], offsets[1:])]
-        outer = len(self.state_sizes["outer"])
-        return {"outer": parts[:outer], "inner": parts[outer:]}
+        return unpack_nest(packed, self.state_sizes)
 
     def check_packed(self, packed, rows=None, name="state"):
         """Validates a packed state; returns it as float32 `(B, state_size)`."""
@@ -140,12 +173,44 @@ class Runtime:
             self.trained_max_steps, max_steps)
         return thresholds, cap
 
+    def sampler_params(self, sampler=None):
+        """A row of `step`'s `params=` for a sampler.
+
+        Args:
+            sampler: `None` (this runtime's), or anything
+                `sg.samplers.get` takes (`"top-k"`, `sg.samplers.TopP(0.9)`,
+                `{"class_name": "Random", "config": {...}}`).
+
+        Returns:
+            float32 `(4,)`.
+
+        Raises:
+            ValueError: a bad sampler, or one that does not apply to this
+                model's frames (naming the frame kind).
+        """
+        if sampler is None:
+            return self.params.copy()
+        sampler = samplers.check_applies(sampler, self.frame_loss)
+        return np.asarray(sampler.params(), np.float32)
+
+    @property
+    def draws_per_step(self):
+        """Uniforms one inner step reads (`samplers.draws_per_step`)."""
+        return samplers.draws_per_step(self.frame_loss, self.output_size)
+
+    def samples(self, thresholds=None, params=None):
+        """Whether a call with these per-row inputs (`None`: this
+        runtime's) reads random numbers: a non-greedy row or `StopSample`."""
+        params = self.params[None] if params is None else params
+        thresholds = self.thresholds[None] if thresholds is None else thresholds
+        return bool((params[:, 0] < 0.5).any()) or criteria.samples(thresholds)
+
     kind_hint = ""  # appended to the "other kinds" error (how to change them)
 
     # ------------------------------------------------------------------ #
     # The step.
     # ------------------------------------------------------------------ #
-    def step(self, x, state, decode=None, thresholds=None, caps=None):
+    def step(self, x, state, decode=None, thresholds=None, caps=None, params=None):
         """One outer step of `B` independent rows.
 
         Args:
@@ -160,6 +225,10 @@ class Runtime:
                 (rows from `options()`; see the module docstring).
             caps: `None` (this runtime's cap), or int array `(B,)` in
                 `[0, trained_max_steps]`: no inner step `j >= caps[b]` runs.
+            params: `None` (this runtime's sampler), or float array
+                `(B, 4)`, each row's sampler parameters (rows from
+                `sampler_params()`). The draws come from each row's seed
+                and position in `state`.
 
         Returns:
             `(frames, lengths, new_state)`: float32 `(B, trained_max_steps,
@@ -176,19 +245,20 @@ class Runtime:
         decode = checks.check_decode(decode, rows)
         thresholds = checks.check_thresholds(thresholds, rows, len(self.thresholds))
         caps = checks.check_caps(caps, rows, self.trained_max_steps)
+        params = check_params(params, rows, self.frame_loss)
         if rows == 0:
             return (np.zeros((0, self.trained_max_steps, self.output_size), np.float32),
                     np.zeros((0,), np.int32), np.zeros((0, self.state_size), np.float32))
-        return self.run(x, state, decode, thresholds, caps)
+        return self.run(x, state, decode, thresholds, caps, params)
 
-    def run(self, x, state, decode=None, thresholds=None, caps=None):
+    def run(self, x, state, decode=None, thresholds=None, caps=None, params=None):
         """`step` without the checks, for callers that have validated already.
 
         The server's batcher checks each request as it arrives and then
         steps many of them at once; it calls this. The arguments must be
         what `step` would accept (numpy arrays of the right shapes and
-        dtypes); `decode`, `thresholds` and `caps` may be `None` (this
-        runtime's defaults).
+        dtypes); `decode`, `thresholds`, `caps` and `params` may be
+        `None` (this runtime's defaults).
 
         Returns:
             What `step` returns.
@@ -205,7 +275,7 @@ class Runtime:
         """
         return self.run(x, state, decode)
 
-    def run_sequences(self, x, steps, lengths=None):
+    def run_sequences(self, x, steps, lengths=None, seeds=None):
         """Decodes a padded batch of whole sequences from fresh state.
 
         Unchecked (`sg.decode_sequences` and the offline decoder check;
@@ -220,6 +290,9 @@ class Runtime:
                 criteria get thresholds that never fire and its cap is its
                 length + 1, so that the STOP step runs (in `"carry"` mode
                 it changes the state handed on) and its frame is dropped.
+            seeds: optional int `(B,)`, each row's seed (read when the
+                runtime samples); `None`: seed 0. Row `b` equals a stream
+                of seed `seeds[b]`, whatever the other rows.
 
         Returns:
             `(frames, lengths)`: float32 `(B, T, trained_max_steps,
@@ -231,16 +304,16 @@ class Runtime:
                 class (no threshold is known never to fire).
         """
         if lengths is not None:
-            return _forced_sequences(self, x, steps, lengths)
-        return _stepped_sequences(self, x, steps)
+            return _forced_sequences(self, x, steps, lengths, seeds)
+        return _stepped_sequences(self, x, steps, seeds)
 
     def release(self, state):
         """Called by a holder that drops `state` (`Stream.reset`); `state` may be
         `None`. Nothing to do for a local runtime; a remote one closes the
         server's rows."""
 
-    def with_options(self, stop=None, max_steps=None):
-        """This runtime with other default stop criteria or cap.
+    def with_options(self, stop=None, max_steps=None, sampler=None):
+        """This runtime with other default stop criteria, cap or sampler.
 
         The model is not opened again: the compiled step (TensorFlow) or
         the file's checked bytes (LiteRT) are shared.
@@ -250,6 +323,8 @@ class Runtime:
                 dicts); `None` keeps this runtime's.
             max_steps: an int in `[1, trained_max_steps]`; `None` keeps
                 this runtime's.
+            sampler: a sampler (anything `sg.samplers.get` takes); `None`
+                keeps this runtime's.
 
         Returns:
             A runtime of the same class.
@@ -288,6 +363,84 @@ class Runtime:
                 f"criteria={criteria.describe_criteria(self.criteria)})")
 
 
+def row_seeds(seeds, n):
+    """`seeds=` of `initial_state` -> int64 `(n,)`: an int `s` gives row `b`
+    the seed `randomness.derive_seed(s, b)` (row 0: `s` itself), as record
+    `b` of `decode --seed s`; a sequence gives one seed per row."""
+    if isinstance(seeds, (list, tuple, np.ndarray)):
+        values = [randomness.check_seed("seed", s) for s in np.asarray(seeds).reshape(-1).tolist()]
+        if len(values) != n:
+            raise ValueError(
+                "Received an invalid value for argument `seed`, expected an int "
+                f"or {n} ints (one per row), got {len(values)}.")
+        return np.asarray(values, np.int64)
+    seed = randomness.check_seed("seed", seeds)
+    return randomness.derive_seeds(seed, n)
+
+
+def state_uniforms(state, max_steps, draws):
+    """The uniforms of a step from the packed states' random columns.
+
+    Args:
+        state: float32 array `(B, S + 4)`.
+        max_steps, draws: the step's `max_steps` and `draws_per_step`.
+
+    Returns:
+        float32 `(B, max_steps * draws)`: `randomness.uniforms` at each
+        row's seed and position.
+    """
+    cols = np.asarray(state)[:, -RANDOM_COLUMNS:].astype(np.int64)
+    seeds = (cols[:, 0] << 16) | cols[:, 1]
+    positions = (cols[:, 2] << 16) | cols[:, 3]
+    return randomness.uniforms(seeds, positions, max_steps * draws)
+
+
+def check_params(params, rows, frame_loss):
+    """`params=` of a step: `None` or float32 `(rows, 4)` of valid sampler
+    rows (greedy 0/1, temperature > 0, k >= 0, p in (0, 1]), and only
+    greedy rows on `mse` / `mae` frames."""
+    if params is None:
+        return None
+    array = checks.as_float32(params, "params", f"a float array of shape ({rows}, 4)")
+    if array.shape != (rows, samplers.PARAMS):
+        raise ValueError(
+            "Received an invalid value for argument `params`, expected a float "
+            f"array of shape ({rows}, 4), got shape {array.shape}.")
+    greedy, temperature, k, p = array.T
+    ok = (np.isin(greedy, (0.0, 1.0)) & np.isfinite(temperature) & (temperature > 0)
+          & (k >= 0) & (k == np.floor(k)) & (p > 0) & (p <= 1))
+    if not ok.all():
+        raise ValueError(
+            "Received an invalid value for argument `params`, expected rows "
+            "[greedy (0 or 1), temperature > 0, k >= 0, 0 < p <= 1] "
+            f"(samplers.row_params), got {array[~ok][0].tolist()!r}.")
+    if frame_loss not in samplers.SAMPLED_KINDS and (greedy == 0).any():
+        samplers.check_applies(samplers.Random(), frame_loss)  # raises, naming the kind
+    return array
+
+
+def pack_nest(state, sizes):
+    """A state nest (with or without `"random"`) -> packed `(B, S + 4)`."""
+    if isinstance(state, dict) and "random" in state:
+        restored, _ = checks.check_state(state, {**sizes, "random": [RANDOM_COLUMNS]})
+        randomness.decode(restored["random"][0])  # integers in [0, 2**16)
+    else:
+        restored, batch = checks.check_state(state, sizes)
+        restored["random"] = [np.zeros((batch or 0, RANDOM_COLUMNS), np.float32)]
+    parts = restored["outer"] + restored["inner"] + restored["random"]
+    return np.concatenate(parts, axis=1)
+
+
+def unpack_nest(packed, sizes):
+    """Packed `(B, S + 4)` -> `{"outer": [...], "inner": [...], "random":
+    [(B, 4)]}` (copies)."""
+    packed = np.asarray(packed, np.float32)
+    offsets = np.cumsum([0] + list(sizes["outer"]) + list(sizes["inner"]) + [RANDOM_COLUMNS])
+    parts = [packed[:, a:b].copy() for a, b in zip(offsets[:-1], offsets[1:])]
+    outer = len(sizes["outer"])
+    return {"outer": parts[:outer], "inner": parts[outer:-1], "random": parts[-1:]}
+
+
 def fingerprint_of(config, arrays):
     """The fingerprint of a model: its shapes and weights, hashed.
 
@@ -306,7 +459,7 @@ def fingerprint_of(config, arrays):
     return "sha256:" + digest.hexdigest()[:16]
 
 
-def _stepped_sequences(runtime, x, steps):
+def _stepped_sequences(runtime, x, steps, seeds=None):
     """Steps the runtime over time; rows leave the batch when they end."""
     batch, time_steps = x.shape[:2]
     order = np.argsort(-steps, kind="stable")  # longest first: active rows are a prefix
@@ -314,7 +467,8 @@ def _stepped_sequences(runtime, x, steps):
     frames = np.zeros((batch, time_steps, runtime.trained_max_steps, runtime.output_size),
                       np.float32)
     lengths = np.zeros((batch, time_steps), np.int32)
-    state = runtime.initial_state(batch)
+    seeds = np.zeros(batch, np.int64) if seeds is None else np.asarray(seeds, np.int64)
+    state = runtime.initial_state(batch, seeds=seeds[order])
     xs = x[order]  # (B, T, I), longest first
     for t in range(time_steps):
         active = int(np.count_nonzero(ordered_steps > t))
@@ -326,7 +480,7 @@ def _stepped_sequences(runtime, x, steps):
     return frames, lengths
 
 
-def _forced_sequences(runtime, x, steps, lengths):
+def _forced_sequences(runtime, x, steps, lengths, seeds=None):
     """`Runtime.run_sequences(..., lengths)` by stepping (see there)."""
     batch, time_steps = x.shape[:2]
     cap = runtime.trained_max_steps
@@ -340,7 +494,7 @@ def _forced_sequences(runtime, x, steps, lengths):
     never, _ = runtime.options(stop=[])  # every built-in kind off
     thresholds = np.tile(never, (batch, 1))  # (B, K)
     frames = np.zeros((batch, time_steps, cap, runtime.output_size), np.float32)
-    state = runtime.initial_state(batch)
+    state = runtime.initial_state(batch, seeds=seeds)  # a sampler still draws frames
     for t in range(int(steps.max()) if batch else 0):
         caps = np.minimum(forced[:, t] + 1, cap).astype(np.int32)  # the STOP step runs
         frames[:, t], _, state = runtime.run(x[:, t], state, thresholds=thresholds, caps=caps)

@@ -7,19 +7,23 @@ explicit:
 | input | shape | |
 | --- | --- | --- |
 | `x` | `(B, input_size)` float32 | |
-| `state` | `(B, S)` float32 | model_a's then model_b's state tensors, side by side |
+| `state` | `(B, S + 4)` float32 | model_a's then model_b's state tensors, side by side, then the row's seed and position (`randomness.encode`) |
 | `decode` | `(B,)` bool | False: skip model_b for that row |
-| `thresholds` | `(B, 3 + C)` float32 | each row's stop thresholds: the three built-in kinds, then the `C` criteria of user-written classes (`streamgen.criteria`) |
+| `thresholds` | `(B, 4 + C)` float32 | each row's stop thresholds: the four built-in kinds (`StopSample` included), then the `C` criteria of user-written classes (`streamgen.criteria`) |
 | `caps` | `(B,)` int32 | each row's cap in `[0, max_steps]` |
+| `params` | `(B, 4)` float32 | each row's sampler (`samplers.row_params`) |
+| `uniforms` | `(B, max_steps * draws_per_step)` float32 | each row's random numbers at its position (`randomness.uniforms`), drawn by the caller |
 
 and outputs `frames (B, max_steps, output_size)`, `lengths (B,)` int32 and
-the new `state (B, S)`. One packed state tensor (`S` = the sum of the state
+the new `state (B, S + 4)` (its position one further). The file holds no
+random op: the randomness is an input, so LiteRT computes the same function
+of the same numbers as TensorFlow (format version 4). One packed state tensor (`S` = the sum of the state
 sizes) instead of one per state tensor saves a copy in and a copy out per
 state tensor and step, which at batch 1 costs as much as a layer. `B` is
 dynamic (`-1` in the file; the runtime resizes it). Only TFLite builtin ops
 are used, so no Flex delegate is needed.
 
-Every file holds all three built-in stop kinds (`StopHead`, `L2Norm`
+Every file holds all four built-in stop kinds (`StopHead`, `L2Norm`
 above and below; format version 3), so each row of a call can use any mix
 of them; only criteria of the user's own classes are baked in. What
 `sg.LiteStream` needs to run the file alone (sizes, the default stop
@@ -55,6 +59,8 @@ import keras
 import numpy as np
 
 from streamgen.runtimes import tf as tf_runtime
+from streamgen.runtimes.base import RANDOM_COLUMNS
+from streamgen import samplers
 from streamgen import quiet
 from streamgen.runtimes import lite
 from streamgen import saving
@@ -102,6 +108,7 @@ def export_litert(model, path, stop=None):
     custom = tuple(c for c in criteria  # the user's own classes, baked in
                    if not criteria_lib.is_built_in(criterion_dict(c)))
     specs = _input_specs(model, criteria_lib.COUNT + len(custom))
+    draws = samplers.draws_per_step(model.frame_loss, model.output_size)
     unrolled = model.max_steps <= UNROLL_MAX_STEPS
     function = tf.function(_flat_step(model, custom, unrolled), input_signature=specs)
     concrete = function.get_concrete_function()
@@ -127,6 +134,8 @@ def export_litert(model, path, stop=None):
         "outer_state_sizes": list(model.outer_state_sizes),
         "inner_state_sizes": list(model.inner_state_sizes),
         "decoder_state": model.decoder_state,
+        "frame_loss": model.frame_loss,
+        "draws_per_step": draws,
         "cell": model.cell,
         "inner_loop": "unrolled" if unrolled else "while",
         "criteria": [criterion_dict(c) for c in criteria],
@@ -145,13 +154,16 @@ def export_litert(model, path, stop=None):
 
 
 def _input_specs(model, num_criteria):
-    width = sum(model.outer_state_sizes) + sum(model.inner_state_sizes)
+    width = sum(model.outer_state_sizes) + sum(model.inner_state_sizes) + RANDOM_COLUMNS
+    draws = samplers.draws_per_step(model.frame_loss, model.output_size)
     return [
         tf.TensorSpec([None, model.input_size], tf.float32, name="x"),
         tf.TensorSpec([None, width], tf.float32, name="state"),
         tf.TensorSpec([None], tf.bool, name="decode"),
         tf.TensorSpec([None, num_criteria], tf.float32, name="thresholds"),
         tf.TensorSpec([None], tf.int32, name="caps"),
+        tf.TensorSpec([None, samplers.PARAMS], tf.float32, name="params"),
+        tf.TensorSpec([None, model.max_steps * draws], tf.float32, name="uniforms"),
     ]
 
 
@@ -164,23 +176,26 @@ def _flat_step(model, criteria, unrolled):
     """
     weights = [(v, v.numpy()) for v in model.variables]  # read now, eagerly
 
-    def step(x, state, decode, thresholds, caps):
+    def step(x, state, decode, thresholds, caps, params, uniforms):
         # Every weight is read as a constant inside this scope, so the file
         # holds plain constants (no resource variables to initialize).
         mapping = [(v, tf.constant(value)) for v, value in weights]
         with keras.StatelessScope(state_mapping=mapping):
             if unrolled:
-                outer_state, inner_state = tf_runtime.split_state(model, state)
+                outer_state, inner_state, random = tf_runtime.split_state(model, state)
                 frames, lengths, outer_state, inner_state = _unrolled_outer_step(
-                    model, criteria, x, outer_state, inner_state, decode, thresholds, caps)
-                return frames, lengths, tf.concat(list(outer_state) + list(inner_state), 1)
-            return tf_runtime.packed_step(model, criteria, x, state, decode, thresholds, caps)
+                    model, criteria, x, outer_state, inner_state, decode, thresholds, caps,
+                    params, uniforms)
+                return frames, lengths, tf.concat(
+                    list(outer_state) + list(inner_state) + [tf_runtime.next_position(random)], 1)
+            return tf_runtime.sampling_step(model, criteria, x, state, decode, thresholds, caps,
+                                            params, uniforms)
 
     return step
 
 
 def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
-                         thresholds, cap):
+                         thresholds, cap, params, uniforms):
     """`decode.outer_step` with the inner steps unrolled and unmasked.
 
     Same arguments as `decode.packed_step`'s `outer_step` (without
@@ -207,13 +222,19 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
     outer_state, ir, state = model.outer_update(x, outer_state, inner_state)
     count = criteria_lib.COUNT  # the built-in kinds' columns come first
     limits = [thresholds[:, count + k] for k in range(len(criteria))]  # each (B,)
-    signed = (thresholds[:, :count] if criteria else thresholds) * tf.constant(criteria_lib.SIGNS)
+    signed = thresholds[:, :criteria_lib.COMPARED] * tf.constant(criteria_lib.SIGNS)
+    draws = samplers.draws_per_step(model.frame_loss, model.output_size)
+    u_all = tf.reshape(uniforms, [-1, M, draws])  # (B, M, draws)
 
     history = [[s] for s in state]  # per state tensor: start, after step 0, ...
     frames, stop_logits = [], []  # each (B, O), (B, 1)
     previous = None  # the previous frame is zeros at step 0
-    for _ in range(M):
-        previous, stop_logit, state = model.inner_step(ir, previous, state)
+    for j in range(M):
+        if model.frame_loss in ("mse", "mae"):  # only Greedy applies: the head's frame
+            previous, stop_logit, state = model.inner_step(ir, previous, state)
+        else:
+            head, stop_logit, state = model.inner_head_step(ir, previous, state)
+            previous = tf_runtime.sampled_frame(model, head, params, u_all[:, j])
         for past, now in zip(history, state):
             past.append(now)
         frames.append(previous)  # (B, O)
@@ -223,6 +244,10 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
     # The stop tests of all steps at once, off the chain: `(B, M)` each.
     fired = [tf_runtime.built_in_fires(frames, tf.stack(stop_logits, axis=1),  # (B, M, 1)
                                        tf.expand_dims(signed, 1))]
+    # StopSample: u < sigmoid(logit / T); rows without it compare with 2.0.
+    temperature = thresholds[:, criteria_lib.SAMPLE:criteria_lib.SAMPLE + 1]  # (B, 1), +inf off
+    u_stop = tf.where(temperature < np.inf, u_all[:, :, 0], 2.0)  # (B, M)
+    fired.append(u_stop < tf.sigmoid(tf.concat(stop_logits, axis=1) / temperature))
     if criteria:
         stop_logits = tf.concat(stop_logits, axis=1)  # (B, M)
         fired += [_fires(criterion, frames, stop_logits, limit)
@@ -290,6 +315,10 @@ def _check_export(model, concrete, content, names):
     for spec in specs:
         shape = [batch if d is None else d for d in spec.shape]
         feeds[spec.name] = rng.normal(size=shape).astype(np.float32)
+    # valid sampler rows and draws; whole seed and position halves
+    feeds["params"] = np.tile(np.array([[0.0, 1.0, 0.0, 1.0]], np.float32), (batch, 1))
+    feeds["uniforms"] = rng.uniform(0.01, 0.99, size=feeds["uniforms"].shape).astype(np.float32)
+    feeds["state"][:, -RANDOM_COLUMNS:] = rng.integers(0, 65535, (batch, RANDOM_COLUMNS))
     probes = [
         ({"decode": np.zeros(batch, bool), "caps": np.full(batch, model.max_steps, np.int32)},
          ("frames", "lengths", "state")),

@@ -30,16 +30,19 @@ import numpy as np
 from streamgen import checks
 from streamgen import quiet
 from streamgen import criteria as criteria_lib
+from streamgen import samplers
 from streamgen.errors import NotAnExportError
-from streamgen.runtimes.base import Runtime
+from streamgen.runtimes.base import Runtime, state_uniforms
 
 METADATA_NAME = "streamgen"  # entry of the .tflite metadata table
 SIGNATURE = "serving_default"  # the converter's name for the one signature
 FORMAT = "streamgen-litert"
-# 3: every built-in stop kind compiled in, `thresholds` `(B, 3 + custom)`
-# (`streamgen.criteria`); 2 had one column per exported criterion.
-FORMAT_VERSION = 3
-INPUT_NAMES = ("x", "state", "decode", "thresholds", "caps")
+# 4: sampling: `params` `(B, 4)` and `uniforms` inputs, the seed and position
+# in the state's last 4 columns, `StopSample` a built-in kind (`thresholds`
+# `(B, 4 + custom)`, `streamgen.criteria`); 3 had three built-in kinds and no
+# randomness; 2 one column per exported criterion.
+FORMAT_VERSION = 4
+INPUT_NAMES = ("x", "state", "decode", "thresholds", "caps", "params", "uniforms")
 OUTPUT_NAMES = ("frames", "lengths", "state")
 # Placeholder of the digest while it is computed (see `digest_of`).
 DIGEST_PLACEHOLDER = "0" * 64
@@ -70,6 +73,9 @@ class LiteRuntime(Runtime):
             cap.
         num_threads: threads of each interpreter. Defaults to 1, the
             fastest at batch 1; more can help for large batches.
+        sampler: the default sampler of its rows (`sg.samplers`); `None`
+            is `Greedy()`. The uniforms are drawn in numpy from each row's
+            seed and position, as `TFRuntime` draws them.
 
     Attributes:
         metadata: everything the export stored (a dict), checked.
@@ -84,7 +90,7 @@ class LiteRuntime(Runtime):
     kind_hint = ("To use other criteria of your own classes, re-export the model "
                  "with model.export_litert(path, stop=[...]).")
 
-    def __init__(self, path, stop=None, max_steps=None, num_threads=1):
+    def __init__(self, path, stop=None, max_steps=None, num_threads=1, sampler=None):
         import_schema()  # the clear ImportError first
         self.path = str(path)
         with open(path, "rb") as file:
@@ -95,22 +101,27 @@ class LiteRuntime(Runtime):
         self.output_size = meta["output_size"]
         self.trained_max_steps = meta["max_steps"]
         self.decoder_state = meta["decoder_state"]
+        self.frame_loss = meta["frame_loss"]
         self.state_sizes = {"outer": list(meta["outer_state_sizes"]),
                             "inner": list(meta["inner_state_sizes"])}
         self.fingerprint = meta["fingerprint"]
         self.num_threads = checks.positive_int("num_threads", num_threads)
         self._content = content
-        self._set_options(stop, max_steps)
+        self._set_options(stop, max_steps, sampler)
         self._bucket(1)  # checks the file's tensors now, not at the first step
 
-    def _set_options(self, stop, max_steps):
-        """The default criteria and cap; new interpreters (they hold the defaults)."""
+    def _set_options(self, stop, max_steps, sampler=None):
+        """The default criteria, cap and sampler; new interpreters (they
+        hold the defaults)."""
         meta = self.metadata
+        self.sampler = samplers.check_applies(sampler, self.frame_loss)
+        self.params = np.asarray(self.sampler.params(), np.float32)
         self.custom_criteria = criteria_lib.custom_of(meta["criteria"])  # fixed in the file
         self.criteria = meta["criteria"] if stop is None else criteria_lib.as_dicts(stop)
         self.thresholds = criteria_lib.thresholds_row(self.criteria, self.custom_criteria,
                                                   self.kind_hint)
         self.max_steps = checks.resolve_cap(self.trained_max_steps, max_steps)
+        self._samples = self.samples()  # whether the defaults read draws
         self._buckets = {}  # rows -> _Bucket
         self._lock = threading.Lock()
 
@@ -118,23 +129,31 @@ class LiteRuntime(Runtime):
         """See `Runtime.describe`: with the export's `format` and `cell`."""
         return {**super().describe(), "format": "litert", "cell": self.metadata.get("cell")}
 
-    def with_options(self, stop=None, max_steps=None):
+    def with_options(self, stop=None, max_steps=None, sampler=None):
         """See `Runtime.with_options`: the file is not read or checked again."""
         other = copy.copy(self)
         other._set_options(self.criteria if stop is None else stop,
-                           self.max_steps if max_steps is None else max_steps)
+                           self.max_steps if max_steps is None else max_steps,
+                           self.sampler if sampler is None else sampler)
         return other
 
-    def run(self, x, state, decode=None, thresholds=None, caps=None):
+    def run(self, x, state, decode=None, thresholds=None, caps=None, params=None):
         rows = x.shape[0]
         if rows > MAX_BUCKET:  # in chunks
             parts = [self.run(x[a:a + MAX_BUCKET], state[a:a + MAX_BUCKET],
                                *(None if v is None else v[a:a + MAX_BUCKET]
-                                 for v in (decode, thresholds, caps)))
+                                 for v in (decode, thresholds, caps, params)))
                      for a in range(0, rows, MAX_BUCKET)]
             return tuple(np.concatenate(p) for p in zip(*parts))
+        samples = (self._samples if thresholds is None and params is None
+                   else self.samples(thresholds, params))
+        uniforms = self._uniforms(state) if samples else None
         with self._lock:
-            return self._bucket(rows).run(x, state, decode, thresholds, caps)
+            return self._bucket(rows).run(x, state, decode, thresholds, caps, params, uniforms)
+
+    def _uniforms(self, state):
+        """The rows' draws at their seeds and positions (as `TFRuntime`)."""
+        return state_uniforms(state, self.trained_max_steps, self.draws_per_step)
 
     def advance(self, x, state, decode=None):
         # `LiteStream`'s hot path (~25 us a step at batch 1): straight to the
@@ -143,8 +162,9 @@ class LiteRuntime(Runtime):
         if rows > MAX_BUCKET:
             return self.run(x, state, decode)
         bucket = self._buckets.get(rows) or self._bucket(rows)
+        uniforms = self._uniforms(state) if self._samples else None
         with self._lock:
-            return bucket.run(x, state, decode, None, None)
+            return bucket.run(x, state, decode, None, None, None, uniforms)
 
     def _bucket(self, rows):
         size = 1 << (rows - 1).bit_length()  # the next power of two
@@ -195,22 +215,34 @@ class _Bucket:
         self._x, self._state_in = self.inputs["x"], self.inputs["state"]
         self._frames, self._lengths = self.outputs["frames"], self.outputs["lengths"]
         self._state_out = self.outputs["state"]
-        self.defaults = False  # whether decode, thresholds and caps hold the defaults
+        self.defaults = False  # whether decode, thresholds, caps and params hold the defaults
+        self.drawn = True  # whether `uniforms` holds draws (not the constant 0.5)
         self.run(np.zeros((size, runtime.input_size), np.float32),
-                 np.zeros((size, runtime.state_size), np.float32), None, None, None)
+                 np.zeros((size, runtime.state_size), np.float32), None, None, None, None, None)
 
-    def run(self, x, state, decode, thresholds, caps):
+    def run(self, x, state, decode, thresholds, caps, params, uniforms):
         rows, size = x.shape[0], self.size
         if rows < size:  # pad up to the bucket; padded rows decode nothing
             x, state = _padded(x, size), _padded(state, size)
             decode = np.arange(size) < rows if decode is None else _padded(decode, size)
             thresholds = None if thresholds is None else _padded(thresholds, size)
             caps = None if caps is None else _padded(caps, size)
+            params = None if params is None else _padded_params(params, size)
+            uniforms = None if uniforms is None else _padded(uniforms, size, 0.5)
         interpreter = self.interpreter
         interpreter.set_tensor(self._x, x)  # copies, from any memory layout
         interpreter.set_tensor(self._state_in, state)
-        if not (self.defaults and decode is None and thresholds is None and caps is None):
-            self._set_options(decode, thresholds, caps)
+        if not (self.defaults and decode is None and thresholds is None and caps is None
+                and params is None):
+            self._set_options(decode, thresholds, caps, params)
+        if uniforms is not None:
+            interpreter.set_tensor(self.inputs["uniforms"], uniforms)
+            self.drawn = True
+        elif self.drawn:  # no row reads them: any value in (0, 1)
+            interpreter.set_tensor(self.inputs["uniforms"], np.full(
+                (size, self.runtime.trained_max_steps * self.runtime.draws_per_step),
+                0.5, np.float32))
+            self.drawn = False
         try:
             interpreter.invoke()
         except Exception as error:  # noqa: BLE001
@@ -225,11 +257,11 @@ class _Bucket:
             frames, lengths, state = frames[:rows], lengths[:rows], state[:rows]
         return frames, lengths, state
 
-    def _set_options(self, decode, thresholds, caps):
+    def _set_options(self, decode, thresholds, caps, params):
         """Sets the per-row inputs; `None` means the runtime's defaults.
 
         Inputs keep their values between invocations: `self.defaults` says
-        whether all three hold the defaults, so the common call sets none.
+        whether all four hold the defaults, so the common call sets none.
         """
         runtime, size, set_tensor = self.runtime, self.size, self.interpreter.set_tensor
         set_tensor(self.inputs["decode"], np.ones(size, bool) if decode is None else decode)
@@ -238,12 +270,22 @@ class _Bucket:
             else thresholds)
         set_tensor(self.inputs["caps"], np.full(size, runtime.max_steps, np.int32)
                    if caps is None else caps)
-        self.defaults = decode is None and thresholds is None and caps is None
+        set_tensor(self.inputs["params"], np.broadcast_to(
+            runtime.params, (size, samplers.PARAMS)) if params is None else params)
+        self.defaults = (decode is None and thresholds is None and caps is None
+                         and params is None)
 
 
-def _padded(array, size):
-    padded = np.zeros((size,) + array.shape[1:], array.dtype)
+def _padded(array, size, fill=0):
+    padded = np.full((size,) + array.shape[1:], fill, array.dtype)
     padded[:len(array)] = array
+    return padded
+
+
+def _padded_params(params, size):
+    """Sampler rows padded with greedy ones (valid: padded rows decode nothing)."""
+    padded = np.tile(np.asarray([samplers.Greedy().params()], np.float32), (size, 1))
+    padded[:len(params)] = params
     return padded
 
 
@@ -357,6 +399,13 @@ def _check_fields(meta):
     integer("max_steps", meta.get("max_steps"), high=checks.MAX_STEPS_LIMIT)
     sizes("outer_state_sizes")
     sizes("inner_state_sizes")
+    if meta.get("frame_loss") not in samplers.FRAME_KINDS:
+        raise ValueError(f"frame_loss: expected one of {list(samplers.FRAME_KINDS)}, got "
+                         f"{checks.describe(meta.get('frame_loss'))}")
+    if meta.get("draws_per_step") != samplers.draws_per_step(meta["frame_loss"],
+                                                            meta["output_size"]):
+        raise ValueError(f"draws_per_step: expected {samplers.draws_per_step(meta['frame_loss'], meta['output_size'])}, "
+                         f"got {checks.describe(meta.get('draws_per_step'))}")
     if meta.get("decoder_state") not in ("reset", "carry"):
         raise ValueError(f"decoder_state: expected 'reset' or 'carry', got "
                          f"{checks.describe(meta.get('decoder_state'))}")
@@ -365,7 +414,8 @@ def _check_fields(meta):
         raise ValueError(f"criteria: expected a list, got {checks.describe(criteria)}")
     for index, criterion in enumerate(criteria):  # stored in full, threshold included
         config = criterion.get("config") if isinstance(criterion, dict) else None
-        if not isinstance(config, dict) or "threshold" not in config:
+        if not isinstance(config, dict) or criteria_lib.value_key(
+                criterion.get("class_name")) not in config:
             raise ValueError(f"criteria[{index}]: expected a threshold in its config, "
                              f"got {checks.describe(criterion)}")
     meta["criteria"] = [criteria_lib.check_criterion_dict(c) for c in criteria]
@@ -386,13 +436,15 @@ def _check_tensors(runtime, inputs, outputs, meta):
         (inputs, "inputs", "decode", [-1], np.bool_),
         (inputs, "inputs", "thresholds", [-1, K], np.float32),
         (inputs, "inputs", "caps", [-1], np.int32),
+        (inputs, "inputs", "params", [-1, samplers.PARAMS], np.float32),
+        (inputs, "inputs", "uniforms", [-1, M * runtime.draws_per_step], np.float32),
         (outputs, "outputs", "frames", [-1, M, O], np.float32),
         (outputs, "outputs", "lengths", [-1], np.int32),
         (outputs, "outputs", "state", [-1, S], np.float32),
     ]
-    if len(inputs) != 5 or len(outputs) != 3:
+    if len(inputs) != 7 or len(outputs) != 3:
         raise NotAnExportError(f"{runtime.path}: the signature has {len(inputs)} "
-                               f"inputs and {len(outputs)} outputs, expected 5 and 3")
+                               f"inputs and {len(outputs)} outputs, expected 7 and 3")
     for details, group, key, shape, dtype in expected:
         name = meta[group][key]
         detail = details.get(name)

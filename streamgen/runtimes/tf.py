@@ -9,7 +9,7 @@ convertible to LiteRT and compilable by XLA. Stop thresholds and caps are
 per-row inputs, so rows with different settings share one call.
 
 `CompiledFunctions` wraps it in `tf.function`s with a fixed input signature
-(batch dimension `None`). The step is compiled with the three built-in
+(batch dimension `None`). The step is compiled with the four built-in
 kinds of stop criteria at once (`streamgen.criteria`: each row's thresholds
 switch each kind on or off), so one trace serves any mix of built-in
 criteria; only criterion classes that users write themselves are baked in,
@@ -23,7 +23,9 @@ import weakref
 import numpy as np
 
 from streamgen import checks
-from streamgen.runtimes.base import Runtime
+from streamgen import randomness
+from streamgen import samplers
+from streamgen.runtimes.base import RANDOM_COLUMNS, Runtime, row_seeds, state_uniforms
 from streamgen import stopping
 from streamgen import criteria as criteria_lib
 from streamgen.quiet import import_tensorflow
@@ -53,8 +55,43 @@ def built_in_fires(frame, stop_logit, signed):
     return tf.reduce_any(values > signed, axis=-1)
 
 
+def greedy_frame(model, head):
+    """The greedy frame from the frame head's output `(B, H)` -> `(B, O)`:
+    the head itself (`mse`, `mae`), the one-hot of the most likely class
+    (`categorical`, as `sg.samplers.Greedy`), the mean of the most likely
+    component (`mdn`)."""
+    if model.frame_loss == "categorical":
+        best = tf.argmax(head, axis=-1, output_type=tf.int32)  # (B,)
+        return tf.cast(tf.equal(tf.range(model.output_size), tf.expand_dims(best, 1)),
+                       tf.float32)
+    return model.frame_from_head(head)
+
+
+def sampled_frame(model, head, params, u):
+    """The frame drawn from the head's output `(B, H)` with the sampler
+    parameters `params` `(B, 4)` and the step's draws `u` `(B, draws)`
+    (`sg.samplers`: column 1 the class / component, 2.. Box-Muller)."""
+    if model.frame_loss == "categorical":
+        return samplers.sample_categorical(head, params, u[:, 1])
+    if model.frame_loss == "mdn":
+        logits, means, scales = model.split_mixture(head)
+        return samplers.sample_mdn(logits, means, scales, params, u[:, 1], u[:, 2:])
+    return head  # mse / mae: only Greedy applies
+
+
+def next_position(cols):
+    """The random columns `(B, 4)` (`randomness.encode`: seed halves, then
+    position halves) with the position one further (exact float32 adds:
+    the low half carries into the high one, which wraps at 2**16)."""
+    cols = cols + tf.constant([0.0, 0.0, 0.0, 1.0])
+    carry = tf.floor(cols[:, 3:] * (1.0 / 65536.0))  # (B, 1): 0 or 1
+    cols = cols + carry * tf.constant([0.0, 0.0, 1.0, -65536.0])
+    wrap = tf.floor(cols[:, 2:3] * (1.0 / 65536.0))  # (B, 1): 0 or 1
+    return cols - wrap * tf.constant([0.0, 0.0, 65536.0, 0.0])
+
+
 def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
-               thresholds, cap, built_in=False):
+               thresholds, cap, built_in=False, sampling=None):
     """One outer step: `x[i] -> Out[i]`, with explicit state in and out.
 
     Args:
@@ -75,8 +112,13 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
             columns first (`streamgen.criteria`).
         cap: int32 tensor `(B,)` in `[0, max_steps]`: no inner step
             `j >= cap[b]` runs for row `b`.
-        built_in: compile the three built-in kinds too (see `criteria`);
+        built_in: compile the built-in kinds too (see `streamgen.criteria`);
             `criteria` are then the runtime's own criterion classes.
+        sampling: `None` (every row greedy, no `StopSample`: no draw is
+            read), or `(params, uniforms)`: float tensors `(B, 4)`
+            (`samplers.row_params`) and `(B, max_steps * draws_per_step)`
+            (`randomness.uniforms` at the row's position), the step's
+            random numbers as an input (needs `built_in`).
 
     Returns:
         `(frames, lengths, outer_state, inner_state)`: frames float
@@ -93,9 +135,16 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
     last = tf.reduce_max(tf.concat([cap, [0]], 0))  # no row runs step j >= last
     first = criteria_lib.COUNT if built_in else 0  # column of criteria[0]
     limits = [thresholds[:, first + k] for k in range(len(criteria))]  # each (B,)
-    if built_in:  # the built-in kinds' thresholds, signed: (B, 3)
-        signed = (thresholds[:, :first] if criteria else thresholds) * tf.constant(criteria_lib.SIGNS)
+    if built_in:  # the compared built-in kinds' thresholds, signed: (B, 3)
+        signed = thresholds[:, :criteria_lib.COMPARED] * tf.constant(criteria_lib.SIGNS)
     positions = tf.reshape(tf.range(M), [1, M, 1])  # (1, M, 1): slot indices
+    if sampling is not None:
+        params, uniforms = sampling
+        draws = samplers.draws_per_step(model.frame_loss, model.output_size)
+        u_all = tf.reshape(uniforms, [batch, M, draws])  # (B, M, draws)
+        temperature = thresholds[:, criteria_lib.SAMPLE]  # (B,): +inf where off
+        # Rows without StopSample compare with 2.0, which no probability exceeds.
+        u_stop = tf.where(tf.expand_dims(temperature < np.inf, 1), u_all[:, :, 0], 2.0)
 
     def cond(j, running, previous, state, frames, lengths):
         return (j < last) & tf.reduce_any(running)
@@ -104,8 +153,19 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
         # `running`: rows for which inner step j runs (not yet stopped, and
         # under their cap).
         running = running & (j < cap)
-        frame, stop_logit, new_state = model.inner_step(ir, previous, list(state))
+        if sampling is None:
+            if model.frame_loss == "categorical":
+                head, stop_logit, new_state = model.inner_head_step(ir, previous, list(state))
+                frame = greedy_frame(model, head)
+            else:  # the frame of `inner_step`, as before
+                frame, stop_logit, new_state = model.inner_step(ir, previous, list(state))
+        else:
+            head, stop_logit, new_state = model.inner_head_step(ir, previous, list(state))
+            frame = sampled_frame(model, head, params, tf.gather(u_all, j, axis=1))
         stops = [built_in_fires(frame, stop_logit, signed)] if built_in else []  # (B,)
+        if sampling is not None:  # StopSample: u < sigmoid(logit / T)
+            stops.append(tf.gather(u_stop, j, axis=1)
+                         < tf.sigmoid(stop_logit[:, 0] / temperature))
         if criteria:
             stop_logit = stop_logit[:, 0]  # (B,)
             stops += [criterion.fires(frame, stop_logit, limit)  # each (B,)
@@ -211,32 +271,41 @@ class CompiledFunctions:
         self._functions = {}
         self._concrete = {}
 
-    def step(self, criteria, jit_compile=False):
+    def step(self, criteria, jit_compile=False, sampling=False):
         """The compiled `packed_step` with the built-in kinds and these
-        criteria of the user's own classes (usually none)."""
-        key = ("step", stopping.criteria_kind(criteria), bool(jit_compile))
+        criteria of the user's own classes (usually none); with
+        `sampling`, `sampling_step` (two more inputs: the sampler
+        parameters and the uniforms)."""
+        key = ("step", stopping.criteria_kind(criteria), bool(jit_compile), bool(sampling))
         if key not in self._functions:
-            # A partial (not a closure) keeps TensorFlow's "frequent
-            # retracing" warning per model instead of per code object.
+            # A closure, not a `functools.partial`: the concrete function
+            # of a partial was measured 2.5-3x slower to call at batch 1
+            # (the same graph; benchmarks/README.md, sampling).
+            model, step = self._model, sampling_step if sampling else packed_step
+
+            def function(*inputs):
+                return step(model, criteria, *inputs)
+
             self._functions[key] = tf.function(
-                functools.partial(packed_step, self._model, criteria),
-                input_signature=self._step_signature(criteria_lib.COUNT + len(criteria)),
+                function,
+                input_signature=self._step_signature(criteria_lib.COUNT + len(criteria),
+                                                     sampling),
                 jit_compile=bool(jit_compile),
                 reduce_retracing=True,
             )
         return self._functions[key]
 
-    def step_concrete(self, criteria, jit_compile=False):
-        """`step(criteria, jit_compile)` as its one concrete function.
+    def step_concrete(self, criteria, jit_compile=False, sampling=False):
+        """`step(criteria, jit_compile, sampling)` as its one concrete function.
 
         The signature already fixes every shape up to the batch size, so
         this is the same (single) trace; calling it directly skips the
         `tf.function` dispatch (argument binding and trace lookup), which
         costs more than the whole step of a small model.
         """
-        key = ("concrete", stopping.criteria_kind(criteria), bool(jit_compile))
+        key = ("concrete", stopping.criteria_kind(criteria), bool(jit_compile), bool(sampling))
         if key not in self._concrete:
-            self._concrete[key] = self.step(criteria, jit_compile).get_concrete_function()
+            self._concrete[key] = self.step(criteria, jit_compile, sampling).get_concrete_function()
         return self._concrete[key]
 
     def sequences(self, criteria):
@@ -255,29 +324,38 @@ class CompiledFunctions:
             )
         return self._functions[key]
 
-    def _step_signature(self, num_criteria):
+    def _step_signature(self, num_criteria, sampling=False):
         model = self._model
-        width = sum(model.outer_state_sizes) + sum(model.inner_state_sizes)
-        return (
+        width = sum(model.outer_state_sizes) + sum(model.inner_state_sizes) + RANDOM_COLUMNS
+        signature = (
             tf.TensorSpec([None, model.input_size], tf.float32),
             tf.TensorSpec([None, width], tf.float32),
             tf.TensorSpec([None], tf.bool),
             tf.TensorSpec([None, num_criteria], tf.float32),
             tf.TensorSpec([None], tf.int32),
         )
+        if sampling:
+            draws = samplers.draws_per_step(model.frame_loss, model.output_size)
+            signature += (tf.TensorSpec([None, samplers.PARAMS], tf.float32),
+                          tf.TensorSpec([None, model.max_steps * draws], tf.float32))
+        return signature
 
     def tracing_count(self):
         """Total number of traces over all compiled functions (for tests)."""
         return sum(f.experimental_get_tracing_count() for f in self._functions.values())
 
 
-def decode(model, x, stop=None, lengths=None, max_steps=None):
+def decode(model, x, stop=None, lengths=None, max_steps=None, sampler=None, seed=None):
     """Implements `StreamGen.decode`; see its docstring."""
     x = checks.check_inputs(model, x, "x", ndim=3)
     batch, steps = x.shape[:2]
+    sampler = samplers.check_applies(sampler, model.frame_loss)
     if lengths is not None:
         lengths = checks.check_lengths(model, lengths, (batch, steps))
     criteria = stopping.resolve_stop(model.stop, stop)
+    if not sampler.greedy or (lengths is None and any(
+            isinstance(c, stopping.StopSample) for c in criteria)):
+        return _decode_stepped(model, x, stop, lengths, max_steps, sampler, seed)
     cap = checks.resolve_cap(model.max_steps, max_steps)
     frames, lengths = sequences_graph(model, criteria, x, lengths, cap)
     flat = tf.RaggedTensor.from_tensor(  # (B*T, None, O)
@@ -314,25 +392,51 @@ def sequences_graph(model, criteria, x, forced, cap):
         tf.constant(cap, tf.int32))
 
 
+def _decode_stepped(model, x, stop, lengths, max_steps, sampler, seed):
+    """`decode` that samples: the compiled step over the `T` inputs
+    (`Runtime.run_sequences`), row `b` a stream of seed
+    `row_seeds(seed, B)[b]`."""
+    batch, steps = x.shape[:2]
+    runtime = TFRuntime(model, stop=stop, max_steps=max_steps, sampler=sampler)
+    seeds = row_seeds(randomness.new_seed() if seed is None else seed, batch)
+    frames, lengths = runtime.run_sequences(x, np.full(batch, steps, np.int64), lengths, seeds)
+    flat = tf.RaggedTensor.from_tensor(
+        tf.reshape(frames, [-1, model.max_steps, model.output_size]),
+        lengths=tf.reshape(lengths, [-1]))
+    return tf.RaggedTensor.from_uniform_row_length(flat, steps, nrows=batch)
+
+
 def split_state(model, packed):
-    """A packed state `(B, S)` -> `(outer_state, inner_state)`, lists of `(B, size)`."""
-    sizes = list(model.outer_state_sizes) + list(model.inner_state_sizes)
-    parts = tf.split(packed, sizes, axis=1) if len(sizes) > 1 else [packed]
+    """A packed state `(B, S + 4)` -> `(outer_state, inner_state, random)`:
+    lists of `(B, size)`, and the random columns `(B, 4)` (the row's seed
+    and position, `randomness.encode`)."""
+    sizes = list(model.outer_state_sizes) + list(model.inner_state_sizes) + [RANDOM_COLUMNS]
+    parts = tf.split(packed, sizes, axis=1)
     count = len(model.outer_state_sizes)
-    return parts[:count], parts[count:]
+    return parts[:count], parts[count:-1], parts[-1]
 
 
-def packed_step(model, criteria, x, state, decode, thresholds, cap):
-    """`outer_step` on a packed state `(B, S)` with the built-in stop kinds
-    (`thresholds` `(B, 3 + len(criteria))`; `criteria`: the user's own
-    classes), without forced lengths (streaming never forces them, and
+def packed_step(model, criteria, x, state, decode, thresholds, cap, sampling=None):
+    """`outer_step` on a packed state `(B, S + 4)` with the built-in stop
+    kinds (`thresholds` `(B, 4 + len(criteria))`; `criteria`: the user's
+    own classes), without forced lengths (streaming never forces them, and
     leaving the check out saves two ops per inner step); returns
-    `(frames, lengths, state)`."""
-    outer_state, inner_state = split_state(model, state)
+    `(frames, lengths, state)`, the state's position one further. Every
+    row greedy and no `StopSample` (`sampling_step` for the others)."""
+    outer_state, inner_state, random = split_state(model, state)
     frames, lengths, outer_state, inner_state = outer_step(
         model, criteria, x, outer_state, inner_state, decode, None, thresholds, cap,
-        built_in=True)
-    return frames, lengths, tf.concat(list(outer_state) + list(inner_state), axis=1)
+        built_in=True, sampling=sampling)
+    state = tf.concat(list(outer_state) + list(inner_state) + [next_position(random)], axis=1)
+    return frames, lengths, state
+
+
+def sampling_step(model, criteria, x, state, decode, thresholds, cap, params, uniforms):
+    """`packed_step` with the sampler parameters `(B, 4)` and the uniforms
+    `(B, max_steps * draws_per_step)` of each row (its draws at its
+    position): any mix of samplers and `StopSample` in one trace."""
+    return packed_step(model, criteria, x, state, decode, thresholds, cap,
+                       sampling=(params, uniforms))
 
 
 class TFRuntime(Runtime):
@@ -360,15 +464,18 @@ class TFRuntime(Runtime):
 
     kind_hint = "Open another runtime (sg.open_runtime(model, stop=...)) for other kinds."
 
-    def __init__(self, model, stop=None, max_steps=None, jit_compile=False):
+    def __init__(self, model, stop=None, max_steps=None, jit_compile=False, sampler=None):
         self.model = model
         self.stop = stopping.resolve_stop(model.stop, stop)  # StopCriterion objects
         self.criteria = [criteria_lib.criterion_dict(c) for c in self.stop]
         self.custom_criteria = criteria_lib.custom_of(self.criteria)
-        custom = tuple(c for c, d in zip(self.stop, self.criteria)
-                       if not criteria_lib.is_built_in(d))  # the user's classes
+        self._custom = tuple(c for c, d in zip(self.stop, self.criteria)
+                             if not criteria_lib.is_built_in(d))  # the user's classes
         self.input_size = model.input_size
         self.output_size = model.output_size
+        self.frame_loss = model.frame_loss
+        self.sampler = samplers.check_applies(sampler, model.frame_loss)
+        self.params = np.asarray(self.sampler.params(), np.float32)
         self.trained_max_steps = model.max_steps
         self.max_steps = checks.resolve_cap(model.max_steps, max_steps)
         self.decoder_state = model.decoder_state
@@ -376,23 +483,29 @@ class TFRuntime(Runtime):
                             "inner": list(model.inner_state_sizes)}
         self.thresholds = criteria_lib.thresholds_row(self.criteria, self.custom_criteria)
         self.jit_compile = bool(jit_compile)
-        self._step = compiled_functions(model).step_concrete(custom, jit_compile)
+        self._step = compiled_functions(model).step_concrete(self._custom, jit_compile)
+        self._sampling = None  # the sampling step, compiled on first use
+        self._samples = self.samples()  # whether the defaults read draws
         self._defaults = {}  # rows -> the default per-row inputs, as tensors
         self._fingerprint = None
 
-    def run_sequences(self, x, steps, lengths=None):
+    def run_sequences(self, x, steps, lengths=None, seeds=None):
         """See `Runtime.run_sequences`: the whole outer loop in one graph call;
-        with `jit_compile`, the XLA step over time with one batch shape."""
+        with `jit_compile`, the XLA step over time with one batch shape;
+        when the rows sample, stepped (their draws come from their seeds)."""
         if lengths is None and self.jit_compile:
-            return _fixed_sequences(self, x, steps)
+            return _fixed_sequences(self, x, steps, seeds)
+        if self.samples() if lengths is None else not self.sampler.greedy:
+            return super().run_sequences(x, steps, lengths, seeds)  # stepped, with draws
         frames, lengths = sequences_graph(self.model, self.stop, x, lengths, self.max_steps)
         return frames.numpy(), lengths.numpy()
 
-    def with_options(self, stop=None, max_steps=None):
-        """See `Runtime.with_options`: the compiled step is shared."""
+    def with_options(self, stop=None, max_steps=None, sampler=None):
+        """See `Runtime.with_options`: the compiled steps are shared."""
         return TFRuntime(self.model, stop=self.stop if stop is None else stop,
                          max_steps=self.max_steps if max_steps is None else max_steps,
-                         jit_compile=self.jit_compile)
+                         jit_compile=self.jit_compile,
+                         sampler=self.sampler if sampler is None else sampler)
 
     def describe(self):
         """See `Runtime.describe`: with the model's own facts (`StreamGen.describe`)."""
@@ -406,28 +519,39 @@ class TFRuntime(Runtime):
             self._fingerprint = self.model.fingerprint()
         return self._fingerprint
 
-    def run(self, x, state, decode=None, thresholds=None, caps=None):
-        frames, lengths, state = self._call(x, state, decode, thresholds, caps)
+    def run(self, x, state, decode=None, thresholds=None, caps=None, params=None):
+        frames, lengths, state = self._call(x, state, decode, thresholds, caps, params)
         return frames, lengths, state.numpy()
 
     def advance(self, x, state, decode=None):
         # `Stream`'s hot path: the state stays a tensor between steps (a
         # numpy round trip costs more than a small model's step).
-        return self._call(x, state, decode, None, None)
+        return self._call(x, state, decode, None, None, None)
 
-    def _call(self, x, state, decode, thresholds, caps):
-        """One call of the concrete function; `None` inputs are the defaults,
+    def _call(self, x, state, decode, thresholds, caps, params):
+        """One call of a concrete function; `None` inputs are the defaults,
         tensors made once per batch size. Returns numpy frames and lengths
         and the state as a tensor."""
         rows = x.shape[0]
         defaults = self._defaults.get(rows) or self._run_defaults(rows)
-        frames, lengths, state = self._step(
+        samples = (self._samples if thresholds is None and params is None
+                   else self.samples(thresholds, params))
+        inputs = (
             tf.constant(x),
             tf.constant(state) if isinstance(state, np.ndarray) else state,
             defaults[0] if decode is None else tf.constant(decode),
             defaults[1] if thresholds is None else tf.constant(thresholds),
             defaults[2] if caps is None else tf.constant(caps),
         )
+        if not samples:  # every row greedy, no StopSample: no draw read
+            frames, lengths, state = self._step(*inputs)
+            return frames.numpy(), lengths.numpy(), state
+        if self._sampling is None:
+            self._sampling = compiled_functions(self.model).step_concrete(
+                self._custom, self.jit_compile, sampling=True)
+        u = state_uniforms(state, self.trained_max_steps, self.draws_per_step)
+        frames, lengths, state = self._sampling(
+            *inputs, defaults[3] if params is None else tf.constant(params), tf.constant(u))
         return frames.numpy(), lengths.numpy(), state
 
     def _run_defaults(self, rows):
@@ -438,11 +562,12 @@ class TFRuntime(Runtime):
             tf.ones([rows], tf.bool),
             tf.constant(np.broadcast_to(self.thresholds, (rows, len(self.thresholds)))),
             tf.fill([rows], tf.constant(self.max_steps, tf.int32)),
+            tf.constant(np.broadcast_to(self.params, (rows, samplers.PARAMS))),
         )
         return defaults
 
 
-def _fixed_sequences(runtime, x, steps):
+def _fixed_sequences(runtime, x, steps, seeds=None):
     """Steps an XLA-compiled runtime over time with one batch shape.
 
     XLA compiles once per shape, so the rows are padded up to a power of
@@ -458,7 +583,9 @@ def _fixed_sequences(runtime, x, steps):
     frames = np.zeros((batch, time_steps, runtime.trained_max_steps, runtime.output_size),
                       np.float32)
     lengths = np.zeros((batch, time_steps), np.int32)
-    state = runtime.initial_state(rows)
+    seeds = np.zeros(batch, np.int64) if seeds is None else np.asarray(seeds, np.int64)
+    state = runtime.initial_state(rows, seeds=np.concatenate(
+        [seeds, np.zeros(rows - batch, np.int64)]))
     for t in range(int(steps.max()) if batch else 0):
         f, n, state = runtime.run(padded[:, t], state, decode=live > t)
         frames[:, t] = f[:batch]

@@ -1,0 +1,92 @@
+"""Cost of sampling over greedy on the same model: `Stream.step` and
+`LiteStream.step`, batch 1 and 256.
+
+    python benchmarks/sampling.py [--quick]
+
+For an `mdn` model (3 mixtures) and a `categorical` model of the bundled
+model's sizes (64 units, max_steps 9, untrained weights), times
+`Greedy()` against `TopP(0.9)`, both with `StopSample(0.001)` against a
+stop head that never fires (all 9 inner steps run in both, so the
+difference is the cost of sampling: the Philox uniforms drawn in numpy,
+then the compiled step's sampling graph); for an `mse` model, no stop
+against `StopSample(0.001)` (the cost of a sampled STOP). Alternates the two in rounds and prints
+JSON: medians in microseconds per step, and sampled/greedy.
+`--quick`: 2 rounds of 100 steps.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import streamgen as sg  # noqa: E402
+from streamgen import samplers  # noqa: E402
+
+
+def make(frame_loss):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    options = {"mixtures": 3} if frame_loss == "mdn" else {}
+    # a stop head that gives logit -1.3 whatever the input
+    model = sg.StreamGen(input_size=3, output_size=2, units=64, max_steps=9,
+                         frame_loss=frame_loss, **options)
+    kernel, _ = model.stop_head.get_weights()
+    model.stop_head.set_weights([kernel * 0.0, np.array([-1.3], np.float32)])
+    return model
+
+
+def timed(stream, x, steps):
+    times = []
+    for row in x[:steps]:
+        start = time.perf_counter()
+        stream.step(row)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    rounds, steps = (2, 100) if args.quick else (5, 400)
+    results = {}
+    folder = tempfile.mkdtemp()
+    for frame_loss in ("mdn", "categorical", "mse"):
+        model = make(frame_loss)
+        path = os.path.join(folder, f"{frame_loss}.tflite")
+        model.export_litert(path)
+        never = [sg.StopSample(0.001)]  # sigmoid(-1.3 / 0.001) = 0: never fires
+        settings = ({"greedy": dict(stop=[]), "sampled": dict(stop=never)}
+                    if frame_loss == "mse" else
+                    {"greedy": dict(stop=[]), "sampled": dict(stop=never,
+                                                              sampler=samplers.TopP(0.9))})
+        for batch in (1, 256):
+            rng = np.random.default_rng(0)
+            shape = (steps, 3) if batch == 1 else (steps, batch, 3)
+            x = rng.normal(size=shape).astype(np.float32)
+            for runtime in ("tf", "lite"):
+                medians = {name: [] for name in settings}
+                for _ in range(rounds):
+                    for name, options in settings.items():
+                        stream = (model.open_stream(seed=1, **options) if runtime == "tf"
+                                  else sg.LiteStream(path, seed=1, **options))
+                        timed(stream, x, 20)  # warm-up
+                        medians[name].append(timed(stream, x, steps))
+                key = f"{frame_loss}/{runtime}/batch{batch}"
+                greedy, sampled = np.median(medians["greedy"]), np.median(medians["sampled"])
+                results[key] = {"greedy_us": round(float(greedy), 1),
+                                "sampled_us": round(float(sampled), 1),
+                                "sampled/greedy": round(float(sampled / greedy), 3)}
+                print(key, results[key], file=sys.stderr)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
