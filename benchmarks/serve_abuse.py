@@ -10,7 +10,7 @@ up to 10 s after:
                 1013 past --max-queued-messages; the abuser reconnects);
   flood         --max-connections + 20 connections at once (the extra ones
                 are refused at once: close 1013);
-  large_body    a 50 MB POST /v1/decode streamed as fast as possible (413
+  large_body    a 50 MB POST /v1/lines streamed as fast as possible (413
                 past the body limit), and a body that never ends (408);
   frozen        a second replica (its own app) stopped with SIGSTOP: a
                 client with timeout=1 gets TimeoutError; the first replica
@@ -191,9 +191,9 @@ async def large_body(port, prefix, token, seconds, size=50 << 20):
         headers["Authorization"] = f"Bearer {token}"
     line = b"0.5 0 0.1\n" * (1 << 16)  # 640 KiB
     chunks = (line for _ in range(size // len(line) + 1))
-    big = asyncio.ensure_future(_post_raw(port, prefix + "/v1/decode", headers, chunks))
+    big = asyncio.ensure_future(_post_raw(port, prefix + "/v1/lines", headers, chunks))
     never = asyncio.ensure_future(_post_raw(
-        port, prefix + "/v1/decode", dict(headers, **{"Content-Length": "1000"}),
+        port, prefix + "/v1/lines", dict(headers, **{"Content-Length": "1000"}),
         (b"0.5 0 0.1\n" for _ in range(int(seconds * 10) + 40)), pace=0.5))
     (big_status, big_s), (never_status, never_s) = await asyncio.gather(big, never)
     return {"big_status": big_status, "big_s": round(big_s, 3),
@@ -323,7 +323,7 @@ def main():
              configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     bounds = dict(max_connections=50, max_queued_messages=16, connection_timeout=30,
-                  max_decode_bytes=4 << 20, body_timeout=2.0)
+                  max_body_bytes=4 << 20, body_timeout=2.0)
     try:
         serve.run(build_app(lite_path, token="t", **bounds), name="abuse",
                   route_prefix="/abuse")

@@ -67,7 +67,7 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
     Protocol: WebSocket at ws://HOST:PORT/v1/streams, JSON arrays of
     requests for many streams per message ({"id": "a", "x": [...]}); a bare
     array of numbers steps the default stream. HTTP: GET /healthz, GET
-    /v1/model, POST /v1/decode (NDJSON in, the lines of 'streamgen stream'
+    /v1/model, POST /v1/lines (NDJSON in, the lines of 'streamgen stream'
     out). See docs/serving.md. A .tflite model runs on LiteRT.
 
     \b

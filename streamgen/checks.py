@@ -200,15 +200,15 @@ def as_float32(value, name, expected):
         raise invalid(name, expected, value) from None
 
 
-def check_decode(decode, rows):
-    """`decode=` of a step: `None` (all rows), or bool array `(rows,)`."""
-    if decode is None:
+def check_generate(generate, rows):
+    """`generate=` of a step: `None` (all rows), or bool array `(rows,)`."""
+    if generate is None:
         return None
-    if isinstance(decode, (bool, np.bool_)):
-        return None if decode else np.zeros(rows, bool)
-    array = np.asarray(decode) if isinstance(decode, (list, tuple, np.ndarray)) else None
+    if isinstance(generate, (bool, np.bool_)):
+        return None if generate else np.zeros(rows, bool)
+    array = np.asarray(generate) if isinstance(generate, (list, tuple, np.ndarray)) else None
     if array is None or array.dtype != np.bool_ or array.shape not in ((rows,), ()):
-        raise invalid("decode", f"a bool or a bool array of shape ({rows},)", decode)
+        raise invalid("generate", f"a bool or a bool array of shape ({rows},)", generate)
     return np.broadcast_to(array, (rows,))
 
 

@@ -124,12 +124,12 @@ class Stream:
             self.runtime.release(self._state)
         self._state = None
 
-    def step(self, x, decode=True):
+    def step(self, x, generate=True):
         """Consumes one input and returns `Out[i]`.
 
         Args:
             x: float array `(input_size,)` or `(B, input_size)`.
-            decode: bool, or bool array `(B,)`: where False, model_b is
+            generate: bool, or bool array `(B,)`: where False, model_b is
                 skipped for this step (model_a still advances) and `Out[i]`
                 has length 0.
 
@@ -138,7 +138,7 @@ class Stream:
             list of `B` such arrays.
 
         Raises:
-            ValueError: wrong width, batch size or `decode`, or non-finite
+            ValueError: wrong width, batch size or `generate`, or non-finite
                 values.
         """
         array = checks.check_inputs(self.runtime, x, "x", ndim=(1, 2))
@@ -148,13 +148,13 @@ class Stream:
         if state is None or batch != state.shape[0]:  # (only a fresh stream takes a new one)
             checks.check_batch(batch, self.batch_size, fresh=state is None)
             state = self.runtime.initial_state(batch, seeds=self.seed)
-        if decode is True:
-            decode = None
-        elif decode is None:
-            raise checks.invalid("decode", "a bool or a bool array", decode)
+        if generate is True:
+            generate = None
+        elif generate is None:
+            raise checks.invalid("generate", "a bool or a bool array", generate)
         else:
-            decode = checks.check_decode(decode, batch)
-        frames, lengths, self._state = self.runtime.advance(rows, state, decode)
+            generate = checks.check_generate(generate, batch)
+        frames, lengths, self._state = self.runtime.advance(rows, state, generate)
         return split_outputs(frames, lengths, array.ndim == 1)
 
     def feed(self, inputs):

@@ -195,3 +195,11 @@ def test_export_and_lite_stream_print_nothing(tmp_path, capfd):
     stream = sg.LiteStream(path)
     stream.step(np.zeros(3))
     assert capfd.readouterr() == ("", "")
+
+
+def test_the_export_has_the_steps_inputs():
+    """One signature: the `.tflite` inputs are the compiled step's, in order."""
+    from streamgen.runtimes import lite
+    from streamgen.runtimes import tf as tf_runtime
+
+    assert lite.INPUT_NAMES == tf_runtime.STEP_INPUTS

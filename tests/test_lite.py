@@ -143,9 +143,9 @@ def test_decode_mask_matches_stream(core_models, exports, while_exports, long_in
     masks = [True, [True, False, True], False, [False, True, True], True]
     for t in range(25):
         decode = masks[t % len(masks)]
-        expected = tf_stream.step(long_inputs[t], decode=decode)
-        got = lite_stream.step(long_inputs[t], decode=decode)
-        assert_same(got, expected, f"step {t}, decode={decode}")
+        expected = tf_stream.step(long_inputs[t], generate=decode)
+        got = lite_stream.step(long_inputs[t], generate=decode)
+        assert_same(got, expected, f"step {t}, generate={decode}")
         if decode is False:
             assert all(len(o) == 0 for o in got)
 

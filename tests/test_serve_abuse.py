@@ -32,7 +32,7 @@ TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NDJSON = {**AUTH, "Content-Type": "application/x-ndjson"}
 BOUNDS = dict(max_connections=6, max_queued_messages=4, connection_timeout=3.0,
-              max_decode_bytes=1 << 20, body_timeout=2.0, max_streams_per_connection=3)
+              max_body_bytes=1 << 20, body_timeout=2.0, max_streams_per_connection=3)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_connection_cap_is_answered_at_once_and_healthz_still_answers(abuse):
                     await asyncio.wait_for(extra.recv(), 10)
                 assert extra.close_code == 1013 and "--max-connections" in extra.close_reason
             assert time.monotonic() - start < 2
-            status, _ = await asyncio.to_thread(http, abuse["http"] + "/v1/decode",
+            status, _ = await asyncio.to_thread(http, abuse["http"] + "/v1/lines",
                                                 b"0.5 0 0.1\n", NDJSON)
             assert status == 503
             start = time.monotonic()
@@ -119,7 +119,7 @@ def test_unanswered_messages_close_the_connection_and_are_dropped(abuse):
 
 
 def test_request_bodies_are_bounded_and_typed(abuse):
-    url = abuse["http"] + "/v1/decode"
+    url = abuse["http"] + "/v1/lines"
     assert http(url, b"0.5 0 0.1\n", {**AUTH, "Content-Type": "text/plain"})[0] == 200
     status, body = http(url, b"0.5 0 0.1\n", {**AUTH, "Content-Type": "application/xml"})
     assert status == 415 and "Content-Type" in json.loads(body)["error"]
@@ -128,7 +128,7 @@ def test_request_bodies_are_bounded_and_typed(abuse):
 
     async def never_ending():
         return await serve_abuse._post_raw(
-            abuse["port"], "/abuse/v1/decode", {**NDJSON, "Content-Length": "1000"},
+            abuse["port"], "/abuse/v1/lines", {**NDJSON, "Content-Length": "1000"},
             (b"0.5 0 0.1\n" for _ in range(40)), pace=0.5, read_timeout=15)
     status, seconds = asyncio.run(never_ending())
     assert status == 408 and 1.5 < seconds < 6

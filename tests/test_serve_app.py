@@ -144,11 +144,11 @@ def test_auth_http_and_decode(ray_serve, cli_model_path, tmp_path):
     lines = b"# a comment\n0.5 0 0.1\n1, 1, -0.5\n\n[0.2, 0.1, 0.9]\n"
     local = CliRunner().invoke(cli, ["stream", "--model", cli_model_path], input=lines)
     ndjson = {**AUTH, "Content-Type": "application/x-ndjson"}
-    status, body = http(base + "/v1/decode", data=lines, headers=ndjson)
+    status, body = http(base + "/v1/lines", data=lines, headers=ndjson)
     assert status == 200 and body == local.stdout
-    status, body = http(base + "/v1/decode", data=b"0.5 0 0.1\n1 2\n", headers=ndjson)
+    status, body = http(base + "/v1/lines", data=b"0.5 0 0.1\n1 2\n", headers=ndjson)
     assert status == 400 and json.loads(body) == {"error": "<body>:2: expected 3 numbers, got 2"}
-    assert http(base + "/v1/decode", data=lines)[0] == 401
+    assert http(base + "/v1/lines", data=lines)[0] == 401
 
 
 def test_limits(ray_serve):

@@ -14,6 +14,7 @@ import pytest
 import streamgen as sg
 from helpers import assert_outputs_equal, make_model
 from streamgen.remote import protocol
+from streamgen.runtimes import base
 from streamgen.serve.batcher import Batcher, LimitError, StateTable, TickLoop
 from streamgen.serve.session import Session, expire_idle, format_items
 
@@ -182,11 +183,11 @@ def test_state_moves_between_sessions_and_streams(model, runtime):
     (_, _, remote), = handle(two, [protocol.step_request("z", xs[2])], batcher)
     local = sg.Stream(model)
     from streamgen.remote import wire
-    packed, sizes = wire.decode_state(state, runtime.fingerprint, runtime.state_sizes)
-    local.set_state(wire.unpack_nest(packed, sizes))
+    packed, sizes = wire.load_state(state, runtime.fingerprint, runtime.state_sizes)
+    local.set_state(base.unpack_nest(packed, sizes))
     assert_outputs_equal([remote], [local.step(xs[2])])
     # A local Stream's state into a session.
-    value = wire.encode_state(local.get_state(), runtime.fingerprint, runtime.state_sizes)
+    value = wire.dump_state(local.get_state(), runtime.fingerprint, runtime.state_sizes)
     handle(one, [protocol.request("a", "set_state", value)], batcher)
     (_, _, out), = handle(one, [protocol.step_request("a", xs[3])], batcher)
     assert_outputs_equal([out], [local.step(xs[3])])

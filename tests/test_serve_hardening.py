@@ -92,7 +92,7 @@ def test_an_overflowing_state_keeps_the_stream_usable():
     batcher = Batcher(table)
     session = Session(table)
     huge = np.full((1, runtime.state_size), 3e38, np.float32)
-    state = wire.encode_state(huge, runtime.fingerprint, runtime.state_sizes)
+    state = wire.dump_state(huge, runtime.fingerprint, runtime.state_sizes)
     x = np.full(runtime.input_size, 0.3, np.float32)
     items = handle(session, protocol.reply([protocol.request("a", "set_state", state),
                                             protocol.step_request("a", x)]), batcher)
@@ -102,7 +102,7 @@ def test_an_overflowing_state_keeps_the_stream_usable():
     (kind, _, value), = handle(session, protocol.reply([protocol.request("a", "get_state")]),
                                batcher)
     assert kind == "state"
-    packed, _ = wire.decode_state(value, runtime.fingerprint, runtime.state_sizes)
+    packed, _ = wire.load_state(value, runtime.fingerprint, runtime.state_sizes)
     assert np.isfinite(packed).all()
     items = handle(session, protocol.reply([protocol.request("a", "reset"),
                                             protocol.step_request("a", x)]), batcher)
@@ -163,10 +163,10 @@ def test_token_compared_the_same_way_everywhere():
 def test_decode_content_types():
     for ok in (None, "", "application/x-ndjson", "text/plain; charset=utf-8",
                "application/jsonl", "application/octet-stream", "Application/X-NDJSON"):
-        assert limits.decode_content_type_error(ok) is None, ok
+        assert limits.body_content_type_error(ok) is None, ok
     for bad in ("application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
                 "application/xml", "image/png", "text/plain; charset=latin-1"):
-        assert "Content-Type" in limits.decode_content_type_error(bad), bad
+        assert "Content-Type" in limits.body_content_type_error(bad), bad
 
 
 # ---------------------------------------------------------------------- #

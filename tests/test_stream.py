@@ -102,7 +102,7 @@ def test_reset_reproduces_first_outputs(core_models, core_inputs):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_decode_false_skips_model_b(core_models, core_inputs, mode):
+def test_generate_false_skips_model_b(core_models, core_inputs, mode):
     model = core_models[("gru", mode)]
     x = core_inputs[0]
     s = model.open_stream()
@@ -111,7 +111,7 @@ def test_decode_false_skips_model_b(core_models, core_inputs, mode):
         s.step(x[t])
         reference.step(x[t])
     before = s.get_state()
-    assert s.step(x[4], decode=False).shape == (0, 2)
+    assert s.step(x[4], generate=False).shape == (0, 2)
     after = s.get_state()
     # model_b did not run: the inner state is untouched; model_a advanced.
     for a, b in zip(before["inner"], after["inner"]):
@@ -122,11 +122,11 @@ def test_decode_false_skips_model_b(core_models, core_inputs, mode):
     np.testing.assert_allclose(after["outer"][0], reference.get_state()["outer"][0], atol=1e-6)
 
 
-def test_decode_mask_per_row(core_models, core_inputs):
+def test_generate_mask_per_row(core_models, core_inputs):
     model = core_models[("gru", "reset")]
     x = core_inputs[:3, 0]
     full = model.open_stream().step(x)
-    masked = model.open_stream().step(x, decode=[True, False, True])
+    masked = model.open_stream().step(x, generate=[True, False, True])
     np.testing.assert_allclose(masked[0], full[0], atol=1e-6)
     assert masked[1].shape == (0, 2)
     np.testing.assert_allclose(masked[2], full[2], atol=1e-6)
@@ -264,17 +264,17 @@ def test_set_state_refuses_bad_values(both_streams, kind, state, message):
 @pytest.mark.parametrize("kind", ["tf", "lite"])
 @pytest.mark.parametrize("x, decode, message", [
     (np.ones(3), None, r"`decode`, expected a bool or a bool array, got None"),
-    (np.ones(3), "False", r"`decode`, expected a bool or a bool array of shape \(1,\), got 'False'"),
+    (np.ones(3), "False", r"`generate`, expected a bool or a bool array of shape \(1,\), got 'False'"),
     (np.ones((2, 3)), [True, False, True], r"`decode`, expected a bool or a bool array of "
                                            r"shape \(2,\), got \[True, False, True\]"),
-    (np.ones((2, 3)), [1, 0], r"`decode`, expected a bool or a bool array of shape \(2,\)"),
+    (np.ones((2, 3)), [1, 0], r"`generate`, expected a bool or a bool array of shape \(2,\)"),
     (np.zeros((0, 3)), True, r"`x`, expected at least one row, got an array of 0 rows"),
     ([1.0, 2.0], True, r"`x`, expected last dimension input_size=3, got shape \(2,\)"),
 ])
 def test_step_arguments_are_checked(both_streams, kind, x, decode, message):
     stream = both_streams[kind]()
     with pytest.raises(ValueError, match=message):
-        stream.step(x, decode=decode)
+        stream.step(x, generate=decode)
     assert stream.batch_size is None  # a bad first step does not fix the batch size
     assert len(stream.step(np.ones((4, 3)))) == 4
 

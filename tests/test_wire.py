@@ -7,6 +7,7 @@ import pytest
 
 from streamgen.data import text as jsontext
 from streamgen.remote import wire
+from streamgen.runtimes import base
 
 SIZES = {"outer": [4], "inner": [3, 2]}
 FP = "sha256:0123456789abcdef"
@@ -21,18 +22,18 @@ def nest(rows=1, seed=0):
 
 def test_round_trip_is_exact():
     state = nest(rows=2)
-    value = wire.encode_state(state, FP, SIZES)
+    value = wire.dump_state(state, FP, SIZES)
     assert value["format"] == wire.FORMAT and value["rows"] == 2
     assert set(value) == {"format", "fingerprint", "sizes", "rows", "data"}
-    packed, sizes = wire.decode_state(value, FP, SIZES)
+    packed, sizes = wire.load_state(value, FP, SIZES)
     assert packed.shape == (2, 13) and sizes == SIZES  # + seed and position
-    back = wire.unpack_nest(packed, sizes)
+    back = base.unpack_nest(packed, sizes)
     assert back["random"][0].tolist() == [[0, 0, 0, 0]] * 2  # a nest without: seed 0
     for key in ("outer", "inner"):
         for a, b in zip(back[key], state[key]):
             assert np.array_equal(a, b)
     # From a packed array too, and the same bytes.
-    assert wire.encode_state(packed, FP, SIZES) == value
+    assert wire.dump_state(packed, FP, SIZES) == value
 
 
 @pytest.mark.parametrize("change, message", [
@@ -49,27 +50,27 @@ def test_round_trip_is_exact():
         np.array([0] * 12 + [0.5], "<f4").tobytes()).decode()), "16-bit halves"),
 ])
 def test_decode_names_the_problem(change, message):
-    value = wire.encode_state(nest(), FP, SIZES)
+    value = wire.dump_state(nest(), FP, SIZES)
     change(value)
     with pytest.raises(ValueError, match=message):
-        wire.decode_state(value, FP, SIZES, rows=None if message != "rows" else None)
+        wire.load_state(value, FP, SIZES, rows=None if message != "rows" else None)
 
 
 def test_decode_checks_rows_and_non_dicts():
-    value = wire.encode_state(nest(rows=2), FP, SIZES)
+    value = wire.dump_state(nest(rows=2), FP, SIZES)
     with pytest.raises(ValueError, match=r"1 \(rows of this stream\)"):
-        wire.decode_state(value, FP, SIZES, rows=1)
+        wire.load_state(value, FP, SIZES, rows=1)
     with pytest.raises(ValueError, match="state object"):
-        wire.decode_state([1, 2], FP, SIZES)
+        wire.load_state([1, 2], FP, SIZES)
 
 
 def test_encode_refuses_bad_states():
     bad = nest()
     bad["inner"][0][0, 1] = np.inf
     with pytest.raises(ValueError, match="non-finite"):
-        wire.encode_state(bad, FP, SIZES)
+        wire.dump_state(bad, FP, SIZES)
     with pytest.raises(ValueError, match="shape"):
-        wire.encode_state(np.zeros((1, 8)), FP, SIZES)
+        wire.dump_state(np.zeros((1, 8)), FP, SIZES)
 
 
 def test_frames_json_and_back():

@@ -38,6 +38,7 @@ from streamgen import checks
 from streamgen import criteria as criteria_lib
 from streamgen.remote import protocol
 from streamgen.remote import wire
+from streamgen.runtimes import base
 from streamgen.runtimes.base import Runtime
 from streamgen.stream import Stream
 
@@ -379,9 +380,9 @@ class AsyncRemoteStream:
     async def get_state(self):
         """The state as `{"outer": [(1, size), ...], "inner": [...]}` (numpy)."""
         value = await self.get_state_value()
-        packed, sizes = wire.decode_state(value, self.client.fingerprint,
+        packed, sizes = wire.load_state(value, self.client.fingerprint,
                                           self.client.state_sizes)
-        return wire.unpack_nest(packed, sizes)
+        return base.unpack_nest(packed, sizes)
 
     async def get_state_value(self):
         """The state as the server sends it: a STATE dict (see `streamgen.remote.wire`)."""
@@ -398,9 +399,9 @@ class AsyncRemoteStream:
         """
         if isinstance(state, dict) and "format" in state:
             value = state
-            wire.decode_state(value, self.client.fingerprint, self.client.state_sizes, rows=1)
+            wire.load_state(value, self.client.fingerprint, self.client.state_sizes, rows=1)
         else:
-            value = wire.encode_state(state, self.client.fingerprint, self.client.state_sizes)
+            value = wire.dump_state(state, self.client.fingerprint, self.client.state_sizes)
             if value["rows"] != 1:
                 raise checks.invalid("state", "one row (a remote stream is one stream)",
                                       f"{value['rows']} rows")
@@ -595,9 +596,9 @@ class RemoteRuntime(Runtime):
         return _RemoteRow(self.client, self.client._async.open_stream(
             stop=self.criteria, max_steps=self._cap))
 
-    def advance(self, x, state, decode=None):
-        if decode is not None and not np.all(decode):
-            raise checks.invalid("decode", "True (a remote stream always runs model_b)", decode)
+    def advance(self, x, state, generate=None):
+        if generate is not None and not np.all(generate):
+            raise checks.invalid("generate", "True (a remote stream always runs model_b)", generate)
         frames = self.client._run(state.stream.step(x[0]))  # (L, output_size)
         padded = np.zeros((1, self.trained_max_steps, self.output_size), np.float32)
         padded[0, :len(frames)] = frames
@@ -619,7 +620,7 @@ class RemoteRuntime(Runtime):
         if state is not None:
             state.close()
 
-    def run(self, x, state, decode=None, thresholds=None, caps=None):
+    def run(self, x, state, generate=None, thresholds=None, caps=None):
         raise TypeError("A remote runtime keeps its rows on the server: step them "
                         "through sg.Stream (client.open_stream()).")
 

@@ -66,26 +66,7 @@ def frames_array(value, output_size, name="out"):
 # ---------------------------------------------------------------------- #
 # States.
 # ---------------------------------------------------------------------- #
-def pack_nest(state, sizes):
-    """A state nest `{"outer": [...], "inner": [...], "random": [...]}` ->
-    packed `(B, S + 4)` (`streamgen.runtimes.base.pack_nest`).
-
-    Args:
-        state: arrays `(B, size)`, as `Stream.get_state()` returns.
-        sizes: `{"outer": [int, ...], "inner": [int, ...]}`.
-
-    Raises:
-        ValueError: if the nest, a shape or a value does not fit `sizes`.
-    """
-    return base.pack_nest(state, sizes)
-
-
-def unpack_nest(packed, sizes):
-    """Packed `(B, S + 4)` -> the nest `Stream.get_state()` returns (copies)."""
-    return base.unpack_nest(packed, sizes)
-
-
-def encode_state(state, fingerprint, sizes):
+def dump_state(state, fingerprint, sizes):
     """A state -> its `STATE` object (a JSON-ready dict).
 
     Args:
@@ -102,12 +83,12 @@ def encode_state(state, fingerprint, sizes):
 
     Example:
 
-    >>> from streamgen.remote.wire import decode_state, encode_state
+    >>> from streamgen.remote.wire import load_state, dump_state
     >>> runtime, stream = sg.open_runtime(model), model.open_stream()
     >>> _ = stream.step(np.ones(3, "float32"))
-    >>> value = encode_state(stream.get_state(), runtime.fingerprint,
+    >>> value = dump_state(stream.get_state(), runtime.fingerprint,
     ...                      runtime.state_sizes)
-    >>> packed, sizes = decode_state(value, runtime.fingerprint, runtime.state_sizes)
+    >>> packed, sizes = load_state(value, runtime.fingerprint, runtime.state_sizes)
     >>> packed.shape == (1, runtime.state_size)
     True
     """
@@ -115,7 +96,7 @@ def encode_state(state, fingerprint, sizes):
              "inner": [int(s) for s in sizes["inner"]]}
     width = sum(sizes["outer"]) + sum(sizes["inner"]) + base.RANDOM_COLUMNS
     if isinstance(state, dict):
-        packed = pack_nest(state, sizes)
+        packed = base.pack_nest(state, sizes)
     else:
         packed = checks.check_packed_state(state, width)
     data = np.ascontiguousarray(packed, "<f4").tobytes()
@@ -123,11 +104,11 @@ def encode_state(state, fingerprint, sizes):
             "rows": int(packed.shape[0]), "data": base64.b64encode(data).decode("ascii")}
 
 
-def decode_state(value, fingerprint=None, sizes=None, rows=None, name="state"):
+def load_state(value, fingerprint=None, sizes=None, rows=None, name="state"):
     """A `STATE` object -> the packed float32 array `(rows, S)`, checked.
 
     Args:
-        value: what `encode_state` made (parsed JSON).
+        value: what `dump_state` made (parsed JSON).
         fingerprint: the fingerprint the state must carry; `None` accepts
             any (then `sizes` comes from the value).
         sizes: the `state_sizes` it must have; `None` accepts the value's.

@@ -210,14 +210,14 @@ class Runtime:
     # ------------------------------------------------------------------ #
     # The step.
     # ------------------------------------------------------------------ #
-    def step(self, x, state, decode=None, thresholds=None, caps=None, params=None):
+    def step(self, x, state, generate=None, thresholds=None, caps=None, params=None):
         """One outer step of `B` independent rows.
 
         Args:
             x: float array `(B, input_size)`.
             state: float array `(B, state_size)`, the packed states
                 (`initial_state(B)` for fresh rows).
-            decode: `None` (every row), or bool array `(B,)`: where False,
+            generate: `None` (every row), or bool array `(B,)`: where False,
                 model_b is skipped (the row's `Out[i]` is empty, model_a
                 still advances).
             thresholds: `None` (this runtime's), or float array
@@ -242,22 +242,22 @@ class Runtime:
         x = checks.check_inputs(self, x, "x", ndim=2)
         rows = x.shape[0]
         state = self.check_packed(state, rows=rows)
-        decode = checks.check_decode(decode, rows)
+        generate = checks.check_generate(generate, rows)
         thresholds = checks.check_thresholds(thresholds, rows, len(self.thresholds))
         caps = checks.check_caps(caps, rows, self.trained_max_steps)
         params = check_params(params, rows, self.frame_loss)
         if rows == 0:
             return (np.zeros((0, self.trained_max_steps, self.output_size), np.float32),
                     np.zeros((0,), np.int32), np.zeros((0, self.state_size), np.float32))
-        return self.run(x, state, decode, thresholds, caps, params)
+        return self.run(x, state, generate, thresholds, caps, params)
 
-    def run(self, x, state, decode=None, thresholds=None, caps=None, params=None):
+    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None):
         """`step` without the checks, for callers that have validated already.
 
         The server's batcher checks each request as it arrives and then
         steps many of them at once; it calls this. The arguments must be
         what `step` would accept (numpy arrays of the right shapes and
-        dtypes); `decode`, `thresholds`, `caps` and `params` may be
+        dtypes); `generate`, `thresholds`, `caps` and `params` may be
         `None` (this runtime's defaults).
 
         Returns:
@@ -265,7 +265,7 @@ class Runtime:
         """
         raise NotImplementedError
 
-    def advance(self, x, state, decode=None):
+    def advance(self, x, state, generate=None):
         """`run` with this runtime's options, for a holder of `state`.
 
         Unchecked like `run`. The state returned may be of the runtime's
@@ -273,7 +273,7 @@ class Runtime:
         more than a small model's step); `advance`, `unpack` and
         `np.asarray` accept it. `sg.Stream` steps with this.
         """
-        return self.run(x, state, decode)
+        return self.run(x, state, generate)
 
     def run_sequences(self, x, steps, lengths=None, seeds=None):
         """Decodes a padded batch of whole sequences from fresh state.
@@ -376,6 +376,29 @@ def row_seeds(seeds, n):
         return np.asarray(values, np.int64)
     seed = randomness.check_seed("seed", seeds)
     return randomness.derive_seeds(seed, n)
+
+
+def in_chunks(run, size, x, state, *per_row):
+    """`run(x, state, *per_row)` on at most `size` rows at a time.
+
+    Args:
+        run: a runtime's `run` (or its like): `(x, state, *per_row)` ->
+            a tuple of arrays with the rows first.
+        size: positive int, the most rows of one call.
+        x, state: arrays `(B, ...)`.
+        *per_row: arrays `(B, ...)` or `None` (this runtime's default),
+            cut like `x`.
+
+    Returns:
+        `run`'s outputs, each concatenated over the chunks.
+    """
+    rows = x.shape[0]
+    if rows <= size:
+        return run(x, state, *per_row)
+    parts = [run(x[a:a + size], state[a:a + size],
+                 *(None if v is None else v[a:a + size] for v in per_row))
+             for a in range(0, rows, size)]
+    return tuple(np.concatenate(p) for p in zip(*parts))
 
 
 def state_uniforms(state, max_steps, draws):

@@ -1,6 +1,6 @@
 """LiteRT export: the one-outer-step function as a `.tflite` file.
 
-The exported function is the outer step (`decode.outer_step`: model_a's
+The exported function is the outer step (`runtimes.tf.outer_step`: model_a's
 cell, then model_b's inner steps with the stop checks) with everything
 explicit:
 
@@ -8,7 +8,7 @@ explicit:
 | --- | --- | --- |
 | `x` | `(B, input_size)` float32 | |
 | `state` | `(B, S + 4)` float32 | model_a's then model_b's state tensors, side by side, then the row's seed and position (`randomness.encode`) |
-| `decode` | `(B,)` bool | False: skip model_b for that row |
+| `generate` | `(B,)` bool | False: skip model_b for that row |
 | `thresholds` | `(B, 4 + C)` float32 | each row's stop thresholds: the four built-in kinds (`StopSample` included), then the `C` criteria of user-written classes (`streamgen.criteria`) |
 | `caps` | `(B,)` int32 | each row's cap in `[0, max_steps]` |
 | `params` | `(B, 4)` float32 | each row's sampler (`samplers.row_params`) |
@@ -46,7 +46,7 @@ gathers, which the XNNPACK delegate does not take, between the cell's ops),
 while an unrolled step costs ~1.7 us (the chain of all of them is one
 XNNPACK partition). The price: every inner step runs even when every row has
 stopped, so the cost grows with `max_steps`, not with the lengths decoded.
-Above `UNROLL_MAX_STEPS` the file therefore holds `decode.outer_step`'s
+Above `UNROLL_MAX_STEPS` the file therefore holds `runtimes.tf.outer_step`'s
 `tf.while_loop`, which exits as soon as every row has stopped. Both give
 `sg.Stream`'s outputs.
 """
@@ -107,7 +107,7 @@ def export_litert(model, path, stop=None):
     criteria = stopping.resolve_stop(model.stop, stop)
     custom = tuple(c for c in criteria  # the user's own classes, baked in
                    if not criteria_lib.is_built_in(criterion_dict(c)))
-    specs = _input_specs(model, criteria_lib.COUNT + len(custom))
+    specs = tf_runtime.step_signature(model, criteria_lib.COUNT + len(custom), sampling=True)
     draws = samplers.draws_per_step(model.frame_loss, model.output_size)
     unrolled = model.max_steps <= UNROLL_MAX_STEPS
     function = tf.function(_flat_step(model, custom, unrolled), input_signature=specs)
@@ -153,30 +153,16 @@ def export_litert(model, path, stop=None):
     return metadata
 
 
-def _input_specs(model, num_criteria):
-    width = sum(model.outer_state_sizes) + sum(model.inner_state_sizes) + RANDOM_COLUMNS
-    draws = samplers.draws_per_step(model.frame_loss, model.output_size)
-    return [
-        tf.TensorSpec([None, model.input_size], tf.float32, name="x"),
-        tf.TensorSpec([None, width], tf.float32, name="state"),
-        tf.TensorSpec([None], tf.bool, name="decode"),
-        tf.TensorSpec([None, num_criteria], tf.float32, name="thresholds"),
-        tf.TensorSpec([None], tf.int32, name="caps"),
-        tf.TensorSpec([None, samplers.PARAMS], tf.float32, name="params"),
-        tf.TensorSpec([None, model.max_steps * draws], tf.float32, name="uniforms"),
-    ]
-
-
 def _flat_step(model, criteria, unrolled):
     """The outer step on a packed state, with a flat tuple of outputs,
     with the built-in stop kinds and `criteria` (the user's own classes).
 
-    `unrolled`: `_unrolled_outer_step` if True, else `decode.outer_step`
+    `unrolled`: `_unrolled_outer_step` if True, else `runtimes.tf.outer_step`
     (a `tf.while_loop`).
     """
     weights = [(v, v.numpy()) for v in model.variables]  # read now, eagerly
 
-    def step(x, state, decode, thresholds, caps, params, uniforms):
+    def step(x, state, generate, thresholds, caps, params, uniforms):
         # Every weight is read as a constant inside this scope, so the file
         # holds plain constants (no resource variables to initialize).
         mapping = [(v, tf.constant(value)) for v, value in weights]
@@ -184,21 +170,21 @@ def _flat_step(model, criteria, unrolled):
             if unrolled:
                 outer_state, inner_state, random = tf_runtime.split_state(model, state)
                 frames, lengths, outer_state, inner_state = _unrolled_outer_step(
-                    model, criteria, x, outer_state, inner_state, decode, thresholds, caps,
+                    model, criteria, x, outer_state, inner_state, generate, thresholds, caps,
                     params, uniforms)
                 return frames, lengths, tf.concat(
                     list(outer_state) + list(inner_state) + [tf_runtime.next_position(random)], 1)
-            return tf_runtime.sampling_step(model, criteria, x, state, decode, thresholds, caps,
+            return tf_runtime.sampling_step(model, criteria, x, state, generate, thresholds, caps,
                                             params, uniforms)
 
     return step
 
 
-def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
+def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, generate,
                          thresholds, cap, params, uniforms):
-    """`decode.outer_step` with the inner steps unrolled and unmasked.
+    """`runtimes.tf.outer_step` with the inner steps unrolled and unmasked.
 
-    Same arguments as `decode.packed_step`'s `outer_step` (without
+    Same arguments as `runtimes.tf.packed_step`'s `outer_step` (without
     `stop_at`; the built-in kinds always in, `criteria` the user's own
     classes), same results: `(frames, lengths, outer_state, inner_state)`. Every row runs all `max_steps` inner steps,
     whether it has stopped or not; nothing a stopped row computes reaches
@@ -206,12 +192,12 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
     cannot leak). Per row, with `first` the first inner step where a
     criterion fires (`max_steps` if none):
 
-    - `lengths = min(first, cap)`, 0 where `decode` is False;
+    - `lengths = min(first, cap)`, 0 where `generate` is False;
     - the frames of steps `j < lengths` are emitted, the rest are zeros;
     - the carried inner state is the one after the last step that ran (the
       STOP step included): after step `min(first, cap - 1)`, which is
       index `min(first + 1, cap)` in `[start, after step 0, ...]`; the start
-      state where nothing ran (`decode` False, or `cap` 0).
+      state where nothing ran (`generate` False, or `cap` 0).
 
     That is what the masked `tf.while_loop` of `outer_step` computes; here
     the inner steps form one chain of ops without selects or comparisons,
@@ -256,8 +242,8 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
     # [0, 6] into a RELU6 that LiteRT lacks.)
     cap = tf.minimum(cap, M)
     steps = tf.range(M)  # (M,)
-    decode = tf.cast(decode, tf.bool)
-    ran = decode & (cap > 0)  # rows that ran at least one inner step
+    generate = tf.cast(generate, tf.bool)
+    ran = generate & (cap > 0)  # rows that ran at least one inner step
     # the first step where a criterion fires, M if none: (B,)
     stops = functools.reduce(tf.logical_or, fired)
     first = tf.reduce_min(tf.where(stops, steps, M), axis=1)
@@ -265,9 +251,9 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, decode,
     last = tf.where(ran, tf.minimum(first + 1, cap), 0)  # index into history
     end_state = [tf.gather(tf.stack(past, axis=1), last, batch_dims=1) for past in history]
     if model.decoder_state == "reset":
-        # Rows that were not decoded keep their previous inner state.
-        decoded = tf.expand_dims(decode, 1)  # (B, 1)
-        end_state = [tf.where(decoded, new, old) for new, old in zip(end_state, inner_state)]
+        # Rows that generate nothing keep their previous inner state.
+        generating = tf.expand_dims(generate, 1)  # (B, 1)
+        end_state = [tf.where(generating, new, old) for new, old in zip(end_state, inner_state)]
     emitted = tf.reshape(steps, [1, M, 1]) < tf.reshape(lengths, [-1, 1, 1])  # (B, M, 1)
     frames = tf.where(emitted, frames, 0.0)  # (B, M, O)
     return frames, lengths, outer_state, end_state
@@ -297,9 +283,9 @@ def _check_export(model, concrete, content, names):
     """Runs the converted file against the TensorFlow step it came from.
 
     Two probes on random inputs and states, each exactly determined
-    without any stop decision: `decode` all False (model_a's update,
+    without any stop decision: `generate` all False (model_a's update,
     model_b's state passed through, empty frames), which also checks that
-    each signature output is the one `names` says; and `decode` all True
+    each signature output is the one `names` says; and `generate` all True
     with `cap` 1, whose state output (model_a's update, then one inner
     step, run whether or not it is the STOP step) checks the inner cell.
 
@@ -320,9 +306,9 @@ def _check_export(model, concrete, content, names):
     feeds["uniforms"] = rng.uniform(0.01, 0.99, size=feeds["uniforms"].shape).astype(np.float32)
     feeds["state"][:, -RANDOM_COLUMNS:] = rng.integers(0, 65535, (batch, RANDOM_COLUMNS))
     probes = [
-        ({"decode": np.zeros(batch, bool), "caps": np.full(batch, model.max_steps, np.int32)},
+        ({"generate": np.zeros(batch, bool), "caps": np.full(batch, model.max_steps, np.int32)},
          ("frames", "lengths", "state")),
-        ({"decode": np.ones(batch, bool), "caps": np.ones(batch, np.int32)}, ("state",)),
+        ({"generate": np.ones(batch, bool), "caps": np.ones(batch, np.int32)}, ("state",)),
     ]
     # LiteRT logs "Created TensorFlow Lite XNNPACK delegate for CPU." on
     # stderr, once per process, when it first plans an interpreter.

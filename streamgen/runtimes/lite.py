@@ -32,7 +32,7 @@ from streamgen import quiet
 from streamgen import criteria as criteria_lib
 from streamgen import samplers
 from streamgen.errors import NotAnExportError
-from streamgen.runtimes.base import Runtime, state_uniforms
+from streamgen.runtimes.base import Runtime, in_chunks, state_uniforms
 
 METADATA_NAME = "streamgen"  # entry of the .tflite metadata table
 SIGNATURE = "serving_default"  # the converter's name for the one signature
@@ -42,7 +42,7 @@ FORMAT = "streamgen-litert"
 # `(B, 4 + custom)`, `streamgen.criteria`); 3 had three built-in kinds and no
 # randomness; 2 one column per exported criterion.
 FORMAT_VERSION = 4
-INPUT_NAMES = ("x", "state", "decode", "thresholds", "caps", "params", "uniforms")
+INPUT_NAMES = ("x", "state", "generate", "thresholds", "caps", "params", "uniforms")
 OUTPUT_NAMES = ("frames", "lengths", "state")
 # Placeholder of the digest while it is computed (see `digest_of`).
 DIGEST_PLACEHOLDER = "0" * 64
@@ -137,34 +137,30 @@ class LiteRuntime(Runtime):
                            self.sampler if sampler is None else sampler)
         return other
 
-    def run(self, x, state, decode=None, thresholds=None, caps=None, params=None):
+    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None):
         rows = x.shape[0]
-        if rows > MAX_BUCKET:  # in chunks
-            parts = [self.run(x[a:a + MAX_BUCKET], state[a:a + MAX_BUCKET],
-                               *(None if v is None else v[a:a + MAX_BUCKET]
-                                 for v in (decode, thresholds, caps, params)))
-                     for a in range(0, rows, MAX_BUCKET)]
-            return tuple(np.concatenate(p) for p in zip(*parts))
+        if rows > MAX_BUCKET:
+            return in_chunks(self.run, MAX_BUCKET, x, state, generate, thresholds, caps, params)
         samples = (self._samples if thresholds is None and params is None
                    else self.samples(thresholds, params))
         uniforms = self._uniforms(state) if samples else None
         with self._lock:
-            return self._bucket(rows).run(x, state, decode, thresholds, caps, params, uniforms)
+            return self._bucket(rows).run(x, state, generate, thresholds, caps, params, uniforms)
 
     def _uniforms(self, state):
         """The rows' draws at their seeds and positions (as `TFRuntime`)."""
         return state_uniforms(state, self.trained_max_steps, self.draws_per_step)
 
-    def advance(self, x, state, decode=None):
+    def advance(self, x, state, generate=None):
         # `LiteStream`'s hot path (~25 us a step at batch 1): straight to the
         # bucket, without the chunking test of `run`.
         rows = x.shape[0]
         if rows > MAX_BUCKET:
-            return self.run(x, state, decode)
+            return self.run(x, state, generate)
         bucket = self._buckets.get(rows) or self._bucket(rows)
         uniforms = self._uniforms(state) if self._samples else None
         with self._lock:
-            return bucket.run(x, state, decode, None, None, None, uniforms)
+            return bucket.run(x, state, generate, None, None, None, uniforms)
 
     def _bucket(self, rows):
         size = 1 << (rows - 1).bit_length()  # the next power of two
@@ -178,7 +174,7 @@ class _Bucket:
     """One interpreter planned for `size` rows, and the inputs it holds.
 
     Inputs keep their values between invocations, so the defaults
-    (thresholds, caps, `decode` all True) are set only when they change.
+    (thresholds, caps, `generate` all True) are set only when they change.
     """
 
     def __init__(self, runtime, size):
@@ -215,16 +211,16 @@ class _Bucket:
         self._x, self._state_in = self.inputs["x"], self.inputs["state"]
         self._frames, self._lengths = self.outputs["frames"], self.outputs["lengths"]
         self._state_out = self.outputs["state"]
-        self.defaults = False  # whether decode, thresholds, caps and params hold the defaults
+        self.defaults = False  # whether generate, thresholds, caps and params hold the defaults
         self.drawn = True  # whether `uniforms` holds draws (not the constant 0.5)
         self.run(np.zeros((size, runtime.input_size), np.float32),
                  np.zeros((size, runtime.state_size), np.float32), None, None, None, None, None)
 
-    def run(self, x, state, decode, thresholds, caps, params, uniforms):
+    def run(self, x, state, generate, thresholds, caps, params, uniforms):
         rows, size = x.shape[0], self.size
-        if rows < size:  # pad up to the bucket; padded rows decode nothing
+        if rows < size:  # pad up to the bucket; padded rows generate nothing
             x, state = _padded(x, size), _padded(state, size)
-            decode = np.arange(size) < rows if decode is None else _padded(decode, size)
+            generate = np.arange(size) < rows if generate is None else _padded(generate, size)
             thresholds = None if thresholds is None else _padded(thresholds, size)
             caps = None if caps is None else _padded(caps, size)
             params = None if params is None else _padded_params(params, size)
@@ -232,9 +228,9 @@ class _Bucket:
         interpreter = self.interpreter
         interpreter.set_tensor(self._x, x)  # copies, from any memory layout
         interpreter.set_tensor(self._state_in, state)
-        if not (self.defaults and decode is None and thresholds is None and caps is None
+        if not (self.defaults and generate is None and thresholds is None and caps is None
                 and params is None):
-            self._set_options(decode, thresholds, caps, params)
+            self._set_options(generate, thresholds, caps, params)
         if uniforms is not None:
             interpreter.set_tensor(self.inputs["uniforms"], uniforms)
             self.drawn = True
@@ -257,14 +253,14 @@ class _Bucket:
             frames, lengths, state = frames[:rows], lengths[:rows], state[:rows]
         return frames, lengths, state
 
-    def _set_options(self, decode, thresholds, caps, params):
+    def _set_options(self, generate, thresholds, caps, params):
         """Sets the per-row inputs; `None` means the runtime's defaults.
 
         Inputs keep their values between invocations: `self.defaults` says
         whether all four hold the defaults, so the common call sets none.
         """
         runtime, size, set_tensor = self.runtime, self.size, self.interpreter.set_tensor
-        set_tensor(self.inputs["decode"], np.ones(size, bool) if decode is None else decode)
+        set_tensor(self.inputs["generate"], np.ones(size, bool) if generate is None else generate)
         set_tensor(self.inputs["thresholds"], np.broadcast_to(
             runtime.thresholds, (size, len(runtime.thresholds))) if thresholds is None
             else thresholds)
@@ -272,7 +268,7 @@ class _Bucket:
                    if caps is None else caps)
         set_tensor(self.inputs["params"], np.broadcast_to(
             runtime.params, (size, samplers.PARAMS)) if params is None else params)
-        self.defaults = (decode is None and thresholds is None and caps is None
+        self.defaults = (generate is None and thresholds is None and caps is None
                          and params is None)
 
 
@@ -283,7 +279,7 @@ def _padded(array, size, fill=0):
 
 
 def _padded_params(params, size):
-    """Sampler rows padded with greedy ones (valid: padded rows decode nothing)."""
+    """Sampler rows padded with greedy ones (valid: padded rows generate nothing)."""
     padded = np.tile(np.asarray([samplers.Greedy().params()], np.float32), (size, 1))
     padded[:len(params)] = params
     return padded
@@ -433,7 +429,7 @@ def _check_tensors(runtime, inputs, outputs, meta):
     expected = [
         (inputs, "inputs", "x", [-1, I], np.float32),
         (inputs, "inputs", "state", [-1, S], np.float32),
-        (inputs, "inputs", "decode", [-1], np.bool_),
+        (inputs, "inputs", "generate", [-1], np.bool_),
         (inputs, "inputs", "thresholds", [-1, K], np.float32),
         (inputs, "inputs", "caps", [-1], np.int32),
         (inputs, "inputs", "params", [-1, samplers.PARAMS], np.float32),

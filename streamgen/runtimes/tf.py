@@ -90,7 +90,7 @@ def next_position(cols):
     return cols - wrap * tf.constant([0.0, 0.0, 65536.0, 0.0])
 
 
-def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
+def outer_step(model, criteria, x, outer_state, inner_state, generate, stop_at,
                thresholds, cap, built_in=False, sampling=None):
     """One outer step: `x[i] -> Out[i]`, with explicit state in and out.
 
@@ -101,7 +101,7 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
         outer_state: list of float tensors `(B, size)`, model_a's state.
         inner_state: list of float tensors `(B, size)`, model_b's state
             (used in `"carry"` mode).
-        decode: bool tensor `(B,)`; rows where it is False skip model_b
+        generate: bool tensor `(B,)`; rows where it is False skip model_b
             (`len(Out[i]) == 0`, inner state unchanged).
         stop_at: int32 tensor `(B,)`; forces the STOP token at inner step
             `stop_at` (the step runs but is not emitted). `max_steps` or more
@@ -190,7 +190,7 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
 
     loop_vars = (
         tf.constant(0),
-        tf.cast(decode, tf.bool),  # rows not decoded end at once
+        tf.cast(generate, tf.bool),  # rows that generate nothing end at once
         tf.zeros([batch, model.output_size]),  # previous frame, zeros at j = 0
         start_state,
         tf.zeros([batch, M, model.output_size]),
@@ -198,13 +198,13 @@ def outer_step(model, criteria, x, outer_state, inner_state, decode, stop_at,
     )
     _, _, _, end_state, frames, lengths = tf.while_loop(cond, body, loop_vars)
     if model.decoder_state == "reset":
-        # Rows that were not decoded keep their previous inner state too.
-        decoded = tf.expand_dims(tf.cast(decode, tf.bool), 1)  # (B, 1)
-        end_state = [tf.where(decoded, new, old) for new, old in zip(end_state, inner_state)]
+        # Rows that generate nothing keep their previous inner state too.
+        generating = tf.expand_dims(tf.cast(generate, tf.bool), 1)  # (B, 1)
+        end_state = [tf.where(generating, new, old) for new, old in zip(end_state, inner_state)]
     return frames, lengths, outer_state, end_state
 
 
-def decode_sequences(model, criteria, x, stop_at, thresholds, cap):
+def outer_loop(model, criteria, x, stop_at, thresholds, cap):
     """Runs `outer_step` over `T` steps inside the graph, from zero state.
 
     Args:
@@ -220,7 +220,7 @@ def decode_sequences(model, criteria, x, stop_at, thresholds, cap):
     state = model.get_initial_state(1)
     outer_state = [tf.zeros([batch, s.shape[1]]) for s in state["outer"]]
     inner_state = [tf.zeros([batch, s.shape[1]]) for s in state["inner"]]
-    decode = tf.ones([batch], tf.bool)
+    generate = tf.ones([batch], tf.bool)
     thresholds = tf.broadcast_to(thresholds, [batch, len(criteria)])  # (B, K)
     cap = tf.fill([batch], cap)  # (B,)
     x_time_major = tf.transpose(x, [1, 0, 2])  # (T, B, I)
@@ -229,7 +229,7 @@ def decode_sequences(model, criteria, x, stop_at, thresholds, cap):
     def body(t, outer_state, inner_state, frames_ta, lengths_ta):
         frames, lengths, outer_state, inner_state = outer_step(
             model, criteria, x_time_major[t], outer_state, inner_state,
-            decode, stop_at_time_major[t], thresholds, cap,
+            generate, stop_at_time_major[t], thresholds, cap,
         )
         return (t + 1, outer_state, inner_state,
                 frames_ta.write(t, frames), lengths_ta.write(t, lengths))
@@ -288,8 +288,8 @@ class CompiledFunctions:
 
             self._functions[key] = tf.function(
                 function,
-                input_signature=self._step_signature(criteria_lib.COUNT + len(criteria),
-                                                     sampling),
+                input_signature=step_signature(self._model, criteria_lib.COUNT + len(criteria),
+                                               sampling),
                 jit_compile=bool(jit_compile),
                 reduce_retracing=True,
             )
@@ -309,12 +309,12 @@ class CompiledFunctions:
         return self._concrete[key]
 
     def sequences(self, criteria):
-        """The compiled `decode_sequences` for these criteria kinds."""
+        """The compiled `outer_loop` for these criteria kinds."""
         key = ("sequences", stopping.criteria_kind(criteria))
         if key not in self._functions:
             model = self._model
             self._functions[key] = tf.function(
-                functools.partial(decode_sequences, model, criteria),
+                functools.partial(outer_loop, model, criteria),
                 input_signature=(
                     tf.TensorSpec([None, None, model.input_size], tf.float32),
                     tf.TensorSpec([None, None], tf.int32),
@@ -324,25 +324,40 @@ class CompiledFunctions:
             )
         return self._functions[key]
 
-    def _step_signature(self, num_criteria, sampling=False):
-        model = self._model
-        width = sum(model.outer_state_sizes) + sum(model.inner_state_sizes) + RANDOM_COLUMNS
-        signature = (
-            tf.TensorSpec([None, model.input_size], tf.float32),
-            tf.TensorSpec([None, width], tf.float32),
-            tf.TensorSpec([None], tf.bool),
-            tf.TensorSpec([None, num_criteria], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-        )
-        if sampling:
-            draws = samplers.draws_per_step(model.frame_loss, model.output_size)
-            signature += (tf.TensorSpec([None, samplers.PARAMS], tf.float32),
-                          tf.TensorSpec([None, model.max_steps * draws], tf.float32))
-        return signature
-
     def tracing_count(self):
         """Total number of traces over all compiled functions (for tests)."""
         return sum(f.experimental_get_tracing_count() for f in self._functions.values())
+
+
+# The step's inputs, in order (a `.tflite` export's input names too:
+# `streamgen.runtimes.lite.INPUT_NAMES`).
+STEP_INPUTS = ("x", "state", "generate", "thresholds", "caps", "params", "uniforms")
+
+
+def step_signature(model, num_criteria, sampling=False):
+    """The input signature of the compiled step (and of a `.tflite` export).
+
+    Args:
+        model: a `sg.StreamGen`.
+        num_criteria: the thresholds' columns (`criteria.COUNT` + the
+            user's own criteria).
+        sampling: with the sampler parameters and the uniforms.
+
+    Returns:
+        A tuple of named `tf.TensorSpec`s, batch dimension `None`:
+        `x (B, input_size)`, `state (B, S + 4)`, `generate (B,)` bool,
+        `thresholds (B, num_criteria)`, `caps (B,)` int32, and with
+        `sampling` `params (B, 4)` and `uniforms (B, max_steps *
+        draws_per_step)`.
+    """
+    width = sum(model.outer_state_sizes) + sum(model.inner_state_sizes) + RANDOM_COLUMNS
+    draws = samplers.draws_per_step(model.frame_loss, model.output_size)
+    shapes = ([model.input_size], [width], [], [num_criteria], [],
+              [samplers.PARAMS], [model.max_steps * draws])
+    dtypes = (tf.float32, tf.float32, tf.bool, tf.float32, tf.int32, tf.float32, tf.float32)
+    specs = tuple(tf.TensorSpec([None] + shape, dtype, name=name)
+                  for shape, dtype, name in zip(shapes, dtypes, STEP_INPUTS))
+    return specs if sampling else specs[:5]
 
 
 def decode(model, x, stop=None, lengths=None, max_steps=None, sampler=None, seed=None):
@@ -416,7 +431,7 @@ def split_state(model, packed):
     return parts[:count], parts[count:-1], parts[-1]
 
 
-def packed_step(model, criteria, x, state, decode, thresholds, cap, sampling=None):
+def packed_step(model, criteria, x, state, generate, thresholds, cap, sampling=None):
     """`outer_step` on a packed state `(B, S + 4)` with the built-in stop
     kinds (`thresholds` `(B, 4 + len(criteria))`; `criteria`: the user's
     own classes), without forced lengths (streaming never forces them, and
@@ -425,17 +440,17 @@ def packed_step(model, criteria, x, state, decode, thresholds, cap, sampling=Non
     row greedy and no `StopSample` (`sampling_step` for the others)."""
     outer_state, inner_state, random = split_state(model, state)
     frames, lengths, outer_state, inner_state = outer_step(
-        model, criteria, x, outer_state, inner_state, decode, None, thresholds, cap,
+        model, criteria, x, outer_state, inner_state, generate, None, thresholds, cap,
         built_in=True, sampling=sampling)
     state = tf.concat(list(outer_state) + list(inner_state) + [next_position(random)], axis=1)
     return frames, lengths, state
 
 
-def sampling_step(model, criteria, x, state, decode, thresholds, cap, params, uniforms):
+def sampling_step(model, criteria, x, state, generate, thresholds, cap, params, uniforms):
     """`packed_step` with the sampler parameters `(B, 4)` and the uniforms
     `(B, max_steps * draws_per_step)` of each row (its draws at its
     position): any mix of samplers and `StopSample` in one trace."""
-    return packed_step(model, criteria, x, state, decode, thresholds, cap,
+    return packed_step(model, criteria, x, state, generate, thresholds, cap,
                        sampling=(params, uniforms))
 
 
@@ -519,16 +534,16 @@ class TFRuntime(Runtime):
             self._fingerprint = self.model.fingerprint()
         return self._fingerprint
 
-    def run(self, x, state, decode=None, thresholds=None, caps=None, params=None):
-        frames, lengths, state = self._call(x, state, decode, thresholds, caps, params)
+    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None):
+        frames, lengths, state = self._call(x, state, generate, thresholds, caps, params)
         return frames, lengths, state.numpy()
 
-    def advance(self, x, state, decode=None):
+    def advance(self, x, state, generate=None):
         # `Stream`'s hot path: the state stays a tensor between steps (a
         # numpy round trip costs more than a small model's step).
-        return self._call(x, state, decode, None, None, None)
+        return self._call(x, state, generate, None, None, None)
 
-    def _call(self, x, state, decode, thresholds, caps, params):
+    def _call(self, x, state, generate, thresholds, caps, params):
         """One call of a concrete function; `None` inputs are the defaults,
         tensors made once per batch size. Returns numpy frames and lengths
         and the state as a tensor."""
@@ -539,7 +554,7 @@ class TFRuntime(Runtime):
         inputs = (
             tf.constant(x),
             tf.constant(state) if isinstance(state, np.ndarray) else state,
-            defaults[0] if decode is None else tf.constant(decode),
+            defaults[0] if generate is None else tf.constant(generate),
             defaults[1] if thresholds is None else tf.constant(thresholds),
             defaults[2] if caps is None else tf.constant(caps),
         )
@@ -571,7 +586,7 @@ def _fixed_sequences(runtime, x, steps, seeds=None):
     """Steps an XLA-compiled runtime over time with one batch shape.
 
     XLA compiles once per shape, so the rows are padded up to a power of
-    two and rows that have ended stay in the batch with `decode=False`
+    two and rows that have ended stay in the batch with `generate=False`
     (model_b skipped; their outputs are dropped).
     """
     batch, time_steps = x.shape[:2]
@@ -587,7 +602,7 @@ def _fixed_sequences(runtime, x, steps, seeds=None):
     state = runtime.initial_state(rows, seeds=np.concatenate(
         [seeds, np.zeros(rows - batch, np.int64)]))
     for t in range(int(steps.max()) if batch else 0):
-        f, n, state = runtime.run(padded[:, t], state, decode=live > t)
+        f, n, state = runtime.run(padded[:, t], state, generate=live > t)
         frames[:, t] = f[:batch]
         lengths[:, t] = n[:batch]
     return frames, lengths

@@ -12,7 +12,7 @@ Routes (see `docs/serving.md`):
 - `GET /healthz`: `{"status": "ok", ...}` (no token needed).
 - `GET /v1/model`: what `streamgen info --json` prints, plus the facts a
   client needs (`fingerprint`, `state_sizes`, `trained_max_steps`).
-- `POST /v1/decode`: an NDJSON body of CLI input lines -> the lines
+- `POST /v1/lines`: an NDJSON body of CLI input lines -> the lines
   `streamgen stream` prints, streamed as produced.
 
 `build_app(...)` returns the bound application for `serve.run`.
@@ -46,7 +46,7 @@ logger = logging.getLogger("ray.serve")
 APP_NAME = "streamgen"
 CONTROL_NAMESPACE = "streamgen"
 MAX_MESSAGE_BYTES = 1 << 20  # a larger WebSocket message: close 1009
-MAX_DECODE_BYTES = limits.MAX_DECODE_BYTES  # the body of POST /v1/decode
+MAX_BODY_BYTES = limits.MAX_BODY_BYTES  # the body of POST /v1/lines
 MAX_CONNECTIONS = limits.MAX_CONNECTIONS  # per replica; beyond: 503 / close 1013
 DRAIN_POLL_S = 0.25
 
@@ -83,7 +83,7 @@ _LIMIT_DEFAULTS = dict(
     connection_timeout=limits.CONNECTION_TIMEOUT_S,
     max_requests_per_message=protocol.MAX_REQUESTS_PER_MESSAGE,
     max_reply_bytes=limits.MAX_REPLY_BYTES,
-    max_decode_bytes=limits.MAX_DECODE_BYTES,
+    max_body_bytes=limits.MAX_BODY_BYTES,
     body_timeout=limits.BODY_TIMEOUT_S,
 )
 
@@ -104,8 +104,8 @@ def _error(status, message):
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _read_decode_body(body, input_size):
-    """`POST /v1/decode`'s body -> `(events, error)` (run in a worker thread)."""
+def _read_lines_body(body, input_size):
+    """`POST /v1/lines`'s body -> `(events, error)` (run in a worker thread)."""
     from streamgen.data.lines import BadLine, format_error, read_events
 
     events = []
@@ -163,7 +163,7 @@ class Server:
         self.ticks = TickLoop(self.batcher, self.options["batch_wait_ms"], self.executor)
         self.model_info = self._model_info(self.options.get("model_info"), model_name)
         self.connections = set()  # asyncio.Event per open WebSocket: set to drain it
-        self.requests = 0  # POST /v1/decode in progress (they count as connections)
+        self.requests = 0  # POST /v1/lines in progress (they count as connections)
         context = serve.get_replica_context()
         self.metrics_hub = metrics_lib.hub_name(context.app_name)
         self.metrics = metrics_lib.ReplicaMetrics(
@@ -288,15 +288,15 @@ class Server:
             return _unauthorized()
         return None
 
-    @api.post("/v1/decode")
-    async def decode(self, request: Request):
+    @api.post("/v1/lines")
+    async def lines(self, request: Request):
         from streamgen.data.lines import Reset, Vector
         from streamgen.data.text import frames_json
 
         refused = self._refused(request)
         if refused is not None:
             return refused
-        wrong_type = limits.decode_content_type_error(request.headers.get("content-type"))
+        wrong_type = limits.body_content_type_error(request.headers.get("content-type"))
         if wrong_type:
             self.metrics.error("bad_request")
             return _error(415, wrong_type)
@@ -309,12 +309,12 @@ class Server:
             # Bounded in size and time, read without quadratic copies, parsed
             # in a worker thread: the event loop keeps stepping other streams.
             try:
-                body = await limits.read_body(request.stream(), self.options["max_decode_bytes"],
+                body = await limits.read_body(request.stream(), self.options["max_body_bytes"],
                                               self.options["body_timeout"])
             except limits.BodyError as error:
                 self.metrics.error("oversize" if error.status == 413 else "bad_request")
                 return _error(error.status, str(error))
-            events, bad = await asyncio.to_thread(_read_decode_body, body,
+            events, bad = await asyncio.to_thread(_read_lines_body, body,
                                                   self.runtime.input_size)
             del body
             if bad:
@@ -515,7 +515,7 @@ def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
             (unanswered messages of a connection; beyond, close 1013),
             `connection_timeout` (seconds without a message; then close
             1001), `max_requests_per_message`, `max_reply_bytes`,
-            `max_decode_bytes` (413 beyond), `body_timeout` (seconds for a
+            `max_body_bytes` (413 beyond), `body_timeout` (seconds for a
             request body; 408 after).
 
     Returns:

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from streamgen import checks
+from streamgen.runtimes.base import in_chunks
 
 
 class LimitError(ValueError):
@@ -196,13 +197,7 @@ class Batcher:
 
     def step(self, rows, x, state, thresholds, caps):
         """`runtime.run` in chunks of `max_batch_size` rows (no table access)."""
-        size = self.max_batch_size
-        if len(rows) <= size:
-            return self.runtime.run(x, state, None, thresholds, caps)
-        parts = [self.runtime.run(x[a:a + size], state[a:a + size], None,
-                                   thresholds[a:a + size], caps[a:a + size])
-                 for a in range(0, len(rows), size)]
-        return tuple(np.concatenate(p) for p in zip(*parts))
+        return in_chunks(self.runtime.run, self.max_batch_size, x, state, None, thresholds, caps)
 
     def run(self, steps):
         """Steps `[(row, x), ...]` (distinct rows); returns their `Out[i]`s."""

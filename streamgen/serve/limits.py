@@ -6,7 +6,7 @@ their own. Every bound is an option of `build_app` (and of
 
 - `authorized(header, token)`: the one comparison of a bearer token, on
   every route.
-- `decode_content_type_error(value)`: what `POST /v1/decode` reads.
+- `body_content_type_error(value)`: what `POST /v1/lines` reads.
 - `read_body(chunks, max_bytes, timeout)`: a request body, bounded in
   size and in time, without quadratic copies.
 - `MessageQueue`: the bounded queue of one connection's unanswered
@@ -22,7 +22,7 @@ CONNECTION_HEADROOM = 100  # Serve's max_ongoing_requests above it: /healthz, re
 MAX_QUEUED_MESSAGES = 16  # unanswered messages per connection; beyond: close 1013
 MAX_STREAMS_PER_CONNECTION = 1000
 MAX_REPLY_BYTES = 4 << 20  # state items beyond it are error items
-MAX_DECODE_BYTES = 16 << 20  # the body of POST /v1/decode; beyond: 413
+MAX_BODY_BYTES = 16 << 20  # the body of POST /v1/lines; beyond: 413
 BODY_TIMEOUT_S = 30.0  # the whole body of a request; beyond: 408
 CONNECTION_TIMEOUT_S = 300.0  # a WebSocket without a message; beyond: close 1001
 
@@ -49,8 +49,8 @@ def authorized(header, token):
     return hmac.compare_digest(parts[1].encode("utf-8", "replace"), token.encode("utf-8"))
 
 
-def decode_content_type_error(value):
-    """`None` if `POST /v1/decode` reads a body of this `Content-Type`, else why not.
+def body_content_type_error(value):
+    """`None` if `POST /v1/lines` reads a body of this `Content-Type`, else why not.
 
     Read: none given, NDJSON / JSON lines, plain text and octet streams, in
     UTF-8 (or no charset).
@@ -65,7 +65,7 @@ def decode_content_type_error(value):
             charset = setting.strip().strip('"').lower()
     if kind.lower() in DECODE_CONTENT_TYPES and charset in (None, "utf-8", "utf8", "us-ascii"):
         return None
-    return (f"POST /v1/decode reads a body of NDJSON lines (Content-Type: "
+    return (f"POST /v1/lines reads a body of NDJSON lines (Content-Type: "
             f"application/x-ndjson or text/plain, UTF-8), got Content-Type: {value!r}")
 
 
@@ -77,7 +77,7 @@ class BodyError(Exception):
         self.status = status
 
 
-async def read_body(chunks, max_bytes=MAX_DECODE_BYTES, timeout=BODY_TIMEOUT_S):
+async def read_body(chunks, max_bytes=MAX_BODY_BYTES, timeout=BODY_TIMEOUT_S):
     """Reads an async iterator of byte chunks into one `bytes`, bounded.
 
     Args:

@@ -134,11 +134,11 @@ class Session:
         if action == "get_state":
             row = self.row(stream_id)
             self.touch(row)
-            state = wire.encode_state(self.table.states[row:row + 1],
+            state = wire.dump_state(self.table.states[row:row + 1],
                                       self.runtime.fingerprint, self.runtime.state_sizes)
             return ("state", stream_id, state)
         if action == "set_state":
-            packed, _ = wire.decode_state(request.value, self.runtime.fingerprint,
+            packed, _ = wire.load_state(request.value, self.runtime.fingerprint,
                                           self.runtime.state_sizes, rows=1)
             self.expired.pop(stream_id, None)  # restores a stream dropped for idleness
             row = self.row(stream_id)

@@ -559,7 +559,7 @@ def test_info_json(tmp_path):
         "stop": [{"class_name": "StopHead", "config": {"threshold": 0.7}},
                  {"class_name": "L2Norm", "config": {"threshold": 2.0, "mode": "below"}}],
         "frame_loss": "mse", "parameters": model.count_params(),
-        "state_sizes": {"outer": [5, 5], "inner": [5, 5]}, "state_size": 20,
+        "state_sizes": {"outer": [5, 5], "inner": [5, 5]}, "state_size": 24,
         "fingerprint": runtime.fingerprint, "runtime": "TFRuntime",
     }
     text = invoke(["info", "--model", path]).stdout
