@@ -25,6 +25,7 @@ _ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.-]+:\d+)$")
 @common.model_option
 @common.stop_options
 @common.cap_option
+@common.sampling_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Sequences decoded together in one batch.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",
@@ -43,8 +44,8 @@ _ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.-]+:\d+)$")
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="With --ray: actors that each load the model once (default: the "
                    "cluster's CPUs).")
-def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size, on_error,
-           ray_address, overwrite, workers):
+def decode(data, output, model_path, stop_kind, threshold, max_steps, sampler, seed,
+           batch_size, on_error, ray_address, overwrite, workers):
     """Decode whole sequences from JSONL files, many at a time.
 
     DATA are JSONL files or glob patterns in the training format, one
@@ -55,9 +56,15 @@ def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size
     as 'streamgen: error: FILE:LINE: ...'; --on-error decides what follows.
     A .tflite model (from 'streamgen export') runs without TensorFlow.
 
+    The sampling options and --stop sample work as in 'streamgen stream'.
+    With --seed N, record n draws from a seed made of N and its "id" (or,
+    without one, its line number): the output is the same whatever
+    --batch-size, and with --ray whatever the shards.
+
     \b
     Example:
       streamgen decode samples/valid.jsonl -o out.jsonl
+      streamgen decode samples/valid.jsonl --model mdn.keras --top-k 3 --seed 7 -o out.jsonl
       streamgen decode 'data/*.jsonl' --model m.tflite --batch-size 8192 -o -
       streamgen decode --ray data/*.jsonl -o out_dir --workers 2 --overwrite
     """
@@ -72,10 +79,10 @@ def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size
     _check_output(output, files, ray_address is not None, overwrite)
     # Locally, a TensorFlow step compiled with XLA (the fastest); opened once.
     runtime = common.open_runtime(model_path, stop_kind, threshold, max_steps,
-                                  jit_compile=ray_address is None)
+                                  jit_compile=ray_address is None, sampler=sampler)
     if ray_address is not None:
         return _decode_ray(ray_address, workers, files, output, model_path, runtime,
-                           batch_size, on_error, overwrite)
+                           batch_size, on_error, overwrite, sampler, seed)
     import streamgen as sg
 
     bar = Progress(files) if _is_terminal(sys.stderr) else None
@@ -90,7 +97,7 @@ def decode(data, output, model_path, stop_kind, threshold, max_steps, batch_size
     try:
         totals = sg.decode_jsonl(runtime, files, out, batch_size=batch_size,
                                  on_error="fail" if on_error == "fail" else _report,
-                                 progress=progress)
+                                 progress=progress, sampler=sampler, seed=seed)
         if out is not sys.stdout:
             out.commit()
     except KeyboardInterrupt:
@@ -223,7 +230,7 @@ def _count_lines(path):
 
 
 def _decode_ray(address, workers, files, output, model_path, runtime, batch_size, on_error,
-                overwrite):
+                overwrite, sampler, seed):
     """`--ray`: Ray Data over an actor pool; shards in the folder `output`."""
     if output == "-" or (os.path.exists(output) and not os.path.isdir(output)):
         raise common.bad_value("output", f"with --ray, OUT is a folder; got {output!r}.")
@@ -241,7 +248,8 @@ def _decode_ray(address, workers, files, output, model_path, runtime, batch_size
         result = raydata.decode_ray(
             path, files, output, address=None if address == "local" else address,
             workers=workers, stop=runtime.criteria, max_steps=runtime.max_steps,
-            batch_size=batch_size, on_error=on_error, report=_report, overwrite=overwrite)
+            batch_size=batch_size, on_error=on_error, report=_report, overwrite=overwrite,
+            sampler=sampler, seed=seed)
     except KeyboardInterrupt:
         common.report(f"interrupted; {output} was not written (an existing folder is left "
                       "as it was)")

@@ -437,7 +437,10 @@ def _epochs(count):
 @click.argument("data", type=click.Path(exists=True, dir_okay=False))
 @common.model_option
 @common.stop_options
-def evaluate(data, model_path, stop_kind, threshold):
+@click.option("--samples", type=click.IntRange(min=1), metavar="N",
+              help="Also decode DATA N times with sampling and print length_tv.")
+@common.sampling_options
+def evaluate(data, model_path, stop_kind, threshold, samples, sampler, seed):
     """Print the metrics of a model on DATA (JSON Lines) as one JSON object.
 
     length_accuracy: share of outer steps whose free-running length equals
@@ -449,19 +452,37 @@ def evaluate(data, model_path, stop_kind, threshold):
     therefore lower. null when DATA has no frames. Numbers have 6
     significant digits. A .tflite export is decoded on LiteRT, without
     TensorFlow, and gives the same figures to float32 round-off.
+    frame_nll (a .keras model with mdn or categorical frames): the
+    teacher-forced negative log-likelihood per true frame.
+
+    With --samples N, DATA is also decoded N times with sampling (the
+    sampler asked, random for mdn or categorical frames by default; the
+    stop criteria as given, e.g. --stop sample; seeds from --seed) and
+    length_tv is the total-variation distance between the histogram of
+    the true lengths and that of the sampled ones: 0 when they match, 1
+    when they share no length. The other figures stay greedy.
 
     \b
     Example:
       streamgen evaluate samples/valid.jsonl
       streamgen evaluate samples/valid.jsonl --model m.keras --stop head --threshold 0.7
       streamgen evaluate samples/valid.jsonl --model m.tflite
+      streamgen evaluate valid.jsonl --model mdn.keras --stop sample --samples 10 --seed 0
     """
     import streamgen as sg
+    from streamgen.offline import evaluation
 
-    runtime = common.open_runtime(model_path, stop_kind, threshold)  # .keras or .tflite
+    if samples is None and (sampler is not None or seed is not None):
+        raise click.UsageError("the sampling options (--sampler, --temperature, --top-k, "
+                               "--top-p, --seed) need --samples N.")
+    runtime = common.open_runtime(model_path, stop_kind, threshold,
+                                  sampler=sampler)  # .keras or .tflite
     inputs, targets = _load_data(data, runtime, hint=common.bundled_hint(model_path))
     try:
-        metrics = sg.evaluate(runtime, inputs, targets)
+        metrics = sg.evaluate(runtime.with_options(sampler="greedy"), inputs, targets)
+        if samples is not None:
+            metrics["length_tv"] = evaluation.sampled_length_tv(
+                common.drawing(runtime, sampler), inputs, targets, samples, seed=seed)
     except ValueError as error:
         raise common.CliError(f"{data}: {error}") from None
     click.echo(common.dumps({name: common.rounded(value) for name, value in metrics.items()}))
@@ -477,7 +498,9 @@ def info(model_path, as_json):
     """Describe a model: sizes, cells, cap, decoder mode, stop criteria, size.
 
     A .tflite export is described from its metadata, without TensorFlow:
-    it stores no ir_size, cell widths, frame loss or parameter count.
+    it stores no ir_size, cell widths or parameter count. frame_loss is
+    the frame distribution (mse, mae, categorical, or mdn with its
+    mixtures): mdn and categorical frames can be sampled (--sampler).
 
     \b
     Example:
@@ -485,7 +508,8 @@ def info(model_path, as_json):
       streamgen info --model m.keras --json
       streamgen info --model m.tflite
     """
-    facts = describe(common.open_runtime(model_path), model_path)
+    runtime = common.open_runtime(model_path)
+    facts = describe(runtime, model_path)
     if facts["runtime"] == "LiteRuntime":
         rows = [
             ("model", facts["model"]),
@@ -496,6 +520,7 @@ def info(model_path, as_json):
             ("max_steps", facts["max_steps"]),
             ("decoder_state", facts["decoder_state"]),
             ("stop", _stops_text(facts["stop"])),
+            ("frame_loss", _frames_text({"frame_loss": runtime.frame_loss, **facts})),
             ("state_size", facts["state_size"]),
             ("fingerprint", facts["fingerprint"]),
             ("bytes", f"{facts['bytes']:,}"),
@@ -515,6 +540,9 @@ def info(model_path, as_json):
             ("frame_loss", _frames_text(facts)),
             ("parameters", f"{facts['parameters']:,}"),
         ]
+    if facts.get("sampler") is not None:  # the default sampler
+        rows.insert(rows.index(("stop", _stops_text(facts["stop"]))) + 1,
+                    ("sampler", _sampler_text(facts["sampler"])))
     if as_json:
         click.echo(common.dumps(facts))
         return
@@ -533,9 +561,17 @@ def describe(runtime, path):
 
 def _frames_text(facts):
     """`mse`, or `mdn, 5 mixtures`: the frame distribution."""
-    if facts["frame_loss"] == "mdn":
+    if facts["frame_loss"] == "mdn" and facts.get("mixtures") is not None:
         return f"mdn, {facts['mixtures']} mixtures"
     return facts["frame_loss"]
+
+
+def _sampler_text(sampler):
+    """`TopK(k=3, temperature=1.0)` from a sampler's dict (or its name)."""
+    if isinstance(sampler, dict) and "class_name" in sampler:
+        return _stop_text({"class_name": sampler["class_name"],
+                           "config": sampler.get("config", {})})
+    return str(sampler)
 
 
 def _stops_text(stops):

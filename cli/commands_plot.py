@@ -14,12 +14,16 @@ _WIDTH = 0.8  # each Out[i] is drawn over x in [i, i + 0.8)
 @common.model_option
 @common.stop_options
 @common.cap_option
+@common.sampling_options
+@click.option("--samples", type=click.IntRange(min=1), metavar="N",
+              help="Overlay N sampled continuations (light) over the greedy one (bold).")
 @click.option("--sequence", type=click.IntRange(min=1), default=1, show_default=True,
               help="Which sequence of INPUT to draw (sequences end at blank lines).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               metavar="FIG.png", help="Image file; the format follows its extension.")
 @click.argument("input_file", metavar="INPUT", type=click.File("rb"))
-def plot(model_path, stop_kind, threshold, max_steps, sequence, output, input_file):
+def plot(model_path, stop_kind, threshold, max_steps, sampler, seed, samples, sequence, output,
+         input_file):
     """Run the model on one sequence of INPUT and draw its ragged output.
 
     One panel per output channel. Out[i] is drawn as its own short segment
@@ -30,10 +34,17 @@ def plot(model_path, stop_kind, threshold, max_steps, sequence, output, input_fi
     matplotlib: pip install matplotlib (or, in a streamgen checkout,
     pip install -e ".[plot]").
 
+    The sampling options draw the frames (and --stop sample the STOPs) as
+    'streamgen stream' does. --samples N draws N continuations (with the
+    sampler asked, random for mdn or categorical frames by default; the
+    first is what 'streamgen stream --seed N' prints) as thin light lines
+    over the greedy output in bold: the spread of what the model may do.
+
     \b
     Example:
       streamgen plot samples/inputs.txt -o plot.png
       streamgen plot samples/inputs.txt --sequence 2 --model m.keras -o plot.svg
+      streamgen plot samples/inputs.txt --model mdn.keras --samples 20 --seed 1 -o s.png
     """
     pyplot = _pyplot()
     extension = os.path.splitext(output)[1].lower().lstrip(".")
@@ -43,13 +54,19 @@ def plot(model_path, stop_kind, threshold, max_steps, sequence, output, input_fi
         raise common.bad_value(
             "output", f"unknown image format {extension or '(none)'!r}; use one of "
             f"{', '.join(sorted(formats))}.")
-    stream = common.open_stream(model_path, stop_kind, threshold, max_steps)
+    runtime = common.open_runtime(model_path, stop_kind, threshold, max_steps, sampler=sampler)
     source = common.source_name(input_file)
-    inputs = _sequence(input_file, source, stream.input_size, sequence,
+    inputs = _sequence(input_file, source, runtime.input_size, sequence,
                        common.bundled_hint(model_path))
-    outs = list(stream.feed(inputs))  # each (L_i, output_size)
-    figure = draw(pyplot, outs, stream.max_steps, stream.output_size,
-                  f"{os.path.basename(source)}, sequence {sequence}")
+    drawn = []
+    if samples is not None:
+        drawn = _samples(runtime, inputs, samples, sampler, seed)
+        runtime = runtime.with_options(sampler="greedy")
+    import streamgen as sg
+
+    outs = list(sg.Stream(runtime, seed=seed).feed(inputs))  # each (L_i, output_size)
+    figure = draw(pyplot, outs, runtime.max_steps, runtime.output_size,
+                  f"{os.path.basename(source)}, sequence {sequence}", samples=drawn)
     try:
         figure.savefig(output, dpi=120)
     except OSError as error:
@@ -57,7 +74,20 @@ def plot(model_path, stop_kind, threshold, max_steps, sequence, output, input_fi
     finally:
         pyplot.close(figure)
     lengths = " ".join(str(len(out)) for out in outs)
-    click.echo(f"wrote {output}: {len(outs)} outer steps, lengths {lengths}")
+    extra = f", {len(drawn)} samples" if drawn else ""
+    click.echo(f"wrote {output}: {len(outs)} outer steps, lengths {lengths}{extra}")
+
+
+def _samples(runtime, inputs, count, sampler, seed):
+    """`count` sampled decodings of `inputs`, a list of lists of `(L_i, O)`.
+
+    Sample `n` has the seed `derive_seed(seed, n)` (sample 0: `seed`), as
+    record `n` of `streamgen decode --seed`. Without `--sampler`, frames
+    that can be drawn (mdn, categorical) are drawn at random.
+    """
+    import streamgen as sg
+
+    return sg.decode_sequences(common.drawing(runtime, sampler), [inputs] * count, seed=seed)
 
 
 def _pyplot():
@@ -102,20 +132,34 @@ def _sequence(file, source, input_size, wanted, hint=""):
     return sequences[wanted - 1]
 
 
-def draw(pyplot, outs, cap, output_size, title):
-    """Draws `outs` (a list of `(L_i, output_size)` arrays); returns the figure."""
+def draw(pyplot, outs, cap, output_size, title, samples=()):
+    """Draws `outs` (a list of `(L_i, output_size)` arrays); returns the figure.
+
+    `samples`: lists like `outs`, drawn thin and light under `outs`, which
+    is then drawn bold.
+    """
     from matplotlib.lines import Line2D
 
     step = _WIDTH / cap
     figure, axes = pyplot.subplots(
         output_size, 1, sharex=True, squeeze=False,
         figsize=(min(max(6.0, 0.5 * len(outs) + 2), 16), 1.8 * output_size + 1.2))
+    bold = 2.0 if samples else 1.2
     for channel, axis in enumerate(axes[:, 0]):
+        for sample in samples:
+            for i, out in enumerate(sample):
+                length = len(out)
+                if length:
+                    axis.plot(i + step * _range(length), out[:, channel], "-",
+                              color="C1", linewidth=0.6, alpha=0.35)
+                if length < cap:
+                    y = out[-1, channel] if length else 0.0
+                    axis.plot(i + step * length, y, "x", color="C3", markersize=3, alpha=0.3)
         for i, out in enumerate(outs):
             length = len(out)
             if length:
                 axis.plot(i + step * _range(length), out[:, channel], "-o",
-                          color="C0", markersize=2.5, linewidth=1.2)
+                          color="C0", markersize=2.5, linewidth=bold)
             if length < cap:  # step `length` was the STOP token
                 y = out[-1, channel] if length else 0.0
                 axis.plot(i + step * length, y, "x", color="C3", markersize=5)
@@ -124,10 +168,14 @@ def draw(pyplot, outs, cap, output_size, title):
     axes[-1, 0].set_xlabel("outer step i")
     axes[-1, 0].set_xticks(range(len(outs)))
     axes[0, 0].set_title(title + ": Out[i] per outer step", fontsize=10, loc="left")
-    axes[0, 0].legend(
-        handles=[Line2D([], [], color="C0", marker="o", markersize=2.5, label="frames of Out[i]"),
-                 Line2D([], [], color="C3", marker="x", linestyle="", label="STOP")],
-        loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
+    handles = [Line2D([], [], color="C0", marker="o", markersize=2.5, linewidth=bold,
+                      label="greedy Out[i]" if samples else "frames of Out[i]")]
+    if samples:
+        handles.append(Line2D([], [], color="C1", linewidth=0.6, alpha=0.6,
+                              label=f"{len(samples)} samples"))
+    handles.append(Line2D([], [], color="C3", marker="x", linestyle="", label="STOP"))
+    axes[0, 0].legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0),
+                      ncol=len(handles), fontsize=8, frameon=False)
     figure.tight_layout()
     return figure
 

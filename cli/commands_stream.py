@@ -12,6 +12,7 @@ from streamgen.data.lines import BadLine, Reset, Vector, format_error, read_even
 @common.model_option
 @common.stop_options
 @common.cap_option
+@common.sampling_options
 @click.option(
     "--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
     help="On a bad input line: stop with status 1 (fail), or report it, keep "
@@ -25,7 +26,8 @@ from streamgen.data.lines import BadLine, Reset, Vector, format_error, read_even
 @click.option("--token", envvar="STREAMGEN_TOKEN", metavar="T",
               help="The server's token (with --url). Default: $STREAMGEN_TOKEN.")
 @click.argument("input_file", metavar="[INPUT]", type=click.File("rb"), default="-")
-def stream(model_path, stop_kind, threshold, max_steps, on_error, url, token, input_file):
+def stream(model_path, stop_kind, threshold, max_steps, sampler, seed, on_error, url, token,
+           input_file):
     """Decode input vectors one line at a time, as they arrive.
 
     INPUT (default: stdin) holds one input vector per line: numbers
@@ -42,13 +44,21 @@ def stream(model_path, stop_kind, threshold, max_steps, on_error, url, token, in
     'streamgen: skipped N bad lines' (status 0). A .tflite model (from
     'streamgen export') runs without TensorFlow.
 
+    A model with mdn or categorical frames can sample them (--sampler,
+    --temperature, --top-k, --top-p) and any model can draw its STOP
+    (--stop sample); --seed N makes the draws repeatable: the same seed
+    and input give the same output, on .keras, .tflite and --url alike.
+
     \b
     Example:
       streamgen stream < samples/inputs.txt
       printf '0.5 0 0.1\\n1 1 -0.5\\n' | streamgen stream --stop none --max-steps 3
       streamgen stream --model m.keras --stop head --threshold 0.7 inputs.txt
+      streamgen stream --model mdn.keras --top-p 0.9 --temperature 0.7 --seed 7 inputs.txt
+      streamgen stream --model mdn.keras --stop sample --threshold 0.5 --seed 1 inputs.txt
     """
-    stream = common.open_stream(model_path, stop_kind, threshold, max_steps, url, token)
+    stream = common.open_stream(model_path, stop_kind, threshold, max_steps, url, token,
+                                sampler=sampler, seed=seed)
     source = common.source_name(input_file)
     skipped = 0
     for event in read_events(input_file, stream.input_size):

@@ -14,6 +14,7 @@ Error policy (one rule for every command):
 Nothing here imports TensorFlow: the library is imported inside functions.
 """
 
+import functools
 import json
 import math
 import os
@@ -24,9 +25,15 @@ PREFIX = "streamgen: "
 
 # `l2` keeps the model's L2Norm mode ("above" if it has none);
 # `l2-above` / `l2-below` choose it.
-STOP_KINDS = ("head", "l2", "l2-above", "l2-below", "none")
+STOP_KINDS = ("head", "l2", "l2-above", "l2-below", "sample", "none")
 L2_MODES = {"l2-above": "above", "l2-below": "below"}
-DEFAULT_THRESHOLDS = {"head": 0.5, "l2": 3.0}
+DEFAULT_THRESHOLDS = {"head": 0.5, "l2": 3.0, "sample": 1.0}
+# `--stop` kind -> criterion class; `--threshold` is the config's value key.
+STOP_CLASSES = {"head": "StopHead", "sample": "StopSample"}  # the rest: L2Norm
+VALUE_KEYS = {"StopSample": "temperature"}
+
+SAMPLER_NAMES = ("greedy", "random", "top-k", "top-p")
+SEED_MAX = 2**32 - 1  # `--seed`: the library's seeds are in [0, 2**32)
 
 
 class FiniteFloat(click.FloatRange):
@@ -110,12 +117,56 @@ def stop_options(function):
 STOP_HELP = (
     "head (the learned stop head), l2 (an L2-norm threshold on the frame, "
     "in the model's mode: see 'streamgen info'), l2-above / l2-below (an "
-    "L2-norm threshold, STOP when ||frame|| > F / < F), or none (the cap "
-    "alone).")
+    "L2-norm threshold, STOP when ||frame|| > F / < F), sample (STOP drawn "
+    "with probability sigmoid(stop_logit / F), F a temperature > 0, default "
+    "1; reproducible with --seed), or none (the cap alone).")
 THRESHOLD_HELP = (
     "Threshold of the stop criterion: a probability in [0, 1] for head "
     "(STOP when p > F); a norm >= 0 for the l2 kinds (STOP when "
-    "||frame|| > F in mode above, < F in mode below).")
+    "||frame|| > F in mode above, < F in mode below); for sample, its "
+    "temperature > 0 (STOP drawn with probability sigmoid(logit / F)).")
+
+
+def sampling_options(function):
+    """`--sampler`, `--temperature`, `--top-k`, `--top-p` and `--seed`.
+
+    The command receives them resolved, as two keyword arguments:
+    `sampler` (`None` for the model's own sampler, else a sampler's
+    `{"class_name", "config"}` dict; see `sampler_spec`) and `seed` (an int
+    in `[0, 2**32)`, or `None` for a fresh one). Whether the sampler fits
+    the model's frames is checked when the model is opened
+    (`open_runtime`).
+    """
+    @functools.wraps(function)
+    def command(*args, sampler_name, temperature, top_k, top_p, **kwargs):
+        spec = sampler_spec(sampler_name, temperature, top_k, top_p)
+        return function(*args, sampler=spec, **kwargs)
+
+    for option in reversed([
+        click.option("--sampler", "sampler_name", type=click.Choice(SAMPLER_NAMES),
+                     help=SAMPLER_HELP),
+        click.option("--temperature", type=FiniteFloat(min=0, min_open=True), metavar="F",
+                     help="Temperature of the sampler (> 0, default 1): log-probabilities "
+                          "divided by F, mdn scales times sqrt(F). Alone: --sampler random."),
+        click.option("--top-k", type=click.IntRange(min=1), metavar="K",
+                     help="Draw among the K most likely classes / mixture components "
+                          "(implies --sampler top-k)."),
+        click.option("--top-p", type=FiniteFloat(min=0, max=1, min_open=True), metavar="P",
+                     help="Draw in the nucleus: the most likely classes / components "
+                          "whose probability reaches P, 0 < P <= 1 (implies --sampler "
+                          "top-p)."),
+        click.option("--seed", type=click.IntRange(0, SEED_MAX), metavar="N",
+                     help="Seed of the random draws (sampler and --stop sample): the same "
+                          "seed and input give the same output. Default: a fresh one."),
+    ]):
+        command = option(command)
+    return command
+
+
+SAMPLER_HELP = (
+    "How frames are drawn: greedy (the most likely; the default, and the "
+    "only one for mse / mae frames), random, top-k or top-p (drawn from "
+    "the model's categorical or mdn frame distribution).")
 
 
 # ---------------------------------------------------------------------- #
@@ -149,27 +200,31 @@ def load_model(path):
         raise CliError(str(error)) from None
 
 
-def open_runtime(path, stop_kind=None, threshold=None, max_steps=None, jit_compile=None):
+def open_runtime(path, stop_kind=None, threshold=None, max_steps=None, jit_compile=None,
+                 sampler=None):
     """Opens the runtime of `--model` (`.keras`, `.tflite`, or the bundled model), once.
 
     `--stop`, `--threshold` and `--max-steps` are resolved against the
-    model's own criteria (see `stop_spec`) and applied with
-    `runtime.with_options`, which shares the compiled step (TensorFlow) or
-    the file's checked bytes (LiteRT): the model is read and traced once.
-    A `.tflite` model runs on LiteRT without TensorFlow; like a `.keras`
-    model it takes any built-in criteria (criteria of the user's own
-    classes are fixed in the file).
+    model's own criteria (see `stop_spec`) and, with the sampler, applied
+    with `runtime.with_options`, which shares the compiled step
+    (TensorFlow) or the file's checked bytes (LiteRT): the model is read
+    and traced once. A `.tflite` model runs on LiteRT without TensorFlow;
+    like a `.keras` model it takes any built-in criteria and any sampler
+    (criteria of the user's own classes are fixed in the file).
 
     Args:
         jit_compile: `True` to compile a TensorFlow step with XLA (no
             meaning for a `.tflite` model).
+        sampler: `None` (the model's), or a sampler's `{"class_name",
+            "config"}` dict (`sampler_spec`).
 
     Returns:
         A `sg.Runtime`.
 
     Raises:
         click.BadParameter / click.UsageError: options that do not fit the
-            model; CliError: a file that is not a streamgen model.
+            model (a sampler that cannot draw its frames); CliError: a file
+            that is not a streamgen model.
     """
     import streamgen as sg
 
@@ -189,20 +244,26 @@ def open_runtime(path, stop_kind=None, threshold=None, max_steps=None, jit_compi
         raise CliError(str(error)) from None
     spec = stop_spec(runtime.criteria, stop_kind, threshold)
     check_cap(runtime.max_steps, max_steps)
-    if spec is None and max_steps is None:
+    check_sampler(sampler, runtime.frame_loss)
+    if spec is None and max_steps is None and sampler is None:
         return runtime
     try:
-        return runtime.with_options(stop=spec, max_steps=max_steps)
+        return runtime.with_options(stop=spec, max_steps=max_steps, sampler=sampler)
     except (TypeError, ValueError) as error:
         raise bad_value("stop_kind", f"{path or 'the model'} cannot take it: {error}")
 
 
-def open_stream(path, stop_kind=None, threshold=None, max_steps=None, url=None, token=None):
+def open_stream(path, stop_kind=None, threshold=None, max_steps=None, url=None, token=None,
+                sampler=None, seed=None):
     """A `sg.Stream` for `stream` and `plot`: over `--model`, or over a server (`--url`).
 
     With `url`, no TensorFlow is imported: the server has the model, and
     `--stop`, `--threshold` and `--max-steps` are resolved against its
-    criteria.
+    criteria; the sampler and seed are sent with the stream's opening.
+
+    Args:
+        sampler: `None` or a sampler's dict (`sampler_spec`).
+        seed: `None` (a fresh seed) or an int in `[0, 2**32)`.
 
     Raises:
         click.UsageError / click.BadParameter: options that do not fit the
@@ -212,7 +273,8 @@ def open_stream(path, stop_kind=None, threshold=None, max_steps=None, url=None, 
     import streamgen as sg
 
     if url is None:
-        return sg.Stream(open_runtime(path, stop_kind, threshold, max_steps))
+        return sg.Stream(open_runtime(path, stop_kind, threshold, max_steps, sampler=sampler),
+                         seed=seed)
     if path is not None:
         raise click.UsageError("--model cannot be used with --url (the server has the model).")
     try:
@@ -222,8 +284,16 @@ def open_stream(path, stop_kind=None, threshold=None, max_steps=None, url=None, 
     click.get_current_context().call_on_close(client.close)
     spec = stop_spec(client.criteria, stop_kind, threshold)
     check_cap(client.trained_max_steps, max_steps)
+    check_sampler(sampler, getattr(client, "frame_loss", None))
     try:
-        return client.open_stream(stop=spec, max_steps=max_steps)
+        try:
+            return client.open_stream(stop=spec, max_steps=max_steps, sampler=sampler, seed=seed)
+        except TypeError:
+            # A client without sampler= / seed= (before serve-sampling):
+            # unchanged behaviour when neither is asked for.
+            if sampler is not None or seed is not None:
+                raise
+            return client.open_stream(stop=spec, max_steps=max_steps)
     except (TypeError, ValueError) as error:
         raise bad_value("stop_kind", f"the server's model cannot take it: {error}")
 
@@ -245,7 +315,7 @@ def stop_spec(model_stop, kind, threshold):
         model_stop: the model's criteria as `{"class_name", "config"}`
             dicts (see `criteria_dicts`); they give the defaults.
         kind: `--stop` (one of `STOP_KINDS`) or `None`.
-        threshold: `--threshold` or `None`.
+        threshold: `--threshold` or `None` (for `sample`, the temperature).
 
     Returns:
         `None` (keep the model's criteria), or a list of
@@ -262,17 +332,19 @@ def stop_spec(model_stop, kind, threshold):
             return None
         if len(model_stop) != 1:
             raise click.UsageError(
-                f"--threshold needs --stop head|l2 (the model has {len(model_stop)} "
+                f"--threshold needs --stop head|l2|sample (the model has {len(model_stop)} "
                 "stop criteria)."
             )
-        kind = "head" if model_stop[0]["class_name"] == "StopHead" else "l2"
+        kinds = {class_name: kind for kind, class_name in STOP_CLASSES.items()}
+        kind = kinds.get(model_stop[0]["class_name"], "l2")
     if kind == "none":
         if threshold is not None:
             raise click.UsageError("--threshold cannot be used with --stop none.")
         return []
-    class_name = "StopHead" if kind == "head" else "L2Norm"
+    class_name = STOP_CLASSES.get(kind, "L2Norm")
+    key = VALUE_KEYS.get(class_name, "threshold")
     mode = L2_MODES.get(kind)  # None: the model's, or "above"
-    config = {"threshold": DEFAULT_THRESHOLDS["head" if kind == "head" else "l2"]}
+    config = {key: DEFAULT_THRESHOLDS["l2" if class_name == "L2Norm" else kind]}
     for criterion in model_stop:
         if criterion["class_name"] == class_name and mode in (
                 None, criterion["config"].get("mode", "above")):
@@ -281,8 +353,8 @@ def stop_spec(model_stop, kind, threshold):
     if class_name == "L2Norm":
         config["mode"] = mode or config.get("mode", "above")
     if threshold is not None:
-        config["threshold"] = float(threshold)
-    threshold = config["threshold"]
+        config[key] = float(threshold)
+    threshold = config[key]
     if kind == "head" and not 0.0 <= threshold <= 1.0:
         raise bad_value(
             "threshold",
@@ -292,7 +364,99 @@ def stop_spec(model_stop, kind, threshold):
         raise bad_value(
             "threshold", f"{threshold:g} is negative (--stop {kind} needs a norm >= 0)."
         )
+    if kind == "sample" and not (math.isfinite(threshold) and threshold > 0):
+        raise bad_value(
+            "threshold",
+            f"{threshold:g} is not a temperature > 0 (needed by --stop sample).",
+        )
     return [{"class_name": class_name, "config": config}]
+
+
+# ---------------------------------------------------------------------- #
+# Samplers from options.
+# ---------------------------------------------------------------------- #
+_SAMPLER_CLASSES = {"greedy": "Greedy", "random": "Random", "top-k": "TopK", "top-p": "TopP"}
+
+
+def sampler_spec(name, temperature=None, top_k=None, top_p=None):
+    """Resolves `--sampler`, `--temperature`, `--top-k` and `--top-p`.
+
+    Without `--sampler`, `--top-k` means top-k, `--top-p` top-p and
+    `--temperature` alone random.
+
+    Returns:
+        `None` (no option: the model's sampler), or a sampler as a
+        `{"class_name", "config"}` dict (`sg.samplers.serialize`).
+
+    Raises:
+        click.UsageError / click.BadParameter: options that do not fit
+            together.
+    """
+    if top_k is not None and top_p is not None:
+        raise click.UsageError("--top-k cannot be used with --top-p (choose one sampler).")
+    if name is None:
+        if top_k is not None:
+            name = "top-k"
+        elif top_p is not None:
+            name = "top-p"
+        elif temperature is not None:
+            name = "random"
+        else:
+            return None
+    if name == "greedy" and temperature is not None:
+        raise click.UsageError(
+            "--temperature cannot be used with --sampler greedy (it draws nothing).")
+    for option, value, owner in (("--top-k", top_k, "top-k"), ("--top-p", top_p, "top-p")):
+        if value is not None and name != owner:
+            raise click.UsageError(f"{option} cannot be used with --sampler {name} "
+                                   f"(it needs --sampler {owner}).")
+        if value is None and name == owner:
+            raise bad_value("sampler_name", f"{owner} needs {option} "
+                            f"{'K' if owner == 'top-k' else 'P'}.")
+    config = {} if temperature is None else {"temperature": float(temperature)}
+    if top_k is not None:
+        config["k"] = int(top_k)
+    if top_p is not None:
+        config["p"] = float(top_p)
+    from streamgen import samplers
+
+    try:
+        return samplers.serialize({"class_name": _SAMPLER_CLASSES[name], "config": config})
+    except ValueError as error:  # e.g. --top-k above what a float32 holds
+        raise bad_value("top_k" if top_k is not None else "sampler_name", str(error)) from None
+
+
+def drawing(runtime, sampler):
+    """The runtime that `--samples` decodes with: the sampler asked
+    (`sampler`, already applied to `runtime`), else random where the
+    model's frames can be drawn (mdn, categorical), else the runtime as it
+    is (only `--stop sample` draws then)."""
+    if sampler is None and runtime.frame_loss in ("mdn", "categorical"):
+        return runtime.with_options(sampler="random")
+    return runtime
+
+
+def check_sampler(sampler, frame_loss):
+    """A sampler that cannot draw the model's frames: a usage error on `--sampler`.
+
+    Args:
+        sampler: `None` or a sampler's dict (`sampler_spec`).
+        frame_loss: the model's frame kind, or `None` when not known (a
+            server that does not say; it checks itself).
+    """
+    if sampler is None or frame_loss is None:
+        return
+    from streamgen import samplers
+
+    try:
+        samplers.check_applies(sampler, frame_loss)
+    except ValueError:
+        name = {v: k for k, v in _SAMPLER_CLASSES.items()}[sampler["class_name"]]
+        raise bad_value(
+            "sampler_name",
+            f"{name} cannot draw this model's {frame_loss!r} frames (frame_loss="
+            f"{frame_loss}): only greedy decodes them; sample a model trained with "
+            "--frame-loss mdn or categorical.") from None
 
 
 def check_cap(model_cap, max_steps):
