@@ -49,11 +49,12 @@ def length_tv(true_lengths, sampled_lengths, max_steps):
     for name, lengths in (("true_lengths", true_lengths), ("sampled_lengths", sampled_lengths)):
         lengths = np.asarray(lengths).reshape(-1)
         if lengths.size == 0:
-            raise checks.invalid(name, "at least one length", "none")
-        if not np.issubdtype(lengths.dtype, np.integer) or lengths.min() < 0 \
-                or lengths.max() > max_steps:
-            raise checks.invalid(name, f"integers in [0, {max_steps}]",
-                                 f"values in [{lengths.min()}, {lengths.max()}]")
+            raise checks.invalid(name, "at least one length", [])
+        if not np.issubdtype(lengths.dtype, np.integer):
+            raise checks.invalid(name, f"integers in [0, {max_steps}]", lengths.dtype.name)
+        bad = lengths[(lengths < 0) | (lengths > max_steps)]
+        if bad.size:
+            raise checks.invalid(name, f"integers in [0, {max_steps}]", int(bad[0]))
         shares.append(np.bincount(lengths, minlength=max_steps + 1) / lengths.size)
     return float(0.5 * np.abs(shares[0] - shares[1]).sum())
 

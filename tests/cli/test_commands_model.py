@@ -582,6 +582,7 @@ def test_info_tflite(cli_tflite):
         "max_steps      9\n"
         "decoder_state  reset\n"
         "stop           StopHead(threshold=0.5)\n"
+        "frame_loss     mse\n"
         f"state_size     {runtime.state_size}\n"
         f"fingerprint    {runtime.fingerprint}\n"
         f"bytes          {os.path.getsize(cli_tflite):,}\n"

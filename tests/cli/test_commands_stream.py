@@ -209,7 +209,7 @@ def usage(command, error):
                             "trained cap of 9 (--max-steps may only lower it)."),
     (["--max-steps", "0"], "Invalid value for '--max-steps': 0 is not in the range x>=1."),
     (["--max-steps", "two"], "Invalid value for '--max-steps': 'two' is not a valid integer range."),
-    (["--stop", "norm"], "Invalid value for '--stop': 'norm' is not one of 'head', 'l2', 'l2-above', 'l2-below', 'none'."),
+    (["--stop", "norm"], "Invalid value for '--stop': 'norm' is not one of 'head', 'l2', 'l2-above', 'l2-below', 'sample', 'none'."),
     (["--stop", "head", "--threshold", "1.5"],
      "Invalid value for '--threshold': 1.5 is not a probability in [0, 1] (needed by --stop head)."),
     (["--threshold", "-0.1"],
@@ -236,7 +236,7 @@ def test_stream_threshold_needs_stop_with_several_criteria(tmp_path):
     result = invoke(["stream", "--model", path, "--threshold", "0.5"], "")
     assert result.exit_code == 2
     assert result.stderr == usage(
-        "stream", "--threshold needs --stop head|l2 (the model has 2 stop criteria).")
+        "stream", "--threshold needs --stop head|l2|sample (the model has 2 stop criteria).")
 
 
 # ---------------------------------------------------------------------- #

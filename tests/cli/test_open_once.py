@@ -1,7 +1,8 @@
 """Each command opens its model once: one load (or one read and check of a
-`.tflite` file) and one trace, whatever `--stop`, `--threshold` and
-`--max-steps` ask for (they resolve against the opened model and are applied
-with `runtime.with_options`, which shares what was opened)."""
+`.tflite` file) and one trace, whatever `--stop`, `--threshold`,
+`--max-steps` and the sampling options ask for (they resolve against the
+opened model and are applied with `runtime.with_options`, which shares what
+was opened)."""
 
 import json
 
@@ -14,6 +15,9 @@ from streamgen.runtimes import lite
 from streamgen.runtimes.tf import compiled_functions
 
 OPTIONS = ["--stop", "l2-above", "--threshold", "2.5", "--max-steps", "5"]
+# On the mdn model: a sampler, a seed and the sampled STOP (plot: and samples).
+SAMPLING = ["--sampler", "top-k", "--top-k", "2", "--temperature", "0.8", "--seed", "3",
+            "--stop", "sample", "--threshold", "0.7", "--max-steps", "5"]
 LINES = "0.5 0 0.1\n1 1 -0.5\n\n0.2 0.1 0.9\n"
 
 
@@ -39,30 +43,46 @@ def opens(monkeypatch):
 
 def commands(tmp_path):
     data = tmp_path / "data.jsonl"
-    data.write_text(json.dumps({"x": [[0.5, 0, 0.1], [1, 1, -0.5]]}) + "\n")
+    data.write_text(json.dumps({"x": [[0.5, 0, 0.1], [1, 1, -0.5]], "y": [[[1, 2]], []]}) + "\n")
     return {
         "stream": (["stream"], LINES),
         "plot": (["plot", "-o", str(tmp_path / "p.png"), str(tmp_path / "in.txt")], None),
         "decode": (["decode", str(data), "-o", str(tmp_path / "out.jsonl")], None),
+        "evaluate": (["evaluate", str(data)], None),
     }
 
 
-@pytest.mark.parametrize("name", ["stream", "plot", "decode"])
+@pytest.mark.parametrize("name", ["stream", "plot", "decode", "evaluate"])
 @pytest.mark.parametrize("kind", ["keras", "tflite"])
-def test_a_command_opens_its_model_once(name, kind, opens, tmp_path, cli_model_path,
-                                        cli_tflite):
+@pytest.mark.parametrize("sampling", [False, True], ids=["stop", "sampling"])
+def test_a_command_opens_its_model_once(name, kind, sampling, opens, tmp_path, cli_model_path,
+                                        cli_tflite, cli_mdn_path, cli_mdn_tflite):
     (tmp_path / "in.txt").write_text(LINES)
     args, stdin = commands(tmp_path)[name]
-    path = cli_model_path if kind == "keras" else cli_tflite
-    result = CliRunner().invoke(cli, [*args, "--model", path, *OPTIONS], input=stdin,
+    if sampling:
+        path = cli_mdn_path if kind == "keras" else cli_mdn_tflite
+        options = SAMPLING[:-2] if name == "evaluate" else SAMPLING  # (no --max-steps)
+        options = [*options, *(["--samples", "2"] if name in ("plot", "evaluate") else [])]
+    else:
+        path = cli_model_path if kind == "keras" else cli_tflite
+        options = OPTIONS[:-2] if name == "evaluate" else OPTIONS
+    result = CliRunner().invoke(cli, [*args, "--model", path, *options], input=stdin,
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     if kind == "keras":
         assert opens["tflite"] == 0 and len(opens["keras"]) == 1
         model = opens["keras"][0]
-        # One trace: the model's StopHead and the asked L2Norm share the step
-        # (decode's: the XLA step).
-        assert compiled_functions(model).tracing_count() == 1
+        functions = compiled_functions(model)
+        if sampling or name == "evaluate":
+            # No retrace: each compiled function (the greedy and the
+            # sampling step; evaluate's free-running and forced decodes)
+            # traced once, whatever the options.
+            counts = [f.experimental_get_tracing_count() for f in functions._functions.values()]
+            assert counts and set(counts) == {1}, counts
+        else:
+            # One trace: the model's StopHead and the asked L2Norm share the
+            # step (decode's: the XLA step).
+            assert functions.tracing_count() == 1
     else:
         assert opens["keras"] == [] and opens["tflite"] == 1
 
