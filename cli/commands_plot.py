@@ -150,8 +150,8 @@ def draw(pyplot, outs, cap, output_size, title, samples=()):
             for i, out in enumerate(sample):
                 length = len(out)
                 if length:
-                    axis.plot(i + step * _range(length), out[:, channel], "-",
-                              color="C1", linewidth=0.6, alpha=0.35)
+                    axis.plot(i + step * _range(length), out[:, channel], "-o",
+                              color="C1", linewidth=0.6, markersize=1.5, alpha=0.35)
                 if length < cap:
                     y = out[-1, channel] if length else 0.0
                     axis.plot(i + step * length, y, "x", color="C3", markersize=3, alpha=0.3)
