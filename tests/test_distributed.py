@@ -10,7 +10,7 @@ import streamgen as sg
 from streamgen.data import dataset as data_lib
 from streamgen.training import distributed
 from streamgen import losses
-from helpers import toy_data
+from helpers import toy_data, write_toy_jsonl
 
 
 def build(seed=5, learning_rate=1e-2, **options):
@@ -97,14 +97,7 @@ def test_patience_on_validation(toy):
 
 
 def write_jsonl(path, n, bad_line=None):
-    x, y = toy_data(n, seed=2)
-    with open(path, "w") as fh:
-        for i, (a, b) in enumerate(zip(x, y)):
-            if i + 1 == bad_line:
-                fh.write('{"x": [[1, 2]], "y": [[]]}\n')
-                continue
-            fh.write(json.dumps({"x": a.tolist(), "y": [o.tolist() for o in b]}) + "\n")
-    return str(path)
+    return write_toy_jsonl(path, n, seed=2, bad_line=bad_line)
 
 
 @pytest.mark.parametrize("files, count", [(1, 2), (1, 3), (3, 2), (2, 2)])
