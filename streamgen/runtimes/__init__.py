@@ -16,6 +16,48 @@ from streamgen.errors import ModelFileError
 from streamgen.runtimes.base import Runtime
 
 
+def model_facts(path):
+    """What a model file says of itself, without opening its runtime.
+
+    TensorFlow-free for `.keras` files too (their `config.json` is read,
+    nothing is built): for a caller that resolves options against the model
+    and lets others open it (`streamgen decode --ray`: the actors do).
+
+    Args:
+        path: a `.keras` model or a `.tflite` export.
+
+    Returns:
+        dict: `input_size`, `output_size`, `max_steps` (the trained cap),
+        `frame_loss` and `stop` (the criteria, `{"class_name", "config"}`
+        dicts), as in `Runtime.describe()`.
+
+    Raises:
+        As `open_runtime`; NotAKerasModelError for a config that lacks a
+        field.
+    """
+    path = os.fspath(path)
+    if path.lower().endswith(".keras"):
+        from streamgen.errors import NotAKerasModelError
+        from streamgen.saving import read_config
+
+        config = read_config(path)["config"]
+        try:
+            facts = {key: config[key] for key in ("input_size", "output_size", "max_steps")}
+            facts["frame_loss"] = config.get("frame_loss", "mse")
+            stop = config.get("stop") or [{"class_name": "StopHead",
+                                           "config": {"threshold": 0.5}}]
+            facts["stop"] = [{"class_name": c["class_name"], "config": dict(c["config"])}
+                             for c in stop]
+        except (KeyError, TypeError) as error:
+            raise NotAKerasModelError(f"{path}: not a streamgen model (its config lacks "
+                                      f"{error})") from None
+        return facts
+    runtime = open_runtime(path)  # a .tflite: its checked metadata, no TensorFlow
+    return {"input_size": runtime.input_size, "output_size": runtime.output_size,
+            "max_steps": runtime.trained_max_steps, "frame_loss": runtime.frame_loss,
+            "stop": [dict(c, config=dict(c["config"])) for c in runtime.criteria]}
+
+
 def open_runtime(model_or_path, stop=None, max_steps=None, **options):
     """Opens the runtime of a model object or a model file.
 
