@@ -70,7 +70,7 @@ def test_only_builtin_ops_and_no_variables(exported):
 
     interpreter = Interpreter(model_path=path)
     signature = interpreter.get_signature_list()[lite_lib.SIGNATURE]
-    assert sorted(signature["inputs"]) == ["caps", "decode", "params", "state", "thresholds",
+    assert sorted(signature["inputs"]) == ["caps", "generate", "params", "state", "thresholds",
                                            "uniforms", "x"]
     details = interpreter.get_signature_runner(lite_lib.SIGNATURE).get_input_details()
     assert list(details["x"]["shape_signature"]) == [-1, 3]
