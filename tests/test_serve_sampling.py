@@ -335,3 +335,85 @@ def test_async_client_sampler_seed_and_checks(cat_server, mse_server, models):
         with pytest.raises(ValueError, match="frames are 'mse'"):
             client.open_stream(sampler=samplers.Random())
         client.open_stream(sampler="greedy", seed=3).step(xs[0])  # greedy applies
+
+
+# ---------------------------------------------------------------------- #
+# The playground page.
+# ---------------------------------------------------------------------- #
+def test_playground_page_has_the_sampling_controls():
+    from streamgen.serve import playground
+
+    html = playground.page()
+    assert "<!-- SAMPLING" not in html and 'id="sampling-note"' not in html
+    for control in ('<select id="sampler">', 'id="temperature"', 'id="top-k"', 'id="top-p"',
+                    'id="seed"', 'id="sampler-note"'):
+        assert control in html, control
+    for value in ("greedy", "random", "top-k", "top-p"):
+        assert f'<option value="{value}">' in html
+    # The open message carries the sampler (samplers.serialize's form) and the seed.
+    assert "open.seed = Number(seed)" in html and "sampler: samplerSetting()" in html
+    assert html.index('id="seed"') < html.index('id="apply"')  # Apply sends them
+
+
+def _browser():
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return sync_api, chromium
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_playground_samples_like_a_local_stream(cat_server, mse_server, models):
+    sync_api, chromium = _browser()
+    model = models["categorical"]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(cat_server.url.replace("ws://", "http://") + "/")
+            page.wait_for_function("() => playground.connected && playground.seed !== null")
+            options = page.eval_on_selector_all(
+                "#sampler option", "os => os.filter(o => !o.hidden).map(o => o.value)")
+            assert options == ["greedy", "random", "top-k", "top-p"]
+            assert page.locator("#sampler-note").is_hidden()
+            # Blank seed: the server drew one; the page read it from the state.
+            drawn = page.evaluate("playground.seed")
+            assert isinstance(drawn, int) and "drawn by the server" in page.inner_text(
+                "#seed-used")
+            page.select_option("#sampler", "top-k")
+            assert page.locator("#top-p").is_hidden() and page.locator("#top-k").is_visible()
+            page.fill("#top-k", "2")
+            page.fill("#temperature", "0.7")
+            page.fill("#seed", "7")
+            page.click("#apply")
+            page.wait_for_function("() => playground.settings.seed === 7 && playground.busy === 0")
+            assert page.evaluate("playground.settings.sampler") == {
+                "class_name": "TopK", "config": {"temperature": 0.7, "k": 2}}
+            xs = inputs(5, seed=12).round(4)
+            for x in xs:
+                page.fill("#typed", " ".join(map(str, x.tolist())))
+                page.press("#typed", "Enter")
+                page.wait_for_function("() => playground.busy === 0")
+            steps = page.evaluate("playground.steps")
+            local = sg.Stream(model, sampler=samplers.TopK(2, 0.7), seed=7)
+            assert_same([np.array(s["out"], np.float32).reshape(-1, 4) for s in steps],
+                        [local.step(np.array(s["x"], np.float32)) for s in steps])
+            assert len(steps) == len(xs) and not errors
+            # An mse model: greedy alone, and a note why.
+            page.goto(mse_server.url.replace("ws://", "http://") + "/")
+            page.wait_for_function("() => playground.connected && playground.seed !== null")
+            options = page.eval_on_selector_all(
+                "#sampler option", "os => os.filter(o => !o.hidden).map(o => o.value)")
+            assert options == ["greedy"]
+            assert "frames are mse" in page.inner_text("#sampler-note")
+            assert page.locator("#temperature").is_hidden() and not errors
+        finally:
+            browser.close()
