@@ -62,10 +62,13 @@ class MiniServer:
             finally:
                 session.close()
 
+        def subprotocol(connection, offered):  # the page's; the client offers none
+            return "streamgen.v1" if "streamgen.v1" in offered else None
+
         async def run():
             self.ticks = TickLoop(Batcher(self.table))
             async with serve(handler, "127.0.0.1", 0, process_request=process_request,
-                             subprotocols=["streamgen.v1"]) as server:
+                             select_subprotocol=subprotocol) as server:
                 self.port = server.sockets[0].getsockname()[1]
                 started.set()
                 await asyncio.Future()
