@@ -13,6 +13,11 @@ client-chosen string `"id"` and holding exactly one action:
     {"id": "a", "reset": true}      {"id": "a", "close": true}
     {"id": "a", "get_state": true}  {"id": "a", "set_state": STATE}
 
+`open`'s keys are optional: `sampler` is what `sg.samplers.get` takes in
+JSON (a name or a `{"class_name", "config"}` object), `seed` an integer in
+`[0, 2**32)` (none: the server draws a fresh one, which the stream's STATE
+carries); the server checks them against its model (`serve.session`).
+
 The reply is one JSON array with one item per request, in order:
 `{"id": "a", "out": [[...], ...]}`, `{"id": "a", "state": STATE}`,
 `{"id": "a", "ok": true}` or `{"id": "a", "error": "..."}`.
