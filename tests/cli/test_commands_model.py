@@ -558,7 +558,8 @@ def test_info_json(tmp_path):
         "max_steps": 6, "decoder_state": "carry",
         "stop": [{"class_name": "StopHead", "config": {"threshold": 0.7}},
                  {"class_name": "L2Norm", "config": {"threshold": 2.0, "mode": "below"}}],
-        "frame_loss": "mse", "parameters": model.count_params(),
+        "frame_loss": "mse", "sampler": {"class_name": "Greedy", "config": {}},
+        "parameters": model.count_params(),
         "state_sizes": {"outer": [5, 5], "inner": [5, 5]}, "state_size": 24,
         "fingerprint": runtime.fingerprint, "runtime": "TFRuntime",
     }
