@@ -30,6 +30,17 @@ def invalid(name, expected, value, owner=None):
     )
 
 
+def one_of(name, value, choices):
+    """`value` if it is one of `choices`, else the house-style `ValueError`
+    (`expected 'a' or 'b'`, `expected one of 'a', 'b' or 'c'`)."""
+    if value in choices:
+        return value
+    quoted = [repr(c) for c in choices]
+    expected = (" or ".join(quoted) if len(quoted) <= 2
+                else "one of " + ", ".join(quoted[:-1]) + " or " + quoted[-1])
+    raise invalid(name, expected, value)
+
+
 def is_int(value):
     """True for Python and numpy integers (not bools)."""
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))

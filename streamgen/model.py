@@ -153,23 +153,13 @@ class StreamGen(keras.Model):
                 f"of {sorted(CELLS)}, got {cell!r}."
             )
         self.cell = cell
-        if decoder_state not in DECODER_STATES:
-            raise ValueError(
-                "Received an invalid value for argument `decoder_state`, "
-                f"expected 'reset' or 'carry', got {decoder_state!r}."
-            )
-        self.decoder_state = decoder_state
+        self.decoder_state = checks.one_of("decoder_state", decoder_state, DECODER_STATES)
         self._stop = stopping.normalize_stop(
             [stopping.StopHead(0.5)] if stop is None else stop
         )
         self.frame_loss = losses.check_frame_loss(frame_loss)
         self.mixtures = checks.positive_int("mixtures", mixtures)
-        if stop_network not in STOP_NETWORKS:
-            raise ValueError(
-                "Received an invalid value for argument `stop_network`, expected "
-                f"'shared' or 'separate', got {stop_network!r}."
-            )
-        self.stop_network = stop_network
+        self.stop_network = checks.one_of("stop_network", stop_network, STOP_NETWORKS)
         self.stop_loss_weight = losses.check_weight(
             "stop_loss_weight", stop_loss_weight, allow_zero=True
         )

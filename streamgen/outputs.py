@@ -80,7 +80,20 @@ def check_not_input(output, inputs, folder=False):
                              "write the output to another folder.")
 
 
-class AtomicText:
+class _CommitOnExit:
+    """A context manager that commits on a clean exit and discards on an error."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+class AtomicText(_CommitOnExit):
     """A text file that appears at `path` whole, or not at all.
 
     Written to a temporary file `.NAME.XXXX.tmp` in `path`'s folder (made
@@ -145,17 +158,8 @@ class AtomicText:
         with contextlib.suppress(OSError):
             os.remove(self.temporary)
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, kind, value, traceback):
-        if kind is None:
-            self.commit()
-        else:
-            self.discard()
-
-
-class AtomicFolder:
+class AtomicFolder(_CommitOnExit):
     """A folder that appears at `path` whole, or not at all.
 
     Files go into a temporary folder `.NAME.XXXX.tmp` beside `path`;
@@ -199,15 +203,6 @@ class AtomicFolder:
 
     def discard(self):
         shutil.rmtree(self.temporary, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        if kind is None:
-            self.commit()
-        else:
-            self.discard()
 
 
 def check_folder(path, overwrite=False):

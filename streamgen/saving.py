@@ -85,6 +85,33 @@ def check_archive(path):
         raise NotAKerasModelError(f"{path}: corrupt .keras model (bad checksum in {broken})")
 
 
+def read_config(path):
+    """A `.keras` file's model config (its `config.json`), without TensorFlow.
+
+    What the file says of itself, for a caller that only needs the
+    model's facts (`streamgen.runtimes.model_facts`); nothing is built.
+
+    Returns:
+        dict: `{"class_name": ..., "config": {...}}` as Keras wrote it.
+
+    Raises:
+        NotAKerasModelError: the file is not an intact `.keras` archive
+            or its `config.json` is not a JSON object.
+    """
+    import json
+
+    path = os.fspath(path)
+    check_archive(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, ValueError) as error:
+        raise NotAKerasModelError(f"{path}: unreadable config.json ({first_line(error)})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
+        raise NotAKerasModelError(f"{path}: not a .keras model (config.json holds no config)")
+    return config
+
+
 def load_model(path):
     """Loads a `sg.StreamGen` from a `.keras` file, safely and with clear errors.
 

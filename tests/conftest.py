@@ -74,9 +74,18 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, logging_level="ERROR",
-                 _node_ip_address="127.0.0.1")
+        # On a loaded machine the raylet can miss Ray's registration wait
+        # (30 s, fixed in ray/_private/node.py): try once more.
+        for attempt in (1, 2):
+            try:
+                ray.init(address="local", num_cpus=2, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False, logging_level="ERROR",
+                         _node_ip_address="127.0.0.1")
+                break
+            except Exception:  # noqa: BLE001  (Ray raises several kinds on a failed start)
+                ray.shutdown()
+                if attempt == 2:
+                    raise
     yield ray
     if started:
         ray.shutdown()

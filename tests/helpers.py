@@ -46,3 +46,18 @@ def toy_data(n=5, seed=0, max_steps=9):
     targets = [[rng.normal(size=(int(rng.integers(0, max_steps + 1)), 2)).astype(np.float32)
                 for _ in range(len(x))] for x in inputs]
     return inputs, targets
+
+
+def write_toy_jsonl(path, n, seed, bad_line=None):
+    """`toy_data(n, seed)` as a JSONL file of records; line `bad_line` (1-based)
+    is a record of the wrong width instead. Returns the path as a str."""
+    import json
+
+    x, y = toy_data(n, seed=seed)
+    with open(path, "w") as fh:
+        for i, (a, b) in enumerate(zip(x, y)):
+            if i + 1 == bad_line:
+                fh.write('{"x": [[1, 2]], "y": [[]]}\n')
+                continue
+            fh.write(json.dumps({"x": a.tolist(), "y": [o.tolist() for o in b]}) + "\n")
+    return str(path)

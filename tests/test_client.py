@@ -14,12 +14,13 @@ import streamgen as sg
 from helpers import assert_outputs_equal, make_model
 from streamgen.remote.client import AsyncClient, StreamLostError, _urls
 from streamgen.remote import protocol
+from streamgen.serve import playground
 from streamgen.serve.batcher import Batcher, StateTable, TickLoop
 from streamgen.serve.session import Session, format_bare, format_items
 
 
 class MiniServer:
-    """`/v1/model` and `/v1/streams` on a thread, over `Session`/`TickLoop`."""
+    """`/`, `/v1/model` and `/v1/streams` on a thread, over `Session`/`TickLoop`."""
 
     def __init__(self, model):
         self.runtime = sg.open_runtime(model)
@@ -38,9 +39,14 @@ class MiniServer:
         async def process_request(connection, request):
             if request.path == "/v1/model":
                 r = self.runtime
-                info = {**r.describe(), "trained_max_steps": r.trained_max_steps}
+                info = {"model": "tiny", **r.describe(), "trained_max_steps": r.trained_max_steps}
                 response = connection.respond(200, json.dumps(info))
                 response.headers["Content-Type"] = "application/json"
+                return response
+            if request.path == "/":  # the playground page, as `streamgen serve` sends it
+                response = connection.respond(200, playground.page())
+                response.headers.update({"Content-Type": "text/html; charset=utf-8",
+                                         **playground.HEADERS})
                 return response
             return None
 
@@ -56,9 +62,13 @@ class MiniServer:
             finally:
                 session.close()
 
+        def subprotocol(connection, offered):  # the page's; the client offers none
+            return "streamgen.v1" if "streamgen.v1" in offered else None
+
         async def run():
             self.ticks = TickLoop(Batcher(self.table))
-            async with serve(handler, "127.0.0.1", 0, process_request=process_request) as server:
+            async with serve(handler, "127.0.0.1", 0, process_request=process_request,
+                             select_subprotocol=subprotocol) as server:
                 self.port = server.sockets[0].getsockname()[1]
                 started.set()
                 await asyncio.Future()

@@ -10,7 +10,7 @@ import streamgen as sg
 from streamgen.data import dataset as data_lib
 from streamgen.training import distributed
 from streamgen import losses
-from helpers import toy_data
+from helpers import toy_data, write_toy_jsonl
 
 
 def build(seed=5, learning_rate=1e-2, **options):
@@ -27,6 +27,7 @@ def toy():
     return toy_data(12, seed=1)
 
 
+@pytest.mark.slow  # training under a distribution strategy
 def test_one_replica_equals_fit(toy):
     """The default strategy: the same weights and figures as `fit` on the same batches."""
     ds = sg.make_dataset(*toy, 4, shuffle=False)
@@ -43,6 +44,7 @@ def test_one_replica_equals_fit(toy):
     assert state["epoch"] == 3 and state["stopped"] == "epochs"
 
 
+@pytest.mark.slow  # training under a distribution strategy
 def test_replica_parts_add_up_to_the_global_batch(toy):
     """Halves divided by the global counts sum to the whole batch's losses (2 workers
     with batch b == 1 worker with batch 2b), and a padding batch adds nothing."""
@@ -62,6 +64,7 @@ def test_replica_parts_add_up_to_the_global_batch(toy):
         assert got == pytest.approx(float(whole[name]), rel=1e-6), name
 
 
+@pytest.mark.slow  # training under a distribution strategy
 def test_padding_steps_and_resume_from_state(toy):
     """A resumed run (state of epoch 1) ends where an undisturbed one does."""
     ds = sg.make_dataset(*toy, 4, shuffle=True, seed=3)
@@ -84,6 +87,7 @@ def test_padding_steps_and_resume_from_state(toy):
         np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+@pytest.mark.slow  # training under a distribution strategy
 def test_patience_on_validation(toy):
     """With a learning rate of 0 val_loss never improves: patience 2 stops after 3 epochs."""
     ds = sg.make_dataset(*toy, 4, shuffle=False)
@@ -97,14 +101,7 @@ def test_patience_on_validation(toy):
 
 
 def write_jsonl(path, n, bad_line=None):
-    x, y = toy_data(n, seed=2)
-    with open(path, "w") as fh:
-        for i, (a, b) in enumerate(zip(x, y)):
-            if i + 1 == bad_line:
-                fh.write('{"x": [[1, 2]], "y": [[]]}\n')
-                continue
-            fh.write(json.dumps({"x": a.tolist(), "y": [o.tolist() for o in b]}) + "\n")
-    return str(path)
+    return write_toy_jsonl(path, n, seed=2, bad_line=bad_line)
 
 
 @pytest.mark.parametrize("files, count", [(1, 2), (1, 3), (3, 2), (2, 2)])
@@ -132,6 +129,7 @@ def test_bad_shard(tmp_path, shard):
         sg.jsonl_dataset(path, 2, shard=shard)
 
 
+@pytest.mark.slow  # training under a distribution strategy
 def test_malformed_record_names_file_and_line(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", 8, bad_line=6)
     ds = sg.jsonl_dataset(path, 2, shard=(1, 2))  # lines 5-8

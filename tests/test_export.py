@@ -70,12 +70,12 @@ def test_only_builtin_ops_and_no_variables(exported):
 
     interpreter = Interpreter(model_path=path)
     signature = interpreter.get_signature_list()[lite_lib.SIGNATURE]
-    assert sorted(signature["inputs"]) == ["caps", "decode", "params", "state", "thresholds",
+    assert sorted(signature["inputs"]) == ["caps", "generate", "params", "state", "thresholds",
                                            "uniforms", "x"]
     details = interpreter.get_signature_runner(lite_lib.SIGNATURE).get_input_details()
     assert list(details["x"]["shape_signature"]) == [-1, 3]
-    assert list(details["state"]["shape_signature"]) == [-1, 32]  # LSTM: 2 x (8 + 8)
-    assert list(details["thresholds"]["shape_signature"]) == [-1, 3]  # per row: 3 built-in kinds
+    assert list(details["state"]["shape_signature"]) == [-1, 36]  # LSTM: 2 x (8 + 8), seed, position
+    assert list(details["thresholds"]["shape_signature"]) == [-1, 4]  # per row: 4 built-in kinds
     assert list(details["caps"]["shape_signature"]) == [-1]
 
 

@@ -116,6 +116,7 @@ def test_other_frame_losses_are_unchanged():
     np.testing.assert_array_equal(frame.numpy(), model.frame_head(output).numpy())
 
 
+@pytest.mark.slow  # trains a model
 def test_fit_reports_the_mixture_nll_as_frame_loss():
     model = make_model(frame_loss="mdn", mixtures=2)
     model.compile(optimizer=keras.optimizers.Adam(0.01))

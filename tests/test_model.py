@@ -21,11 +21,13 @@ def run_python(script, quiet):
                           text=True, check=True, env=env)
 
 
+@pytest.mark.slow  # a TensorFlow subprocess
 def test_import_is_quiet_when_asked():
     result = run_python("import streamgen; streamgen.StreamGen(3, 2, units=4)", quiet=True)
     assert result.stderr == ""
 
 
+@pytest.mark.slow  # a TensorFlow subprocess
 def test_library_does_not_hide_the_hosts_stderr():
     """Unasked, the library leaves fd 2 alone while TensorFlow imports: a
     host program's own errors (and TensorFlow's lines) stay visible."""
@@ -41,6 +43,7 @@ def test_library_does_not_hide_the_hosts_stderr():
     assert run_python(script, quiet=True).stderr == "host line\nafter\n"
 
 
+@pytest.mark.slow  # TensorFlow subprocesses
 @pytest.mark.parametrize("imports", [
     "import streamgen; import keras",
     "import streamgen; import tensorflow; import keras",

@@ -88,8 +88,13 @@ def test_litert_equals_decode(model, sequences, tmp_path):
     np.testing.assert_array_equal(got[1], forced)
     np.testing.assert_array_equal(got[1], expected[1])
     np.testing.assert_allclose(got[0], expected[0], atol=1e-5)
-    with pytest.raises(ValueError, match="open the runtime with them instead"):
-        sg.decode_sequences(runtime, sequences, max_steps=3)
+    # An open runtime takes other options without being opened again.
+    capped = sg.decode_sequences(runtime, sequences, max_steps=3)
+    assert_same(capped, sg.decode_sequences(sg.open_runtime(path, max_steps=3), sequences))
+    assert max(len(out) for seq in capped for out in seq) <= 3
+    assert sg.open_runtime(runtime) is runtime
+    with pytest.raises(ValueError, match="Received `num_threads` with an open runtime"):
+        sg.open_runtime(runtime, num_threads=2)
 
 
 # ---------------------------------------------------------------- files

@@ -17,7 +17,7 @@ import streamgen as sg
 from streamgen.training import distributed
 from streamgen.training import ray as raytrain
 from streamgen.cli.main import cli
-from helpers import toy_data
+from helpers import toy_data, write_toy_jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -25,14 +25,7 @@ OPTIONS = dict(units=8, ir_size=8)
 
 
 def write_jsonl(path, n, bad_line=None):
-    x, y = toy_data(n, seed=4)
-    with open(path, "w") as fh:
-        for i, (a, b) in enumerate(zip(x, y)):
-            if i + 1 == bad_line:
-                fh.write('{"x": [[1, 2]], "y": [[]]}\n')
-                continue
-            fh.write(json.dumps({"x": a.tolist(), "y": [o.tolist() for o in b]}) + "\n")
-    return str(path)
+    return write_toy_jsonl(path, n, seed=4, bad_line=bad_line)
 
 
 def test_two_workers_survive_a_kill_and_equal_one_worker_with_the_global_batch(

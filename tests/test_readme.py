@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -28,9 +30,10 @@ def test_readme_python_example_runs(capsys):
         index, rows, width = re.fullmatch(r"(\d+) \((\d+), (\d+)\)", line).groups()
         assert int(index) == i and 0 <= int(rows) <= 9 and int(width) == 2
     assert namespace["rt"].shape.as_list() == [1, 5, None, 2]
-    assert set(namespace["saved"]) == {"outer", "inner"}
+    assert set(namespace["saved"]) == {"outer", "inner", "random"}
 
 
+@pytest.mark.slow  # trains a model
 def test_readme_training_example_runs(tmp_path, monkeypatch, capsys):
     """The training example, shortened to one epoch, saving under tmp_path."""
     (example,) = [b for b in python_blocks() if "sg.load_jsonl" in b]
@@ -63,7 +66,8 @@ def test_readme_litert_example_runs(tmp_path, monkeypatch):
     import streamgen as sg
 
     pytest.importorskip("ai_edge_litert")
-    (example,) = [b for b in python_blocks() if "lite = sg.LiteStream(" in b]
+    (example,) = [b for b in python_blocks() if "lite = sg.LiteStream(" in b
+                  and "export_litert" in b]
     monkeypatch.chdir(tmp_path)  # it writes model.tflite
     namespace = {}
     exec(compile(example, str(README), "exec"), namespace)
@@ -72,8 +76,8 @@ def test_readme_litert_example_runs(tmp_path, monkeypatch):
     expected = expected_stream.step(namespace["x"])
     assert out.shape == expected.shape and out.shape[1] == 2
     np.testing.assert_allclose(out, expected, atol=1e-5)
-    assert set(state) == {"outer", "inner"}
-    for key in state:
+    assert set(state) == {"outer", "inner", "random"}
+    for key in ("outer", "inner"):  # "random": each stream's own seed
         for got, want in zip(state[key], expected_stream.get_state()[key]):
             np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -89,15 +93,17 @@ def test_readme_runtime_example_runs():
     namespace = {}
     exec(compile(example, str(README), "exec"), namespace)
     model, table, outs = namespace["model"], namespace["table"], namespace["outs"]
-    for row, threshold, cap, out in zip((3, 17, 42), (0.3, 0.5, 0.9), (9, 4, 9), outs):
-        stream = model.open_stream(stop=sg.StopHead(threshold), max_steps=cap)
+    stops = [[sg.StopHead(0.3)], [sg.L2Norm(2.0)], []]
+    for row, stop, cap, out in zip((3, 17, 42), stops, (9, 4, 9), outs):
+        # the table's rows have seed 0 (`initial_state(n)`)
+        stream = model.open_stream(stop=stop, max_steps=cap, seed=0)
         expected = stream.step(np.zeros(3, "float32"))
         assert out.shape == expected.shape
         np.testing.assert_allclose(out, expected, atol=1e-5)
         np.testing.assert_allclose(table[row], namespace["runtime"].pack(stream.get_state())[0],
                                    atol=1e-5)
     assert not table[0].any()  # rows not stepped keep their state
-    assert set(namespace["nest"]) == {"outer", "inner"}
+    assert set(namespace["nest"]) == {"outer", "inner", "random"}
 
 
 # ---------------------------------------------------------------------- #

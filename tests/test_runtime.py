@@ -203,6 +203,27 @@ def test_step_argument_errors_name_the_argument(runtimes, kind, arguments, messa
         runtime.step(**call)
 
 
+def test_model_facts_are_the_runtimes_without_opening_one(model, runtimes, tmp_path):
+    """`runtimes.model_facts` reads a `.keras` file's config (no model built)
+    and a `.tflite` file's metadata: the same facts as the open runtime."""
+    from streamgen.runtimes import model_facts
+
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    keys = ("input_size", "output_size", "max_steps", "frame_loss", "stop")
+    described = sg.open_runtime(path).describe()
+    expected = {key: described[key] for key in keys}
+    assert expected["stop"] == [{"class_name": "StopHead", "config": {"threshold": 0.5}},
+                                {"class_name": "L2Norm",
+                                 "config": {"threshold": 6.0, "mode": "above"}}]
+    assert model_facts(path) == expected
+    assert model_facts(runtimes["path"]) == expected
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(sg.NotAKerasModelError, match="junk.keras: not a .keras model"):
+        model_facts(str(junk))
+
+
 def test_open_runtime_typed_errors(tmp_path, runtimes):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)

@@ -278,3 +278,34 @@ def test_replica_kill_and_resume(ray_serve, cli_model):
                 time.sleep(1)
         assert_outputs_equal([remote.step(xs[1])], [local.step(xs[1])])
         assert_outputs_equal([remote.step(xs[2])], [local.step(xs[2])])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("app", ["main", "lite"])
+def test_sampled_stop_with_a_seed_equals_local_streams(ray_serve, cli_model, app):
+    """The app's `open` takes a sampler and a seed: `StopSample` (any frame
+    kind) with two seeds equals local streams of those seeds; a random
+    sampler on these `mse` frames is an error item naming the frame kind."""
+    headers = AUTH if app == "main" else None
+    status, body = http(ray_serve[app].replace("ws://", "http://") + "/v1/model", headers=headers)
+    info = json.loads(body)
+    assert status == 200 and info["frame_loss"] == "mse"
+    assert info["sampler"] == {"class_name": "Greedy", "config": {}}
+    stop = [{"class_name": "StopSample", "config": {"temperature": 2.0}}]
+    xs = np.random.default_rng(8).uniform(-1, 1, size=(5, 3)).astype(np.float32)
+    opens = [{"id": "s7", "open": {"stop": stop, "sampler": "greedy", "seed": 7}},
+             {"id": "s8", "open": {"stop": stop, "seed": 8}},
+             {"id": "bad", "open": {"sampler": {"class_name": "TopK", "config": {"k": 2}}}},
+             {"id": "s9", "open": {"seed": 2**32}}]
+    messages = [opens] + [[{"id": i, "x": x.tolist()} for i in ("s7", "s8")] for x in xs]
+    replies = exchange(ray_serve[app], messages, headers=headers or {})
+    assert replies[0][:2] == [{"id": "s7", "ok": True}, {"id": "s8", "ok": True}]
+    assert "'mse'" in replies[0][2]["error"] and "`sampler`" in replies[0][2]["error"]
+    assert "`seed`" in replies[0][3]["error"]
+    for n, seed in enumerate((7, 8)):
+        local = sg.Stream(cli_model, stop=stop, seed=seed)
+        assert_outputs_equal([reply[n]["out"] for reply in replies[1:]],
+                             [local.step(x) for x in xs])
+    lengths = [[len(reply[n]["out"]) for reply in replies[1:]] for n in range(2)]
+    assert lengths[0] != lengths[1]  # the seeds draw other lengths

@@ -15,6 +15,7 @@ import pytest
 import streamgen as sg
 from helpers import assert_outputs_equal, make_model
 from streamgen.remote import wire
+from streamgen.runtimes import base
 from streamgen.remote import protocol
 from streamgen.serve import limits
 from streamgen.serve.batcher import Batcher, StateTable
@@ -92,6 +93,7 @@ def test_an_overflowing_state_keeps_the_stream_usable():
     batcher = Batcher(table)
     session = Session(table)
     huge = np.full((1, runtime.state_size), 3e38, np.float32)
+    huge[:, -base.RANDOM_COLUMNS:] = 0.0  # seed 0 at position 0 (whole 16-bit halves)
     state = wire.dump_state(huge, runtime.fingerprint, runtime.state_sizes)
     x = np.full(runtime.input_size, 0.3, np.float32)
     items = handle(session, protocol.reply([protocol.request("a", "set_state", state),
@@ -338,4 +340,7 @@ def test_steps_of_a_cancelled_caller_never_run(runtime):
 
     stepped, out = asyncio.run(main())
     assert stepped == 1 and len(out) >= 0
-    assert not table.states[gone].any() and table.states[kept].any()
+    fresh = runtime.initial_state(1, seeds=int(table.seeds[gone]))[0]  # zeros at its seed
+    assert np.array_equal(table.states[gone], fresh)
+    assert not np.array_equal(table.states[kept], runtime.initial_state(
+        1, seeds=int(table.seeds[kept]))[0])

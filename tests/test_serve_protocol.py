@@ -12,7 +12,7 @@ def test_each_request_kind():
     message = protocol.parse_message(json.dumps([
         {"id": "a", "x": [0.1, 2, -3e-5]},
         {"id": "a", "open": {"stop": [{"class_name": "StopHead", "config": {"threshold": 0.7}}],
-                             "max_steps": 5}},
+                             "max_steps": 5, "sampler": "top-k", "seed": 7}},
         {"id": "b", "open": None},
         {"id": "a", "reset": True}, {"id": "a", "close": True},
         {"id": "a", "get_state": True}, {"id": "a", "set_state": {"format": "x"}},
@@ -23,6 +23,8 @@ def test_each_request_kind():
         ("a", "get_state"), ("a", "set_state")]
     assert message.requests[0].value == [0.1, 2, -3e-5]
     assert message.requests[1].value["max_steps"] == 5
+    assert message.requests[1].value["sampler"] == "top-k"
+    assert message.requests[1].value["seed"] == 7
     assert message.requests[2].value == {}
 
 
@@ -37,7 +39,8 @@ def test_each_request_kind():
     ({"id": "a", "x": [1, "2"]}, 'expected "x" to be an array of numbers'),
     ({"id": "a", "x": [True]}, 'expected "x" to be an array of numbers'),
     ({"id": "a", "reset": 1}, 'expected "reset": true, got 1'),
-    ({"id": "a", "open": {"stop": [], "cap": 3}}, "optional keys ['stop', 'max_steps']"),
+    ({"id": "a", "open": {"stop": [], "cap": 3}},
+     "optional keys ['stop', 'max_steps', 'sampler', 'seed']"),
 ])
 def test_bad_requests_fail_alone(item, error):
     message = protocol.parse_message(json.dumps([item, {"id": "ok", "x": [1]}]))

@@ -262,19 +262,19 @@ def test_set_state_refuses_bad_values(both_streams, kind, state, message):
 
 
 @pytest.mark.parametrize("kind", ["tf", "lite"])
-@pytest.mark.parametrize("x, decode, message", [
-    (np.ones(3), None, r"`decode`, expected a bool or a bool array, got None"),
+@pytest.mark.parametrize("x, generate, message", [
+    (np.ones(3), None, r"`generate`, expected a bool or a bool array, got None"),
     (np.ones(3), "False", r"`generate`, expected a bool or a bool array of shape \(1,\), got 'False'"),
-    (np.ones((2, 3)), [True, False, True], r"`decode`, expected a bool or a bool array of "
+    (np.ones((2, 3)), [True, False, True], r"`generate`, expected a bool or a bool array of "
                                            r"shape \(2,\), got \[True, False, True\]"),
     (np.ones((2, 3)), [1, 0], r"`generate`, expected a bool or a bool array of shape \(2,\)"),
     (np.zeros((0, 3)), True, r"`x`, expected at least one row, got an array of 0 rows"),
     ([1.0, 2.0], True, r"`x`, expected last dimension input_size=3, got shape \(2,\)"),
 ])
-def test_step_arguments_are_checked(both_streams, kind, x, decode, message):
+def test_step_arguments_are_checked(both_streams, kind, x, generate, message):
     stream = both_streams[kind]()
     with pytest.raises(ValueError, match=message):
-        stream.step(x, generate=decode)
+        stream.step(x, generate=generate)
     assert stream.batch_size is None  # a bad first step does not fix the batch size
     assert len(stream.step(np.ones((4, 3)))) == 4
 

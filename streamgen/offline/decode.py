@@ -39,27 +39,21 @@ __all__ = ["decode_jsonl", "decode_padded", "decode_sequences", "evaluate",
 DEFAULT_BATCH_SIZE = 4096
 
 
-def as_runtime(model_or_runtime, stop=None, max_steps=None, jit_compile=False, sampler=None):
-    """A `sg.Runtime` from a runtime, a `sg.StreamGen` or a model file path.
+def as_runtime(model, stop=None, max_steps=None, jit_compile=False, sampler=None):
+    """`sg.open_runtime` for offline decoding: a runtime, a `sg.StreamGen`
+    or a model file path, with `stop`, `max_steps` and `sampler` applied.
 
     `jit_compile`: compile a TensorFlow model's step with XLA (offline
     decoding steps it with one fixed batch shape per batch, see
-    `decode_padded`); ignored for a `.tflite` file.
+    `Runtime.run_sequences`); ignored for a `.tflite` file or a runtime
+    already open.
     """
-    if isinstance(model_or_runtime, Runtime):
-        if stop is not None or max_steps is not None:
-            raise ValueError(
-                "Received `stop`/`max_steps` with a runtime; open the runtime with "
-                "them instead (sg.open_runtime(model, stop=..., max_steps=...)).")
-        if sampler is not None:
-            return model_or_runtime.with_options(sampler=sampler)
-        return model_or_runtime
     options = {} if sampler is None else {"sampler": sampler}
-    if jit_compile and not (isinstance(model_or_runtime, (str, os.PathLike))
-                            and os.fspath(model_or_runtime).lower().endswith(".tflite")):
+    tflite = (isinstance(model, (str, os.PathLike))
+              and os.fspath(model).lower().endswith(".tflite"))
+    if jit_compile and not tflite and not isinstance(model, Runtime):
         options["jit_compile"] = True
-    return runtimes.open_runtime(model_or_runtime, stop=stop, max_steps=max_steps,
-                                    **options)
+    return runtimes.open_runtime(model, stop=stop, max_steps=max_steps, **options)
 
 
 def length_batches(steps, batch_size):

@@ -36,6 +36,8 @@ import numpy as np
 
 from streamgen import checks
 from streamgen import criteria as criteria_lib
+from streamgen import randomness
+from streamgen import samplers
 from streamgen.remote import protocol
 from streamgen.remote import wire
 from streamgen.runtimes import base
@@ -113,8 +115,10 @@ class AsyncClient:
 
     Attributes:
         url: the WebSocket URL.
-        model: what `GET /v1/model` answered (sizes, criteria, fingerprint).
-        input_size, output_size, trained_max_steps: from `model`.
+        model: what `GET /v1/model` answered (sizes, criteria, sampler,
+            frame kind, fingerprint).
+        input_size, output_size, trained_max_steps, frame_loss: from `model`.
+        sampler: the server model's default sampler (`sg.samplers.Sampler`).
     """
 
     def __init__(self, url, token, model, timeout=DEFAULT_TIMEOUT_S):
@@ -128,6 +132,8 @@ class AsyncClient:
         self.fingerprint = model["fingerprint"]
         self.state_sizes = model["state_sizes"]
         self.criteria = [criteria_lib.check_criterion_dict(c) for c in model["stop"]]
+        self.frame_loss = model.get("frame_loss")  # None: a server that does not say
+        self.sampler = samplers.get(model.get("sampler"))
         self._ids = itertools.count()
         self._pending = []  # (request text, future)
         self._inflight = []  # the batch whose reply is awaited
@@ -175,7 +181,7 @@ class AsyncClient:
             if self._ws is None and not self._closed:
                 await self._connect()
 
-    def open_stream(self, stop=None, max_steps=None):
+    def open_stream(self, stop=None, max_steps=None, sampler=None, seed=None):
         """A new remote stream (opened on the server with its first request).
 
         Args:
@@ -184,12 +190,21 @@ class AsyncClient:
                 criteria of the user's own classes must be the server
                 model's, in order. `None`: the model's.
             max_steps: optional lower cap, in `[1, trained max_steps]`.
+            sampler: how frames are drawn: a `sg.samplers.Sampler`, a name
+                (`"top-k"`) or a config dict (`{"class_name": "TopK",
+                "config": {"k": 3}}`); `None`: the server model's.
+            seed: int in `[0, 2**32)`, the stream's random numbers; `None`
+                draws a fresh one here (`randomness.new_seed()`), so that
+                `reset()` and a reconnection replay the same draws. The
+                stream's `seed` attribute holds it.
 
         Returns:
             An `AsyncRemoteStream`.
 
         Raises:
-            TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...)`.
+            TypeError, ValueError: as `sg.LiteStream(stop=..., max_steps=...,
+                sampler=..., seed=...)` (a random sampler on `mse` frames
+                names the frame kind).
         """
         if self._closed:
             raise _closed_error()
@@ -200,7 +215,17 @@ class AsyncClient:
             criteria_lib.thresholds_row(criteria, criteria_lib.custom_of(self.criteria))  # checks
         if max_steps is not None:
             max_steps = checks.resolve_cap(self.trained_max_steps, max_steps)
-        return AsyncRemoteStream(self, f"s{next(self._ids)}", criteria, max_steps)
+        if sampler is not None:
+            sampler = samplers.serialize(self.check_sampler(sampler))
+        seed = randomness.new_seed() if seed is None else randomness.check_seed("seed", seed)
+        return AsyncRemoteStream(self, f"s{next(self._ids)}", criteria, max_steps, sampler, seed)
+
+    def check_sampler(self, sampler):
+        """`sampler` resolved (`samplers.get`) and checked against the server
+        model's frame kind; `ValueError` naming it otherwise."""
+        if self.frame_loss is None:
+            return samplers.get(sampler)
+        return samplers.check_applies(sampler, self.frame_loss)
 
     async def request(self, text):
         """Sends one request (JSON text) in the next message; returns its item.
@@ -299,17 +324,27 @@ class AsyncRemoteStream:
     """A stream on a server, with `sg.Stream`'s API as coroutines.
 
     One row (batch size 1). Make one with `client.open_stream(...)`.
+
+    Attributes:
+        sampler: the stream's sampler (`sg.samplers.Sampler`).
+        seed: its seed (an int); `reset()` returns to it, at position 0.
     """
 
-    def __init__(self, client, stream_id, criteria, max_steps):
+    def __init__(self, client, stream_id, criteria, max_steps, sampler=None, seed=None):
         self.client = client
         self.id = stream_id
         self.criteria = criteria
         self.input_size = client.input_size
         self.output_size = client.output_size
         self.max_steps = max_steps if max_steps is not None else client.trained_max_steps
-        self._open = protocol.request(stream_id, "open",
-                                      {"stop": criteria, "max_steps": max_steps})
+        self.sampler = client.sampler if sampler is None else samplers.get(sampler)
+        self.seed = seed
+        options = {"stop": criteria, "max_steps": max_steps}
+        if sampler is not None:
+            options["sampler"] = sampler
+        if seed is not None:
+            options["seed"] = seed
+        self._open = protocol.request(stream_id, "open", options)
         self._generation = None  # the connection it is open on
         self._closed = False
 
@@ -374,11 +409,13 @@ class AsyncRemoteStream:
             yield await self.step(x)
 
     async def reset(self):
-        """Returns to the initial state (keeps the stop settings)."""
+        """Returns to the initial state (keeps the stop settings, the sampler
+        and the seed: the draws start again)."""
         await self._call(protocol.request(self.id, "reset"), revive=True)
 
     async def get_state(self):
-        """The state as `{"outer": [(1, size), ...], "inner": [...]}` (numpy)."""
+        """The state as `{"outer": [(1, size), ...], "inner": [...],
+        "random": [(1, 4)]}` (numpy; `"random"` holds the seed and position)."""
         value = await self.get_state_value()
         packed, sizes = wire.load_state(value, self.client.fingerprint,
                                           self.client.state_sizes)
@@ -451,8 +488,8 @@ class Client:
         self.timeout = timeout
         # Closed when collected or at exit if not before: quietly (issue 19).
         self._finalizer = weakref.finalize(self, _finish, self._loop, self._thread, self._async)
-        for name in ("url", "model", "input_size", "output_size", "criteria",
-                     "trained_max_steps", "fingerprint", "state_sizes"):
+        for name in ("url", "model", "input_size", "output_size", "criteria", "frame_loss",
+                     "sampler", "trained_max_steps", "fingerprint", "state_sizes"):
             setattr(self, name, getattr(self._async, name))
 
     def _run(self, coroutine):
@@ -470,18 +507,26 @@ class Client:
     def messages_sent(self):
         return self._async.messages_sent
 
-    def open_stream(self, stop=None, max_steps=None):
+    def open_stream(self, stop=None, max_steps=None, sampler=None, seed=None):
         """A new remote stream: a `sg.Stream` over a `RemoteRuntime`.
 
         Args:
-            stop, max_steps: see `AsyncClient.open_stream`.
+            stop, max_steps, sampler: see `AsyncClient.open_stream`.
+            seed: int in `[0, 2**32)`; `None` draws a fresh one (as
+                `sg.Stream`; the stream's `seed` attribute holds it).
 
         Returns:
-            A `sg.Stream` (one row: batch size 1).
+            A `sg.Stream` (one row: batch size 1), equal to a local
+            `sg.Stream(model, stop=, max_steps=, sampler=, seed=)`.
+
+        Example:
+
+        >>> s = sg.connect(url).open_stream(sampler=sg.samplers.TopK(3), seed=7)  # doctest: +SKIP
         """
         if self._closed:
             raise _closed_error()
-        return Stream(RemoteRuntime(self, stop=stop, max_steps=max_steps))
+        return Stream(RemoteRuntime(self, stop=stop, max_steps=max_steps, sampler=sampler),
+                      seed=seed)
 
     def close(self):
         """Closes the connection and the background thread.
@@ -550,8 +595,9 @@ def _finish(loop, thread, client=None):
 class RemoteRuntime(Runtime):
     """A server's model as the runtime of `sg.Stream`s (blocking).
 
-    `client.open_stream(stop=, max_steps=)` is `sg.Stream(RemoteRuntime(
-    client, stop=, max_steps=))`: the same `Stream` as over a local model,
+    `client.open_stream(stop=, max_steps=, sampler=, seed=)` is
+    `sg.Stream(RemoteRuntime(client, stop=, max_steps=, sampler=), seed=)`:
+    the same `Stream` as over a local model,
     with the same results. A remote row's state lives on the server, so the
     state this runtime hands to its `Stream` is a *handle* to one server
     stream (opened with its first request, closed when the handle is
@@ -565,6 +611,8 @@ class RemoteRuntime(Runtime):
         stop: stop criteria (any built-in mix, objects or dicts); `None`:
             the server model's.
         max_steps: a lower cap, or `None`.
+        sampler: a sampler (object, name or config dict), or `None`: the
+            server model's.
 
     Example:
 
@@ -575,12 +623,17 @@ class RemoteRuntime(Runtime):
     >>> local = model.open_stream(); local.set_state(saved)  # doctest: +SKIP
     """
 
-    def __init__(self, client, stop=None, max_steps=None):
-        opened = client._async.open_stream(stop=stop, max_steps=max_steps)  # checks them
+    def __init__(self, client, stop=None, max_steps=None, sampler=None):
+        opened = client._async.open_stream(stop=stop, max_steps=max_steps,
+                                           sampler=sampler)  # checks them
         self.client = client
         self.criteria = opened.criteria
         self.max_steps = opened.max_steps
         self._cap = max_steps if max_steps is None else opened.max_steps
+        self._sampler = None if sampler is None else opened.sampler  # None: the server's
+        self.sampler = opened.sampler
+        self.frame_loss = client._async.frame_loss
+        self.params = np.asarray(self.sampler.params(), np.float32)
         self.input_size = client.input_size
         self.output_size = client.output_size
         self.trained_max_steps = client.trained_max_steps
@@ -588,13 +641,15 @@ class RemoteRuntime(Runtime):
         self.fingerprint = client.fingerprint
         self.decoder_state = client.model.get("decoder_state")
 
-    def initial_state(self, n):
-        """A handle to `n` fresh rows on the server (`n` must be 1)."""
+    def initial_state(self, n, seeds=None):
+        """A handle to `n` fresh rows on the server (`n` must be 1), at
+        `seeds` (an int, or a list of one; `None`: a fresh seed)."""
         if n != 1:
             raise checks.invalid("x", "one row (a remote stream is one stream; open one "
                                  "stream per row)", f"{n} rows")
+        seed = None if seeds is None else int(base.row_seeds(seeds, 1)[0])
         return _RemoteRow(self.client, self.client._async.open_stream(
-            stop=self.criteria, max_steps=self._cap))
+            stop=self.criteria, max_steps=self._cap, sampler=self._sampler, seed=seed))
 
     def advance(self, x, state, generate=None):
         if generate is not None and not np.all(generate):
@@ -620,13 +675,14 @@ class RemoteRuntime(Runtime):
         if state is not None:
             state.close()
 
-    def run(self, x, state, generate=None, thresholds=None, caps=None):
+    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None):
         raise TypeError("A remote runtime keeps its rows on the server: step them "
                         "through sg.Stream (client.open_stream()).")
 
-    def with_options(self, stop=None, max_steps=None):
+    def with_options(self, stop=None, max_steps=None, sampler=None):
         return RemoteRuntime(self.client, self.criteria if stop is None else stop,
-                             self._cap if max_steps is None else max_steps)
+                             self._cap if max_steps is None else max_steps,
+                             self._sampler if sampler is None else sampler)
 
 
 class _RemoteRow:
@@ -637,7 +693,8 @@ class _RemoteRow:
 
     def __init__(self, client, stream):
         self.stream = stream
-        self.shape = (1, sum(client.state_sizes["outer"]) + sum(client.state_sizes["inner"]))
+        self.shape = (1, sum(client.state_sizes["outer"]) + sum(client.state_sizes["inner"])
+                      + base.RANDOM_COLUMNS)
         self._finalizer = weakref.finalize(self, _close_row, client, stream)
         self._finalizer.atexit = False  # the client closes its connection itself
 
@@ -668,8 +725,9 @@ def connect(url, token=None, timeout=DEFAULT_TIMEOUT_S):
             included); then it raises `TimeoutError`.
 
     Returns:
-        A `Client`: `client.open_stream(stop=None, max_steps=None)` gives
-        remote streams with `sg.Stream`'s API. Share it between threads:
+        A `Client`: `client.open_stream(stop=None, max_steps=None,
+        sampler=None, seed=None)` gives remote streams with `sg.Stream`'s
+        API (the same outputs as a local stream of that seed). Share it between threads:
         their pending requests travel together in one message.
 
     Raises:

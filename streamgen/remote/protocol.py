@@ -7,9 +7,16 @@ A client message is a JSON array of requests, each naming a stream by a
 client-chosen string `"id"` and holding exactly one action:
 
     {"id": "a", "x": [0.1, 0.2, 0.3]}                  one outer step
-    {"id": "a", "open": {"stop": [...], "max_steps": 5}}
+    {"id": "a", "open": {"stop": [...], "max_steps": 5,
+                         "sampler": {"class_name": "TopK", "config": {"k": 3}},
+                         "seed": 7}}
     {"id": "a", "reset": true}      {"id": "a", "close": true}
     {"id": "a", "get_state": true}  {"id": "a", "set_state": STATE}
+
+`open`'s keys are optional: `sampler` is what `sg.samplers.get` takes in
+JSON (a name or a `{"class_name", "config"}` object), `seed` an integer in
+`[0, 2**32)` (none: the server draws a fresh one, which the stream's STATE
+carries); the server checks them against its model (`serve.session`).
 
 The reply is one JSON array with one item per request, in order:
 `{"id": "a", "out": [[...], ...]}`, `{"id": "a", "state": STATE}`,
@@ -34,7 +41,7 @@ MAX_ID_CHARS = 256
 MAX_REQUESTS_PER_MESSAGE = 10_000  # beyond: the message is one error item
 MAX_INT_DIGITS = 4000  # a longer JSON integer is read as a float (an infinity)
 ACTIONS = ("x", "open", "reset", "close", "get_state", "set_state")
-OPEN_KEYS = ("stop", "max_steps")
+OPEN_KEYS = ("stop", "max_steps", "sampler", "seed")
 
 
 class ProtocolError(ValueError):

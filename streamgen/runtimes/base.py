@@ -340,10 +340,12 @@ class Runtime:
         Returns:
             dict with `input_size`, `output_size`, `max_steps` (the trained
             cap), `decoder_state`, `stop` (the criteria as
-            `{"class_name", "config"}` dicts), `state_sizes`, `state_size`,
-            `fingerprint` and `runtime` (the class name); `TFRuntime` adds
-            the model's own facts (cells, `ir_size`, `frame_loss`,
-            `parameters`), `LiteRuntime` the export's (`format`, `cell`).
+            `{"class_name", "config"}` dicts), `frame_loss`, `sampler` (the
+            default sampler, `samplers.serialize`), `state_sizes`,
+            `state_size`, `fingerprint` and `runtime` (the class name);
+            `TFRuntime` adds the model's own facts (cells, `ir_size`,
+            `mixtures`, `parameters`), `LiteRuntime` the export's
+            (`format`, `cell`).
         """
         return {
             "input_size": self.input_size,
@@ -351,6 +353,8 @@ class Runtime:
             "max_steps": self.trained_max_steps,
             "decoder_state": self.decoder_state,
             "stop": [dict(c, config=dict(c["config"])) for c in self.criteria],
+            "frame_loss": self.frame_loss,
+            "sampler": samplers.serialize(self.sampler),
             "state_sizes": {k: list(v) for k, v in self.state_sizes.items()},
             "state_size": self.state_size,
             "fingerprint": self.fingerprint,

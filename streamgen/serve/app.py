@@ -345,7 +345,7 @@ class Server:
                         else:
                             yield frames_json(out) + "\n"
                     elif isinstance(event, Reset):
-                        self.table.states[session.rows[""]] = 0.0
+                        self.table.reset(session.rows[""])
                         yield "\n"
             finally:
                 session.close()

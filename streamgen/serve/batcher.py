@@ -3,14 +3,17 @@
 Pure (numpy and asyncio; no Ray): tested on its own.
 
 - `StateTable`: every stream of a replica is one row of a few arrays — its
-  packed state `(S,)`, its stop thresholds `(K,)` (any mix of built-in
-  criteria: see `streamgen.criteria`), its cap, when it was last
-  used — not an object per stream. Rows are reused after a stream closes.
+  packed state `(S,)` (ending with its seed and random position), its stop
+  thresholds `(K,)` (any mix of built-in criteria: see
+  `streamgen.criteria`), its cap, its sampler parameters `(4,)`
+  (`samplers.row_params`), its seed, when it was last used — not an
+  object per stream. Rows are reused after a stream closes.
 - `Batcher.run(steps)`: the ready steps of any streams (rows), concatenated
   into ONE `runtime.step` (or a few, of at most `max_batch_size` rows), the
   results split back per stream and the new states written to the table.
   Equal to stepping each stream alone: every row of `runtime.step` is
-  independent, with its own thresholds and cap.
+  independent, with its own thresholds, cap, sampler and random numbers
+  (drawn from its own seed and position).
 - `TickLoop`: the asyncio side: connections `submit` their steps; one loop
   gathers everything submitted (waiting up to `batch_wait_ms` for more),
   runs `Batcher` in a worker thread so the event loop keeps reading
@@ -23,6 +26,7 @@ import time
 import numpy as np
 
 from streamgen import checks
+from streamgen import randomness
 from streamgen.runtimes.base import in_chunks
 
 
@@ -47,6 +51,10 @@ class StateTable:
         thresholds: float32 `(capacity, K)`, each row's stop thresholds
             (`runtime.options`: any built-in criteria per row).
         caps: int32 `(capacity,)`, each row's cap.
+        params: float32 `(capacity, 4)`, each row's sampler parameters
+            (`runtime.sampler_params`).
+        seeds: int64 `(capacity,)`, each row's seed: a fresh or reset row
+            starts from it at random position 0.
         last_used: float64 `(capacity,)`, `time.monotonic()` of each row's
             last request.
         owners: `row -> (session, id)` for the rows in use.
@@ -59,6 +67,8 @@ class StateTable:
         self.states = np.zeros((capacity, runtime.state_size), np.float32)
         self.thresholds = np.zeros((capacity, len(runtime.thresholds)), np.float32)
         self.caps = np.zeros((capacity,), np.int32)
+        self.params = np.zeros((capacity, len(runtime.params)), np.float32)
+        self.seeds = np.zeros((capacity,), np.int64)
         self.last_used = np.zeros((capacity,), np.float64)
         self.generations = np.zeros((capacity,), np.int64)  # +1 per allocation
         self.owners = {}
@@ -67,12 +77,17 @@ class StateTable:
     def __len__(self):
         return len(self.owners)
 
-    def allocate(self, owner, thresholds, cap, now=None):
-        """A fresh row (zero state) with these settings.
+    def allocate(self, owner, thresholds, cap, now=None, params=None, seed=None):
+        """A fresh row (zero state at `seed`) with these settings.
 
         Args:
             owner: what to tell when the row expires: `(session, id)`.
             thresholds: float32 `(K,)`; cap: int.
+            now: the time of its allocation (`time.monotonic()` if `None`).
+            params: float32 `(4,)`, the row's sampler parameters
+                (`runtime.sampler_params`); `None`: the runtime's sampler.
+            seed: int in `[0, 2**32)`, the row's seed; `None` draws a
+                fresh one (`randomness.new_seed()`).
 
         Raises:
             LimitError: the table holds `max_streams` rows.
@@ -85,16 +100,23 @@ class StateTable:
             self._grow()
         row = self._free.pop()
         self.owners[row] = owner
-        self.configure(row, thresholds, cap)
-        self.states[row] = 0.0
+        self.configure(row, thresholds, cap, params, seed)
+        self.reset(row)
         self.generations[row] += 1
         self.last_used[row] = time.monotonic() if now is None else now
         return row
 
-    def configure(self, row, thresholds, cap):
-        """Sets a row's stop thresholds and cap."""
+    def configure(self, row, thresholds, cap, params=None, seed=None):
+        """Sets a row's stop thresholds, cap, sampler parameters and seed
+        (`None`: the runtime's sampler, a fresh seed); the state is kept."""
         self.thresholds[row] = thresholds
         self.caps[row] = cap
+        self.params[row] = self.runtime.params if params is None else params
+        self.seeds[row] = randomness.new_seed() if seed is None else seed
+
+    def reset(self, row):
+        """Returns a row to its initial state: zeros, at its seed, position 0."""
+        self.states[row] = self.runtime.initial_state(1, seeds=int(self.seeds[row]))[0]
 
     def release(self, row):
         """Frees a row."""
@@ -110,7 +132,8 @@ class StateTable:
     def _grow(self):
         old = len(self.states)
         new = min(2 * old, max(old + 1, self.max_streams))
-        for name in ("states", "thresholds", "caps", "last_used", "generations"):
+        for name in ("states", "thresholds", "caps", "params", "seeds", "last_used",
+                     "generations"):
             array = getattr(self, name)
             grown = np.zeros((new,) + array.shape[1:], array.dtype)
             grown[:old] = array
@@ -160,8 +183,9 @@ class Batcher:
         checked list of `input_size` finite numbers (see `session`).
 
         Returns:
-            `(rows, x, state, thresholds, caps)`: int `(B,)`, float32
-            `(B, I)`, `(B, S)`, `(B, K)`, int32 `(B,)` (copies). `rows`
+            `(rows, x, state, thresholds, caps, params)`: int `(B,)`,
+            float32 `(B, I)`, `(B, S)`, `(B, K)`, int32 `(B,)`, float32
+            `(B, 4)` (copies). `rows`
             also carries each row's generation (`rows.generations`), so
             that `scatter` skips a row that was closed and reused meanwhile.
         """
@@ -170,7 +194,8 @@ class Batcher:
             (0, self.runtime.input_size), np.float32)
         table = self.table
         rows = _Rows(rows, table.generations[rows])
-        return rows, x, table.states[rows], table.thresholds[rows], table.caps[rows]
+        return (rows, x, table.states[rows], table.thresholds[rows], table.caps[rows],
+                table.params[rows])
 
     def scatter(self, rows, result):
         """Writes the new states back; returns each row's `Out[i]` `(L, O)`.
@@ -195,9 +220,11 @@ class Batcher:
                 "it is kept: reset() or set_state() another one")
         return outs
 
-    def step(self, rows, x, state, thresholds, caps):
-        """`runtime.run` in chunks of `max_batch_size` rows (no table access)."""
-        return in_chunks(self.runtime.run, self.max_batch_size, x, state, None, thresholds, caps)
+    def step(self, rows, x, state, thresholds, caps, params=None):
+        """`runtime.run` in chunks of `max_batch_size` rows (no table access):
+        one call for rows of any mix of stop criteria, caps and samplers."""
+        return in_chunks(self.runtime.run, self.max_batch_size, x, state, None, thresholds, caps,
+                         params)
 
     def run(self, steps):
         """Steps `[(row, x), ...]` (distinct rows); returns their `Out[i]`s."""

@@ -11,9 +11,11 @@ at once and all steps go to `submit` together — one batched step for a
 message whose streams each have one request, whatever their number.
 """
 
+import json
 import time
 
 from streamgen import checks
+from streamgen import randomness
 from streamgen.data.text import FLOAT32_OVERFLOW
 from streamgen.remote import protocol
 from streamgen.remote import wire
@@ -110,13 +112,15 @@ class Session:
         if action == "open":
             value = request.value
             thresholds, cap = self.runtime.options(value.get("stop"), value.get("max_steps"))
+            params = sampler_params(self.runtime, value.get("sampler"))
+            seed = open_seed(value.get("seed"))
             self.expired.pop(stream_id, None)
             row = self.rows.get(stream_id)
             if row is None:
-                self.rows[stream_id] = self._allocate(stream_id, thresholds, cap)
+                self.rows[stream_id] = self._allocate(stream_id, thresholds, cap, params, seed)
             else:  # re-open: fresh state, new settings
-                self.table.configure(row, thresholds, cap)
-                self.table.states[row] = 0.0
+                self.table.configure(row, thresholds, cap, params, seed)
+                self.table.reset(row)
                 self.touch(row)
             return ("ok", stream_id, None)
         if action == "step":
@@ -128,7 +132,7 @@ class Session:
             return ("step", row, x)
         if action == "reset":
             row = self.row(stream_id)
-            self.table.states[row] = 0.0
+            self.table.reset(row)  # its seed, at position 0
             self.touch(row)
             return ("ok", stream_id, None)
         if action == "get_state":
@@ -167,14 +171,15 @@ class Session:
         row = self.rows[stream_id] = self._allocate(stream_id, thresholds, cap)
         return row
 
-    def _allocate(self, stream_id, thresholds, cap):
-        """A new row for a stream of this connection, within its quota."""
+    def _allocate(self, stream_id, thresholds, cap, params=None, seed=None):
+        """A new row for a stream of this connection, within its quota
+        (`params` `None`: the runtime's sampler; `seed` `None`: a fresh one)."""
         if self.max_streams is not None and len(self.rows) >= self.max_streams:
             raise LimitError(
                 f"this connection holds its maximum of {self.max_streams} streams: at most "
                 f"{self.max_streams} streams per connection (--max-streams-per-connection); "
                 "close some streams first")
-        return self.table.allocate((self, stream_id), thresholds, cap)
+        return self.table.allocate((self, stream_id), thresholds, cap, params=params, seed=seed)
 
     def touch(self, row):
         """Marks the row as used now (for --idle-timeout)."""
@@ -195,6 +200,44 @@ class Session:
         for row in self.rows.values():
             self.table.release(row)
         self.rows.clear()
+
+
+def sampler_params(runtime, sampler):
+    """The `"sampler"` of an `open` request -> its row of `params` `(4,)`.
+
+    Args:
+        runtime: the replica's runtime.
+        sampler: `None` (the runtime's sampler), a name (`"top-k"`) or a
+            config (`{"class_name": "TopK", "config": {"k": 3}}`).
+
+    Raises:
+        ValueError: naming `sampler` (and the frame kind, for a sampler
+            that does not apply to the model's frames).
+    """
+    if sampler is not None and not isinstance(sampler, (str, dict)):
+        raise checks.invalid("sampler", "a name such as \"top-k\" or an object "
+                             "{\"class_name\": ..., \"config\": {...}}", sampler)
+    try:
+        return runtime.sampler_params(sampler)
+    except (TypeError, ValueError) as error:
+        text = str(error)
+        if "`sampler`" in text:
+            raise ValueError(text) from None
+        shown = json.dumps(sampler, separators=(",", ":"))[:200]
+        raise ValueError(f"Received an invalid value for argument `sampler` ({shown}): "
+                         f"{text}") from None
+
+
+def open_seed(seed):
+    """The `"seed"` of an `open` request -> an int (`None`: a fresh seed,
+    `randomness.new_seed()`).
+
+    Raises:
+        ValueError: naming `seed`, for anything but an integer in `[0, 2**32)`.
+    """
+    if seed is None:
+        return randomness.new_seed()
+    return randomness.check_seed("seed", seed)
 
 
 def _plain_vector(value, size):

@@ -164,6 +164,7 @@ def test_progress_bar_on_a_terminal(data, cli_tflite, tmp_path):
     assert "40/40 sequences" in shown and "steps/s" in shown and "s left" in shown
 
 
+@pytest.mark.slow  # trains a model
 def test_train_on_several_files_and_globs(data, tmp_path):
     out = str(tmp_path / "m.keras")
     result = invoke(["train", data["a"], str(data["folder"] / "a*.jsonl"), "-o", out,
@@ -176,6 +177,7 @@ def test_train_on_several_files_and_globs(data, tmp_path):
     assert (model.input_size, model.output_size) == (3, 2)
 
 
+@pytest.mark.slow  # trains a model
 def test_train_bad_record_in_a_later_file(data, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"x": [[1, 2, 3]], "y": [[[1, 2, 3]]]}\n')
@@ -436,6 +438,7 @@ def test_decode_reads_gzip_fifo_and_stdin(data, cli_model_path, tmp_path):
     assert out.read_text() == plain.stdout  # the previous output, untouched
 
 
+@pytest.mark.slow  # trains a model
 def test_train_and_evaluate_read_gzip(data, cli_model_path, tmp_path):
     import gzip
 

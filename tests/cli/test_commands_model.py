@@ -47,6 +47,7 @@ TINY = ["--units", "8", "--ir-size", "8", "--batch-size", "4", "--seed", "0"]
 # ---------------------------------------------------------------------- #
 # train -> evaluate -> stream, end to end.
 # ---------------------------------------------------------------------- #
+@pytest.mark.slow  # trains a model
 def test_train_evaluate_stream_end_to_end(cli_data, tmp_path):
     out = str(tmp_path / "model.keras")
     result = invoke(["train", cli_data["train"], "--valid", cli_data["valid"], "-o", out,
@@ -86,6 +87,7 @@ def test_train_evaluate_stream_end_to_end(cli_data, tmp_path):
     assert all(len(frame) == 2 for line in lines if line for frame in json.loads(line))
 
 
+@pytest.mark.slow  # trains a model
 def test_train_without_valid_saves_at_the_end(cli_data, tmp_path):
     out = str(tmp_path / "m.keras")
     result = invoke(["train", cli_data["valid"], "-o", out, "--epochs", "1",
@@ -112,6 +114,7 @@ def interrupt_fit(monkeypatch):
     return install
 
 
+@pytest.mark.slow  # trains a model
 def test_train_ctrl_c_before_an_epoch_saves_the_model(cli_data, tmp_path, interrupt_fit):
     interrupt_fit(0)
     out = str(tmp_path / "m.keras")
@@ -121,6 +124,7 @@ def test_train_ctrl_c_before_an_epoch_saves_the_model(cli_data, tmp_path, interr
     assert isinstance(keras.models.load_model(out, compile=False), sg.StreamGen)
 
 
+@pytest.mark.slow  # trains a model
 def test_train_ctrl_c_keeps_the_best_with_valid(cli_data, tmp_path, interrupt_fit):
     interrupt_fit(1)
     out = str(tmp_path / "m.keras")
@@ -138,6 +142,7 @@ def test_train_ctrl_c_keeps_the_best_with_valid(cli_data, tmp_path, interrupt_fi
     ('{"x": [[1, 2, 3]], "y": [[[1, 2]]]\n', "bad JSON"),
     ('{"x": [[1, 2, "a"]], "y": [[[1, 2]]]}\n', "field 'x"),
 ])
+@pytest.mark.slow  # trains a model
 def test_train_malformed_record_is_one_runtime_line(cli_data, tmp_path, line, field):
     path = tmp_path / "bad.jsonl"
     with open(cli_data["valid"]) as f:
@@ -149,6 +154,7 @@ def test_train_malformed_record_is_one_runtime_line(cli_data, tmp_path, line, fi
     assert not os.path.exists(tmp_path / "m.keras")
 
 
+@pytest.mark.slow  # trains a model
 def test_train_valid_with_other_widths(cli_data, tmp_path):
     path = tmp_path / "wide.jsonl"
     path.write_text('{"x": [[1, 2, 3, 4]], "y": [[[1, 2]]]}\n')
@@ -252,6 +258,7 @@ def test_output_paths_are_checked_before_any_work(cli_data, tmp_path, monkeypatc
 # ---------------------------------------------------------------------- #
 # train: divergence (issue 11, item 3), write errors (item 4).
 # ---------------------------------------------------------------------- #
+@pytest.mark.slow  # trains a model
 def test_train_divergence_is_a_failure_and_saves_nothing(cli_data, tmp_path):
     out = tmp_path / "m.keras"
     result = invoke(["train", cli_data["valid"], "-o", str(out), "--epochs", "2",
@@ -265,6 +272,7 @@ def test_train_divergence_is_a_failure_and_saves_nothing(cli_data, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow  # trains a model
 def test_train_divergence_with_valid_leaves_the_old_file(cli_data, tmp_path):
     out = tmp_path / "m.keras"
     out.write_bytes(b"the previous model")
@@ -286,6 +294,7 @@ def test_divergence_message_names_the_best_model_before_it():
         "--learning-rate); the best model before it (epoch 2, val_loss 0.25) is in m.keras")
 
 
+@pytest.mark.slow  # trains a model
 def test_train_save_error_is_one_line(cli_data, tmp_path, monkeypatch):
     import errno
 
@@ -336,6 +345,7 @@ def interrupting_save(monkeypatch, call, line):
     return seen
 
 
+@pytest.mark.slow  # trains a model
 def test_interrupt_at_any_point_of_a_save_leaves_the_old_file_or_none(tmp_path, monkeypatch):
     """`saving.save_model`, interrupted at 12 points spread over the write:
     the target is always absent (first save) or the previous, loadable model."""
@@ -373,6 +383,7 @@ def test_interrupt_at_any_point_of_a_save_leaves_the_old_file_or_none(tmp_path, 
             monkeypatch.undo()
 
 
+@pytest.mark.slow  # trains a model
 def test_train_interrupted_inside_a_checkpoint_write(cli_data, tmp_path, monkeypatch):
     """Ctrl-C in the middle of the second checkpoint: the file still holds
     epoch 1's model, complete, and the message says so."""
@@ -397,6 +408,7 @@ def test_train_interrupted_inside_a_checkpoint_write(cli_data, tmp_path, monkeyp
 # ---------------------------------------------------------------------- #
 # train: options for the saved model, early stopping, output (item 15).
 # ---------------------------------------------------------------------- #
+@pytest.mark.slow  # trains a model
 def test_train_saves_stop_criteria_and_loss_weight(cli_data, tmp_path):
     out = tmp_path / "m.keras"
     result = invoke(["train", cli_data["valid"], "-o", str(out), "--epochs", "1",
@@ -411,6 +423,7 @@ def test_train_saves_stop_criteria_and_loss_weight(cli_data, tmp_path):
     assert "stop           L2Norm(threshold=0.2, mode='below')\n" in info
 
 
+@pytest.mark.slow  # trains a model
 def test_train_patience_stops_early(cli_data, tmp_path):
     # A learning rate too small to move float32 weights: val_loss never improves.
     out = tmp_path / "m.keras"
@@ -421,6 +434,7 @@ def test_train_patience_stops_early(cli_data, tmp_path):
                      r"val_loss had not improved for 2 epochs\)\n$", result.stdout)
 
 
+@pytest.mark.slow  # trains a model
 def test_train_quiet_prints_only_the_result(cli_data, tmp_path):
     out = tmp_path / "m.keras"
     result = invoke(["train", cli_data["valid"], "-o", str(out), "--epochs", "2", "--quiet",
@@ -558,7 +572,8 @@ def test_info_json(tmp_path):
         "max_steps": 6, "decoder_state": "carry",
         "stop": [{"class_name": "StopHead", "config": {"threshold": 0.7}},
                  {"class_name": "L2Norm", "config": {"threshold": 2.0, "mode": "below"}}],
-        "frame_loss": "mse", "parameters": model.count_params(),
+        "frame_loss": "mse", "sampler": {"class_name": "Greedy", "config": {}},
+        "parameters": model.count_params(),
         "state_sizes": {"outer": [5, 5], "inner": [5, 5]}, "state_size": 24,
         "fingerprint": runtime.fingerprint, "runtime": "TFRuntime",
     }

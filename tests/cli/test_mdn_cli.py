@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 from click.testing import CliRunner
 
 import streamgen as sg  # noqa: F401  (first: quiet TensorFlow import)
@@ -15,6 +16,7 @@ def invoke(args):
     return CliRunner().invoke(cli, args, catch_exceptions=False)
 
 
+@pytest.mark.slow  # trains a model
 def test_train_mdn_and_info(tmp_path):
     data = tmp_path / "train.jsonl"
     with open(os.path.join(ROOT, "samples", "train.jsonl")) as f:

@@ -20,6 +20,8 @@ import pytest
 import streamgen as sg
 from streamgen import saving
 
+pytestmark = pytest.mark.slow  # real streamgen processes (TensorFlow in each)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "streamgen")
 # The installed console script when there is one, else the module.

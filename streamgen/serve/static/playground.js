@@ -20,7 +20,9 @@
     steps: [],  // {x, out} or {x, error}, in order
     outs: [],  // the Out[i] of the current drawing
     drawn: {segments: 0, stops: 0, empty: 0},
-    settings: {stop: null, max_steps: null}, cap: 1, saved: null, errors: [], busy: 0,
+    settings: {stop: null, max_steps: null, sampler: null}, cap: 1, saved: null, errors: [],
+    busy: 0,
+    seed: null,  // the stream's seed (sent, or drawn by the server and read from its state)
   };
   window.playground = state;
 
@@ -249,6 +251,60 @@
     const cap = $("cap");
     cap.max = model.max_steps;
     cap.value = model.max_steps;
+    buildSampling(model);
+  }
+
+  // The sampler kinds a model's frames take: every one for categorical and
+  // mdn frames; greedy alone for mse / mae (and a server that does not say).
+  const SAMPLED_KINDS = ["categorical", "mdn"];
+  const CLASS_OF = {greedy: "Greedy", random: "Random", "top-k": "TopK", "top-p": "TopP"};
+
+  function buildSampling(model) {
+    const sampled = SAMPLED_KINDS.includes(model.frame_loss);
+    const select = $("sampler");
+    for (const option of Array.from(select.options)) {
+      option.hidden = option.disabled = !sampled && option.value !== "greedy";
+    }
+    const note = $("sampler-note");
+    note.hidden = sampled;
+    note.textContent = sampled ? "" : "This model's frames are " + (model.frame_loss || "not said") +
+      ": it predicts one frame (the mean), with no distribution to draw from, so greedy " +
+      "decoding is the only sampler (train with --frame-loss mdn or categorical to sample).";
+    const initial = model.sampler || {class_name: "Greedy", config: {}};
+    const name = Object.keys(CLASS_OF).find((key) => CLASS_OF[key] === initial.class_name);
+    select.value = sampled && name ? name : "greedy";
+    const config = initial.config || {};
+    if (config.temperature !== undefined) $("temperature").value = config.temperature;
+    if (config.k !== undefined) $("top-k").value = config.k;
+    if (config.p !== undefined) $("top-p").value = config.p;
+    showSamplerOptions();
+  }
+
+  function showSamplerOptions() {
+    const name = $("sampler").value;
+    $("temperature").closest("label").hidden = name === "greedy";
+    $("top-k").closest("label").hidden = name !== "top-k";
+    $("top-p").closest("label").hidden = name !== "top-p";
+  }
+  $("sampler").addEventListener("change", showSamplerOptions);
+
+  // The `sampler` of the open message: {class_name, config} (samplers.serialize).
+  function samplerSetting() {
+    const name = $("sampler").value;
+    const config = {};
+    if (name !== "greedy") config.temperature = Number($("temperature").value);
+    if (name === "top-k") config.k = Number($("top-k").value);
+    if (name === "top-p") config.p = Number($("top-p").value);
+    return {class_name: CLASS_OF[name], config};
+  }
+
+  // The seed of a STATE: its row's last 4 float32 values are the seed's and
+  // the position's 16-bit halves (docs/serving.md, "States").
+  function seedOfState(value) {
+    const bytes = Uint8Array.from(atob(value.data), (c) => c.charCodeAt(0));
+    const row = new DataView(bytes.buffer);
+    const at = bytes.length - 16;
+    return row.getFloat32(at, true) * 65536 + row.getFloat32(at + 4, true);
   }
 
   function settings() {
@@ -260,7 +316,10 @@
       return {class_name: criterion.class_name, config};
     });
     const cap = Math.round(Number($("cap").value));
-    return {stop, max_steps: cap >= 1 ? cap : model.max_steps};
+    const open = {stop, max_steps: cap >= 1 ? cap : model.max_steps, sampler: samplerSetting()};
+    const seed = $("seed").value.trim();
+    if (seed !== "") open.seed = Number(seed);  // blank: the server draws a fresh one
+    return open;
   }
 
   async function applySettings() {
@@ -271,7 +330,19 @@
       state.cap = open.max_steps;
       $("error").textContent = "";
       clearDrawing();
+      await showSeed(open.seed);
     }
+  }
+
+  async function showSeed(sent) {
+    let seed = sent;
+    if (seed === undefined) {  // drawn by the server: its state carries it
+      const answer = await one({get_state: true});
+      seed = answer && answer.state ? seedOfState(answer.state) : null;
+    }
+    state.seed = seed;
+    $("seed-used").textContent = seed === null ? "" : "seed " + seed +
+      (sent === undefined ? " (drawn by the server; type it to replay)" : "");
   }
   $("apply").addEventListener("click", applySettings);
 
