@@ -141,9 +141,10 @@ def draw(pyplot, outs, cap, output_size, title, samples=()):
     from matplotlib.lines import Line2D
 
     step = _WIDTH / cap
+    narrowest = 8.5 if samples else 6.0  # room for the title and the legend
     figure, axes = pyplot.subplots(
         output_size, 1, sharex=True, squeeze=False,
-        figsize=(min(max(6.0, 0.5 * len(outs) + 2), 16), 1.8 * output_size + 1.2))
+        figsize=(min(max(narrowest, 0.5 * len(outs) + 2), 16), 1.8 * output_size + 1.2))
     bold = 2.0 if samples else 1.2
     for channel, axis in enumerate(axes[:, 0]):
         for sample in samples:

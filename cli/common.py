@@ -286,14 +286,7 @@ def open_stream(path, stop_kind=None, threshold=None, max_steps=None, url=None, 
     check_cap(client.trained_max_steps, max_steps)
     check_sampler(sampler, getattr(client, "frame_loss", None))
     try:
-        try:
-            return client.open_stream(stop=spec, max_steps=max_steps, sampler=sampler, seed=seed)
-        except TypeError:
-            # A client without sampler= / seed= (before serve-sampling):
-            # unchanged behaviour when neither is asked for.
-            if sampler is not None or seed is not None:
-                raise
-            return client.open_stream(stop=spec, max_steps=max_steps)
+        return client.open_stream(stop=spec, max_steps=max_steps, sampler=sampler, seed=seed)
     except (TypeError, ValueError) as error:
         raise bad_value("stop_kind", f"the server's model cannot take it: {error}")
 

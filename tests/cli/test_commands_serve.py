@@ -91,9 +91,9 @@ def test_stream_url_is_byte_identical(server, cli_tflite, options):
     assert local.stdout.count("\n") == 5
 
 
-@pytest.mark.xfail(strict=False, reason="needs the client's sampler/seed (serve-sampling)")
 def test_stream_url_samples_as_locally(server, cli_tflite):
-    """The sampler and the seed travel to the server: the same draws as locally."""
+    """The sampler and the seed travel to the server: the same draws as locally;
+    the server's frame kind is checked before."""
     options = ["--sampler", "greedy", "--stop", "sample", "--threshold", "5", "--seed", "7"]
     runner = CliRunner()
     local = runner.invoke(cli, ["stream", "--model", cli_tflite, *options], input=INPUT)
@@ -104,6 +104,13 @@ def test_stream_url_samples_as_locally(server, cli_tflite):
     other = runner.invoke(cli, ["stream", "--url", server["url"], "--token", "tok",
                                 *options[:-1], "8"], input=INPUT)
     assert other.stdout != local.stdout
+    # A sampler that the server's (mse) model cannot take: a usage error here.
+    refused = runner.invoke(cli, ["stream", "--url", server["url"], "--token", "tok",
+                                  "--sampler", "random"], input=INPUT)
+    assert refused.exit_code == 2 and refused.stderr.endswith(
+        "Error: Invalid value for '--sampler': random cannot draw this model's 'mse' frames "
+        "(frame_loss=mse): only greedy decodes them; sample a model trained with "
+        "--frame-loss mdn or categorical.\n")
 
 
 def test_stream_url_errors(server):
