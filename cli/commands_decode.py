@@ -77,12 +77,13 @@ def decode(data, output, model_path, stop_kind, threshold, max_steps, sampler, s
         raise click.UsageError("--workers needs --ray.")
     files = _files(data)
     _check_output(output, files, ray_address is not None, overwrite)
+    if ray_address is not None:  # the actors open the model; here only its facts are read
+        path, stop = common.resolve_options(model_path, stop_kind, threshold, max_steps, sampler)
+        return _decode_ray(ray_address, workers, files, output, path, stop, max_steps,
+                           batch_size, on_error, overwrite, sampler, seed)
     # Locally, a TensorFlow step compiled with XLA (the fastest); opened once.
     runtime = common.open_runtime(model_path, stop_kind, threshold, max_steps,
-                                  jit_compile=ray_address is None, sampler=sampler)
-    if ray_address is not None:
-        return _decode_ray(ray_address, workers, files, output, model_path, runtime,
-                           batch_size, on_error, overwrite, sampler, seed)
+                                  jit_compile=True, sampler=sampler)
     import streamgen as sg
 
     bar = Progress(files) if _is_terminal(sys.stderr) else None
@@ -229,7 +230,7 @@ def _count_lines(path):
     return count
 
 
-def _decode_ray(address, workers, files, output, model_path, runtime, batch_size, on_error,
+def _decode_ray(address, workers, files, output, path, stop, max_steps, batch_size, on_error,
                 overwrite, sampler, seed):
     """`--ray`: Ray Data over an actor pool; shards in the folder `output`."""
     if output == "-" or (os.path.exists(output) and not os.path.isdir(output)):
@@ -239,15 +240,10 @@ def _decode_ray(address, workers, files, output, model_path, runtime, batch_size
     except ImportError as error:
         raise common.CliError(f"--ray needs Ray Data (pip install -e '.[serve]'): {error}") \
             from None
-    path = model_path
-    if path is None:  # the bundled model, as a file the actors can open
-        import streamgen as sg
-
-        path = sg.default_model_path()
     try:
         result = raydata.decode_ray(
             path, files, output, address=None if address == "local" else address,
-            workers=workers, stop=runtime.criteria, max_steps=runtime.max_steps,
+            workers=workers, stop=stop, max_steps=max_steps,
             batch_size=batch_size, on_error=on_error, report=_report, overwrite=overwrite,
             sampler=sampler, seed=seed)
     except KeyboardInterrupt:

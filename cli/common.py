@@ -253,6 +253,43 @@ def open_runtime(path, stop_kind=None, threshold=None, max_steps=None, jit_compi
         raise bad_value("stop_kind", f"{path or 'the model'} cannot take it: {error}")
 
 
+def resolve_options(path, stop_kind=None, threshold=None, max_steps=None, sampler=None):
+    """The options of a model that others open (`decode --ray`: the actors).
+
+    `--stop`, `--threshold`, `--max-steps` and the sampler are checked
+    against the file's own facts (`streamgen.runtimes.model_facts`: a
+    `.keras` file's config, a `.tflite` file's metadata), so the model is
+    not opened here: no TensorFlow, no trace in the driver.
+
+    Returns:
+        `(file, stop)`: the model file (the bundled model's for `None`) and
+        the stop criteria as `{"class_name", "config"}` dicts (the
+        model's when `--stop` is not given).
+
+    Raises:
+        As `open_runtime`.
+    """
+    import streamgen as sg
+    from streamgen.runtimes import model_facts
+
+    extension = None if path is None else os.path.splitext(path)[1].lower()
+    if extension not in (None, ".keras", ".tflite"):
+        raise bad_value(
+            "model_path",
+            f"expected a .keras or .tflite model file, got {click.format_filename(path)!r}.")
+    file = sg.default_model_path() if path is None else path
+    try:
+        facts = model_facts(file)
+    except ImportError as error:
+        raise CliError(f"{path}: {error}") from None
+    except (OSError, sg.ModelFileError) as error:
+        raise CliError(str(error)) from None
+    spec = stop_spec(facts["stop"], stop_kind, threshold)
+    check_cap(facts["max_steps"], max_steps)
+    check_sampler(sampler, facts["frame_loss"])
+    return file, facts["stop"] if spec is None else spec
+
+
 def open_stream(path, stop_kind=None, threshold=None, max_steps=None, url=None, token=None,
                 sampler=None, seed=None):
     """A `sg.Stream` for `stream` and `plot`: over `--model`, or over a server (`--url`).

@@ -93,3 +93,37 @@ def test_serve_describes_its_model_from_one_open(opens, cli_model_path):
     info = commands_serve._model_info(cli_model_path)
     assert len(opens["keras"]) == 1 and info["runtime"] == "TFRuntime"
     assert info["stop"] == [{"class_name": "StopHead", "config": {"threshold": 0.5}}]
+
+
+@pytest.mark.parametrize("kind", ["keras", "tflite"])
+def test_decode_ray_resolves_the_options_without_opening_the_model(
+        kind, opens, monkeypatch, tmp_path, cli_mdn_path, cli_mdn_tflite):
+    """`decode --ray`: the actors open the model; the driver only reads the
+    file's facts (a `.keras` config, a `.tflite` file's metadata) to check
+    the options and hand the resolved criteria on."""
+    from streamgen.offline import ray as raydata
+
+    calls = []
+
+    def fake_decode_ray(path, files, out_dir, **options):
+        calls.append((path, options))
+        return {"sequences": 1, "steps": 2, "skipped": 0, "shards": []}
+
+    monkeypatch.setattr(raydata, "decode_ray", fake_decode_ray)
+    path = cli_mdn_path if kind == "keras" else cli_mdn_tflite
+    data = commands(tmp_path)["decode"][0][1]
+    result = CliRunner().invoke(
+        cli, ["decode", "--ray", data, "--model", path, "-o", str(tmp_path / "out"), *SAMPLING],
+        catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert opens["keras"] == [] and opens["tflite"] == (1 if kind == "tflite" else 0)
+    ((got_path, options),) = calls
+    assert got_path == path and options["max_steps"] == 5 and options["seed"] == 3
+    assert options["stop"] == [{"class_name": "StopSample", "config": {"temperature": 0.7}}]
+    assert options["sampler"]["class_name"] == "TopK"
+    # A bad option is still refused before any worker starts.
+    bad = CliRunner().invoke(
+        cli, ["decode", "--ray", data, "--model", path, "-o", str(tmp_path / "out2"),
+              "--max-steps", "99"])
+    assert bad.exit_code == 2 and "above the model's trained cap" in bad.output
+    assert len(calls) == 1
