@@ -10,8 +10,9 @@ stop head that never fires (all 9 inner steps run in both, so the
 difference is the cost of sampling: the Philox uniforms drawn in numpy,
 then the compiled step's sampling graph); for an `mse` model, no stop
 against `StopSample(0.001)` (the cost of a sampled STOP). Alternates the two in rounds and prints
-JSON: medians in microseconds per step, and sampled/greedy.
-`--quick`: 2 rounds of 100 steps.
+JSON: medians in microseconds per step, sampled/greedy, and the number of
+LiteRT operators of each export (the LiteRT step's speed follows it).
+`--quick`: 2 rounds of 100 steps. `--only tf|lite`: one runtime.
 """
 
 import argparse
@@ -42,6 +43,14 @@ def make(frame_loss):
     return model
 
 
+def operators(path):
+    """The number of operators in a `.tflite` file, all subgraphs."""
+    from streamgen.runtimes.lite import import_schema
+
+    model = import_schema().Model.GetRootAsModel(bytearray(open(path, "rb").read()), 0)
+    return sum(model.Subgraphs(i).OperatorsLength() for i in range(model.SubgraphsLength()))
+
+
 def timed(stream, x, steps):
     times = []
     for row in x[:steps]:
@@ -54,6 +63,7 @@ def timed(stream, x, steps):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=("tf", "lite"))
     args = parser.parse_args()
     rounds, steps = (2, 100) if args.quick else (5, 400)
     results = {}
@@ -62,6 +72,8 @@ def main():
         model = make(frame_loss)
         path = os.path.join(folder, f"{frame_loss}.tflite")
         model.export_litert(path)
+        results[f"{frame_loss}/litert_operators"] = operators(path)
+        print(frame_loss, "operators", operators(path), file=sys.stderr)
         never = [sg.StopSample(0.001)]  # sigmoid(-1.3 / 0.001) = 0: never fires
         settings = ({"greedy": dict(stop=[]), "sampled": dict(stop=never)}
                     if frame_loss == "mse" else
@@ -71,7 +83,7 @@ def main():
             rng = np.random.default_rng(0)
             shape = (steps, 3) if batch == 1 else (steps, batch, 3)
             x = rng.normal(size=shape).astype(np.float32)
-            for runtime in ("tf", "lite"):
+            for runtime in ("tf", "lite") if args.only is None else (args.only,):
                 medians = {name: [] for name in settings}
                 for _ in range(rounds):
                     for name, options in settings.items():

@@ -67,16 +67,41 @@ def greedy_frame(model, head):
     return model.frame_from_head(head)
 
 
-def sampled_frame(model, head, params, u):
+def sampled_frame(model, head, params, u, plan=None, j=None):
     """The frame drawn from the head's output `(B, H)` with the sampler
     parameters `params` `(B, 4)` and the step's draws `u` `(B, draws)`
-    (`sg.samplers`: column 1 the class / component, 2.. Box-Muller)."""
-    if model.frame_loss == "categorical":
-        return samplers.sample_categorical(head, params, u[:, 1])
-    if model.frame_loss == "mdn":
+    (`sg.samplers`: column 1 the class / component, 2.. Box-Muller).
+
+    With `plan` (`sampling_plan` of the whole step) and the inner step `j`
+    (a Python int or an int32 scalar tensor), `u` is unused: the step's
+    column is read from the plan, whose per-row parts were computed once.
+    """
+    if model.frame_loss not in samplers.SAMPLED_KINDS:
+        return head  # mse / mae: only Greedy applies
+    if plan is None:
+        if model.frame_loss == "categorical":
+            return samplers.sample_categorical(head, params, u[:, 1])
         logits, means, scales = model.split_mixture(head)
         return samplers.sample_mdn(logits, means, scales, params, u[:, 1], u[:, 2:])
-    return head  # mse / mae: only Greedy applies
+    u_comp = tf.gather(plan.u_comp, j, axis=1)  # (B,)
+    if model.frame_loss == "categorical":
+        return samplers.sample_categorical(head, params, u_comp, plan=plan)
+    logits, means, scales = model.split_mixture(head)
+    return samplers.sample_mdn(logits, means, scales, params, u_comp,
+                               tf.gather(plan.normal, j, axis=1), plan=plan)
+
+
+def sampling_plan(model, params, u_all):
+    """`samplers.make_plan` of a step's draws `u_all` `(B, M, draws)`: what does
+    not depend on the frame head (Box-Muller normals of every inner step,
+    the greedy rows' choice columns zeroed), computed once, out of the
+    inner loop. `None` for `mse` / `mae` frames (no frame is drawn)."""
+    if model.frame_loss == "categorical":
+        return samplers.make_plan(params, model.output_size, u_all[:, :, 1])
+    if model.frame_loss == "mdn":
+        return samplers.make_plan(params, model.mixtures, u_all[:, :, 1], u_all[:, :, 2:],
+                             model.output_size)
+    return None
 
 
 def next_position(cols):
@@ -145,6 +170,7 @@ def outer_step(model, criteria, x, outer_state, inner_state, generate, stop_at,
         temperature = thresholds[:, criteria_lib.SAMPLE]  # (B,): +inf where off
         # Rows without StopSample compare with 2.0, which no probability exceeds.
         u_stop = tf.where(tf.expand_dims(temperature < np.inf, 1), u_all[:, :, 0], 2.0)
+        plan = sampling_plan(model, params, u_all)
 
     def cond(j, running, previous, state, frames, lengths):
         return (j < last) & tf.reduce_any(running)
@@ -161,7 +187,7 @@ def outer_step(model, criteria, x, outer_state, inner_state, generate, stop_at,
                 frame, stop_logit, new_state = model.inner_step(ir, previous, list(state))
         else:
             head, stop_logit, new_state = model.inner_head_step(ir, previous, list(state))
-            frame = sampled_frame(model, head, params, tf.gather(u_all, j, axis=1))
+            frame = sampled_frame(model, head, params, None, plan, j)
         stops = [built_in_fires(frame, stop_logit, signed)] if built_in else []  # (B,)
         if sampling is not None:  # StopSample: u < sigmoid(logit / T)
             stops.append(tf.gather(u_stop, j, axis=1)
