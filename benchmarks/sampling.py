@@ -5,14 +5,17 @@
 
 For an `mdn` model (3 mixtures) and a `categorical` model of the bundled
 model's sizes (64 units, max_steps 9, untrained weights), times
-`Greedy()` against `TopP(0.9)`, both with `StopSample(0.001)` against a
+`Greedy()` without stop criteria against `TopP(0.9)` with `StopSample(0.001)` and a
 stop head that never fires (all 9 inner steps run in both, so the
 difference is the cost of sampling: the Philox uniforms drawn in numpy,
 then the compiled step's sampling graph); for an `mse` model, no stop
-against `StopSample(0.001)` (the cost of a sampled STOP). Alternates the two in rounds and prints
-JSON: medians in microseconds per step, sampled/greedy, and the number of
+against `StopSample(0.001)` (the cost of a sampled STOP). Both streams
+stay open; short blocks of steps alternate between them (the order
+flipped every round), so each round's pair sees the same load; prints
+JSON: medians over rounds of each block's median in microseconds per
+step, the median over rounds of sampled/greedy, and the number of
 LiteRT operators of each export (the LiteRT step's speed follows it).
-`--quick`: 2 rounds of 100 steps. `--only tf|lite`: one runtime.
+`--quick`: 6 rounds of 30 steps (default 20 of 60). `--only tf|lite`: one runtime.
 """
 
 import argparse
@@ -65,7 +68,7 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=("tf", "lite"))
     args = parser.parse_args()
-    rounds, steps = (2, 100) if args.quick else (5, 400)
+    rounds, steps = (6, 30) if args.quick else (20, 60)
     results = {}
     folder = tempfile.mkdtemp()
     for frame_loss in ("mdn", "categorical", "mse"):
@@ -84,18 +87,22 @@ def main():
             shape = (steps, 3) if batch == 1 else (steps, batch, 3)
             x = rng.normal(size=shape).astype(np.float32)
             for runtime in ("tf", "lite") if args.only is None else (args.only,):
-                medians = {name: [] for name in settings}
-                for _ in range(rounds):
-                    for name, options in settings.items():
-                        stream = (model.open_stream(seed=1, **options) if runtime == "tf"
+                streams = {name: (model.open_stream(seed=1, **options) if runtime == "tf"
                                   else sg.LiteStream(path, seed=1, **options))
-                        timed(stream, x, 20)  # warm-up
-                        medians[name].append(timed(stream, x, steps))
+                           for name, options in settings.items()}
+                for stream in streams.values():
+                    timed(stream, x, 20)  # warm-up
+                medians = {name: [] for name in settings}
+                for index in range(rounds):  # short blocks, in turn: paired in time
+                    order = list(settings) if index % 2 == 0 else list(settings)[::-1]
+                    for name in order:
+                        medians[name].append(timed(streams[name], x, steps))
                 key = f"{frame_loss}/{runtime}/batch{batch}"
                 greedy, sampled = np.median(medians["greedy"]), np.median(medians["sampled"])
+                ratios = np.array(medians["sampled"]) / np.array(medians["greedy"])
                 results[key] = {"greedy_us": round(float(greedy), 1),
                                 "sampled_us": round(float(sampled), 1),
-                                "sampled/greedy": round(float(sampled / greedy), 3)}
+                                "sampled/greedy": round(float(np.median(ratios)), 3)}
                 print(key, results[key], file=sys.stderr)
     print(json.dumps(results, indent=1))
 

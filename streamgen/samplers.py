@@ -383,11 +383,13 @@ def make_plan(params, classes, u_comp, u_normal=None, depth=None):
         A `types.SimpleNamespace` (not a class of ours: autograph leaves
         it alone) with:
         temperature: `(B, 1)`.
-        limit: bool `(B, classes)`: rank `r` within the top `k` (all ranks
-            where `k` is 0).
-        p: `(B, 1)`.
-        u_comp: like the argument, 0 on greedy rows (a draw with `u = 0`
-            is the most likely class: greedy without a select per step).
+        bound: `(B, classes)`: rank `r` is kept when the probability
+            before it is below `bound[:, r]`: `p` within the top `k` (all
+            ranks where `k` is 0), -1 beyond (the top-k and nucleus tests
+            in one comparison).
+        u_comp: the argument with a last axis of 1 (`(B, 1)` or
+            `(B, M, 1)`), 0 on greedy rows (a draw with `u = 0` is the most
+            likely class: greedy without a select per step).
         greedy: bool `(B, 1)`.
         normal: `None`, or the standard normals `(B, D)` / `(B, M, D)`.
         noise_scale: `(B, 1)`, `sqrt(temperature)`.
@@ -397,12 +399,13 @@ def make_plan(params, classes, u_comp, u_normal=None, depth=None):
     temperature = params[:, 1:2]
     k = params[:, 2:3]
     rank = tf.cast(tf.range(classes), tf.float32)[None, :]  # (1, C)
+    limit = tf.logical_or(k <= 0.0, rank < k)  # (B, C)
+    u_comp = tf.expand_dims(u_comp, -1)  # (B, 1) or (B, M, 1)
     return types.SimpleNamespace(
         greedy=greedy,
         temperature=temperature,
-        limit=tf.logical_or(k <= 0.0, rank < k),  # (B, C)
-        p=params[:, 3:4],
-        u_comp=tf.where(greedy if len(u_comp.shape) == 2 else greedy[:, 0], 0.0, u_comp),
+        bound=tf.where(limit, params[:, 3:4], -1.0),  # (B, C)
+        u_comp=tf.where(greedy if len(u_comp.shape) == 2 else greedy[:, :, None], 0.0, u_comp),
         normal=None if u_normal is None else box_muller(u_normal, depth),
         noise_scale=tf.sqrt(temperature),
     )
@@ -421,7 +424,7 @@ def box_muller(u_normal, depth):
 def choose(log_weights, plan, u):
     """The drawn class / component index `(B,)` int32 (TensorFlow).
 
-    Inverse-CDF draw with `u` (`(B,)`, 0 on greedy rows: see `make_plan`) over
+    Inverse-CDF draw with `u` (`(B, 1)`, 0 on greedy rows: see `make_plan`) over
     the tempered probabilities restricted to the top `k` and to the
     nucleus `p` (both prefixes of the classes sorted most likely first,
     ties by lower index). As the kept classes are a prefix, the restricted
@@ -433,9 +436,9 @@ def choose(log_weights, plan, u):
     probs = tf.nn.softmax(log_weights / plan.temperature, axis=-1)  # (B, C)
     ordered, order = tf.math.top_k(probs, k=classes)  # (B, C) most likely first
     before = tf.cumsum(ordered, axis=-1, exclusive=True)  # (B, C)
-    keep = tf.logical_and(plan.limit, before < plan.p)  # a prefix: rank 0 always kept
+    keep = before < plan.bound  # a prefix (top k, nucleus): rank 0 always kept
     cdf = tf.cumsum(tf.where(keep, ordered, 0.0), axis=-1)  # (B, C)
-    target = tf.expand_dims(u, 1) * cdf[:, -1:]  # (B, 1)
+    target = u * cdf[:, -1:]  # (B, 1)
     drawn = tf.reduce_sum(tf.cast(cdf < target, tf.int32), axis=-1)  # (B,) a kept rank
     return tf.gather(order, drawn, batch_dims=1)  # (B,) a class index
 
@@ -447,7 +450,8 @@ def sample_categorical(probs, params, u, plan=None):
         probs: float32 tensor `(B, C)`, the class probabilities (the
             softmax frame head's output).
         params: float32 tensor `(B, 4)`, from `row_params`.
-        u: float32 tensor `(B,)` in `(0, 1)`: the step's column 1.
+        u: float32 tensor `(B,)` in `(0, 1)`: the step's column 1; with
+            `plan`, `(B, 1)` (`plan.u_comp` at this step).
         plan: optional `make_plan` of these params (its `u_comp` unused); made
             here when `None`.
 
@@ -472,7 +476,8 @@ def sample_mdn(logits, means, scales, params, u_comp, u_normal, plan=None):
         means: float32 tensor `(B, K, D)`.
         scales: float32 tensor `(B, K, D)`, positive.
         params: float32 tensor `(B, 4)`, from `row_params`.
-        u_comp: float32 tensor `(B,)`, the step's column 1.
+        u_comp: float32 tensor `(B,)`, the step's column 1; with `plan`,
+            `(B, 1)` (`plan.u_comp` at this step).
         u_normal: float32 tensor `(B, 2 * ceil(D / 2))`, the step's
             columns 2.. (radii then angles, see the module docstring); with
             `plan`, the standard normals `(B, D)` (`plan.normal` at this step).
