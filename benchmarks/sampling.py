@@ -15,7 +15,8 @@ flipped every round), so each round's pair sees the same load; prints
 JSON: medians over rounds of each block's median in microseconds per
 step, the median over rounds of sampled/greedy, and the number of
 LiteRT operators of each export (the LiteRT step's speed follows it).
-`--quick`: 6 rounds of 30 steps (default 20 of 60). `--only tf|lite`: one runtime.
+`--quick`: 6 rounds of 30 steps (default 20 of 60). `--only tf|lite`: one
+runtime; `--batch N` (repeatable): other batch sizes.
 """
 
 import argparse
@@ -67,6 +68,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=("tf", "lite"))
+    parser.add_argument("--batch", type=int, action="append",
+                        help="a batch size (repeatable; default 1 and 256)")
     args = parser.parse_args()
     rounds, steps = (6, 30) if args.quick else (20, 60)
     results = {}
@@ -82,7 +85,7 @@ def main():
                     if frame_loss == "mse" else
                     {"greedy": dict(stop=[]), "sampled": dict(stop=never,
                                                               sampler=samplers.TopP(0.9))})
-        for batch in (1, 256):
+        for batch in args.batch or (1, 256):
             rng = np.random.default_rng(0)
             shape = (steps, 3) if batch == 1 else (steps, batch, 3)
             x = rng.normal(size=shape).astype(np.float32)

@@ -17,6 +17,11 @@ of counter `(positions[b], c // 4, 0, 0)`. A word `w` (uint32) becomes the
 float32 `((w >> 9) + 0.5) / 2**23`, strictly inside `(0, 1)` (so `log(u)`
 and `log(1 - u)` are finite) and exact in float32.
 
+A call costs about the same for one position as for dozens (numpy's cost
+per call dominates at small sizes), so a stream that steps position by
+position gets its draws from a `Lookahead`, which draws the next
+positions in one call: the same numbers, computed earlier.
+
 Seeds are ints in `[0, SEED_LIMIT)`, positions ints modulo `2**32`. To keep
 them in a packed float32 state, `encode` splits both into 16-bit halves,
 which float32 holds exactly, and `decode` joins them back.

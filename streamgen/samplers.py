@@ -33,7 +33,11 @@ So mse / mae steps take 1 draw, categorical steps 2 and mdn steps
 
 The graph functions `sample_categorical` and `sample_mdn` use public
 TensorFlow ops only, no random op: they run under XLA and convert to LiteRT
-builtins. `sample_categorical_np` and `sample_mdn_np` are numpy references
+builtins. In a step's inner loop, what does not depend on the frame head
+(the Box-Muller normals, the greedy rows, the top-k limits) is computed
+once per outer step by `make_plan` and handed to them: at batch 1 a step
+costs about one unit per op it runs, so the loop body holds only the
+sort and the draw (`choose`). `sample_categorical_np` and `sample_mdn_np` are numpy references
 with the same math. This module imports neither TensorFlow nor Keras: the
 graph functions import TensorFlow when first called, and the classes are
 registered as Keras serializables (package `"streamgen"`) once Keras is
