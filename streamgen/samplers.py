@@ -37,8 +37,8 @@ builtins. In a step's inner loop, what does not depend on the frame head
 (the Box-Muller normals, the greedy rows, the top-k limits) is computed
 once per outer step by `make_plan` and handed to them: at batch 1 a step
 costs about one unit per op it runs, so the loop body holds only the
-sort and the draw (`choose`). `sample_categorical_np` and `sample_mdn_np` are numpy references
-with the same math. This module imports neither TensorFlow nor Keras: the
+sort and the draw (`choose`). `sample_categorical_np` and
+`sample_mdn_np` are numpy references with the same math. This module imports neither TensorFlow nor Keras: the
 graph functions import TensorFlow when first called, and the classes are
 registered as Keras serializables (package `"streamgen"`) once Keras is
 imported (`register_keras`).
