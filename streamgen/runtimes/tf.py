@@ -100,15 +100,15 @@ def sampled_frame(model, head, params, u, plan=None, j=None):
 
 
 def sampling_plan(model, params, u_all):
-    """`samplers.make_plan` of a step's draws `u_all` `(B, M, draws)`: what does
-    not depend on the frame head (Box-Muller normals of every inner step,
+    """`samplers.make_plan` of a step's draws `u_all` `(B, M, draws)`: what
+    does not depend on the frame head (Box-Muller normals of every inner step,
     the greedy rows' choice columns zeroed), computed once, out of the
     inner loop. `None` for `mse` / `mae` frames (no frame is drawn)."""
     if model.frame_loss == "categorical":
         return samplers.make_plan(params, model.output_size, u_all[:, :, 1])
     if model.frame_loss == "mdn":
         return samplers.make_plan(params, model.mixtures, u_all[:, :, 1], u_all[:, :, 2:],
-                             model.output_size)
+                                  model.output_size)
     return None
 
 
