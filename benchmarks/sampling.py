@@ -5,13 +5,18 @@
 
 For an `mdn` model (3 mixtures) and a `categorical` model of the bundled
 model's sizes (64 units, max_steps 9, untrained weights), times
-`Greedy()` against `TopP(0.9)`, both with `StopSample(0.001)` against a
+`Greedy()` without stop criteria against `TopP(0.9)` with `StopSample(0.001)` and a
 stop head that never fires (all 9 inner steps run in both, so the
 difference is the cost of sampling: the Philox uniforms drawn in numpy,
 then the compiled step's sampling graph); for an `mse` model, no stop
-against `StopSample(0.001)` (the cost of a sampled STOP). Alternates the two in rounds and prints
-JSON: medians in microseconds per step, and sampled/greedy.
-`--quick`: 2 rounds of 100 steps.
+against `StopSample(0.001)` (the cost of a sampled STOP). Both streams
+stay open; short blocks of steps alternate between them (the order
+flipped every round), so each round's pair sees the same load; prints
+JSON: medians over rounds of each block's median in microseconds per
+step, the median over rounds of sampled/greedy, and the number of
+LiteRT operators of each export (the LiteRT step's speed follows it).
+`--quick`: 6 rounds of 30 steps (default 20 of 60). `--only tf|lite`: one
+runtime; `--batch N` (repeatable): other batch sizes.
 """
 
 import argparse
@@ -42,6 +47,14 @@ def make(frame_loss):
     return model
 
 
+def operators(path):
+    """The number of operators in a `.tflite` file, all subgraphs."""
+    from streamgen.runtimes.lite import import_schema
+
+    model = import_schema().Model.GetRootAsModel(bytearray(open(path, "rb").read()), 0)
+    return sum(model.Subgraphs(i).OperatorsLength() for i in range(model.SubgraphsLength()))
+
+
 def timed(stream, x, steps):
     times = []
     for row in x[:steps]:
@@ -54,36 +67,45 @@ def timed(stream, x, steps):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=("tf", "lite"))
+    parser.add_argument("--batch", type=int, action="append",
+                        help="a batch size (repeatable; default 1 and 256)")
     args = parser.parse_args()
-    rounds, steps = (2, 100) if args.quick else (5, 400)
+    rounds, steps = (6, 30) if args.quick else (20, 60)
     results = {}
     folder = tempfile.mkdtemp()
     for frame_loss in ("mdn", "categorical", "mse"):
         model = make(frame_loss)
         path = os.path.join(folder, f"{frame_loss}.tflite")
         model.export_litert(path)
+        results[f"{frame_loss}/litert_operators"] = operators(path)
+        print(frame_loss, "operators", operators(path), file=sys.stderr)
         never = [sg.StopSample(0.001)]  # sigmoid(-1.3 / 0.001) = 0: never fires
         settings = ({"greedy": dict(stop=[]), "sampled": dict(stop=never)}
                     if frame_loss == "mse" else
                     {"greedy": dict(stop=[]), "sampled": dict(stop=never,
                                                               sampler=samplers.TopP(0.9))})
-        for batch in (1, 256):
+        for batch in args.batch or (1, 256):
             rng = np.random.default_rng(0)
             shape = (steps, 3) if batch == 1 else (steps, batch, 3)
             x = rng.normal(size=shape).astype(np.float32)
-            for runtime in ("tf", "lite"):
-                medians = {name: [] for name in settings}
-                for _ in range(rounds):
-                    for name, options in settings.items():
-                        stream = (model.open_stream(seed=1, **options) if runtime == "tf"
+            for runtime in ("tf", "lite") if args.only is None else (args.only,):
+                streams = {name: (model.open_stream(seed=1, **options) if runtime == "tf"
                                   else sg.LiteStream(path, seed=1, **options))
-                        timed(stream, x, 20)  # warm-up
-                        medians[name].append(timed(stream, x, steps))
+                           for name, options in settings.items()}
+                for stream in streams.values():
+                    timed(stream, x, 20)  # warm-up
+                medians = {name: [] for name in settings}
+                for index in range(rounds):  # short blocks, in turn: paired in time
+                    order = list(settings) if index % 2 == 0 else list(settings)[::-1]
+                    for name in order:
+                        medians[name].append(timed(streams[name], x, steps))
                 key = f"{frame_loss}/{runtime}/batch{batch}"
                 greedy, sampled = np.median(medians["greedy"]), np.median(medians["sampled"])
+                ratios = np.array(medians["sampled"]) / np.array(medians["greedy"])
                 results[key] = {"greedy_us": round(float(greedy), 1),
                                 "sampled_us": round(float(sampled), 1),
-                                "sampled/greedy": round(float(sampled / greedy), 3)}
+                                "sampled/greedy": round(float(np.median(ratios)), 3)}
                 print(key, results[key], file=sys.stderr)
     print(json.dumps(results, indent=1))
 

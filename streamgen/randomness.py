@@ -17,6 +17,11 @@ of counter `(positions[b], c // 4, 0, 0)`. A word `w` (uint32) becomes the
 float32 `((w >> 9) + 0.5) / 2**23`, strictly inside `(0, 1)` (so `log(u)`
 and `log(1 - u)` are finite) and exact in float32.
 
+A call costs about the same for one position as for dozens (numpy's cost
+per call dominates at small sizes), so a stream that steps position by
+position gets its draws from a `Lookahead`, which draws the next
+positions in one call: the same numbers, computed earlier.
+
 Seeds are ints in `[0, SEED_LIMIT)`, positions ints modulo `2**32`. To keep
 them in a packed float32 state, `encode` splits both into 16-bit halves,
 which float32 holds exactly, and `decode` joins them back.
@@ -171,6 +176,80 @@ def uniforms(seeds, positions, n):
     words[..., 0], words[..., 1], words[..., 2], words[..., 3] = even[0], odd[0], even[1], odd[1]
     words = words.reshape(rows, blocks * 4)[:, :n]
     return to_unit(words)
+
+
+class Lookahead:
+    """`uniforms` for streams that step position by position, drawn ahead.
+
+    A stream (or a batch of streams stepped together) asks for its draws
+    at positions `p`, `p + 1`, `p + 2`, ...: one call of `uniforms` for
+    `ahead` positions at once costs about what one position costs (numpy's
+    cost per call dominates at small sizes), so the next calls are slices
+    of it. The numbers are those of `uniforms`, bit for bit: the cache only
+    changes when they are computed. Safe to share between threads (a race
+    computes a block twice, never a wrong one); the blocks are read-only.
+
+    Args:
+        rows: the most rows times positions drawn at once (`ahead` is
+            `rows // B` for `B` rows; calls of more than `rows // 2` rows
+            draw directly, without a cache).
+        entries: the most `(seeds, n)` kept; the cache is emptied when full.
+
+    Example:
+
+    >>> from streamgen import randomness
+    >>> ahead = randomness.Lookahead()
+    >>> bool((ahead.uniforms(np.array([7]), np.array([5]), 9)
+    ...       == randomness.uniforms([7], [5], 9)).all())
+    True
+    """
+
+    def __init__(self, rows=64, entries=128):
+        self.rows, self.entries = int(rows), int(entries)
+        self._blocks = {}  # (n, seeds bytes) -> (first positions (B,), (ahead, B, n))
+
+    def uniforms(self, seeds, positions, n):
+        """`uniforms(seeds, positions, n)` (int64 arrays `(B,)`, positions in
+        `[0, 2**32)`), from the cache when the rows were drawn ahead."""
+        rows = seeds.shape[0]
+        ahead = self.rows // max(rows, 1)
+        if ahead < 2 or n > 4096:
+            return uniforms(seeds, positions, n)
+        if rows == 1:
+            return self.row(int(seeds[0]), int(positions[0]), n)
+        key = (n, seeds.tobytes())
+        found = self._blocks.get(key)
+        if found is not None:
+            first, block = found
+            offsets = positions - first
+            offset = int(offsets[0])
+            if 0 <= offset < ahead and (offsets == offset).all():
+                return block[offset]
+        # (ahead, B): positions p, p + 1, ... of each row, drawn in one call
+        steps = positions[None, :] + np.arange(ahead, dtype=np.int64)[:, None]
+        block = uniforms(np.broadcast_to(seeds, (ahead, rows)).reshape(-1),
+                         steps.reshape(-1), n).reshape(ahead, rows, n)
+        block.flags.writeable = False
+        if len(self._blocks) >= self.entries:
+            self._blocks.clear()
+        self._blocks[key] = (positions.copy(), block)
+        return block[0]
+
+    def row(self, seed, position, n):
+        """`uniforms([seed], [position], n)` for one row (Python ints, the
+        position in `[0, 2**32)`): float32 `(1, n)`, read-only."""
+        found = self._blocks.get((n, seed))
+        if found is not None:
+            offset = position - found[0]
+            if 0 <= offset < self.rows:
+                return found[1][offset]
+        steps = np.arange(position, position + self.rows, dtype=np.int64)
+        block = uniforms(np.full(self.rows, seed, np.int64), steps, n).reshape(self.rows, 1, n)
+        block.flags.writeable = False
+        if len(self._blocks) >= self.entries:
+            self._blocks.clear()
+        self._blocks[(n, seed)] = (position, block)
+        return block[0]
 
 
 def to_unit(words):

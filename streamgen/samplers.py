@@ -33,8 +33,12 @@ So mse / mae steps take 1 draw, categorical steps 2 and mdn steps
 
 The graph functions `sample_categorical` and `sample_mdn` use public
 TensorFlow ops only, no random op: they run under XLA and convert to LiteRT
-builtins. `sample_categorical_np` and `sample_mdn_np` are numpy references
-with the same math. This module imports neither TensorFlow nor Keras: the
+builtins. In a step's inner loop, what does not depend on the frame head
+(the Box-Muller normals, the greedy rows, the top-k limits) is computed
+once per outer step by `make_plan` and handed to them: at batch 1 a step
+costs about one unit per op it runs, so the loop body holds only the
+sort and the draw (`choose`). `sample_categorical_np` and
+`sample_mdn_np` are numpy references with the same math. This module imports neither TensorFlow nor Keras: the
 graph functions import TensorFlow when first called, and the classes are
 registered as Keras serializables (package `"streamgen"`) once Keras is
 imported (`register_keras`).
@@ -42,6 +46,7 @@ imported (`register_keras`).
 
 import math
 import sys
+import types
 
 import numpy as np
 
@@ -364,58 +369,110 @@ def _tf():
     return import_tensorflow()
 
 
-def _choose(log_weights, params, u):
-    """The drawn class / component as a one-hot `(B, C)` (TensorFlow).
+def make_plan(params, classes, u_comp, u_normal=None, depth=None):
+    """The parts of a draw that depend only on the sampler parameters and
+    the uniforms, not on the frame head (TensorFlow): computed once per
+    outer step, outside the inner loop, so each inner step only sorts and
+    draws (`choose`).
 
-    Greedy rows take the most likely class; the others the inverse-CDF
-    draw with `u` over the tempered probabilities restricted to the top
-    `k` and to the nucleus `p` (both prefixes of the classes sorted most
-    likely first, ties by lower index).
+    Args:
+        params: float32 tensor `(B, 4)`, from `row_params`.
+        classes: int, the number of classes (categorical) or components (mdn).
+        u_comp: float32 tensor `(B,)` or `(B, M)`: the choice column(s).
+        u_normal: optional float32 tensor `(B, 2 * ceil(D / 2))` or
+            `(B, M, 2 * ceil(D / 2))`: the Box-Muller columns (mdn).
+        depth: int `D`, with `u_normal`.
+
+    Returns:
+        A `types.SimpleNamespace` (not a class of ours: autograph leaves
+        it alone) with:
+        temperature: `(B, 1)`.
+        bound: `(B, classes)`: rank `r` is kept when the probability
+            before it is below `bound[:, r]`: `p` within the top `k` (all
+            ranks where `k` is 0), -1 beyond (the top-k and nucleus tests
+            in one comparison).
+        u_comp: the argument with a last axis of 1 (`(B, 1)` or
+            `(B, M, 1)`), 0 on greedy rows (a draw with `u = 0` is the most
+            likely class: greedy without a select per step).
+        greedy: bool `(B, 1)`.
+        normal: `None`, or the standard normals `(B, D)` / `(B, M, D)`.
+        noise_scale: `(B, 1)`, `sqrt(temperature)`.
+    """
+    tf = _tf()
+    greedy = params[:, :1] > 0.5  # (B, 1)
+    temperature = params[:, 1:2]
+    k = params[:, 2:3]
+    rank = tf.cast(tf.range(classes), tf.float32)[None, :]  # (1, C)
+    limit = tf.logical_or(k <= 0.0, rank < k)  # (B, C)
+    u_comp = tf.expand_dims(u_comp, -1)  # (B, 1) or (B, M, 1)
+    return types.SimpleNamespace(
+        greedy=greedy,
+        temperature=temperature,
+        bound=tf.where(limit, params[:, 3:4], -1.0),  # (B, C)
+        u_comp=tf.where(greedy if len(u_comp.shape) == 2 else greedy[:, :, None], 0.0, u_comp),
+        normal=None if u_normal is None else box_muller(u_normal, depth),
+        noise_scale=tf.sqrt(temperature),
+    )
+
+
+def box_muller(u_normal, depth):
+    """Standard normals `(..., D)` from uniforms `(..., 2 * ceil(D / 2))`
+    (TensorFlow): radii first, then angles (see the module docstring)."""
+    tf = _tf()
+    half = -(-depth // 2)
+    radius = tf.sqrt(-2.0 * tf.math.log(u_normal[..., :half]))  # (..., H)
+    angle = (2.0 * math.pi) * u_normal[..., half:2 * half]  # (..., H)
+    return tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=-1)[..., :depth]
+
+
+def choose(log_weights, plan, u):
+    """The drawn class / component index `(B,)` int32 (TensorFlow).
+
+    Inverse-CDF draw with `u` (`(B, 1)`, 0 on greedy rows: see `make_plan`) over
+    the tempered probabilities restricted to the top `k` and to the
+    nucleus `p` (both prefixes of the classes sorted most likely first,
+    ties by lower index). As the kept classes are a prefix, the restricted
+    CDF reaches its total at the last kept rank, which `u * total` never
+    exceeds: the count of CDF entries below it is a kept rank.
     """
     tf = _tf()
     classes = log_weights.shape[-1]
-    greedy = params[:, 0] > 0.5  # (B,)
-    temperature = params[:, 1:2]  # (B, 1)
-    k = params[:, 2:3]
-    p = params[:, 3:4]
-    probs = tf.nn.softmax(log_weights / temperature, axis=-1)  # (B, C)
+    probs = tf.nn.softmax(log_weights / plan.temperature, axis=-1)  # (B, C)
     ordered, order = tf.math.top_k(probs, k=classes)  # (B, C) most likely first
-    rank = tf.cast(tf.range(classes), tf.float32)[None, :]  # (1, C)
     before = tf.cumsum(ordered, axis=-1, exclusive=True)  # (B, C)
-    keep = tf.logical_and(
-        tf.logical_or(k <= 0.0, rank < k), before < p
-    )  # a prefix: rank 0 always kept
-    masked = ordered * tf.cast(keep, tf.float32)
-    cdf = tf.cumsum(masked, axis=-1)  # (B, C)
-    target = u[:, None] * cdf[:, -1:]  # (B, 1)
-    drawn = tf.reduce_sum(tf.cast(cdf < target, tf.float32), axis=-1)  # (B,)
-    kept = tf.reduce_sum(tf.cast(keep, tf.float32), axis=-1)
-    drawn = tf.minimum(drawn, kept - 1.0)
-    drawn = tf.where(greedy, tf.zeros_like(drawn), drawn)  # (B,) a rank
-    at_rank = tf.cast(tf.equal(rank, drawn[:, None]), tf.int32)  # (B, C)
-    chosen = tf.reduce_sum(at_rank * order, axis=-1)  # (B,) a class index
-    return tf.cast(tf.equal(tf.range(classes)[None, :], chosen[:, None]), tf.float32)
+    keep = before < plan.bound  # a prefix (top k, nucleus): rank 0 always kept
+    cdf = tf.cumsum(tf.where(keep, ordered, 0.0), axis=-1)  # (B, C)
+    target = u * cdf[:, -1:]  # (B, 1)
+    drawn = tf.reduce_sum(tf.cast(cdf < target, tf.int32), axis=-1)  # (B,) a kept rank
+    return tf.gather(order, drawn, batch_dims=1)  # (B,) a class index
 
 
-def sample_categorical(probs, params, u):
+def sample_categorical(probs, params, u, plan=None):
     """Draws a class per row; returns its one-hot (TensorFlow graph function).
 
     Args:
         probs: float32 tensor `(B, C)`, the class probabilities (the
             softmax frame head's output).
         params: float32 tensor `(B, 4)`, from `row_params`.
-        u: float32 tensor `(B,)` in `(0, 1)`: the step's column 1.
+        u: float32 tensor `(B,)` in `(0, 1)`: the step's column 1; with
+            `plan`, `(B, 1)` (`plan.u_comp` at this step).
+        plan: optional `make_plan` of these params (its `u_comp` unused); made
+            here when `None`.
 
     Returns:
         float32 tensor `(B, C)`: the one-hot of the drawn class (greedy
         rows: of the most likely one).
     """
     tf = _tf()
+    classes = probs.shape[-1]
+    if plan is None:
+        plan = make_plan(params, classes, u)
+        u = plan.u_comp
     log_probs = tf.math.log(tf.maximum(probs, 1e-30))
-    return _choose(log_probs, params, u)
+    return tf.one_hot(choose(log_probs, plan, u), classes, dtype=tf.float32)
 
 
-def sample_mdn(logits, means, scales, params, u_comp, u_normal):
+def sample_mdn(logits, means, scales, params, u_comp, u_normal, plan=None):
     """Draws an mdn frame per row (TensorFlow graph function).
 
     Args:
@@ -423,9 +480,12 @@ def sample_mdn(logits, means, scales, params, u_comp, u_normal):
         means: float32 tensor `(B, K, D)`.
         scales: float32 tensor `(B, K, D)`, positive.
         params: float32 tensor `(B, 4)`, from `row_params`.
-        u_comp: float32 tensor `(B,)`, the step's column 1.
+        u_comp: float32 tensor `(B,)`, the step's column 1; with `plan`,
+            `(B, 1)` (`plan.u_comp` at this step).
         u_normal: float32 tensor `(B, 2 * ceil(D / 2))`, the step's
-            columns 2.. (radii then angles, see the module docstring).
+            columns 2.. (radii then angles, see the module docstring); with
+            `plan`, the standard normals `(B, D)` (`plan.normal` at this step).
+        plan: optional `make_plan` of these params; made here when `None`.
 
     Returns:
         float32 tensor `(B, D)`: greedy rows the mean of the most likely
@@ -433,16 +493,14 @@ def sample_mdn(logits, means, scales, params, u_comp, u_normal):
         drawn component.
     """
     tf = _tf()
-    depth = means.shape[-1]
-    half = -(-depth // 2)
-    one_hot = _choose(logits, params, u_comp)[:, :, None]  # (B, K, 1)
-    mean = tf.reduce_sum(one_hot * means, axis=1)  # (B, D)
-    scale = tf.reduce_sum(one_hot * scales, axis=1)  # (B, D)
-    radius = tf.sqrt(-2.0 * tf.math.log(u_normal[:, :half]))  # (B, H)
-    angle = (2.0 * math.pi) * u_normal[:, half:2 * half]  # (B, H)
-    normal = tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=-1)[:, :depth]
-    noise = scale * tf.sqrt(params[:, 1:2]) * normal  # (B, D)
-    return tf.where(params[:, :1] > 0.5, mean, mean + noise)
+    if plan is None:
+        plan = make_plan(params, logits.shape[-1], u_comp, u_normal, means.shape[-1])
+        u_comp, u_normal = plan.u_comp, plan.normal
+    chosen = choose(logits, plan, u_comp)  # (B,)
+    mean = tf.gather(means, chosen, batch_dims=1)  # (B, D)
+    scale = tf.gather(scales, chosen, batch_dims=1)
+    noise = scale * plan.noise_scale * u_normal  # (B, D)
+    return tf.where(plan.greedy, mean, mean + noise)
 
 
 # ---------------------------------------------------------------------- #

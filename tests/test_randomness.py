@@ -106,3 +106,29 @@ def test_encode_decode_is_exact():
     np.testing.assert_array_equal(got_positions, positions % 2**32)
     with pytest.raises(ValueError, match="argument `cols`"):
         randomness.decode(cols + 0.5)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 40])
+def test_lookahead_gives_the_same_numbers(rows):
+    """Drawn ahead or not, the numbers are `uniforms`', bit for bit: stepping
+    position by position (across the 2**32 wrap), jumping back and ahead
+    (cache misses), and another n or seeds."""
+    from streamgen.runtimes.base import state_uniforms
+
+    ahead = randomness.Lookahead(rows=64, entries=4)
+    seeds = np.arange(rows, dtype=np.int64) * 7919 + 3
+    start = np.full(rows, 2**32 - 5, np.int64) - np.arange(rows)
+    walk = list(range(12)) + [3, 2, 40, 41, 200] + list(range(100, 170))
+    for t in walk:
+        positions = (start + t) % 2**32
+        expected = randomness.uniforms(seeds, positions, 18)
+        got = ahead.uniforms(seeds, positions, 18)
+        np.testing.assert_array_equal(got, expected)
+        assert got.shape == (rows, 18) and got.dtype == np.float32
+        state = np.zeros((rows, 6), np.float32)
+        state[:, -4:] = randomness.encode(seeds, positions)
+        np.testing.assert_array_equal(state_uniforms(state, 9, 2), expected)
+    np.testing.assert_array_equal(ahead.uniforms(seeds + 1, start, 5),
+                                  randomness.uniforms(seeds + 1, start, 5))
+    if rows <= 32:  # drawn ahead: a read-only view of the block
+        assert not ahead.uniforms(seeds, start, 18).flags.writeable

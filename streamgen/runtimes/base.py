@@ -416,10 +416,24 @@ def state_uniforms(state, max_steps, draws):
         float32 `(B, max_steps * draws)`: `randomness.uniforms` at each
         row's seed and position.
     """
-    cols = np.asarray(state)[:, -RANDOM_COLUMNS:].astype(np.int64)
+    cols = np.asarray(state)[:, -RANDOM_COLUMNS:]
+    if cols.shape[0] == 1:  # a lone stream: no array arithmetic
+        halves = [int(v) for v in cols[0].tolist()]
+        if all(0 <= v <= 0xFFFF for v in halves):
+            return _LOOKAHEAD.row((halves[0] << 16) | halves[1], (halves[2] << 16) | halves[3],
+                                  max_steps * draws)
+    cols = cols.astype(np.int64)
+    if cols.size and (cols.min() < 0 or cols.max() > 0xFFFF):  # not 16-bit halves
+        return randomness.uniforms((cols[:, 0] << 16) | cols[:, 1],
+                                   (cols[:, 2] << 16) | cols[:, 3], max_steps * draws)
     seeds = (cols[:, 0] << 16) | cols[:, 1]
     positions = (cols[:, 2] << 16) | cols[:, 3]
-    return randomness.uniforms(seeds, positions, max_steps * draws)
+    # A stream steps position by position: its next draws come from one
+    # call drawn ahead (`randomness.Lookahead`), the same numbers.
+    return _LOOKAHEAD.uniforms(seeds, positions, max_steps * draws)
+
+
+_LOOKAHEAD = randomness.Lookahead()
 
 
 def check_params(params, rows, frame_loss):

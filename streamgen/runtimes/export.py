@@ -211,6 +211,7 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, generate,
     signed = thresholds[:, :criteria_lib.COMPARED] * tf.constant(criteria_lib.SIGNS)
     draws = samplers.draws_per_step(model.frame_loss, model.output_size)
     u_all = tf.reshape(uniforms, [-1, M, draws])  # (B, M, draws)
+    plan = tf_runtime.sampling_plan(model, params, u_all)  # hoisted out of the chain
 
     history = [[s] for s in state]  # per state tensor: start, after step 0, ...
     frames, stop_logits = [], []  # each (B, O), (B, 1)
@@ -220,7 +221,7 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, generate,
             previous, stop_logit, state = model.inner_step(ir, previous, state)
         else:
             head, stop_logit, state = model.inner_head_step(ir, previous, state)
-            previous = tf_runtime.sampled_frame(model, head, params, u_all[:, j])
+            previous = tf_runtime.sampled_frame(model, head, params, None, plan, j)
         for past, now in zip(history, state):
             past.append(now)
         frames.append(previous)  # (B, O)

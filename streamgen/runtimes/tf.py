@@ -33,7 +33,7 @@ from streamgen.quiet import import_tensorflow
 tf = import_tensorflow()
 
 
-def built_in_fires(frame, stop_logit, signed):
+def built_in_fires(frame, stop_logit, signed, sampled=None):
     """Whether any built-in stop criterion fires (`streamgen.criteria`).
 
     Args:
@@ -41,7 +41,12 @@ def built_in_fires(frame, stop_logit, signed):
         stop_logit: float tensor `(..., 1)`.
         signed: float tensor `(..., 3)` (broadcast against the others): the
             thresholds of `StopHead`, `L2Norm` above and `L2Norm` below,
-            times `criteria_lib.SIGNS` (the last one negated).
+            times `criteria_lib.SIGNS` (the last one negated); with
+            `sampled`, `(..., 4)`: then the `StopSample` draw `u`.
+        sampled: optional float tensor `(..., 1)`, `stop_logit / T` of
+            `StopSample` (`T` its temperature, +inf where off): fires when
+            `sigmoid(sampled) > u` (`u < sigmoid(logit / T)`), in the same
+            comparison (rows without it compare with 2.0).
 
     Returns:
         A bool tensor `(...)`: `sigmoid(stop_logit) > t0 or norm > t1 or
@@ -51,7 +56,10 @@ def built_in_fires(frame, stop_logit, signed):
     # `tf.norm(frame, axis=-1)`'s ops (as `sg.L2Norm.fires`), without its
     # final squeeze: the same values.
     norm = tf.sqrt(tf.reduce_sum(frame * frame, axis=-1, keepdims=True))  # (..., 1)
-    values = tf.concat([tf.sigmoid(stop_logit), norm, -norm], axis=-1)  # (..., 3)
+    values = [tf.sigmoid(stop_logit), norm, -norm]
+    if sampled is not None:
+        values.append(tf.sigmoid(sampled))
+    values = tf.concat(values, axis=-1)  # (..., 3) or (..., 4)
     return tf.reduce_any(values > signed, axis=-1)
 
 
@@ -67,16 +75,41 @@ def greedy_frame(model, head):
     return model.frame_from_head(head)
 
 
-def sampled_frame(model, head, params, u):
+def sampled_frame(model, head, params, u, plan=None, j=None):
     """The frame drawn from the head's output `(B, H)` with the sampler
     parameters `params` `(B, 4)` and the step's draws `u` `(B, draws)`
-    (`sg.samplers`: column 1 the class / component, 2.. Box-Muller)."""
-    if model.frame_loss == "categorical":
-        return samplers.sample_categorical(head, params, u[:, 1])
-    if model.frame_loss == "mdn":
+    (`sg.samplers`: column 1 the class / component, 2.. Box-Muller).
+
+    With `plan` (`sampling_plan` of the whole step) and the inner step `j`
+    (a Python int or an int32 scalar tensor), `u` is unused: the step's
+    column is read from the plan, whose per-row parts were computed once.
+    """
+    if model.frame_loss not in samplers.SAMPLED_KINDS:
+        return head  # mse / mae: only Greedy applies
+    if plan is None:
+        if model.frame_loss == "categorical":
+            return samplers.sample_categorical(head, params, u[:, 1])
         logits, means, scales = model.split_mixture(head)
         return samplers.sample_mdn(logits, means, scales, params, u[:, 1], u[:, 2:])
-    return head  # mse / mae: only Greedy applies
+    u_comp = tf.gather(plan.u_comp, j, axis=1)  # (B, 1)
+    if model.frame_loss == "categorical":
+        return samplers.sample_categorical(head, params, u_comp, plan=plan)
+    logits, means, scales = model.split_mixture(head)
+    return samplers.sample_mdn(logits, means, scales, params, u_comp,
+                               tf.gather(plan.normal, j, axis=1), plan=plan)
+
+
+def sampling_plan(model, params, u_all):
+    """`samplers.make_plan` of a step's draws `u_all` `(B, M, draws)`: what
+    does not depend on the frame head (Box-Muller normals of every inner step,
+    the greedy rows' choice columns zeroed), computed once, out of the
+    inner loop. `None` for `mse` / `mae` frames (no frame is drawn)."""
+    if model.frame_loss == "categorical":
+        return samplers.make_plan(params, model.output_size, u_all[:, :, 1])
+    if model.frame_loss == "mdn":
+        return samplers.make_plan(params, model.mixtures, u_all[:, :, 1], u_all[:, :, 2:],
+                                  model.output_size)
+    return None
 
 
 def next_position(cols):
@@ -142,9 +175,13 @@ def outer_step(model, criteria, x, outer_state, inner_state, generate, stop_at,
         params, uniforms = sampling
         draws = samplers.draws_per_step(model.frame_loss, model.output_size)
         u_all = tf.reshape(uniforms, [batch, M, draws])  # (B, M, draws)
-        temperature = thresholds[:, criteria_lib.SAMPLE]  # (B,): +inf where off
-        # Rows without StopSample compare with 2.0, which no probability exceeds.
-        u_stop = tf.where(tf.expand_dims(temperature < np.inf, 1), u_all[:, :, 0], 2.0)
+        temperature = thresholds[:, criteria_lib.SAMPLE:criteria_lib.SAMPLE + 1]  # (B, 1)
+        # Rows without StopSample (+inf) compare with 2.0, which no
+        # probability exceeds: the thresholds of each inner step, (B, M, 4).
+        u_stop = tf.where(temperature < np.inf, u_all[:, :, 0], 2.0)  # (B, M)
+        signed = tf.concat([tf.broadcast_to(tf.expand_dims(signed, 1), [batch, M, 3]),
+                            tf.expand_dims(u_stop, 2)], axis=2)
+        plan = sampling_plan(model, params, u_all)
 
     def cond(j, running, previous, state, frames, lengths):
         return (j < last) & tf.reduce_any(running)
@@ -161,11 +198,12 @@ def outer_step(model, criteria, x, outer_state, inner_state, generate, stop_at,
                 frame, stop_logit, new_state = model.inner_step(ir, previous, list(state))
         else:
             head, stop_logit, new_state = model.inner_head_step(ir, previous, list(state))
-            frame = sampled_frame(model, head, params, tf.gather(u_all, j, axis=1))
-        stops = [built_in_fires(frame, stop_logit, signed)] if built_in else []  # (B,)
-        if sampling is not None:  # StopSample: u < sigmoid(logit / T)
-            stops.append(tf.gather(u_stop, j, axis=1)
-                         < tf.sigmoid(stop_logit[:, 0] / temperature))
+            frame = sampled_frame(model, head, params, None, plan, j)
+        if sampling is not None:  # with StopSample: u < sigmoid(logit / T)
+            stops = [built_in_fires(frame, stop_logit, tf.gather(signed, j, axis=1),
+                                    stop_logit / temperature)]  # (B,)
+        else:
+            stops = [built_in_fires(frame, stop_logit, signed)] if built_in else []
         if criteria:
             stop_logit = stop_logit[:, 0]  # (B,)
             stops += [criterion.fires(frame, stop_logit, limit)  # each (B,)
