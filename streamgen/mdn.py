@@ -28,11 +28,13 @@ import math
 
 from streamgen.quiet import import_tensorflow
 
-tf = import_tensorflow()
-
+# Before TensorFlow's import: importing it registers streamgen's Keras classes
+# (`streamgen.quiet`), which imports `model`, which reads these.
 SCALE_FLOOR = 1e-3
 DEFAULT_MIXTURES = 5
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+tf = import_tensorflow()
 
 
 def head_width(mixtures, output_size):

@@ -237,3 +237,15 @@ def test_a_crafted_config_is_refused_with_its_cause(tmp_path):
                              r"value for argument `max_steps`, expected an integer in "
                              r"\[1, 1024\], got 100000\."):
         sg.open_runtime(crafted)
+
+
+@pytest.mark.slow  # TensorFlow subprocesses
+@pytest.mark.parametrize("module", ["streamgen.mdn", "streamgen.losses", "streamgen.runtimes.tf",
+                                    "streamgen.runtimes.export", "streamgen.offline.evaluation"])
+def test_any_module_can_be_imported_first(module):
+    """Importing TensorFlow registers streamgen's Keras classes, which imports
+    `model`: a module that imports TensorFlow at its top must already hold
+    what `model` reads of it (no partially initialised module)."""
+    result = run_python(f"import {module}\nimport streamgen\nprint(streamgen.StreamGen.__name__)",
+                        quiet=True)
+    assert result.stdout == "StreamGen\n"
