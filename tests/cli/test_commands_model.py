@@ -552,6 +552,7 @@ def test_info_text(cli_model_path, cli_model):
         "max_steps      9\n"
         "decoder_state  reset\n"
         "stop           StopHead(threshold=0.5)\n"
+        "sampler        Greedy()\n"
         "frame_loss     mse\n"
         f"parameters     {cli_model.count_params():,}\n"
     )
@@ -597,6 +598,7 @@ def test_info_tflite(cli_tflite):
         "max_steps      9\n"
         "decoder_state  reset\n"
         "stop           StopHead(threshold=0.5)\n"
+        "sampler        Greedy()\n"
         "frame_loss     mse\n"
         f"state_size     {runtime.state_size}\n"
         f"fingerprint    {runtime.fingerprint}\n"
