@@ -3,7 +3,8 @@
     python benchmarks/step_paired.py OLD_CHECKOUT NEW_CHECKOUT [--pairs N] [--steps N]
 
 Each checkout exports the bundled model to its own `.tflite` (once), then
-fresh processes alternate (old, new, old, new, ...), each timing `--steps`
+fresh processes alternate (old, new, new, old, old, new, ...: which of a
+pair runs first biases it), each timing `--steps`
 calls of `Stream.step` and of `LiteStream.step` on the same inputs (after
 a warm-up) and printing the medians. Prints JSON: per checkout the median
 over the pairs of each process's median (and 10th percentile, and CPU time
@@ -72,8 +73,9 @@ def main():
         files[label] = os.path.join(folder, f"{label}.tflite")
         _run(os.path.abspath(checkout), "export", files[label], 0)
     runs = {"old": [], "new": []}
-    for _ in range(args.pairs):
-        for label, checkout in (("old", args.old), ("new", args.new)):
+    order = [("old", args.old), ("new", args.new)]
+    for pair in range(args.pairs):  # old first, then new first: the order biases a pair
+        for label, checkout in (order if pair % 2 == 0 else order[::-1]):
             runs[label].append(_run(os.path.abspath(checkout), "run", files[label], args.steps))
     report = {}
     for label in runs:

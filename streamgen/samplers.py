@@ -50,6 +50,8 @@ import types
 
 import numpy as np
 
+from streamgen.values import ConfigValue
+
 FRAME_KINDS = ("mse", "mae", "categorical", "mdn")
 SAMPLED_KINDS = ("categorical", "mdn")
 PARAMS = 4  # row_params columns: [greedy, temperature, k, p]
@@ -71,7 +73,7 @@ def _temperature(value, owner):
     return float(value)
 
 
-class Sampler:
+class Sampler(ConfigValue):
     """Base class of samplers.
 
     Args:
@@ -95,20 +97,6 @@ class Sampler:
 
     def get_config(self):
         return {"temperature": self.temperature}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class Greedy(Sampler):

@@ -17,12 +17,13 @@ import keras
 from streamgen import checks
 from streamgen import criteria
 from streamgen.quiet import import_tensorflow
+from streamgen.values import ConfigValue
 
 tf = import_tensorflow()
 
 
 @keras.saving.register_keras_serializable(package="streamgen")
-class StopCriterion:
+class StopCriterion(ConfigValue):
     """Base class of stop criteria.
 
     Subclasses implement `fires(frame, stop_logit, threshold)` with TensorFlow
@@ -58,20 +59,6 @@ class StopCriterion:
 
     def get_config(self):
         return {"threshold": self.threshold}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash((self.kind(), self.threshold))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.saving.register_keras_serializable(package="streamgen")

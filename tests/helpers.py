@@ -61,3 +61,15 @@ def write_toy_jsonl(path, n, seed, bad_line=None):
                 continue
             fh.write(json.dumps({"x": a.tolist(), "y": [o.tolist() for o in b]}) + "\n")
     return str(path)
+
+
+def sampling_models():
+    """Tiny models whose frames can be drawn (categorical, mdn) and an mse one,
+    with sharp stop heads (`stop_scale`) so that lengths vary by input."""
+    return {
+        "categorical": make_model("gru", "reset", seed=4, stop_scale=3.0,
+                                  frame_loss="categorical", output_size=4),
+        "mdn": make_model("lstm", "carry", seed=6, stop_scale=3.0, frame_loss="mdn",
+                          mixtures=3, output_size=3),
+        "mse": make_model("gru", "carry", seed=2, stop_scale=8.0),
+    }

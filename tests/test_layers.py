@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = [
     ("base", ["streamgen.errors", "streamgen.checks", "streamgen.quiet", "streamgen.outputs",
               "streamgen.criteria",
-              "streamgen.randomness"]),
+              "streamgen.randomness", "streamgen.values"]),
     ("kernel", ["streamgen.stopping", "streamgen.samplers", "streamgen.losses", "streamgen.mdn",
                 "streamgen.saving", "streamgen.data.ragged", "streamgen.data.text"]),
     ("runtimes", ["streamgen.runtimes.*"]),

@@ -12,7 +12,7 @@ import pytest
 import streamgen as sg
 from streamgen import randomness, samplers
 
-from helpers import make_model
+from helpers import make_model, sampling_models
 
 SAMPLERS = [samplers.Random(), samplers.TopK(2, temperature=0.7), samplers.TopP(0.8, 1.5)]
 # chi-square critical values at 1 - 1e-4 (df -> value); the draws are fixed
@@ -22,13 +22,7 @@ CHI2 = {1: 15.14, 2: 18.42, 3: 21.11}
 
 @pytest.fixture(scope="module")
 def models():
-    return {
-        "categorical": make_model("gru", "reset", seed=4, stop_scale=3.0,
-                                  frame_loss="categorical", output_size=4),
-        "mdn": make_model("lstm", "carry", seed=6, stop_scale=3.0, frame_loss="mdn",
-                          mixtures=3, output_size=3),
-        "mse": make_model("gru", "carry", seed=2, stop_scale=8.0),
-    }
+    return sampling_models()
 
 
 @pytest.fixture(scope="module")

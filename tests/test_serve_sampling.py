@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import streamgen as sg
-from helpers import make_model
+from helpers import make_model, sampling_models
 from streamgen import randomness, samplers
 from streamgen.remote import protocol
 from streamgen.remote import wire
@@ -37,13 +37,7 @@ MIX = [
 
 @pytest.fixture(scope="module")
 def models():
-    return {
-        "categorical": make_model("gru", "reset", seed=4, stop_scale=3.0,
-                                  frame_loss="categorical", output_size=4),
-        "mdn": make_model("lstm", "carry", seed=6, stop_scale=3.0, frame_loss="mdn",
-                          mixtures=3, output_size=3),
-        "mse": make_model("gru", "carry", seed=2, stop_scale=8.0),
-    }
+    return sampling_models()
 
 
 @pytest.fixture(scope="module")
