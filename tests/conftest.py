@@ -10,7 +10,7 @@ import keras
 settings.register_profile("streamgen", deadline=None, max_examples=25, derandomize=True)
 settings.load_profile("streamgen")
 
-from helpers import CELLS, MODES, make_model
+from helpers import CELLS, MODES, make_model, sampling_models as _sampling_models
 
 
 @pytest.fixture(scope="session")
@@ -158,3 +158,22 @@ def cli_mdn_tflite(cli_mdn_path, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("cli_mdn_lite") / "mdn.tflite")
     sg.load_model(cli_mdn_path).export_litert(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def sampling_models():
+    """`helpers.sampling_models()`, built once for the sampling tests."""
+    return _sampling_models()
+
+
+@pytest.fixture(scope="session")
+def sampling_lite_paths(sampling_models, tmp_path_factory):
+    """Each of `sampling_models` exported to LiteRT, once."""
+    pytest.importorskip("ai_edge_litert")
+    folder = tmp_path_factory.mktemp("sampling")
+    paths = {}
+    for name, model in sampling_models.items():
+        paths[name] = str(folder / f"{name}.tflite")
+        model.export_litert(paths[name])
+    return paths
+

@@ -12,7 +12,7 @@ import pytest
 import streamgen as sg
 from streamgen import randomness, samplers
 
-from helpers import make_model, sampling_models
+from helpers import make_model
 
 SAMPLERS = [samplers.Random(), samplers.TopK(2, temperature=0.7), samplers.TopP(0.8, 1.5)]
 # chi-square critical values at 1 - 1e-4 (df -> value); the draws are fixed
@@ -20,20 +20,14 @@ SAMPLERS = [samplers.Random(), samplers.TopK(2, temperature=0.7), samplers.TopP(
 CHI2 = {1: 15.14, 2: 18.42, 3: 21.11}
 
 
-@pytest.fixture(scope="module")
-def models():
-    return sampling_models()
+@pytest.fixture(scope="session")
+def models(sampling_models):
+    return sampling_models
 
 
-@pytest.fixture(scope="module")
-def lite_paths(models, tmp_path_factory):
-    pytest.importorskip("ai_edge_litert")
-    folder = tmp_path_factory.mktemp("sampling")
-    paths = {}
-    for name, model in models.items():
-        paths[name] = str(folder / f"{name}.tflite")
-        model.export_litert(paths[name])
-    return paths
+@pytest.fixture(scope="session")
+def lite_paths(sampling_lite_paths):
+    return sampling_lite_paths
 
 
 def inputs(steps=6, rows=None, seed=0):

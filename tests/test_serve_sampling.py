@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import streamgen as sg
-from helpers import make_model, sampling_models
+
 from streamgen import randomness, samplers
 from streamgen.remote import protocol
 from streamgen.remote import wire
@@ -35,20 +35,14 @@ MIX = [
 ]
 
 
-@pytest.fixture(scope="module")
-def models():
-    return sampling_models()
+@pytest.fixture(scope="session")
+def models(sampling_models):
+    return sampling_models
 
 
-@pytest.fixture(scope="module")
-def lite_paths(models, tmp_path_factory):
-    pytest.importorskip("ai_edge_litert")
-    folder = tmp_path_factory.mktemp("serve_sampling")
-    paths = {}
-    for name in ("categorical", "mdn"):
-        paths[name] = str(folder / f"{name}.tflite")
-        models[name].export_litert(paths[name])
-    return paths
+@pytest.fixture(scope="session")
+def lite_paths(sampling_lite_paths):
+    return sampling_lite_paths
 
 
 def inputs(steps, rows=None, seed=0):

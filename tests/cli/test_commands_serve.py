@@ -79,14 +79,20 @@ def server(cli_tflite):
             os.killpg(head.pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("options", [[], ["--stop", "head", "--threshold", "0.7",
-                                          "--max-steps", "3"]])
-def test_stream_url_is_byte_identical(server, cli_tflite, options):
-    runner = CliRunner()
+def local_and_remote(runner, server, cli_tflite, options):
+    """`stream` with `options` on the model and through the server (both succeed)."""
     local = runner.invoke(cli, ["stream", "--model", cli_tflite, *options], input=INPUT)
     remote = runner.invoke(cli, ["stream", "--url", server["url"], "--token", "tok", *options],
                            input=INPUT)
     assert local.exit_code == 0 and remote.exit_code == 0, remote.output
+    return local, remote
+
+
+@pytest.mark.parametrize("options", [[], ["--stop", "head", "--threshold", "0.7",
+                                          "--max-steps", "3"]])
+def test_stream_url_is_byte_identical(server, cli_tflite, options):
+    runner = CliRunner()
+    local, remote = local_and_remote(runner, server, cli_tflite, options)
     assert remote.stdout == local.stdout
     assert local.stdout.count("\n") == 5
 
@@ -96,10 +102,7 @@ def test_stream_url_samples_as_locally(server, cli_tflite):
     the server's frame kind is checked before."""
     options = ["--sampler", "greedy", "--stop", "sample", "--threshold", "5", "--seed", "7"]
     runner = CliRunner()
-    local = runner.invoke(cli, ["stream", "--model", cli_tflite, *options], input=INPUT)
-    remote = runner.invoke(cli, ["stream", "--url", server["url"], "--token", "tok", *options],
-                           input=INPUT)
-    assert local.exit_code == 0 and remote.exit_code == 0, remote.output
+    local, remote = local_and_remote(runner, server, cli_tflite, options)
     assert remote.stdout == local.stdout
     other = runner.invoke(cli, ["stream", "--url", server["url"], "--token", "tok",
                                 *options[:-1], "8"], input=INPUT)
