@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import io
 import logging
+import math
 import os
 import tempfile
 import time
@@ -468,7 +469,7 @@ class Server:
                    "(--abuse-backoff)")
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
             response = JSONResponse({"error": message}, status_code=429,
-                                    headers={"Retry-After": str(max(1, round(wait)))})
+                                    headers={"Retry-After": str(max(1, math.ceil(wait)))})
             try:
                 await websocket.send_denial_response(response)
                 return
