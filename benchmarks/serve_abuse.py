@@ -7,11 +7,15 @@ reads the replica's resident memory (from /proc) before, during, and for
 up to 10 s after:
 
   slow_reader   connections that send and never read (each is closed with
-                1013 past --max-queued-messages; the abuser reconnects);
+                1013 past --max-queued-messages; the abuser reconnects at
+                once, from its own address 127.0.0.2, and is refused with
+                HTTP 429 during --abuse-backoff);
   flood         --max-connections + 20 connections at once (the extra ones
                 are refused at once: close 1013);
-  large_body    a 50 MB POST /v1/lines streamed as fast as possible (413
-                past the body limit), and a body that never ends (408);
+  large_body    a 50 MB chunked POST /v1/lines streamed as fast as possible
+                (413 past the body limit), one that declares 50 MB in
+                Content-Length (413 before it is read), and a body that
+                never ends (408);
   frozen        a second replica (its own app) stopped with SIGSTOP: a
                 client with timeout=1 gets TimeoutError; the first replica
                 is not affected.
@@ -19,14 +23,19 @@ up to 10 s after:
 Acceptance (issue 19): the well-behaved client's p99 < 250 ms, /healthz
 within 1 s, memory growth < 200 MB and back within 10 s.
 
-    python benchmarks/serve_abuse.py [--seconds 3]
+    python benchmarks/serve_abuse.py [--seconds 3] [--check] [--scenarios slow_reader,...]
+
+Each row also gives the CPU seconds the replica and Serve's HTTP proxy
+used during the scenario (`replica_cpu_s`, `proxy_cpu_s`).
 
 The test suite's slow set runs the same scenarios (tests/test_serve_abuse.py).
 """
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -39,6 +48,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 STEP = "[0.1, 0.2, 0.3]"
 BACK_MB = 50.0  # "returned": within this of the memory before the abuse
+ABUSER = "127.0.0.2"  # the slow reader's own address (loopback): "another host"
+SCENARIOS = ("slow_reader", "flood", "large_body", "frozen")
 
 
 def free_port():
@@ -47,19 +58,59 @@ def free_port():
         return s.getsockname()[1]
 
 
-def replica_pid(app):
-    """The PID of the (first) replica of a Serve application (local /proc)."""
+def _parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return int(file.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _descends_from_us(pid):
+    """Whether `pid` is a descendant of this process (our own Ray cluster's
+    processes are: other jobs on the machine may run apps of the same name)."""
+    me = os.getpid()
+    for _ in range(16):
+        pid = _parent(pid)
+        if pid in (0, 1):
+            return False
+        if pid == me:
+            return True
+    return False
+
+
+def process_pid(marker):
+    """The PID of a process whose command line holds `marker` (ours first)."""
+    found = []
     for name in sorted(os.listdir("/proc")):
-        if not name.isdigit():
+        if not name.isdigit() or int(name) == os.getpid():
             continue
         try:
             with open(f"/proc/{name}/cmdline", "rb") as file:
                 command = file.read().decode("utf-8", "replace")
         except OSError:
             continue
-        if f"ServeReplica:{app}:" in command:
-            return int(name)
-    raise RuntimeError(f"no replica process of the application {app!r}")
+        if marker in command:
+            found.append(int(name))
+    ours = [pid for pid in found if _descends_from_us(pid)]
+    if not (ours or found):
+        raise RuntimeError(f"no process {marker!r}")
+    return (ours or found)[0]
+
+
+def replica_pid(app):
+    """The PID of the (first) replica of a Serve application (local /proc)."""
+    return process_pid(f"ServeReplica:{app}:")
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of a process (0.0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid):
@@ -94,26 +145,33 @@ async def well_behaved(ws, steps=20, gap=0.05):
     return latencies
 
 
-async def _connect(url, headers):
+async def _connect(url, headers, source=None):
     from websockets.asyncio.client import connect
 
+    extra = {"local_addr": (source, 0)} if source else {}
     return await connect(url, additional_headers=headers, max_size=None, compression=None,
-                         open_timeout=10, ping_interval=None)
+                         open_timeout=10, ping_interval=None, **extra)
 
 
 # ---------------------------------------------------------------------- #
 # The abuses (each bounded by `seconds`).
 # ---------------------------------------------------------------------- #
-async def slow_reader(url, headers, seconds):
-    """Sends 20-step messages, never reads; reconnects when closed."""
+async def slow_reader(url, headers, seconds, source=ABUSER):
+    """Sends 20-step messages, never reads; reconnects at once when closed
+    or refused (from the address `source`)."""
     import websockets
 
     stop_at = time.monotonic() + seconds
-    sent = closed = 0
-    codes = set()
+    sent = closed = refused = 0
+    codes, statuses = set(), set()
     message = json.dumps([{"id": "s", "x": json.loads(STEP)}] * 20)
     while time.monotonic() < stop_at:
-        ws = await _connect(url, headers)
+        try:
+            ws = await _connect(url, headers, source)
+        except websockets.InvalidStatus as error:
+            refused += 1
+            statuses.add(error.response.status_code)
+            continue
         try:
             while time.monotonic() < stop_at:
                 await ws.send(message)
@@ -124,7 +182,8 @@ async def slow_reader(url, headers, seconds):
             codes.add(ws.close_code)
         finally:
             ws.transport.abort() if ws.close_code is None else None
-    return {"messages_sent": sent, "closed": closed, "close_codes": sorted(c for c in codes if c)}
+    return {"messages_sent": sent, "closed": closed, "close_codes": sorted(c for c in codes if c),
+            "refused": refused, "refused_statuses": sorted(statuses)}
 
 
 async def flood(url, headers, seconds, count):
@@ -184,19 +243,36 @@ async def _post_raw(port, path, headers, body_chunks, pace=0.0, read_timeout=30)
     return status, time.monotonic() - start
 
 
+def _body(size, chunked):
+    """`size` bytes of NDJSON lines in 640 KiB pieces (exactly `size`: more
+    than a Content-Length says would be read as a next, invalid request: 400),
+    framed as HTTP chunks if `chunked`."""
+    line = b"0.5 0 0.1\n" * (1 << 16)
+    for start in range(0, size, len(line)):
+        piece = line[:size - start]
+        yield b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
+    if chunked:
+        yield b"0\r\n\r\n"
+
+
 async def large_body(port, prefix, token, seconds, size=50 << 20):
-    """A 50 MB body as fast as the socket takes it; a body that never ends."""
-    headers = {"Content-Type": "application/x-ndjson", "Content-Length": str(size)}
+    """A 50 MB chunked body as fast as the socket takes it, one declared in
+    Content-Length, and a body that never ends."""
+    headers = {"Content-Type": "application/x-ndjson"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    line = b"0.5 0 0.1\n" * (1 << 16)  # 640 KiB
-    chunks = (line for _ in range(size // len(line) + 1))
-    big = asyncio.ensure_future(_post_raw(port, prefix + "/v1/lines", headers, chunks))
+    path = prefix + "/v1/lines"
+    big = asyncio.ensure_future(_post_raw(
+        port, path, dict(headers, **{"Transfer-Encoding": "chunked"}), _body(size, True)))
+    declared = asyncio.ensure_future(_post_raw(
+        port, path, dict(headers, **{"Content-Length": str(size)}), _body(size, False)))
     never = asyncio.ensure_future(_post_raw(
-        port, prefix + "/v1/lines", dict(headers, **{"Content-Length": "1000"}),
+        port, path, dict(headers, **{"Content-Length": "1000"}),
         (b"0.5 0 0.1\n" for _ in range(int(seconds * 10) + 40)), pace=0.5))
-    (big_status, big_s), (never_status, never_s) = await asyncio.gather(big, never)
+    (big_status, big_s), (declared_status, declared_s), (never_status, never_s) = (
+        await asyncio.gather(big, declared, never))
     return {"big_status": big_status, "big_s": round(big_s, 3),
+            "declared_status": declared_status, "declared_s": round(declared_s, 3),
             "never_ending_status": never_status, "never_ending_s": round(never_s, 3)}
 
 
@@ -227,11 +303,43 @@ async def frozen_client(frozen_ws_url, token, pid, seconds):
 # ---------------------------------------------------------------------- #
 # One scenario beside the well-behaved client.
 # ---------------------------------------------------------------------- #
-async def scenario(name, abuse, ws_url, http, headers, pid):
-    """Runs `abuse` (a coroutine) beside the well-behaved client; the numbers."""
+def _run(function, args):
+    """A process's entry: runs the coroutine function `function(*args)`."""
+    return asyncio.run(function(*args))
+
+
+def _started():
+    return os.getpid()
+
+
+async def scenario(name, abuse, ws_url, http, headers, pid, proxy_pid=None):
+    """Runs `abuse` beside the well-behaved client; the numbers.
+
+    `abuse` is `(coroutine_function, args)`, run in a process of its own:
+    an abuser on a thread of this one would hold the GIL that the measured
+    client needs (on the machine it is another host), or a coroutine, run
+    on its own event loop in a thread (the frozen replica's client: it
+    imports streamgen).
+    """
+    loop = asyncio.get_running_loop()
+    pool = None
+    if isinstance(abuse, tuple):
+        pool = concurrent.futures.ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"))
+        await loop.run_in_executor(pool, _started)  # its start is not measured
+    try:
+        return await _scenario(name, abuse, pool, ws_url, http, headers, pid, proxy_pid)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def _scenario(name, abuse, pool, ws_url, http, headers, pid, proxy_pid):
+    loop = asyncio.get_running_loop()
     good = await _connect(ws_url, headers)
     await well_behaved(good, steps=3, gap=0)  # warm
     before = rss_mb(pid)
+    cpu_before = cpu_s(pid), cpu_s(proxy_pid) if proxy_pid else 0.0
     peak = [before]
     health = []
 
@@ -241,12 +349,14 @@ async def scenario(name, abuse, ws_url, http, headers, pid):
             health.append(await asyncio.to_thread(healthz_s, http))
             await asyncio.sleep(0.2)
 
-    # The abuser runs on its own event loop (a thread): its sending never
-    # delays the well-behaved client's own loop, only the server can.
-    task = asyncio.ensure_future(asyncio.to_thread(asyncio.run, abuse))
+    if pool is not None:
+        task = asyncio.ensure_future(loop.run_in_executor(pool, _run, *abuse))
+    else:
+        task = asyncio.ensure_future(asyncio.to_thread(asyncio.run, abuse))
     await asyncio.sleep(0.3)  # the abuse is under way
     latencies, _ = await asyncio.gather(well_behaved(good), watch(task))
     result = await task
+    cpu = cpu_s(pid) - cpu_before[0], (cpu_s(proxy_pid) - cpu_before[1]) if proxy_pid else None
     await good.close()
     back_s, deadline = None, time.monotonic() + 10
     start = time.monotonic()
@@ -262,7 +372,9 @@ async def scenario(name, abuse, ws_url, http, headers, pid):
             "max_ms": round(ms[-1], 1),
             "healthz_max_s": round(max(health), 3) if health else None,
             "rss_before_mb": round(before, 1), "rss_growth_mb": round(peak[0] - before, 1),
-            "rss_back_s": None if back_s is None else round(back_s, 2), **result}
+            "rss_back_s": None if back_s is None else round(back_s, 2),
+            "replica_cpu_s": round(cpu[0], 2),
+            "proxy_cpu_s": None if cpu[1] is None else round(cpu[1], 2), **result}
 
 
 def ok(row):
@@ -272,7 +384,7 @@ def ok(row):
             and row["rss_back_s"] is not None)
 
 
-def run_all(port, prefix, frozen_prefix, token, seconds, max_connections):
+def run_all(port, prefix, frozen_prefix, token, seconds, max_connections, names=SCENARIOS):
     """Every scenario on a running server; a list of result dicts."""
     http = f"http://127.0.0.1:{port}{prefix}"
     ws_url = f"ws://127.0.0.1:{port}{prefix}/v1/streams"
@@ -284,16 +396,17 @@ def run_all(port, prefix, frozen_prefix, token, seconds, max_connections):
     STEP = json.dumps([0.1] * size)
     pid = replica_pid(prefix.strip("/") or "streamgen")
     frozen_pid = replica_pid(frozen_prefix.strip("/"))
+    proxy_pid = process_pid("ProxyActor")
     frozen_url = f"ws://127.0.0.1:{port}{frozen_prefix}"
     abuses = {
-        "slow_reader": lambda: slow_reader(ws_url, headers, seconds),
-        "flood": lambda: flood(ws_url, headers, seconds, max_connections + 20),
-        "large_body": lambda: large_body(port, prefix, token, seconds),
+        "slow_reader": lambda: (slow_reader, (ws_url, headers, seconds)),
+        "flood": lambda: (flood, (ws_url, headers, seconds, max_connections + 20)),
+        "large_body": lambda: (large_body, (port, prefix, token, seconds)),
         "frozen": lambda: frozen_client(frozen_url, token, frozen_pid, seconds),
     }
     rows = []
-    for name, abuse in abuses.items():
-        row = asyncio.run(scenario(name, abuse(), ws_url, http, headers, pid))
+    for name in names:
+        row = asyncio.run(scenario(name, abuses[name](), ws_url, http, headers, pid, proxy_pid))
         row["ok"] = ok(row)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -307,7 +420,16 @@ def main():
                         help="exit with status 1 when a scenario misses its targets "
                              "(without it the figures are only printed: a loaded machine "
                              "misses them)")
+    parser.add_argument("--abuse-backoff", type=float, default=None,
+                        help="the app's abuse_backoff in seconds (default: the server's "
+                             "default; 0 turns it off)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help="comma-separated, of: " + ", ".join(SCENARIOS))
     args = parser.parse_args()
+    names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
 
     import ray
     from ray import serve
@@ -324,11 +446,14 @@ def main():
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     bounds = dict(max_connections=50, max_queued_messages=16, connection_timeout=30,
                   max_body_bytes=4 << 20, body_timeout=2.0)
+    if args.abuse_backoff is not None:
+        bounds["abuse_backoff"] = args.abuse_backoff
     try:
         serve.run(build_app(lite_path, token="t", **bounds), name="abuse",
                   route_prefix="/abuse")
         serve.run(build_app(lite_path, token="t"), name="frozen", route_prefix="/frozen")
-        rows = run_all(port, "/abuse", "/frozen", "t", args.seconds, bounds["max_connections"])
+        rows = run_all(port, "/abuse", "/frozen", "t", args.seconds, bounds["max_connections"],
+                       names)
     finally:
         serve.shutdown()
         ray.shutdown()

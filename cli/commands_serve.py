@@ -37,6 +37,10 @@ DRAIN_TIMEOUT_S = 5.0
 @click.option("--max-queued-messages", type=click.IntRange(min=1), default=16,
               show_default=True, metavar="N",
               help="Unanswered messages per connection; beyond, it is closed (1013).")
+@click.option("--abuse-backoff", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              metavar="S", help="After a connection is closed for unanswered messages (1013), "
+                               "refuse new ones from its address for S seconds, doubled per "
+                               "repeat up to 60 s (HTTP 429; 0: never).")
 @click.option("--connection-timeout", type=click.FloatRange(min=0), default=300.0,
               show_default=True, metavar="S",
               help="Close a connection after S seconds without a message (0: never).")
@@ -55,7 +59,7 @@ DRAIN_TIMEOUT_S = 5.0
               help="Join a running Ray cluster (e.g. 10.0.0.1:6379 from 'ray start --head'; "
                    "'auto' finds a local one) instead of starting a local one.")
 def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_streams,
-          max_streams_per_connection, max_connections, max_queued_messages,
+          max_streams_per_connection, max_connections, max_queued_messages, abuse_backoff,
           connection_timeout, idle_timeout, token, allow_origins, playground, address):
     """Serve streams over WebSocket, batched across streams, on Ray Serve.
 
@@ -121,7 +125,7 @@ def serve(model_path, host, port, replicas, max_batch_size, batch_wait_ms, max_s
                 control=app_lib.control_name(),
                 max_streams_per_connection=max_streams_per_connection,
                 max_connections=max_connections, max_queued_messages=max_queued_messages,
-                connection_timeout=connection_timeout or None,
+                abuse_backoff=abuse_backoff, connection_timeout=connection_timeout or None,
                 allow_origins=allow_origins, playground=playground)
             serve.run(application, name=app_lib.APP_NAME, route_prefix="/")
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host

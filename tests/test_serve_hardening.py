@@ -171,6 +171,35 @@ def test_decode_content_types():
         assert "Content-Type" in limits.body_content_type_error(bad), bad
 
 
+
+def test_declared_body_length_over_the_limit_is_refused_unread():
+    read = []
+
+    async def chunks():
+        read.append(1)
+        yield b"0.5 0 0.1\n"
+
+    with pytest.raises(limits.BodyError) as info:
+        asyncio.run(limits.read_body(chunks(), max_bytes=100, declared_length="101"))
+    assert info.value.status == 413 and "over 100 bytes" in str(info.value) and read == []
+    assert asyncio.run(limits.read_body(chunks(), 100, declared_length="10")) == b"0.5 0 0.1\n"
+    assert asyncio.run(limits.read_body(chunks(), 100)) == b"0.5 0 0.1\n"  # chunked
+
+
+def test_abuse_backoff_doubles_per_repeat_and_is_forgiven():
+    clock = [0.0]
+    backoff = limits.Backoff(1.0, max_seconds=8.0, max_addresses=2, now=lambda: clock[0])
+    assert backoff.left("10.0.0.1") == 0.0
+    assert [backoff.punish("10.0.0.1") for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert backoff.left("10.0.0.1") == 8.0 and backoff.left("10.0.0.2") == 0.0
+    clock[0] = 7.5
+    assert backoff.left("10.0.0.1") == 0.5
+    clock[0] = 16.0  # no offence for max_seconds: forgiven, from 1 s again
+    assert backoff.left("10.0.0.1") == 0.0 and backoff.punish("10.0.0.1") == 1.0
+    backoff.punish("10.0.0.2"), backoff.punish("10.0.0.3")  # the oldest is forgotten
+    assert len(backoff) == 2 and backoff.left("10.0.0.1") == 0.0
+    assert limits.Backoff(0).punish("10.0.0.1") == 0.0  # off
+
 # ---------------------------------------------------------------------- #
 # 5, 6, 12: the client never hangs.
 # ---------------------------------------------------------------------- #

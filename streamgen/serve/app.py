@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import io
 import logging
+import math
 import os
 import tempfile
 import time
@@ -85,6 +86,7 @@ _LIMIT_DEFAULTS = dict(
     max_reply_bytes=limits.MAX_REPLY_BYTES,
     max_body_bytes=limits.MAX_BODY_BYTES,
     body_timeout=limits.BODY_TIMEOUT_S,
+    abuse_backoff=limits.ABUSE_BACKOFF_S,
 )
 
 
@@ -164,6 +166,7 @@ class Server:
         self.model_info = self._model_info(self.options.get("model_info"), model_name)
         self.connections = set()  # asyncio.Event per open WebSocket: set to drain it
         self.requests = 0  # POST /v1/lines in progress (they count as connections)
+        self.backoff = limits.Backoff(self.options["abuse_backoff"])
         context = serve.get_replica_context()
         self.metrics_hub = metrics_lib.hub_name(context.app_name)
         self.metrics = metrics_lib.ReplicaMetrics(
@@ -310,7 +313,8 @@ class Server:
             # in a worker thread: the event loop keeps stepping other streams.
             try:
                 body = await limits.read_body(request.stream(), self.options["max_body_bytes"],
-                                              self.options["body_timeout"])
+                                              self.options["body_timeout"],
+                                              request.headers.get("content-length"))
             except limits.BodyError as error:
                 self.metrics.error("oversize" if error.status == 413 else "bad_request")
                 return _error(error.status, str(error))
@@ -371,6 +375,13 @@ class Server:
         if self.draining:
             await websocket.close(code=1001)
             return
+        client = websocket.client
+        address = client.host if client else None
+        wait = self.backoff.left(address)
+        if wait:  # refused before the handshake: not one message is read
+            self.metrics.error("limit")
+            await self._refuse_backoff(websocket, wait)
+            return
         await websocket.accept(subprotocol=origins_lib.accepted_subprotocol(offered))
         if self._at_cap():  # said at once, never queued
             self.metrics.error("limit")
@@ -383,10 +394,10 @@ class Server:
         busy = [False]
         drain = asyncio.Event()
         self.connections.add(drain)
-        client = websocket.client
         peer = f"{client.host}:{client.port}" if client else "?"
         logger.info("connection opened from %s (%d open)", peer, len(self.connections))
         messages, code = 0, None
+        opened = time.monotonic()
         limit = options["max_message_bytes"]
         idle = options["connection_timeout"]
         drained = asyncio.ensure_future(drain.wait())
@@ -430,6 +441,7 @@ class Server:
                     queue.put((text, received))
                 except limits.QueueFull as error:
                     code = 1013
+                    self.backoff.punish(address)
                     self.metrics.error("limit")
                     await websocket.close(code=1013, reason=_reason(str(error)))
                     break
@@ -445,9 +457,25 @@ class Server:
             dropped = queue.clear()  # the backlog of a closed connection never runs
             session.close()
             self.connections.discard(drain)
-            logger.info("connection closed from %s after %d messages (code %s, %d dropped "
-                        "unanswered, %d open)", peer, messages, code, dropped,
-                        len(self.connections))
+            logger.info("connection closed from %s after %d messages in %.3f s (code %s, %d "
+                        "dropped unanswered, %d open)", peer, messages,
+                        time.monotonic() - opened, code, dropped, len(self.connections))
+
+    async def _refuse_backoff(self, websocket, wait):
+        """Refuses a handshake from an address in its `--abuse-backoff`: HTTP
+        429 with `Retry-After` (403 where the server cannot send a response)."""
+        message = (f"a connection from this address was closed for too many unanswered "
+                   f"messages; new connections are refused for {wait:.1f} s more "
+                   "(--abuse-backoff)")
+        if "websocket.http.response" in websocket.scope.get("extensions", {}):
+            response = JSONResponse({"error": message}, status_code=429,
+                                    headers={"Retry-After": str(max(1, math.ceil(wait)))})
+            try:
+                await websocket.send_denial_response(response)
+                return
+            except RuntimeError:
+                pass
+        await websocket.close(code=1008, reason=_reason(message))
 
     async def _answer(self, websocket, session, queue, busy):
         """A connection's worker: answers its queued messages, in order."""
@@ -516,7 +544,10 @@ def build_app(model_path, *, replicas=1, max_batch_size=1024, batch_wait_ms=0.0,
             `connection_timeout` (seconds without a message; then close
             1001), `max_requests_per_message`, `max_reply_bytes`,
             `max_body_bytes` (413 beyond), `body_timeout` (seconds for a
-            request body; 408 after).
+            request body; 408 after), `abuse_backoff` (seconds during
+            which a client address whose connection was closed with 1013
+            for unanswered messages is refused new connections, HTTP 429;
+            doubled per repeat up to 60 s; 0: never).
 
     Returns:
         A `ray.serve.Application`.

@@ -11,6 +11,9 @@ their own. Every bound is an option of `build_app` (and of
   size and in time, without quadratic copies.
 - `MessageQueue`: the bounded queue of one connection's unanswered
   messages.
+- `Backoff`: client addresses refused for a while after one of their
+  connections was closed for abuse (a reconnecting flooder gets one burst
+  per period, not one per reconnection).
 """
 
 import asyncio
@@ -25,6 +28,9 @@ MAX_REPLY_BYTES = 4 << 20  # state items beyond it are error items
 MAX_BODY_BYTES = 16 << 20  # the body of POST /v1/lines; beyond: 413
 BODY_TIMEOUT_S = 30.0  # the whole body of a request; beyond: 408
 CONNECTION_TIMEOUT_S = 300.0  # a WebSocket without a message; beyond: close 1001
+ABUSE_BACKOFF_S = 1.0  # after a close for abuse, that address's new connections: refused
+MAX_ABUSE_BACKOFF_S = 60.0  # ... twice as long per repeat, up to this
+MAX_BACKOFF_ADDRESSES = 10_000  # the most addresses remembered (the oldest go first)
 
 DECODE_CONTENT_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines",
                         "text/plain", "application/octet-stream")
@@ -77,7 +83,8 @@ class BodyError(Exception):
         self.status = status
 
 
-async def read_body(chunks, max_bytes=MAX_BODY_BYTES, timeout=BODY_TIMEOUT_S):
+async def read_body(chunks, max_bytes=MAX_BODY_BYTES, timeout=BODY_TIMEOUT_S,
+                    declared_length=None):
     """Reads an async iterator of byte chunks into one `bytes`, bounded.
 
     Args:
@@ -85,10 +92,17 @@ async def read_body(chunks, max_bytes=MAX_BODY_BYTES, timeout=BODY_TIMEOUT_S):
         max_bytes: the most bytes; one more and `BodyError(413)` is raised
             at once (the rest is never read).
         timeout: seconds for the whole body; `BodyError(408)` after.
+        declared_length: the request's `Content-Length` header (a string),
+            or `None` (a chunked body): one over `max_bytes` is refused
+            (413) before anything is read.
 
     Returns:
         The body.
     """
+    if declared_length is not None and declared_length.strip().isdigit() and (
+            int(declared_length) > max_bytes):
+        raise BodyError(413, f"the body is over {max_bytes} bytes "
+                             f"(Content-Length: {int(declared_length)})")
     parts, size = [], 0
     deadline = time.monotonic() + timeout
     iterator = chunks.__aiter__()
@@ -154,3 +168,64 @@ class MessageQueue:
             self._queue.get_nowait()
             dropped += 1
         return dropped
+
+
+class Backoff:
+    """Client addresses refused for a while after an abusive connection.
+
+    A connection closed for abuse (more unanswered messages than
+    `--max-queued-messages`) makes its client's address wait before a new
+    connection of it is accepted (`--abuse-backoff`): `seconds` the first
+    time, twice as long for each repeat (up to `max_seconds`); an address
+    without a new offence for `max_seconds` starts again from `seconds`.
+    Behind Ray Serve's HTTP proxy the replica cannot stop the proxy from
+    reading a socket (it reads and buffers every message at once, and the
+    kernel buffers megabytes before TCP pushes back): closing is the only
+    bound, and without this a client that reconnects at once makes the
+    proxy read a new burst for every connection.
+
+    Args:
+        seconds: the first wait (0: never refused).
+        max_seconds: the longest wait.
+        max_addresses: the most addresses remembered (the oldest are
+            forgotten first): a memory bound.
+        now: the clock (`time.monotonic`), replaceable in tests.
+    """
+
+    def __init__(self, seconds=ABUSE_BACKOFF_S, max_seconds=MAX_ABUSE_BACKOFF_S,
+                 max_addresses=MAX_BACKOFF_ADDRESSES, now=time.monotonic):
+        if not float(seconds) >= 0:
+            raise ValueError(f"Received an invalid value for argument `seconds`, expected a "
+                             f"number >= 0, got {seconds!r}")
+        self.seconds = float(seconds)
+        self.max_seconds = max(float(max_seconds), self.seconds)
+        self.max_addresses = int(max_addresses)
+        self.now = now
+        self._state = {}  # address -> (refused until, offences, last offence); oldest first
+
+    def __len__(self):
+        return len(self._state)
+
+    def punish(self, address):
+        """Records an offence of `address`; returns how long it is refused."""
+        if not self.seconds or not address:
+            return 0.0
+        now = self.now()
+        _, offences, last = self._state.pop(address, (0.0, 0, -float("inf")))
+        offences = offences + 1 if now - last < self.max_seconds else 1
+        wait = min(self.seconds * 2.0 ** min(offences - 1, 30), self.max_seconds)
+        self._state[address] = (now + wait, offences, now)
+        while len(self._state) > self.max_addresses:
+            self._state.pop(next(iter(self._state)))
+        return wait
+
+    def left(self, address):
+        """Seconds `address` must still wait (0.0: it may connect)."""
+        state = self._state.get(address)
+        if state is None:
+            return 0.0
+        now = self.now()
+        if now - state[2] >= self.max_seconds:  # forgiven
+            del self._state[address]
+            return 0.0
+        return max(0.0, state[0] - now)
