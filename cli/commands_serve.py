@@ -37,7 +37,7 @@ DRAIN_TIMEOUT_S = 5.0
 @click.option("--max-queued-messages", type=click.IntRange(min=1), default=16,
               show_default=True, metavar="N",
               help="Unanswered messages per connection; beyond, it is closed (1013).")
-@click.option("--abuse-backoff", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--abuse-backoff", type=click.FloatRange(min=0), default=0.0, show_default=True,
               metavar="S", help="After a connection is closed for unanswered messages (1013), "
                                "refuse new ones from its address for S seconds, doubled per "
                                "repeat up to 60 s (HTTP 429; 0: never).")

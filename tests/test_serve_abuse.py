@@ -35,7 +35,8 @@ TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NDJSON = {**AUTH, "Content-Type": "application/x-ndjson"}
 BOUNDS = dict(max_connections=6, max_queued_messages=4, connection_timeout=3.0,
-              max_body_bytes=1 << 20, body_timeout=2.0, max_streams_per_connection=3)
+              max_body_bytes=1 << 20, body_timeout=2.0, max_streams_per_connection=3,
+              abuse_backoff=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ MAX_REPLY_BYTES = 4 << 20  # state items beyond it are error items
 MAX_BODY_BYTES = 16 << 20  # the body of POST /v1/lines; beyond: 413
 BODY_TIMEOUT_S = 30.0  # the whole body of a request; beyond: 408
 CONNECTION_TIMEOUT_S = 300.0  # a WebSocket without a message; beyond: close 1001
-ABUSE_BACKOFF_S = 1.0  # after a close for abuse, that address's new connections: refused
+ABUSE_BACKOFF_S = 0.0  # off by default (behind a proxy every client shares one address)
 MAX_ABUSE_BACKOFF_S = 60.0  # ... twice as long per repeat, up to this
 MAX_BACKOFF_ADDRESSES = 10_000  # the most addresses remembered (the oldest go first)
 
