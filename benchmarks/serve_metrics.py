@@ -6,7 +6,13 @@ application with metrics on and then off (the order alternates between
 rounds), runs the same closed-loop load for --seconds, and checks every
 output against the local runtime. Prints each pair and the median ratio.
 
-    python benchmarks/serve_metrics.py [--seconds 5] [--rounds 3]
+Beside throughput (which on a shared machine moves with the other jobs),
+it reads the CPU time of every process of the cluster from /proc (Linux)
+over each measured window and prints CPU microseconds per step: the
+replica's, the proxy's, the load generator's (this process) and the rest
+of Ray's. That is the work the metrics add, whatever else runs on the machine.
+
+    python benchmarks/serve_metrics.py [--seconds 5] [--rounds 3] [--scenarios ab]
 """
 
 import argparse
@@ -21,6 +27,58 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from serve_load import check, free_port, load  # noqa: E402
+
+GROUPS = ("replica", "proxy", "client", "ray")
+
+
+def _group(pid, cmdline):
+    """The part of the benchmark a process of the cluster is."""
+    if pid == os.getpid():
+        return "client"
+    if "ServeReplica" in cmdline:
+        return "replica"
+    if "ProxyActor" in cmdline:
+        return "proxy"
+    return "ray"
+
+
+def cpu_seconds():
+    """{pid: (group, user + system CPU seconds)} of this process and its
+    descendants (Ray's processes), from /proc; {} where there is none."""
+    if not os.path.isdir("/proc"):
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, found = {}, {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as file:
+                stat = file.read()
+            with open(f"/proc/{name}/cmdline", "rb") as file:
+                cmdline = file.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        pid = int(name)
+        parent[pid] = int(fields[1])
+        found[pid] = (cmdline, (int(fields[11]) + int(fields[12])) / tick)
+    mine, root = {}, os.getpid()
+    for pid, (cmdline, seconds) in found.items():
+        up = pid
+        while up not in (0, root) and up in parent:
+            up = parent[up]
+        if up == root:
+            mine[pid] = (_group(pid, cmdline), seconds)
+    return mine
+
+
+def cpu_per_step(before, after, steps):
+    """CPU microseconds per step of each group, between two `cpu_seconds()`."""
+    used = dict.fromkeys(GROUPS, 0.0)
+    for pid, (group, seconds) in after.items():
+        used[group] += seconds - before.get(pid, (group, 0.0))[1]
+    return {group: used[group] / max(steps, 1) * 1e6 for group in GROUPS}
 
 
 def main():
@@ -45,6 +103,7 @@ def main():
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     url = f"ws://127.0.0.1:{port}/v1/streams"
     results = {}  # (scenario, metrics) -> [steps/s per round]
+    cpu = {}  # (scenario, metrics) -> [{group: CPU us per step} per round]
     failed = False
     try:
         for round_ in range(args.rounds):
@@ -54,26 +113,38 @@ def main():
                 for scenario in args.scenarios:
                     streams, connections = {"a": (256, 4), "b": (64, 64)}[scenario]
                     asyncio.run(load(url, streams, connections, 1.0, 3))  # warm-up
+                    before = cpu_seconds()
                     inputs, outs, _, elapsed = asyncio.run(
                         load(url, streams, connections, args.seconds, 3, seed=1))
+                    steps = sum(len(o) for o in outs)
+                    used = cpu_per_step(before, cpu_seconds(), steps)
                     bad = check(reference, inputs, outs)
                     failed |= bad > 0
-                    rate = sum(len(o) for o in outs) / elapsed
+                    rate = steps / elapsed
                     results.setdefault((scenario, metrics), []).append(rate)
-                    print(json.dumps(dict(round=round_, scenario=scenario, metrics=metrics,
-                                          steps_per_s=round(rate), mismatches=bad)),
-                          flush=True)
+                    cpu.setdefault((scenario, metrics), []).append(used)
+                    print(json.dumps(dict(
+                        round=round_, scenario=scenario, metrics=metrics,
+                        steps_per_s=round(rate), mismatches=bad,
+                        cpu_us_per_step={g: round(v, 1) for g, v in used.items()})),
+                        flush=True)
                 serve.delete("load")
     finally:
         serve.shutdown()
         ray.shutdown()
-    print("\n| scenario | metrics on, steps/s | metrics off, steps/s | on/off (median of pairs) |")
-    print("| --- | ---: | ---: | ---: |")
+    print("\n| scenario | metrics on, steps/s | metrics off, steps/s | on/off (median of pairs) |"
+          " replica CPU us/step on / off | all CPU us/step on / off |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for scenario in args.scenarios:
         on, off = results[(scenario, True)], results[(scenario, False)]
         ratio = statistics.median(a / b for a, b in zip(on, off))
+        replica = [statistics.median(c["replica"] for c in cpu[(scenario, m)])
+                   for m in (True, False)]
+        total = [statistics.median(sum(c.values()) for c in cpu[(scenario, m)])
+                 for m in (True, False)]
         print(f"| ({scenario}) | {statistics.median(on):,.0f} | {statistics.median(off):,.0f} | "
-              f"{ratio:.3f} |")
+              f"{ratio:.3f} | {replica[0]:.0f} / {replica[1]:.0f} | "
+              f"{total[0]:.0f} / {total[1]:.0f} |")
     if failed:
         print("FAILED: outputs differ from the local runtime", file=sys.stderr)
         sys.exit(1)
