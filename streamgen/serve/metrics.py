@@ -180,7 +180,10 @@ class ReplicaMetrics:
         self._pusher = None  # the thread of `push_ray`
         self._hub = None
         if hub is not None:
-            self._connect(hub)
+            try:
+                self._connect(hub)
+            except Exception:  # noqa: BLE001  (tried again at each report)
+                self._hub = None
 
     # ------------------------------------------------------------------ #
     # Recording (the hot path: plain numbers only).
