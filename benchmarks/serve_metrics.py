@@ -1,12 +1,15 @@
 """What the Prometheus metrics cost `streamgen serve`: paired runs, metrics on and off.
 
 One local Ray cluster; the bundled model's LiteRT export, 1 replica,
-scenarios (a) and (b) of `serve_load.py`. Each round deploys the
-application with metrics on and then off (the order alternates between
-rounds), scrapes GET /metrics once (so that the MetricsHub actor's start,
-a one-time cost, is over), warms up for 1 s, runs the same closed-loop load
-for --seconds, and checks every output against the local runtime. Prints
-each pair and the median ratio.
+scenarios (a) and (b) of `serve_load.py`. Two applications run side by
+side, one with the metrics on (`/metrics-on`), one with them off
+(`/metrics-off`); each is scraped once at the start (so that the
+MetricsHub actor's start, a one-time cost, is over) and warmed up for 1 s
+per scenario. Each round then runs the same closed-loop load for --seconds
+on one and then the other (the order alternates between rounds: a pair is
+seconds apart, so the drift of a shared machine mostly cancels), and
+checks every output against the local runtime. Prints each pair and the
+median ratio.
 
 Beside throughput (which on a shared machine moves with the other jobs),
 it reads the CPU time of every process of the cluster from /proc (Linux)
@@ -34,18 +37,19 @@ from serve_load import check, free_port, load  # noqa: E402
 GROUPS = ("replica", "proxy", "client", "ray")
 
 
-def _group(pid, cmdline):
-    """The part of the benchmark a process of the cluster is."""
+def _group(pid, cmdline, app):
+    """The part of the benchmark a process of the cluster is (`app`: the
+    application under load; the other one's replica counts as Ray's)."""
     if pid == os.getpid():
         return "client"
-    if "ServeReplica" in cmdline:
+    if f"ServeReplica:{app}:" in cmdline:
         return "replica"
     if "ProxyActor" in cmdline:
         return "proxy"
     return "ray"
 
 
-def cpu_seconds():
+def cpu_seconds(app):
     """{pid: (group, user + system CPU seconds)} of this process and its
     descendants (Ray's processes), from /proc; {} where there is none."""
     if not os.path.isdir("/proc"):
@@ -72,7 +76,7 @@ def cpu_seconds():
         while up not in (0, root) and up in parent:
             up = parent[up]
         if up == root:
-            mine[pid] = (_group(pid, cmdline), seconds)
+            mine[pid] = (_group(pid, cmdline, app), seconds)
     return mine
 
 
@@ -104,26 +108,30 @@ def main():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"ws://127.0.0.1:{port}/v1/streams"
+    apps = {True: "metrics-on", False: "metrics-off"}
     results = {}  # (scenario, metrics) -> [steps/s per round]
     cpu = {}  # (scenario, metrics) -> [{group: CPU us per step} per round]
     failed = False
     try:
-        for round_ in range(args.rounds):
-            for metrics in ((True, False) if round_ % 2 == 0 else (False, True)):
-                serve.run(build_app(lite_path, idle_timeout=None, metrics=metrics),
-                          name="load", route_prefix="/")
-                # One scrape first: it waits for the application's MetricsHub (one
-                # process, started with the replica: a one-time cost, not throughput).
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
-                for scenario in args.scenarios:
-                    streams, connections = {"a": (256, 4), "b": (64, 64)}[scenario]
-                    asyncio.run(load(url, streams, connections, 1.0, 3))  # warm-up
-                    before = cpu_seconds()
+        for metrics, app in apps.items():
+            serve.run(build_app(lite_path, idle_timeout=None, metrics=metrics),
+                      name=app, route_prefix=f"/{app}")
+            # One scrape first: it waits for the application's MetricsHub (one
+            # process, started with the replica: a one-time cost, not throughput).
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/{app}/metrics", timeout=30).read()
+        for scenario in args.scenarios:
+            streams, connections = {"a": (256, 4), "b": (64, 64)}[scenario]
+            for app in apps.values():  # warm-up
+                asyncio.run(load(f"ws://127.0.0.1:{port}/{app}/v1/streams", streams,
+                                 connections, 1.0, 3))
+            for round_ in range(args.rounds):
+                for metrics in ((True, False) if round_ % 2 == 0 else (False, True)):
+                    url = f"ws://127.0.0.1:{port}/{apps[metrics]}/v1/streams"
+                    before = cpu_seconds(apps[metrics])
                     inputs, outs, _, elapsed = asyncio.run(
                         load(url, streams, connections, args.seconds, 3, seed=1))
                     steps = sum(len(o) for o in outs)
-                    used = cpu_per_step(before, cpu_seconds(), steps)
+                    used = cpu_per_step(before, cpu_seconds(apps[metrics]), steps)
                     bad = check(reference, inputs, outs)
                     failed |= bad > 0
                     rate = steps / elapsed
@@ -134,7 +142,6 @@ def main():
                         steps_per_s=round(rate), mismatches=bad,
                         cpu_us_per_step={g: round(v, 1) for g, v in used.items()})),
                         flush=True)
-                serve.delete("load")
     finally:
         serve.shutdown()
         ray.shutdown()
