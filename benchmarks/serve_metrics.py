@@ -17,7 +17,11 @@ over each measured window and prints CPU microseconds per step: the
 replica's, the proxy's, the load generator's (this process) and the rest
 of Ray's. That is the work the metrics add, whatever else runs on the machine.
 
-    python benchmarks/serve_metrics.py [--seconds 5] [--rounds 3] [--scenarios ab]
+With --together it then also loads both applications at once (half the
+streams and connections each, --rounds times): the two replicas share the
+same moment of the machine, so their CPU a step compares directly.
+
+    python benchmarks/serve_metrics.py [--seconds 5] [--rounds 3] [--scenarios ab] [--together]
 """
 
 import argparse
@@ -93,6 +97,9 @@ def main():
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scenarios", default="ab")
+    parser.add_argument("--together", action="store_true",
+                        help="also load both applications at once (half the streams "
+                             "each) and compare their replicas' CPU a step")
     args = parser.parse_args()
 
     import ray
@@ -111,6 +118,7 @@ def main():
     apps = {True: "metrics-on", False: "metrics-off"}
     results = {}  # (scenario, metrics) -> [steps/s per round]
     cpu = {}  # (scenario, metrics) -> [{group: CPU us per step} per round]
+    together = {}  # (scenario, metrics) -> [(steps/s, replica CPU us per step)]
     failed = False
     try:
         for metrics, app in apps.items():
@@ -142,6 +150,31 @@ def main():
                         steps_per_s=round(rate), mismatches=bad,
                         cpu_us_per_step={g: round(v, 1) for g, v in used.items()})),
                         flush=True)
+        for scenario in args.scenarios if args.together else ():
+            streams, connections = {"a": (256, 4), "b": (64, 64)}[scenario]
+            for round_ in range(args.rounds):
+                before = {m: cpu_seconds(app) for m, app in apps.items()}
+
+                async def both():
+                    return await asyncio.gather(*(
+                        load(f"ws://127.0.0.1:{port}/{app}/v1/streams", streams // 2,
+                             connections // 2, args.seconds, 3, seed=1)
+                        for app in apps.values()))
+
+                runs = dict(zip(apps, asyncio.run(both())))
+                row = {}
+                for metrics, (inputs, outs, _, elapsed) in runs.items():
+                    steps = sum(len(o) for o in outs)
+                    bad = check(reference, inputs, outs)
+                    failed |= bad > 0
+                    used = cpu_per_step(before[metrics], cpu_seconds(apps[metrics]), steps)
+                    row[metrics] = (steps / elapsed, used["replica"])
+                    together.setdefault((scenario, metrics), []).append(row[metrics])
+                print(json.dumps(dict(
+                    together=round_, scenario=scenario,
+                    steps_per_s_on_off=[round(row[m][0]) for m in (True, False)],
+                    replica_cpu_us_per_step_on_off=[round(row[m][1], 1)
+                                                    for m in (True, False)])), flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -158,6 +191,14 @@ def main():
         print(f"| ({scenario}) | {statistics.median(on):,.0f} | {statistics.median(off):,.0f} | "
               f"{ratio:.3f} | {replica[0]:.0f} / {replica[1]:.0f} | "
               f"{total[0]:.0f} / {total[1]:.0f} |")
+    if together:
+        print("\nBoth at once (half the streams each): median of the rounds' on/off ratios")
+        print("| scenario | steps/s on/off | replica CPU us/step on/off |")
+        print("| --- | ---: | ---: |")
+        for scenario in args.scenarios:
+            pairs = list(zip(together[(scenario, True)], together[(scenario, False)]))
+            print(f"| ({scenario}) | {statistics.median(a[0] / b[0] for a, b in pairs):.3f} | "
+                  f"{statistics.median(a[1] / b[1] for a, b in pairs):.3f} |")
     if failed:
         print("FAILED: outputs differ from the local runtime", file=sys.stderr)
         sys.exit(1)

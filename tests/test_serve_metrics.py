@@ -115,18 +115,31 @@ class FakeRay:
         def set(self, value, tags=None):
             self.calls.append(("set", value, tags))
 
-        def observe(self, value, tags=None):
-            self.calls.append(("observe", value, tags))
+    class Histogram:
+        def __init__(self):
+            self.bucket, self.count, self.sum = (FakeRay.Metric() for _ in range(3))
 
     def __init__(self):
         from streamgen.serve.metrics import SPECS
 
-        for name in SPECS:
-            setattr(self, name, FakeRay.Metric())
+        for name, (kind, *_) in SPECS.items():
+            setattr(self, name, FakeRay.Histogram() if kind == "histogram" else FakeRay.Metric())
+
+    def calls(self):
+        """Every call since the last `calls()`, `{series: [call, ...]}`."""
+        found = {}
+        for name, metric in vars(self).items():
+            parts = ({"": metric} if isinstance(metric, FakeRay.Metric) else
+                     {"_bucket": metric.bucket, "_count": metric.count, "_sum": metric.sum})
+            for suffix, part in parts.items():
+                if part.calls:
+                    found[name + suffix] = part.calls[:]
+                    part.calls.clear()
+        return found
 
 
 def test_ray_export_pushed_in_batches_exactly():
-    from streamgen.serve.metrics import ROW_BUCKETS, SECOND_BUCKETS, ReplicaMetrics
+    from streamgen.serve.metrics import ReplicaMetrics
 
     fake = FakeRay()
     streams = [3]
@@ -138,59 +151,54 @@ def test_ray_export_pushed_in_batches_exactly():
     for seconds in WORKLOAD_STEPS:
         metrics.tick_seconds.observe(seconds)
     metrics.error("limit", 3)
-    assert all(not m.calls for m in vars(fake).values())  # nothing until the push
+    assert fake.calls() == {}  # nothing until the push
     calls = metrics.push_ray()
-    assert fake.outer_steps.calls == [("inc", 3 + 1 + 64 + 5000 + 2, None)]
-    assert fake.inner_steps.calls == [("inc", 140, None)]
-    assert fake.messages.calls == [("inc", 7, None)]
-    assert fake.errors.calls == [("inc", 3, {"kind": "limit"})]
-    assert fake.idle_drops.calls == []  # no delta, no call (Ray refuses inc(0))
-    assert fake.open_streams.calls == [("set", 3, None)]
-    assert fake.connections.calls == [("set", 0, None)]
-
-    def buckets(values, bounds):  # Prometheus' `le`: (bound before, bound]
-        return [sum(1 for v in values if (i == 0 or v > bounds[i - 1])
-                    and (i == len(bounds) or v <= bounds[i])) for i in range(len(bounds) + 1)]
-
-    # Ray's histograms: the same observations per bucket (upper bound
-    # inclusive, as Prometheus' `le` and OpenTelemetry's), the same sum.
-    # 0.0005 twice and 0.005 once sit on a bound: still in their bucket.
-    for name, seen, bounds in (("tick_rows", WORKLOAD_TICKS, ROW_BUCKETS),
-                               ("message_seconds", WORKLOAD_MESSAGES, SECOND_BUCKETS),
-                               ("tick_seconds", WORKLOAD_STEPS, SECOND_BUCKETS)):
-        values = [v[0] if isinstance(v, tuple) else v for v in seen]
-        sent = [value for _, value, _ in getattr(fake, name).calls]
-        assert buckets(sent, bounds) == buckets(values, bounds), name
-        assert sum(sent) == pytest.approx(sum(values), rel=1e-12), name
-    assert calls == 4 + 2 + len(WORKLOAD_TICKS) + len(WORKLOAD_MESSAGES) + len(WORKLOAD_STEPS)
+    sent = fake.calls()
+    assert calls == sum(len(c) for c in sent.values())
+    assert sent["outer_steps"] == [("inc", 3 + 1 + 64 + 5000 + 2, None)]
+    assert sent["inner_steps"] == [("inc", 140, None)]
+    assert sent["messages"] == [("inc", 7, None)]
+    assert sent["errors"] == [("inc", 3, {"kind": "limit"})]
+    assert "idle_drops" not in sent  # no delta, no call (Ray refuses inc(0))
+    assert sent["open_streams"] == [("set", 3, None)]
+    assert sent["connections"] == [("set", 0, None)]
+    # A histogram: every bucket's cumulative count (prometheus_client's `le`
+    # strings; 0.0005 twice and 0.005 once sit on a bound: counted at it),
+    # the count and the sum, as gauges.
+    les = ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+           "0.5", "1.0", "2.5", "+Inf"]
+    assert sent["message_seconds_bucket"] == [
+        ("set", n, {"le": le}) for le, n in zip(les, [3, 3, 3, 5, 5, 5, 5, 5, 5, 6, 6, 6, 7])]
+    assert sent["message_seconds_count"] == [("set", 7, None)]
+    assert sent["message_seconds_sum"] == [("set", pytest.approx(sum(WORKLOAD_MESSAGES)), None)]
+    assert [c[1] for c in sent["tick_rows_bucket"]] == [1, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5]
+    assert [c[1] for c in sent["tick_seconds_bucket"]] == [1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+                                                           3, 3]
+    assert sent["tick_rows_sum"] == [("set", 5070.0, None)]
 
     # The next push sends the changes only; one with no change, the gauges only.
-    for m in vars(fake).values():
-        m.calls.clear()
     metrics.tick(2, 0)
     metrics.message(0.01, [("error", "x", "bad")])
     metrics.dropped_idle(2)
     streams[0] = 1
-    assert metrics.push_ray() == 4 + 2 + 2  # 4 counters, 2 gauges, 2 observations
-    assert fake.outer_steps.calls == [("inc", 2, None)]
-    assert fake.inner_steps.calls == []
-    assert fake.messages.calls == [("inc", 1, None)]
-    assert fake.errors.calls == [("inc", 1, {"kind": "bad_request"})]
-    assert fake.idle_drops.calls == [("inc", 2, None)]
-    assert fake.tick_rows.calls == [("observe", 2.0, None)]
-    assert fake.message_seconds.calls == [("observe", 0.01, None)]
-    assert fake.open_streams.calls == [("set", 1, None)]
-    for m in vars(fake).values():
-        m.calls.clear()
+    calls = metrics.push_ray()
+    sent = fake.calls()
+    assert calls == sum(len(c) for c in sent.values())
+    assert sent.pop("outer_steps") == [("inc", 2, None)]
+    assert sent.pop("messages") == [("inc", 1, None)]
+    assert sent.pop("errors") == [("inc", 1, {"kind": "bad_request"})]
+    assert sent.pop("idle_drops") == [("inc", 2, None)]
+    assert sent.pop("open_streams") == [("set", 1, None)]
+    assert sent.pop("connections") == [("set", 0, None)]
+    assert sent.pop("tick_rows_bucket") == [  # 2 rows: the buckets from le=2 up
+        ("set", n, {"le": le}) for le, n in zip(
+            ["2.0", "4.0", "8.0", "16.0", "32.0", "64.0", "128.0", "256.0", "512.0", "1024.0",
+             "4096.0", "+Inf"], [3, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 6])]
+    assert sent.pop("tick_rows_count") == [("set", 6, None)]
+    assert sent.pop("tick_rows_sum") == [("set", 5072.0, None)]
+    assert [c[1] for c in sent.pop("message_seconds_bucket")] == [6, 6, 6, 6, 6, 7, 7, 7, 8]
+    assert sent.pop("message_seconds_count") == [("set", 8, None)]
+    assert sent.pop("message_seconds_sum")[0][1] == pytest.approx(sum(WORKLOAD_MESSAGES) + 0.01)
+    assert sent == {}  # inner steps, tick seconds: unchanged
     assert metrics.push_ray() == 2
-    assert [name for name, m in vars(fake).items() if m.calls] == ["open_streams", "connections"]
-
-
-def test_bucket_mean_kept_inside_its_bucket():
-    from streamgen.serve.metrics import _inside
-
-    bounds = (0.1, 0.2)
-    assert _inside(0.2 + 1e-17, bounds, 1) == 0.2  # rounding over the upper bound
-    assert 0.1 < _inside(0.1, bounds, 1) < 0.1 + 1e-15  # on the lower bound: just above
-    assert _inside(0.15, bounds, 1) == 0.15
-    assert _inside(-3.0, bounds, 0) == -3.0 and _inside(9.0, bounds, 2) == 9.0
+    assert set(fake.calls()) == {"open_streams", "connections"}
