@@ -115,7 +115,7 @@ def main():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    apps = {True: "metrics-on", False: "metrics-off"}
+    apps = {True: "metrics-on", False: "metrics-off"}  # deployed in this order
     results = {}  # (scenario, metrics) -> [steps/s per round]
     cpu = {}  # (scenario, metrics) -> [{group: CPU us per step} per round]
     together = {}  # (scenario, metrics) -> [(steps/s, replica CPU us per step)]
