@@ -32,8 +32,9 @@ message, per tick) only adds to ints and floats of this object (a
 histogram observation is one `bisect` and two additions); nothing there
 takes a lock or calls into Ray. A call into `ray.serve.metrics` crosses
 into Ray's core worker and, on a busy replica, was measured at 30 us to
-1.5 ms of wall time each (against ~10 us idle), several per message: that
-cost 6-15% of the throughput. So:
+1.5 ms of wall time each (against ~10 us idle); recorded per message and
+per tick (six calls), they held the event loop ~1.9 ms a message
+(benchmarks/README.md, "What the metrics cost"). So:
 
 - `prometheus_client` reads the numbers when it is scraped (`text()`):
   the registry holds one collector (`_Collector`) that yields the
@@ -51,7 +52,7 @@ cost 6-15% of the throughput. So:
   works the same; only their `# TYPE` says gauge. Why not a Ray
   `Histogram`: it takes one `observe(value)` per observation, so a batched
   push would replay every message and tick (one Ray call each, 30-40 us
-  under load: 3-5% of the replica at one step per message); the gauges
+  under load: an estimated 3-5% of the replica at one step per message); the gauges
   cost at most 3 x 15 calls a second, whatever the load.
 
 Each number has one writer thread (the tick's duration is counted in the
