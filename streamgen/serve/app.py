@@ -171,7 +171,7 @@ class Server:
         self.metrics_hub = metrics_lib.hub_name(context.app_name)
         self.metrics = metrics_lib.ReplicaMetrics(
             context.replica_id.unique_id, open_streams=lambda: len(self.table),
-            connections=lambda: len(self.connections), ray_export=True,
+            connections=lambda: len(self.connections), ray_export=True, hub=self.metrics_hub,
         ) if self.options.get("metrics", True) else metrics_lib.NoMetrics()
         self.metrics.instrument(self.batcher)
         self.draining = False

@@ -17,22 +17,61 @@ labelled `replica="<id>"`:
 | `streamgen_message_seconds` | histogram | a message, from receipt to reply sent |
 
 The same values go to Ray's own export (`ray.serve.metrics`, names as
-above; Serve adds its deployment, replica and application tags) for
-clusters already scraped through Ray.
+above, a histogram as its `_bucket`/`_count`/`_sum` series; Serve adds its
+deployment, replica and application tags) for clusters already scraped
+through Ray.
 
 `GET /metrics` answers for the whole deployment: every replica pushes its
 registry's text (`REPORT_EVERY_S`) to one `MetricsHub` actor per
 application; the replica that takes the scrape merges its own fresh text
 with the others' (`merge`, through `prometheus_client`'s parser), so one
 HELP/TYPE per family and a series per replica.
+
+What a message or a tick costs: plain Python numbers. The hot path (per
+message, per tick) only adds to ints and floats of this object (a
+histogram observation is one `bisect` and two additions); nothing there
+takes a lock or calls into Ray. A call into `ray.serve.metrics` crosses
+into Ray's core worker and, on a busy replica, was measured at 30 us to
+1.5 ms of wall time each (against ~10 us idle); recorded per message and
+per tick (six calls), they held the event loop ~1.9 ms a message
+(benchmarks/README.md, "What the metrics cost"). So:
+
+- `prometheus_client` reads the numbers when it is scraped (`text()`):
+  the registry holds one collector (`_Collector`) that yields the
+  families (`CounterMetricFamily`, `HistogramMetricFamily`, ...) from
+  them, so the text is `prometheus_client`'s own, always current.
+- Ray's export is pushed once per `REPORT_EVERY_S` (`push_ray`, from the
+  report task, in a thread of its own so the event loop never waits on
+  it), from what changed since the last push: counters `inc(delta)` (only
+  when the delta is not 0), gauges `set(value)`. A histogram goes to Ray
+  as the series a Prometheus histogram is made of: Ray gauges
+  `<name>_bucket{le}`, `<name>_count` and `<name>_sum` set to this
+  replica's cumulative values (only the changed ones), so Ray's endpoint
+  shows `ray_<name>_bucket{le=...}`, `_count`, `_sum`: the names and
+  values a Ray histogram would have, and `histogram_quantile` over them
+  works the same; only their `# TYPE` says gauge. Why not a Ray
+  `Histogram`: it takes one `observe(value)` per observation, so a batched
+  push would replay every message and tick (one Ray call each, 30-40 us
+  under load: an estimated 3-5% of the replica at one step per message); the gauges
+  cost at most 3 x 15 calls a second, whatever the load.
+
+Each number has one writer thread (the tick's duration is counted in the
+step thread, all else on the event loop); readers copy, so a scrape never
+tears a histogram (its count is the sum of its buckets' as copied).
 """
 
 import asyncio
+import bisect
+import concurrent.futures
+import itertools
+import math
 import time
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
 # What `generate_latest` writes (prometheus_client's default for a scrape
 # that asks for nothing else; its CONTENT_TYPE_LATEST says 1.0.0 since 0.22).
@@ -48,19 +87,51 @@ prometheus_client.disable_created_metrics()  # no `_created` series (this proces
 
 # name: (type, help, extra labels, buckets)
 SPECS = {
-    "open_streams": (Gauge, "Streams (state table rows) open on the replica.", (), None),
-    "connections": (Gauge, "WebSocket connections open on the replica.", (), None),
-    "outer_steps": (Counter, "Outer steps run (stream inputs stepped).", (), None),
-    "inner_steps": (Counter, "Inner steps emitted (frames of the Out[i] sent).", (), None),
-    "messages": (Counter, "WebSocket messages answered.", (), None),
-    "errors": (Counter, "Refused requests and error replies, by kind.", ("kind",), None),
-    "idle_drops": (Counter, "Streams dropped after --idle-timeout without a request.", (), None),
-    "tick_rows": (Histogram, "Rows (stream steps) of one batched tick.", (), ROW_BUCKETS),
-    "tick_seconds": (Histogram, "Duration of one tick's batched step, seconds.", (),
+    "open_streams": ("gauge", "Streams (state table rows) open on the replica.", (), None),
+    "connections": ("gauge", "WebSocket connections open on the replica.", (), None),
+    "outer_steps": ("counter", "Outer steps run (stream inputs stepped).", (), None),
+    "inner_steps": ("counter", "Inner steps emitted (frames of the Out[i] sent).", (), None),
+    "messages": ("counter", "WebSocket messages answered.", (), None),
+    "errors": ("counter", "Refused requests and error replies, by kind.", ("kind",), None),
+    "idle_drops": ("counter", "Streams dropped after --idle-timeout without a request.", (),
+                   None),
+    "tick_rows": ("histogram", "Rows (stream steps) of one batched tick.", (), ROW_BUCKETS),
+    "tick_seconds": ("histogram", "Duration of one tick's batched step, seconds.", (),
                      SECOND_BUCKETS),
-    "message_seconds": (Histogram, "A WebSocket message from receipt to reply sent, seconds.",
+    "message_seconds": ("histogram", "A WebSocket message from receipt to reply sent, seconds.",
                         (), SECOND_BUCKETS),
 }
+
+
+class Observations:
+    """A histogram's observations as plain numbers (one writer thread).
+
+    Args:
+        bounds: the buckets' upper bounds, increasing (a last `+Inf` bucket
+            is implied).
+
+    `counts[i]` is the number of values in bucket `i`,
+    `(bounds[i - 1], bounds[i]]` (Prometheus' `le`); `total` is the sum of
+    all values, added in order.
+
+    Example:
+
+    >>> seen = Observations((1, 2, 4))
+    >>> seen.observe(3); seen.observe(0.5); seen.observe(9)
+    >>> seen.counts, seen.total
+    ([1, 0, 1, 1], 12.5)
+    """
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds):
+        self.bounds = tuple(float(b) for b in bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value):
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
 
 
 def error_kind(message):
@@ -81,8 +152,12 @@ class ReplicaMetrics:
         replica: the replica's id (the `replica` label).
         open_streams: callable -> the number of open streams (read at scrape).
         connections: callable -> the number of open connections.
-        ray_export: also record into `ray.serve.metrics` (only inside a
-            Serve replica).
+        ray_export: also export through `ray.serve.metrics` (true: only
+            inside a Serve replica), pushed by `report` (`push_ray`); or an
+            object with the attributes of `_RayExport` (tests).
+        hub: the name of the application's `MetricsHub` (`hub_name`): made
+            now, so that its process starts with the replica, not under
+            the first traffic; `None`: on the first `report`.
 
     Example:
 
@@ -93,47 +168,43 @@ class ReplicaMetrics:
     """
 
     def __init__(self, replica, open_streams=lambda: 0, connections=lambda: 0,
-                 ray_export=False):
+                 ray_export=False, hub=None):
         self.replica = str(replica)
-        self.registry = CollectorRegistry(auto_describe=True)
         self._open_streams, self._connections = open_streams, connections
-        made = {}
-        for name, (kind, doc, labels, buckets) in SPECS.items():
-            extra = {"buckets": buckets} if buckets else {}
-            made[name] = kind(f"streamgen_{name}", doc, ("replica",) + labels,
-                              registry=self.registry, **extra)
-        self.open_streams = made["open_streams"].labels(self.replica)
-        self.open_streams.set_function(lambda: self._open_streams())
-        self.connections = made["connections"].labels(self.replica)
-        self.connections.set_function(lambda: self._connections())
-        self.outer_steps = made["outer_steps"].labels(self.replica)
-        self.inner_steps = made["inner_steps"].labels(self.replica)
-        self.messages = made["messages"].labels(self.replica)
-        self.errors = {k: made["errors"].labels(self.replica, k) for k in KINDS}
-        self.idle_drops = made["idle_drops"].labels(self.replica)
-        self.tick_rows = made["tick_rows"].labels(self.replica)
-        self.tick_seconds = made["tick_seconds"].labels(self.replica)
-        self.message_seconds = made["message_seconds"].labels(self.replica)
-        self.ray = _RayExport() if ray_export else None
+        self.outer_steps = self.inner_steps = self.messages = self.idle_drops = 0
+        self.errors = dict.fromkeys(KINDS, 0)
+        self.tick_rows = Observations(ROW_BUCKETS)
+        self.tick_seconds = Observations(SECOND_BUCKETS)
+        self.message_seconds = Observations(SECOND_BUCKETS)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        if ray_export is True:
+            ray_export = _RayExport()
+        self.ray = ray_export or None
+        self._pushed = {}  # what `push_ray` last saw: name -> number, or cumulative counts
+        self._pusher = None  # the thread of `push_ray`
         self._hub = None
+        if hub is not None:
+            try:
+                self._connect(hub)
+            except Exception:  # noqa: BLE001  (tried again at each report)
+                self._hub = None
 
     # ------------------------------------------------------------------ #
-    # Recording.
+    # Recording (the hot path: plain numbers only).
     # ------------------------------------------------------------------ #
     def instrument(self, batcher):
         """Counts every tick of `batcher` (a `batcher.Batcher`): wraps its
         `step` (timed; run in the step thread) and `scatter` (rows, frames)."""
         step, scatter = batcher.step, batcher.scatter
+        perf_counter, tick_seconds = time.perf_counter, self.tick_seconds
 
         def timed_step(rows, *arguments):
-            start = time.perf_counter()
+            start = perf_counter()
             try:
                 return step(rows, *arguments)
             finally:
-                seconds = time.perf_counter() - start
-                self.tick_seconds.observe(seconds)
-                if self.ray is not None:
-                    self.ray.tick_seconds.observe(seconds)
+                tick_seconds.observe(perf_counter() - start)
 
         def counted_scatter(rows, result):
             outs = scatter(rows, result)
@@ -146,57 +217,90 @@ class ReplicaMetrics:
     def tick(self, rows, frames):
         """One tick stepped `rows` streams and emitted `frames` inner steps."""
         self.tick_rows.observe(rows)
-        self.outer_steps.inc(rows)
-        self.inner_steps.inc(frames)
-        if self.ray is not None:
-            self.ray.tick_rows.observe(rows)
-            self.ray.outer_steps.inc(rows)
-            if frames:
-                self.ray.inner_steps.inc(frames)
+        self.outer_steps += rows
+        self.inner_steps += frames
 
     def message(self, seconds, items=()):
         """A WebSocket message answered `seconds` after receipt; its reply
         `items` (`(kind, id, value)`, see `session.Session.handle`) are
         scanned for errors."""
-        self.messages.inc()
+        self.messages += 1
         self.message_seconds.observe(seconds)
-        if self.ray is not None:
-            self.ray.messages.inc()
-            self.ray.message_seconds.observe(seconds)
         for kind, _, value in items:
             if kind == "error":
                 self.error(error_kind(value))
 
     def error(self, kind, count=1):
         """`count` errors of `kind` (one of `KINDS`)."""
-        self.errors[kind].inc(count)
-        if self.ray is not None:
-            self.ray.errors.inc(count, tags={"kind": kind})
+        self.errors[kind] += count
 
     def dropped_idle(self, count):
         """`count` streams dropped by `--idle-timeout`."""
-        if count:
-            self.idle_drops.inc(count)
-            if self.ray is not None:
-                self.ray.idle_drops.inc(count)
+        self.idle_drops += count
 
     # ------------------------------------------------------------------ #
     # Reading.
     # ------------------------------------------------------------------ #
     def text(self):
         """This replica's metrics in the Prometheus text format (bytes)."""
-        if self.ray is not None:
-            self.ray.open_streams.set(self._open_streams())
-            self.ray.connections.set(self._connections())
         return generate_latest(self.registry)
 
+    def push_ray(self):
+        """Records what changed since the last push into Ray's export (see
+        the module's docstring); returns the number of Ray calls made."""
+        ray, pushed, calls = self.ray, self._pushed, 0
+        if ray is None:
+            return 0
+        for name in ("outer_steps", "inner_steps", "messages", "idle_drops"):
+            value = getattr(self, name)
+            if value > pushed.get(name, 0):
+                getattr(ray, name).inc(value - pushed.get(name, 0))
+                calls += 1
+            pushed[name] = value
+        for kind, value in list(self.errors.items()):
+            if value > pushed.get(kind, 0):
+                ray.errors.inc(value - pushed.get(kind, 0), tags={"kind": kind})
+                calls += 1
+            pushed[kind] = value
+        ray.open_streams.set(self._open_streams())
+        ray.connections.set(self._connections())
+        calls += 2
+        for name in ("tick_rows", "tick_seconds", "message_seconds"):
+            seen = getattr(self, name)
+            cumulative = list(itertools.accumulate(seen.counts))
+            old = pushed.get(name)
+            if cumulative == old:
+                continue
+            exported = getattr(ray, name)
+            for le, value, before in zip(_les(seen.bounds), cumulative,
+                                         old or [None] * len(cumulative)):
+                if value != before:
+                    exported.bucket.set(value, tags={"le": le})
+                    calls += 1
+            exported.count.set(cumulative[-1])
+            exported.sum.set(seen.total)
+            calls += 2
+            pushed[name] = cumulative
+        return calls
+
+    def _connect(self, hub_name):
+        if self._hub is None:
+            self._hub = MetricsHub.options(
+                name=hub_name, namespace=HUB_NAMESPACE, get_if_exists=True).remote()
+        return self._hub
+
     async def report(self, hub_name):
-        """Pushes `text()` to the application's `MetricsHub` (made if missing)."""
+        """Pushes `text()` to the application's `MetricsHub` (made if
+        missing), and the changes to Ray's export (`push_ray`, in a thread)."""
+        if self.ray is not None:
+            if self._pusher is None:
+                self._pusher = concurrent.futures.ThreadPoolExecutor(1, "streamgen-metrics")
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._pusher, self.push_ray)
+            except Exception:  # noqa: BLE001  (Ray's export is best effort)
+                pass
         try:
-            if self._hub is None:
-                self._hub = MetricsHub.options(
-                    name=hub_name, namespace=HUB_NAMESPACE, get_if_exists=True).remote()
-            await self._hub.report.remote(self.replica, self.text())
+            await self._connect(hub_name).report.remote(self.replica, self.text())
         except Exception:  # noqa: BLE001  (its owner replica went away: made anew next time)
             self._hub = None
 
@@ -206,15 +310,47 @@ class ReplicaMetrics:
         mine = self.text()
         others = {}
         try:
-            if self._hub is None:
-                self._hub = MetricsHub.options(
-                    name=hub_name, namespace=HUB_NAMESPACE, get_if_exists=True).remote()
-            await asyncio.wait_for(self._hub.report.remote(self.replica, mine), 10)
-            others = await asyncio.wait_for(self._hub.texts.remote(STALE_AFTER_S), 10)
+            hub = self._connect(hub_name)
+            await asyncio.wait_for(hub.report.remote(self.replica, mine), 10)
+            others = await asyncio.wait_for(hub.texts.remote(STALE_AFTER_S), 10)
         except Exception:  # noqa: BLE001  (no hub: this replica alone)
             self._hub = None
         others.pop(self.replica, None)
         return merge([mine, *others.values()])
+
+
+def _les(bounds):
+    """The `le` labels of a histogram's buckets, as prometheus_client writes them."""
+    return [floatToGoString(bound) for bound in tuple(bounds) + (math.inf,)]
+
+
+class _Collector:
+    """Yields a `ReplicaMetrics`' families from its numbers (at scrape)."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        metrics, replica = self.metrics, [self.metrics.replica]
+        for name, (kind, doc, labels, _) in SPECS.items():
+            full = f"streamgen_{name}"
+            if kind == "gauge":
+                family = GaugeMetricFamily(full, doc, labels=["replica"])
+                family.add_metric(replica, getattr(metrics, f"_{name}")())
+            elif name == "errors":
+                family = CounterMetricFamily(full, doc, labels=["replica", "kind"])
+                for error_kind_, value in list(metrics.errors.items()):
+                    family.add_metric(replica + [error_kind_], value)
+            elif kind == "counter":
+                family = CounterMetricFamily(full, doc, labels=["replica"])
+                family.add_metric(replica, getattr(metrics, name))
+            else:
+                seen = getattr(metrics, name)
+                total = seen.total
+                buckets = list(zip(_les(seen.bounds), itertools.accumulate(seen.counts)))
+                family = HistogramMetricFamily(full, doc, labels=["replica"])
+                family.add_metric(replica, buckets, total)
+            yield family
 
 
 class NoMetrics:
@@ -238,6 +374,9 @@ class NoMetrics:
 
     def text(self):
         return b""
+
+    def push_ray(self):
+        return 0
 
     async def report(self, hub_name):
         pass
@@ -286,23 +425,36 @@ class _Families:
 
 
 class _RayExport:
-    """The same metrics through `ray.serve.metrics` (Serve adds its tags)."""
+    """The same metrics through `ray.serve.metrics` (Serve adds its tags).
+
+    A histogram goes out as the series a Prometheus histogram is made of,
+    each a Ray gauge holding the replica's cumulative value: `<name>_bucket`
+    (tag `le`), `<name>_count`, `<name>_sum` (see the module's docstring).
+    """
 
     def __init__(self):
         from ray.serve import metrics as serve_metrics
 
-        def make(name):
-            kind, doc, labels, buckets = SPECS[name]
+        for name, (kind, doc, labels, _) in SPECS.items():
             full = f"streamgen_{name}"
-            if kind is Histogram:
-                return serve_metrics.Histogram(full, doc, boundaries=list(buckets),
-                                               tag_keys=labels)
-            if kind is Gauge:
-                return serve_metrics.Gauge(full, doc, tag_keys=labels)
-            return serve_metrics.Counter(full, doc, tag_keys=labels)
+            if kind == "histogram":
+                made = _RayHistogram(
+                    serve_metrics.Gauge(f"{full}_bucket", f"{doc} (cumulative count per "
+                                        "bucket, as a histogram's)", tag_keys=("le",)),
+                    serve_metrics.Gauge(f"{full}_count", f"{doc} (count)"),
+                    serve_metrics.Gauge(f"{full}_sum", f"{doc} (sum)"))
+            elif kind == "gauge":
+                made = serve_metrics.Gauge(full, doc, tag_keys=labels)
+            else:
+                made = serve_metrics.Counter(full, doc, tag_keys=labels)
+            setattr(self, name, made)
 
-        for name in SPECS:
-            setattr(self, name, make(name))
+
+class _RayHistogram:
+    """A histogram's three series in Ray's export."""
+
+    def __init__(self, bucket, count, sum_):
+        self.bucket, self.count, self.sum = bucket, count, sum_
 
 
 def _hub_class():
