@@ -13,7 +13,12 @@ on the same weights (GRU, units 64, max_steps 9):
 3. one training step (loss + gradients) at B=32, T=20: the vectorised
    teacher-forced pass against the nested-loop reference;
 4. resident memory after 1k and 100k streamed outer steps (and retraces);
-5. the CLI's time to its first output line, `.keras` versus `.tflite`.
+5. the CLI's time to its first output line, `.keras` versus `.tflite`;
+6. sampled over greedy on the same model (`sampling.py`'s paired
+   measurement, its models: 64 units, max_steps 9, 3 mixtures):
+   `TopP(0.9)` + `StopSample` (mse: `StopSample`) against `Greedy()`,
+   TensorFlow and LiteRT, batch 1 and 256 (`--quick`: the mdn model,
+   TensorFlow, batch 1 only).
 
 The stop head's threshold is 1.0 (it never fires), so every path runs all 9
 inner steps of every outer step: the worst case, and the same work for all.
@@ -150,6 +155,9 @@ def main(argv=None):
 
     # 5. CLI time to first output. ------------------------------------------
     rows += cli_rows(model, lite_path, folder)
+
+    # 6. Sampled over greedy. ----------------------------------------------
+    rows += sampling_rows(folder, quick)
 
     print_table(rows, checks)
     if args.json:
@@ -313,6 +321,33 @@ def memory_rows(model, lite_path, inputs, quick):
         rows.append((f"4. memory, {total:,} steps", f"{name}: RSS after 1k / {total // 1000}k steps",
                      f"{marks[1_000]:.0f} / {marks[total]:.0f} MB", "",
                      f"{growth:+.1f} MB", f"target < 20 MB; {retraces}"))
+    return rows
+
+
+def sampling_rows(folder, quick):
+    """Section 6: `sampling.paired` per frame kind, runtime and batch size."""
+    import sampling
+
+    kinds = ("mdn",) if quick else ("mdn", "categorical", "mse")
+    runtimes = ("tf",) if quick else ("tf", "lite")
+    rounds, steps = (2, 10) if quick else (6, 30)
+    rows = []
+    for frame_loss in kinds:
+        model = sampling.make(frame_loss)
+        path = os.path.join(folder, f"sampling-{frame_loss}.tflite")
+        if "lite" in runtimes:
+            model.export_litert(path)
+        for batch in (1,) if quick else (1, 256):
+            for runtime in runtimes:
+                result = sampling.paired(model, path, frame_loss, runtime, batch, rounds, steps)
+                what = ("`StopSample`" if frame_loss == "mse" else "`TopP(0.9)` + `StopSample`")
+                name = {"tf": "TensorFlow", "lite": "LiteRT"}[runtime]
+                rows.append(("6. sampled over greedy",
+                             f"{frame_loss}, {name}, batch {batch}: {what} / `Greedy()`",
+                             us(result["sampled_us"] / 1e6), "",
+                             f"{result['sampled/greedy']:.2f}x",
+                             f"greedy {us(result['greedy_us'] / 1e6)}; target <= 1.20x "
+                             "(median of paired rounds)"))
     return rows
 
 

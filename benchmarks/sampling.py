@@ -16,7 +16,9 @@ JSON: medians over rounds of each block's median in microseconds per
 step, the median over rounds of sampled/greedy, and the number of
 LiteRT operators of each export (the LiteRT step's speed follows it).
 `--quick`: 6 rounds of 30 steps (default 20 of 60). `--only tf|lite`: one
-runtime; `--batch N` (repeatable): other batch sizes.
+runtime (`--only tf` exports nothing); `--batch N` and `--frames KIND`
+(repeatable): other batch sizes, fewer models. `paired` is the measurement
+(`run.py` imports it).
 """
 
 import argparse
@@ -64,49 +66,76 @@ def timed(stream, x, steps):
     return float(np.median(times)) * 1e6
 
 
+def settings(frame_loss):
+    """The two contenders' stream options: greedy without stop criteria,
+    and `TopP(0.9)` (mse: greedy) with a `StopSample` that never fires."""
+    never = [sg.StopSample(0.001)]  # sigmoid(-1.3 / 0.001) = 0: never fires
+    sampled = dict(stop=never) if frame_loss == "mse" else dict(
+        stop=never, sampler=samplers.TopP(0.9))
+    return {"greedy": dict(stop=[]), "sampled": sampled}
+
+
+def paired(model, path, frame_loss, runtime, batch, rounds, steps):
+    """Greedy against sampled on one model, runtime and batch size, in
+    short alternating blocks.
+
+    Args:
+        model: a model from `make(frame_loss)`; `path` its `.tflite`
+            export (used when `runtime` is `"lite"`).
+        runtime: `"tf"` (`Stream.step`) or `"lite"` (`LiteStream.step`).
+        batch: rows per step (1: one stream of 1-D inputs).
+        rounds, steps: blocks per contender, steps per block.
+
+    Returns:
+        dict: `greedy_us`, `sampled_us` (medians over rounds of each
+        block's median step time) and `sampled/greedy` (median over rounds
+        of the pair's ratio).
+    """
+    rng = np.random.default_rng(0)
+    shape = (steps, 3) if batch == 1 else (steps, batch, 3)
+    x = rng.normal(size=shape).astype(np.float32)
+    options = settings(frame_loss)
+    streams = {name: (model.open_stream(seed=1, **kwargs) if runtime == "tf"
+                      else sg.LiteStream(path, seed=1, **kwargs))
+               for name, kwargs in options.items()}
+    for stream in streams.values():
+        timed(stream, x, min(steps, 20))  # warm-up
+    medians = {name: [] for name in options}
+    for index in range(rounds):  # short blocks, in turn: paired in time
+        order = list(options) if index % 2 == 0 else list(options)[::-1]
+        for name in order:
+            medians[name].append(timed(streams[name], x, steps))
+    greedy, sampled = np.median(medians["greedy"]), np.median(medians["sampled"])
+    ratios = np.array(medians["sampled"]) / np.array(medians["greedy"])
+    return {"greedy_us": round(float(greedy), 1), "sampled_us": round(float(sampled), 1),
+            "sampled/greedy": round(float(np.median(ratios)), 3)}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=("tf", "lite"))
     parser.add_argument("--batch", type=int, action="append",
                         help="a batch size (repeatable; default 1 and 256)")
+    parser.add_argument("--frames", choices=("mdn", "categorical", "mse"), action="append",
+                        help="a frame kind (repeatable; default all three)")
     args = parser.parse_args()
     rounds, steps = (6, 30) if args.quick else (20, 60)
-    results = {}
+    results = {"load_average": round(os.getloadavg()[0], 2)}
     folder = tempfile.mkdtemp()
-    for frame_loss in ("mdn", "categorical", "mse"):
+    for frame_loss in args.frames or ("mdn", "categorical", "mse"):
         model = make(frame_loss)
         path = os.path.join(folder, f"{frame_loss}.tflite")
-        model.export_litert(path)
-        results[f"{frame_loss}/litert_operators"] = operators(path)
-        print(frame_loss, "operators", operators(path), file=sys.stderr)
-        never = [sg.StopSample(0.001)]  # sigmoid(-1.3 / 0.001) = 0: never fires
-        settings = ({"greedy": dict(stop=[]), "sampled": dict(stop=never)}
-                    if frame_loss == "mse" else
-                    {"greedy": dict(stop=[]), "sampled": dict(stop=never,
-                                                              sampler=samplers.TopP(0.9))})
+        if args.only != "tf":
+            model.export_litert(path)
+            results[f"{frame_loss}/litert_operators"] = operators(path)
+            print(frame_loss, "operators", operators(path), file=sys.stderr)
         for batch in args.batch or (1, 256):
-            rng = np.random.default_rng(0)
-            shape = (steps, 3) if batch == 1 else (steps, batch, 3)
-            x = rng.normal(size=shape).astype(np.float32)
             for runtime in ("tf", "lite") if args.only is None else (args.only,):
-                streams = {name: (model.open_stream(seed=1, **options) if runtime == "tf"
-                                  else sg.LiteStream(path, seed=1, **options))
-                           for name, options in settings.items()}
-                for stream in streams.values():
-                    timed(stream, x, 20)  # warm-up
-                medians = {name: [] for name in settings}
-                for index in range(rounds):  # short blocks, in turn: paired in time
-                    order = list(settings) if index % 2 == 0 else list(settings)[::-1]
-                    for name in order:
-                        medians[name].append(timed(streams[name], x, steps))
                 key = f"{frame_loss}/{runtime}/batch{batch}"
-                greedy, sampled = np.median(medians["greedy"]), np.median(medians["sampled"])
-                ratios = np.array(medians["sampled"]) / np.array(medians["greedy"])
-                results[key] = {"greedy_us": round(float(greedy), 1),
-                                "sampled_us": round(float(sampled), 1),
-                                "sampled/greedy": round(float(np.median(ratios)), 3)}
+                results[key] = paired(model, path, frame_loss, runtime, batch, rounds, steps)
                 print(key, results[key], file=sys.stderr)
+    results["load_average_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(results, indent=1))
 
 

@@ -10,7 +10,7 @@ A sampler is a small serializable object, like a stop criterion:
   `softmax(log(probs) / temperature)`, restricted to the `k` most likely
   ones / to the smallest set (most likely first) whose tempered probability
   reaches `p`; for mdn frames the frame is then
-  `mean + scale * sqrt(temperature) * normal`.
+  `mean + scale * (sqrt(temperature) * normal)`.
 
 Samplers never draw random numbers themselves. A step gets uniform numbers
 `u` in `(0, 1)` as an input (drawn by `streamgen.randomness` from the
@@ -383,8 +383,10 @@ def make_plan(params, classes, u_comp, u_normal=None, depth=None):
             `(B, M, 1)`), 0 on greedy rows (a draw with `u = 0` is the most
             likely class: greedy without a select per step).
         greedy: bool `(B, 1)`.
-        normal: `None`, or the standard normals `(B, D)` / `(B, M, D)`.
-        noise_scale: `(B, 1)`, `sqrt(temperature)`.
+        noise: `None`, or the mdn noise before the scale, `(B, D)` /
+            `(B, M, D)`: `sqrt(temperature) * normal` (the Box-Muller
+            standard normals), 0 on greedy rows (`mean + scale * 0` is the
+            mean: greedy without a select per step).
     """
     tf = _tf()
     greedy = params[:, :1] > 0.5  # (B, 1)
@@ -393,13 +395,19 @@ def make_plan(params, classes, u_comp, u_normal=None, depth=None):
     rank = tf.cast(tf.range(classes), tf.float32)[None, :]  # (1, C)
     limit = tf.logical_or(k <= 0.0, rank < k)  # (B, C)
     u_comp = tf.expand_dims(u_comp, -1)  # (B, 1) or (B, M, 1)
+    per_step = len(u_comp.shape) == 3  # (B, M, ...): a column per inner step
+    row_greedy = greedy[:, :, None] if per_step else greedy  # (B, 1, 1) or (B, 1)
+    noise = None
+    if u_normal is not None:
+        noise_scale = tf.sqrt(temperature)  # (B, 1)
+        noise = tf.where(row_greedy, 0.0, (noise_scale[:, :, None] if per_step else noise_scale)
+                         * box_muller(u_normal, depth))
     return types.SimpleNamespace(
         greedy=greedy,
         temperature=temperature,
         bound=tf.where(limit, params[:, 3:4], -1.0),  # (B, C)
-        u_comp=tf.where(greedy if len(u_comp.shape) == 2 else greedy[:, :, None], 0.0, u_comp),
-        normal=None if u_normal is None else box_muller(u_normal, depth),
-        noise_scale=tf.sqrt(temperature),
+        u_comp=tf.where(row_greedy, 0.0, u_comp),
+        noise=noise,
     )
 
 
@@ -472,23 +480,23 @@ def sample_mdn(logits, means, scales, params, u_comp, u_normal, plan=None):
             `(B, 1)` (`plan.u_comp` at this step).
         u_normal: float32 tensor `(B, 2 * ceil(D / 2))`, the step's
             columns 2.. (radii then angles, see the module docstring); with
-            `plan`, the standard normals `(B, D)` (`plan.normal` at this step).
+            `plan`, the noise `(B, D)` (`plan.noise` at this step:
+            `sqrt(T) * normal`, 0 on greedy rows).
         plan: optional `make_plan` of these params; made here when `None`.
 
     Returns:
         float32 tensor `(B, D)`: greedy rows the mean of the most likely
-        component, the others `mean + scale * sqrt(T) * normal` of the
+        component, the others `mean + scale * (sqrt(T) * normal)` of the
         drawn component.
     """
     tf = _tf()
     if plan is None:
         plan = make_plan(params, logits.shape[-1], u_comp, u_normal, means.shape[-1])
-        u_comp, u_normal = plan.u_comp, plan.normal
+        u_comp, u_normal = plan.u_comp, plan.noise
     chosen = choose(logits, plan, u_comp)  # (B,)
     mean = tf.gather(means, chosen, batch_dims=1)  # (B, D)
     scale = tf.gather(scales, chosen, batch_dims=1)
-    noise = scale * plan.noise_scale * u_normal  # (B, D)
-    return tf.where(plan.greedy, mean, mean + noise)
+    return mean + scale * u_normal  # greedy rows: noise 0
 
 
 # ---------------------------------------------------------------------- #
@@ -543,7 +551,7 @@ def sample_mdn_np(logits, means, scales, params, u_comp, u_normal):
     chosen = choose_np(logits, params, u_comp)
     rows = np.arange(means.shape[0])
     mean, scale = means[rows, chosen], scales[rows, chosen]  # (B, D)
-    noise = scale * np.sqrt(params[:, 1:2]) * box_muller_np(u_normal, means.shape[-1])
+    noise = scale * (np.sqrt(params[:, 1:2]) * box_muller_np(u_normal, means.shape[-1]))
     return np.where(params[:, :1] > 0.5, mean, mean + noise).astype(np.float32)
 
 

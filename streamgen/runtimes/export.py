@@ -166,7 +166,7 @@ def _flat_step(model, criteria, unrolled):
         # Every weight is read as a constant inside this scope, so the file
         # holds plain constants (no resource variables to initialize).
         mapping = [(v, tf.constant(value)) for v, value in weights]
-        with keras.StatelessScope(state_mapping=mapping):
+        with keras.StatelessScope(state_mapping=mapping), tf_runtime.litert_builtins():
             if unrolled:
                 outer_state, inner_state, random = tf_runtime.split_state(model, state)
                 frames, lengths, outer_state, inner_state = _unrolled_outer_step(
