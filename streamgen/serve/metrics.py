@@ -181,7 +181,8 @@ class ReplicaMetrics:
         if ray_export is True:
             ray_export = _RayExport()
         self.ray = ray_export or None
-        self._pushed = {}  # what `push_ray` last saw: name -> number, or cumulative counts
+        self._pushed = {}  # what `push_ray` last saw: counter name or ("errors", kind) ->
+        # number; histogram name -> cumulative counts
         self._pusher = None  # the thread of `push_ray`
         self._hub = None
         if hub is not None:
@@ -251,17 +252,15 @@ class ReplicaMetrics:
         ray, pushed, calls = self.ray, self._pushed, 0
         if ray is None:
             return 0
-        for name in ("outer_steps", "inner_steps", "messages", "idle_drops"):
-            value = getattr(self, name)
-            if value > pushed.get(name, 0):
-                getattr(ray, name).inc(value - pushed.get(name, 0))
+        counters = [(name, getattr(self, name), getattr(ray, name), {})
+                    for name in ("outer_steps", "inner_steps", "messages", "idle_drops")]
+        counters += [(("errors", kind), value, ray.errors, {"tags": {"kind": kind}})
+                     for kind, value in list(self.errors.items())]
+        for key, value, exported, tags in counters:  # only the deltas, none of 0
+            if value > pushed.get(key, 0):
+                exported.inc(value - pushed.get(key, 0), **tags)
                 calls += 1
-            pushed[name] = value
-        for kind, value in list(self.errors.items()):
-            if value > pushed.get(kind, 0):
-                ray.errors.inc(value - pushed.get(kind, 0), tags={"kind": kind})
-                calls += 1
-            pushed[kind] = value
+            pushed[key] = value
         ray.open_streams.set(self._open_streams())
         ray.connections.set(self._connections())
         calls += 2
