@@ -10,7 +10,7 @@ import keras
 settings.register_profile("streamgen", deadline=None, max_examples=25, derandomize=True)
 settings.load_profile("streamgen")
 
-from helpers import CELLS, MODES, make_model, sampling_models as _sampling_models
+from helpers import CELLS, MODES, export_each, make_model, sampling_models as _sampling_models
 
 
 @pytest.fixture(scope="session")
@@ -170,10 +170,5 @@ def sampling_models():
 def sampling_lite_paths(sampling_models, tmp_path_factory):
     """Each of `sampling_models` exported to LiteRT, once."""
     pytest.importorskip("ai_edge_litert")
-    folder = tmp_path_factory.mktemp("sampling")
-    paths = {}
-    for name, model in sampling_models.items():
-        paths[name] = str(folder / f"{name}.tflite")
-        model.export_litert(paths[name])
-    return paths
+    return export_each(sampling_models, tmp_path_factory.mktemp("sampling"))
 

@@ -73,3 +73,13 @@ def sampling_models():
                           mixtures=3, output_size=3),
         "mse": make_model("gru", "carry", seed=2, stop_scale=8.0),
     }
+
+
+def export_each(models, folder, name=str):
+    """`{key: path}` of each model of `models` (`{key: model}`) exported to
+    LiteRT in `folder` (a `pathlib.Path`), as `name(key) + ".tflite"`."""
+    paths = {}
+    for key, model in models.items():
+        paths[key] = str(folder / f"{name(key)}.tflite")
+        model.export_litert(paths[key])
+    return paths

@@ -12,7 +12,7 @@ import pytest
 from keras import ops
 
 import streamgen as sg
-from helpers import CELLS, MODES, make_model
+from helpers import CELLS, MODES, export_each, make_model
 
 STEPS = 200  # "long streams": every state path is exercised many times
 
@@ -20,12 +20,7 @@ STEPS = 200  # "long streams": every state path is exercised many times
 @pytest.fixture(scope="module")
 def exports(core_models, tmp_path_factory):
     """`(cell, mode) -> path` of each core model's LiteRT export."""
-    folder = tmp_path_factory.mktemp("litert")
-    paths = {}
-    for key, model in core_models.items():
-        paths[key] = str(folder / f"{key[0]}_{key[1]}.tflite")
-        model.export_litert(paths[key])
-    return paths
+    return export_each(core_models, tmp_path_factory.mktemp("litert"), name="_".join)
 
 
 @pytest.fixture(scope="module")
