@@ -1,5 +1,7 @@
 """Shared fixtures. Import streamgen first so TensorFlow is imported quietly."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import settings
@@ -49,8 +51,6 @@ def cli_model(cli_model_path):
 @pytest.fixture(scope="session")
 def cli_tflite(cli_model_path, tmp_path_factory):
     """`cli_model_path` exported by `streamgen export --format litert`."""
-    import os
-
     from click.testing import CliRunner
 
     from streamgen.cli.main import cli
@@ -62,6 +62,30 @@ def cli_tflite(cli_model_path, tmp_path_factory):
     assert result.exit_code == 0, result.output
     assert result.stdout == f"wrote {path} ({os.path.getsize(path):,} bytes)\n"
     return path
+
+
+_EXIT_STATUS = []  # pytest's, for `pytest_unconfigure` (below)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """After a session that imported Ray: exit at once, with pytest's status.
+
+    `ray.shutdown()` leaves the driver's C++ threads running (`gcs_client_io_service`,
+    `worker.io`, gRPC's); the interpreter's own exit then destroys what they use
+    and, now and then, crashes (SIGSEGV after "1089 passed", CI on 2026-11-30).
+    Everything pytest reports is written by now; only that exit is skipped.
+    """
+    import sys
+
+    if "ray" in sys.modules and _EXIT_STATUS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
 
 
 @pytest.fixture(scope="session")

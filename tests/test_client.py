@@ -29,8 +29,9 @@ class MiniServer:
         self.connections = set()
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
-        threading.Thread(target=self._main, args=(started,), daemon=True).start()
-        started.wait(30)
+        self.thread = threading.Thread(target=self._main, args=(started,), daemon=True)
+        self.thread.start()
+        assert started.wait(30)
         self.url = f"ws://127.0.0.1:{self.port}"
 
     def _main(self, started):
@@ -70,10 +71,19 @@ class MiniServer:
             async with serve(handler, "127.0.0.1", 0, process_request=process_request,
                              select_subprotocol=subprotocol) as server:
                 self.port = server.sockets[0].getsockname()[1]
+                self.stop = asyncio.Event()
                 started.set()
-                await asyncio.Future()
+                await self.stop.wait()
+            await self.ticks.stop()
 
         self.loop.run_until_complete(run())
+        self.loop.close()
+
+    def shutdown(self):
+        """Closes the connections, stops the server and its thread."""
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(30)
+        assert not self.thread.is_alive()
 
     def drop_connections(self):
         async def close():
@@ -89,7 +99,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def server(model):
-    return MiniServer(model)
+    server = MiniServer(model)
+    yield server
+    server.shutdown()
 
 
 @pytest.mark.slow

@@ -247,14 +247,18 @@ def test_model_description_names_the_frame_kind_and_sampler(models, lite_paths):
 def cat_server(models):
     from test_client import MiniServer
 
-    return MiniServer(models["categorical"])
+    server = MiniServer(models["categorical"])
+    yield server
+    server.shutdown()
 
 
 @pytest.fixture(scope="module")
 def mse_server(models):
     from test_client import MiniServer
 
-    return MiniServer(models["mse"])
+    server = MiniServer(models["mse"])
+    yield server
+    server.shutdown()
 
 
 @pytest.mark.parametrize("sampler", [samplers.TopK(3), "top-p",
