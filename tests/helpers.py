@@ -1,5 +1,7 @@
 """Helpers shared by the test modules (no test module imports another)."""
 
+import json
+
 import keras
 import numpy as np
 
@@ -37,6 +39,26 @@ def assert_outputs_equal(got, expected, atol=1e-5):
         b = np.asarray(b, np.float32).reshape(-1, 2)
         assert a.shape == b.shape, f"Out[{i}]: length {len(a)} != {len(b)}"
         np.testing.assert_allclose(a, b, atol=atol, err_msg=f"Out[{i}]")
+
+
+def assert_jsonl_close(got, expected, atol=1e-4):
+    """Two `decode` outputs (JSON lines): the same records in the same order,
+    every field but `"y"` equal, the same lengths, frames within `atol`.
+
+    For runs that differ in batch size: the kernels' sums then differ by ~1e-6,
+    which can move the printed sixth digit (seen on an AMD EPYC, not on a Xeon).
+    """
+    got, expected = got.splitlines(), expected.splitlines()
+    assert len(got) == len(expected), (len(got), len(expected))
+    for n, (a, b) in enumerate(zip(got, expected), 1):
+        a, b = json.loads(a), json.loads(b)
+        assert {k: v for k, v in a.items() if k != "y"} == \
+            {k: v for k, v in b.items() if k != "y"}, f"line {n}"
+        assert [len(o) for o in a["y"]] == [len(o) for o in b["y"]], f"line {n}"
+        for out_a, out_b in zip(a["y"], b["y"]):
+            np.testing.assert_allclose(np.asarray(out_a, np.float64),
+                                       np.asarray(out_b, np.float64), atol=atol,
+                                       err_msg=f"line {n}")
 
 
 def toy_data(n=5, seed=0, max_steps=9):

@@ -72,7 +72,8 @@ def test_two_workers_survive_a_kill_and_equal_one_worker_with_the_global_batch(
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_cli_bad_record_stops_every_worker_with_one_line(ray_cluster, tmp_path):
+def test_cli_bad_record_stops_every_worker_with_one_line(ray_cluster, tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
     path = write_jsonl(tmp_path / "d.jsonl", 12, bad_line=10)  # in rank 1's share
     out = str(tmp_path / "m.keras")
     result = CliRunner().invoke(
@@ -84,3 +85,5 @@ def test_cli_bad_record_stops_every_worker_with_one_line(ray_cluster, tmp_path):
     assert result.stderr.startswith(f"streamgen: error: {path}:10: ")
     assert result.stderr.count("\n") == 1
     assert not os.path.exists(out)
+    # the run's shorter poll of its workers (0.5 s) does not outlive it
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in os.environ

@@ -154,7 +154,10 @@ def chi_square(counts, expected_probs):
                                        np.zeros(4)]),
     # The nucleus of 0.6: 0.4 + 0.25 = 0.65 reaches it -> the first two.
     (S.TopP(0.6), np.r_[PROBS[:2] / PROBS[:2].sum(), np.zeros(4)]),
-    (S.TopP(0.8), np.r_[PROBS[:4] / PROBS[:4].sum(), np.zeros(2)]),
+    # The nucleus of 0.85: 0.4 + 0.25 + 0.15 = 0.8 falls short, the fourth
+    # reaches 0.9 -> the first four. (Not 0.8: the sum lands on it, and float32
+    # rounding, which differs between CPUs, then decides the fourth.)
+    (S.TopP(0.85), np.r_[PROBS[:4] / PROBS[:4].sum(), np.zeros(2)]),
 ])
 def test_drawn_frequencies_match_tempered_probabilities(sampler, expected):
     counts = draw_counts(sampler)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -547,24 +548,42 @@ def test_reader_process_dies_with_its_parent(data, cli_tflite, tmp_path, signal_
 @pytest.mark.parametrize("stop", [[], ["--threshold", "1"], ["--threshold", "0.01"]])
 def test_extreme_inputs_same_on_tensorflow_and_litert(cli_model_path, cli_tflite, tmp_path,
                                                       stop):
-    """Inputs up to float32's edge: strict JSON only, and the same lines and errors on both."""
+    """Inputs up to float32's edge: strict JSON only, each record either decoded
+    or named in one error line, and the same lines on both runtimes.
+
+    At the edge (1e30 and up) the runtimes' kernels may part: LiteRT's XNNPACK
+    kernels overflow to NaN on some CPUs where TensorFlow's saturate (seen on
+    an AMD EPYC, not on a Xeon). There a record may be decoded by one runtime
+    and refused by name by the other; below the edge both decode it alike.
+    """
     path = tmp_path / "extreme.jsonl"
+    values = [1e38, -1e38, 3.4e38, -3.4e38, 1e30, 1e-38, 0.0]
     with open(path, "w") as f:
-        for n, v in enumerate([1e38, -1e38, 3.4e38, -3.4e38, 1e30, 1e-38, 0.0]):
+        for n, v in enumerate(values):
             f.write(json.dumps({"id": n, "x": [[v, 0, 0], [v, v, v], [0.1, 0.2, 0.3]]}) + "\n")
     results = [invoke(["decode", str(path), "-o", "-", "--model", model, "--on-error", "skip",
                        *stop]) for model in (cli_model_path, cli_tflite)]
+    not_finite = re.compile(rf"streamgen: error: {re.escape(str(path))}:(\d+): step 0: the "
+                            r"model's frames are not finite \(NaN or infinity\); inputs this "
+                            r"large are beyond what the model computes in float32")
+    decoded = []
     for result in results:
         assert result.exit_code == 0
-        for line in result.stdout.splitlines():
-            strict_json(line)
-    tf_result, lite_result = results
-    assert lite_result.stderr == tf_result.stderr
-    tf_lines = [strict_json(line) for line in tf_result.stdout.splitlines()]
-    lite_lines = [strict_json(line) for line in lite_result.stdout.splitlines()]
-    assert [r["id"] for r in lite_lines] == [r["id"] for r in tf_lines]
-    for got, want in zip(lite_lines, tf_lines):
-        assert [len(o) for o in got["y"]] == [len(o) for o in want["y"]]
-        for a, b in zip(got["y"], want["y"]):
+        lines = {r["id"]: r["y"] for r in map(strict_json, result.stdout.splitlines())}
+        errors = result.stderr.splitlines()
+        refused = {int(not_finite.fullmatch(e).group(1)) - 1 for e in errors[:-1]}
+        if refused:
+            assert errors[-1] == f"streamgen: skipped {len(refused)} bad record" + \
+                ("s" if len(refused) > 1 else "")
+        else:
+            assert errors == []
+        assert sorted(lines) == sorted(set(range(len(values))) - refused)
+        assert all(abs(values[n]) >= 1e30 for n in refused)
+        decoded.append(lines)
+    tf_lines, lite_lines = decoded
+    for n in set(tf_lines) & set(lite_lines):
+        got, want = lite_lines[n], tf_lines[n]
+        assert [len(o) for o in got] == [len(o) for o in want]
+        for a, b in zip(got, want):
             np.testing.assert_allclose(np.reshape(a, (-1, 2)), np.reshape(b, (-1, 2)),
                                        rtol=1e-4, atol=1e-4)
