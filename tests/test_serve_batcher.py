@@ -5,10 +5,8 @@ whatever the mix of thresholds, caps and resets.
 """
 
 import asyncio
-import concurrent.futures
 import json
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -256,38 +254,6 @@ def test_tick_loop_batches_connections(model, runtime):
     assert ticks.ticks == 2 and ticks.rows_stepped == 6  # 4 + 2 rows
     expected = [sg.Stream(model).step(xs[i]) for i in range(6)]
     assert_outputs_equal(first + second, expected)
-
-
-def test_tick_loop_steps_small_ticks_on_the_event_loop(model, runtime):
-    """With an executor, ticks of at most `inline_rows` rows step on the
-    event loop's thread (no hand-off), larger ones in the executor's; the
-    outputs are the same either way."""
-    table = StateTable(runtime)
-    batcher = Batcher(table)
-    xs = inputs(5, 1, seed=5)[:, 0]
-    rows = [table.allocate(("s", i), *runtime.options()) for i in range(5)]
-    threads, step = [], batcher.step
-
-    def recording_step(*arguments):
-        threads.append(threading.current_thread())
-        return step(*arguments)
-
-    batcher.step = recording_step
-
-    async def main():
-        with concurrent.futures.ThreadPoolExecutor(1, "tick-test") as executor:
-            ticks = TickLoop(batcher, executor=executor, inline_rows=2)
-            small = await ticks.submit([(rows[i], xs[i]) for i in range(2)])
-            large = await ticks.submit([(rows[i], xs[i]) for i in range(2, 5)])
-            await ticks.stop()
-        return small + large
-
-    outs = asyncio.run(main())
-    assert threads[0] is threading.main_thread()
-    assert threads[1].name.startswith("tick-test")
-    assert_outputs_equal(outs, [sg.Stream(model).step(xs[i]) for i in range(5)])
-    with pytest.raises(ValueError, match="inline_rows"):
-        TickLoop(batcher, inline_rows=-1)
 
 
 @pytest.mark.parametrize("x, message", [

@@ -242,11 +242,6 @@ class TickLoop:
     everything submitted so far (up to `max_batch_size` rows), optionally
     waits `batch_wait_ms` for more, gathers on the event loop, runs the step
     in `executor` (a thread: the event loop keeps receiving), and scatters.
-    A tick of at most `inline_rows` rows runs on the event loop instead: the
-    hand-off to the thread and back (the GIL changing hands twice) costs
-    more than a small step. Measured with `benchmarks/serve_load.py`, LiteRT,
-    1 replica: batching off (one row a tick) 2.1x the steps/s; ticks of
-    64-256 rows unchanged.
 
     Args:
         batcher: a `Batcher`.
@@ -254,16 +249,13 @@ class TickLoop:
             ready (0: none; steps that arrive while a tick runs join the
             next one anyway).
         executor: a `concurrent.futures.Executor` for the step; `None`
-            runs every step on the event loop.
-        inline_rows: int, the largest tick stepped on the event loop when
-            there is an `executor`.
+            runs it on the event loop.
     """
 
-    def __init__(self, batcher, batch_wait_ms=0.0, executor=None, inline_rows=16):
+    def __init__(self, batcher, batch_wait_ms=0.0, executor=None):
         self.batcher = batcher
         self.batch_wait = checks.non_negative_float("batch_wait_ms", batch_wait_ms) / 1000.0
         self.executor = executor
-        self.inline_rows = checks.check_count("inline_rows", inline_rows)
         self._pending = []  # (row, x, future, index)
         self._ready = None
         self._task = None
@@ -316,7 +308,7 @@ class TickLoop:
                 continue
             try:
                 rows, *arguments = self.batcher.gather([(row, x) for row, x, *_ in chunk])
-                if self.executor is None or len(chunk) <= self.inline_rows:
+                if self.executor is None:
                     result = self.batcher.step(rows, *arguments)
                 else:
                     result = await loop.run_in_executor(self.executor, self.batcher.step,
