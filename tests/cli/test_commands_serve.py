@@ -74,9 +74,12 @@ def server(cli_tflite):
             process.kill()
         head.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
         try:
-            head.wait(60)
+            # ... gracefully, one process after the other: ~30 s. Its own
+            # session (start_new_session) is everything it started.
+            head.wait(5)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+            head.wait(10)
 
 
 def local_and_remote(runner, server, cli_tflite, options):
