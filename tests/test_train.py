@@ -268,6 +268,7 @@ def train_trained():
     return trained
 
 
+@pytest.mark.slow  # trains a model (160 epochs)
 def test_overfit_eight_sequences(train_trained):
     figures = sg.evaluate(train_trained["reset"], train_trained["inputs"], train_trained["targets"])
     assert figures["length_accuracy"] == 1.0
@@ -373,10 +374,11 @@ def test_evaluate_by_hand():
     assert never["length_mae"] == pytest.approx(np.abs(true_lengths - 9).mean())
 
 
-def test_evaluate_padding_does_not_change_figures(train_trained):
-    """Variable-T sequences batched together == each sequence alone."""
-    model = train_trained["carry"]
-    inputs, targets = train_trained["inputs"], train_trained["targets"]
+def test_evaluate_padding_does_not_change_figures():
+    """Variable-T sequences batched together == each sequence alone (any
+    weights: a sharpened stop head, so that no length flips on float noise)."""
+    model = make_model(decoder_state="carry", seed=2)
+    inputs, targets = sample_subset(8)
     together = sg.evaluate(model, inputs, targets, batch_size=8)
     alone = sg.evaluate(model, inputs, targets, batch_size=1)
     assert together["length_accuracy"] == alone["length_accuracy"]
