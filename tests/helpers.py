@@ -54,11 +54,7 @@ def assert_jsonl_close(got, expected, atol=1e-4):
         a, b = json.loads(a), json.loads(b)
         assert {k: v for k, v in a.items() if k != "y"} == \
             {k: v for k, v in b.items() if k != "y"}, f"line {n}"
-        assert [len(o) for o in a["y"]] == [len(o) for o in b["y"]], f"line {n}"
-        for out_a, out_b in zip(a["y"], b["y"]):
-            np.testing.assert_allclose(np.asarray(out_a, np.float64),
-                                       np.asarray(out_b, np.float64), atol=atol,
-                                       err_msg=f"line {n}")
+        assert_outputs_equal(a["y"], b["y"], atol=atol)
 
 
 def toy_data(n=5, seed=0, max_steps=9):

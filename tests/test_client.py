@@ -97,11 +97,16 @@ def model():
     return make_model(seed=3, stop_scale=8.0)
 
 
-@pytest.fixture(scope="module")
-def server(model):
+def serving(model):
+    """A `MiniServer` of `model` for a fixture: `yield from serving(model)`."""
     server = MiniServer(model)
     yield server
     server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    yield from serving(model)
 
 
 @pytest.mark.slow

@@ -245,20 +245,16 @@ def test_model_description_names_the_frame_kind_and_sampler(models, lite_paths):
 # ---------------------------------------------------------------------- #
 @pytest.fixture(scope="module")
 def cat_server(models):
-    from test_client import MiniServer
+    from test_client import serving
 
-    server = MiniServer(models["categorical"])
-    yield server
-    server.shutdown()
+    yield from serving(models["categorical"])
 
 
 @pytest.fixture(scope="module")
 def mse_server(models):
-    from test_client import MiniServer
+    from test_client import serving
 
-    server = MiniServer(models["mse"])
-    yield server
-    server.shutdown()
+    yield from serving(models["mse"])
 
 
 @pytest.mark.parametrize("sampler", [samplers.TopK(3), "top-p",
