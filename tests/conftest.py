@@ -1,6 +1,7 @@
 """Shared fixtures. Import streamgen first so TensorFlow is imported quietly."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -80,8 +81,6 @@ def pytest_unconfigure(config):
     and, now and then, crashes (SIGSEGV after "1089 passed", CI on 2026-11-30).
     Everything pytest reports is written by now; only that exit is skipped.
     """
-    import sys
-
     if "ray" in sys.modules and _EXIT_STATUS:
         sys.stdout.flush()
         sys.stderr.flush()
