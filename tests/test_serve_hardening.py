@@ -200,6 +200,29 @@ def test_abuse_backoff_doubles_per_repeat_and_is_forgiven():
     assert len(backoff) == 2 and backoff.left("10.0.0.1") == 0.0
     assert limits.Backoff(0).punish("10.0.0.1") == 0.0  # off
 
+
+def test_memory_trimmer_trims_after_each_burst_of_refusals():
+    calls = []
+    trimmer = limits.MemoryTrimmer(trim=lambda pad: calls.append((pad, time.monotonic())),
+                                   delays=(0.05, 0.15))
+
+    async def main():
+        start = time.monotonic()
+        for _ in range(5):  # one burst: one series of trims, from its last refusal
+            await asyncio.sleep(0.02)
+            trimmer.soon()
+            last = time.monotonic()
+        await asyncio.sleep(0.3)
+        assert [pad for pad, _ in calls] == [0, 0]
+        assert calls[0][1] >= last + 0.045 and calls[1][1] >= last + 0.145
+        assert last > start + 0.09
+        trimmer.soon()  # a later burst trims again
+        await asyncio.sleep(0.3)
+    asyncio.run(main())
+    assert trimmer.trims == len(calls) == 4
+    if sys.platform.startswith("linux"):  # glibc: the real function, which returns 0 or 1
+        assert limits.malloc_trim()(0) in (0, 1)
+
 # ---------------------------------------------------------------------- #
 # 5, 6, 12: the client never hangs.
 # ---------------------------------------------------------------------- #

@@ -167,6 +167,7 @@ class Server:
         self.connections = set()  # asyncio.Event per open WebSocket: set to drain it
         self.requests = 0  # POST /v1/lines in progress (they count as connections)
         self.backoff = limits.Backoff(self.options["abuse_backoff"])
+        self.trimmer = limits.MemoryTrimmer()  # after refused bodies and abusers
         context = serve.get_replica_context()
         self.metrics_hub = metrics_lib.hub_name(context.app_name)
         self.metrics = metrics_lib.ReplicaMetrics(
@@ -317,6 +318,7 @@ class Server:
                                               request.headers.get("content-length"))
             except limits.BodyError as error:
                 self.metrics.error("oversize" if error.status == 413 else "bad_request")
+                self.trimmer.soon()
                 return _error(error.status, str(error))
             events, bad = await asyncio.to_thread(_read_lines_body, body,
                                                   self.runtime.input_size)
@@ -435,6 +437,7 @@ class Server:
                                          and len(text.encode("utf-8")) > limit):
                     code = 1009
                     self.metrics.error("oversize")
+                    self.trimmer.soon()
                     await websocket.close(code=1009, reason=f"message over {limit} bytes")
                     break
                 try:
@@ -443,6 +446,7 @@ class Server:
                     code = 1013
                     self.backoff.punish(address)
                     self.metrics.error("limit")
+                    self.trimmer.soon()
                     await websocket.close(code=1013, reason=_reason(str(error)))
                     break
                 messages += 1

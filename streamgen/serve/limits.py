@@ -14,9 +14,12 @@ their own. Every bound is an option of `build_app` (and of
 - `Backoff`: client addresses refused for a while after one of their
   connections was closed for abuse (a reconnecting flooder gets one burst
   per period, not one per reconnection).
+- `MemoryTrimmer`: gives the memory of refused requests back to the system.
 """
 
 import asyncio
+import ctypes
+import ctypes.util
 import hmac
 import time
 
@@ -229,3 +232,59 @@ class Backoff:
             del self._state[address]
             return 0.0
         return max(0.0, state[0] - now)
+
+
+def malloc_trim():
+    """glibc's `malloc_trim(pad)` as a Python function, or `None` where the C
+    library has none (musl, macOS, Windows)."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+class MemoryTrimmer:
+    """Hands the memory of refused requests back to the system, soon after.
+
+    A body refused as too large may have been sent whole by the proxy
+    already (a fast client's 50 MB reach the replica before the 413); its
+    chunks are freed when the request ends, and so are the messages queued
+    by a connection closed for abuse. glibc's allocator keeps freed heap
+    pages for reuse, so without a trim the replica's resident memory can
+    stay tens of MB higher for good. `soon()` runs `malloc_trim(0)` at each
+    of `delays` seconds after it was last called (in a thread: it takes
+    milliseconds on a large heap): once per burst of refusals, however
+    many. Nothing happens where `trim` is `None`.
+
+    Args:
+        trim: the function to call with `0` (`malloc_trim()` by default).
+        delays: seconds after the last `soon()`, increasing.
+    """
+
+    def __init__(self, trim=None, delays=(0.5, 2.0, 5.0)):
+        self.trim = malloc_trim() if trim is None else trim
+        self.delays = tuple(delays)
+        self.trims = 0  # calls of `trim` so far
+        self._last = 0.0
+        self._task = None
+
+    def soon(self):
+        """Schedules the trims (on the running event loop)."""
+        self._last = time.monotonic()
+        if self.trim is None or (self._task is not None and not self._task.done()):
+            return  # the running task sees the new `_last`
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self):
+        done = 0  # delays passed since `_last`
+        last = self._last
+        while done < len(self.delays):
+            await asyncio.sleep(max(0.0, last + self.delays[done] - time.monotonic()))
+            if self._last != last:  # refused again meanwhile: start over from then
+                last, done = self._last, 0
+                continue
+            await asyncio.to_thread(self.trim, 0)
+            self.trims += 1
+            done += 1
