@@ -282,3 +282,32 @@ def test_plain_numbers_take_the_fast_path_and_equal_arrays(model, runtime):
         assert kind == "out"
         expected = model.open_stream().step(np.array(row, np.float32))
         np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_table_counts_sampling_rows_and_their_ticks_draw(model, runtime):
+    """`rows.samples` is False only while no row of the table samples; a tick
+    with a sampling row draws (equal to `runtime.step`, which tests itself)."""
+    table = StateTable(runtime)
+    batcher = Batcher(table)
+    sample = [{"class_name": "StopSample", "config": {"temperature": 1.0}}]
+    x = np.full(3, 0.3, np.float32)
+    greedy = table.allocate(("s", "g"), *runtime.options(), seed=5)
+    assert table.sampling_rows == 0 and batcher.gather([(greedy, x)])[0].samples is False
+    drawn = table.allocate(("s", "d"), *runtime.options(sample), seed=7)
+    assert table.sampling_rows == 1 and batcher.gather([(greedy, x)])[0].samples is None
+    rows, *arguments = batcher.gather([(greedy, x), (drawn, x)])
+    want = runtime.step(*arguments[:2], None, *arguments[2:])
+    got = batcher.step(rows, *arguments)
+    assert_outputs_equal([got[0][1, :got[1][1]]], [want[0][1, :want[1][1]]])
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[2], want[2], atol=1e-6)
+    table.configure(drawn, *runtime.options())  # now greedy: the count follows
+    assert table.sampling_rows == 0
+    table.configure(drawn, *runtime.options(sample))
+    table.release(drawn)
+    assert table.sampling_rows == 0 and not table.sampling.any()
+    lengths = set()  # the drawn row's lengths vary with its draws (it samples)
+    row = table.allocate(("s", "e"), *runtime.options(sample), seed=11)
+    for _ in range(12):
+        lengths.add(len(batcher.run([(row, x)])[0]))
+    assert len(lengths) >= 2

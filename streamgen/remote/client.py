@@ -675,7 +675,8 @@ class RemoteRuntime(Runtime):
         if state is not None:
             state.close()
 
-    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None):
+    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None,
+            samples=None):
         raise TypeError("A remote runtime keeps its rows on the server: step them "
                         "through sg.Stream (client.open_stream()).")
 

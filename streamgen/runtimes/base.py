@@ -251,14 +251,17 @@ class Runtime:
                     np.zeros((0,), np.int32), np.zeros((0, self.state_size), np.float32))
         return self.run(x, state, generate, thresholds, caps, params)
 
-    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None):
+    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None,
+            samples=None):
         """`step` without the checks, for callers that have validated already.
 
         The server's batcher checks each request as it arrives and then
         steps many of them at once; it calls this. The arguments must be
         what `step` would accept (numpy arrays of the right shapes and
         dtypes); `generate`, `thresholds`, `caps` and `params` may be
-        `None` (this runtime's defaults).
+        `None` (this runtime's defaults). `samples`, if not `None`, must be
+        `self.samples(thresholds, params)`, known already (the batcher
+        counts its sampling rows): it spares that test on every call.
 
         Returns:
             What `step` returns.
@@ -382,8 +385,8 @@ def row_seeds(seeds, n):
     return randomness.derive_seeds(seed, n)
 
 
-def in_chunks(run, size, x, state, *per_row):
-    """`run(x, state, *per_row)` on at most `size` rows at a time.
+def in_chunks(run, size, x, state, *per_row, **options):
+    """`run(x, state, *per_row, **options)` on at most `size` rows at a time.
 
     Args:
         run: a runtime's `run` (or its like): `(x, state, *per_row)` ->
@@ -392,15 +395,16 @@ def in_chunks(run, size, x, state, *per_row):
         x, state: arrays `(B, ...)`.
         *per_row: arrays `(B, ...)` or `None` (this runtime's default),
             cut like `x`.
+        **options: passed to every call as they are.
 
     Returns:
         `run`'s outputs, each concatenated over the chunks.
     """
     rows = x.shape[0]
     if rows <= size:
-        return run(x, state, *per_row)
+        return run(x, state, *per_row, **options)
     parts = [run(x[a:a + size], state[a:a + size],
-                 *(None if v is None else v[a:a + size] for v in per_row))
+                 *(None if v is None else v[a:a + size] for v in per_row), **options)
              for a in range(0, rows, size)]
     return tuple(np.concatenate(p) for p in zip(*parts))
 

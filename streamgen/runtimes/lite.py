@@ -137,12 +137,15 @@ class LiteRuntime(Runtime):
                            self.sampler if sampler is None else sampler)
         return other
 
-    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None):
+    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None,
+            samples=None):
         rows = x.shape[0]
         if rows > MAX_BUCKET:
-            return in_chunks(self.run, MAX_BUCKET, x, state, generate, thresholds, caps, params)
-        samples = (self._samples if thresholds is None and params is None
-                   else self.samples(thresholds, params))
+            return in_chunks(self.run, MAX_BUCKET, x, state, generate, thresholds, caps, params,
+                             samples=samples)
+        if samples is None:
+            samples = (self._samples if thresholds is None and params is None
+                       else self.samples(thresholds, params))
         uniforms = self._uniforms(state) if samples else None
         with self._lock:
             return self._bucket(rows).run(x, state, generate, thresholds, caps, params, uniforms)

@@ -601,8 +601,10 @@ class TFRuntime(Runtime):
             self._fingerprint = self.model.fingerprint()
         return self._fingerprint
 
-    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None):
-        frames, lengths, state = self._call(x, state, generate, thresholds, caps, params)
+    def run(self, x, state, generate=None, thresholds=None, caps=None, params=None,
+            samples=None):
+        frames, lengths, state = self._call(x, state, generate, thresholds, caps, params,
+                                            samples)
         return frames, lengths, state.numpy()
 
     def advance(self, x, state, generate=None):
@@ -610,14 +612,15 @@ class TFRuntime(Runtime):
         # numpy round trip costs more than a small model's step).
         return self._call(x, state, generate, None, None, None)
 
-    def _call(self, x, state, generate, thresholds, caps, params):
+    def _call(self, x, state, generate, thresholds, caps, params, samples=None):
         """One call of a concrete function; `None` inputs are the defaults,
         tensors made once per batch size. Returns numpy frames and lengths
         and the state as a tensor."""
         rows = x.shape[0]
         defaults = self._defaults.get(rows) or self._run_defaults(rows)
-        samples = (self._samples if thresholds is None and params is None
-                   else self.samples(thresholds, params))
+        if samples is None:
+            samples = (self._samples if thresholds is None and params is None
+                       else self.samples(thresholds, params))
         inputs = (
             tf.constant(x),
             tf.constant(state) if isinstance(state, np.ndarray) else state,
