@@ -38,6 +38,12 @@ def test_each_request_kind():
     ({"id": "a", "x": [1], "foo": 1}, "got the unknown keys ['foo']"),
     ({"id": "a", "x": [1, "2"]}, 'expected "x" to be an array of numbers'),
     ({"id": "a", "x": [True]}, 'expected "x" to be an array of numbers'),
+    # two keys, like the common step, but not one: the full check names them
+    ({"id": "a", "x": [1, None]}, 'expected "x" to be an array of numbers'),
+    ({"id": "a", "x": [[1]]}, 'expected "x" to be an array of numbers'),
+    ({"id": "a", "x": {"0": 1}}, 'expected "x" to be an array of numbers'),
+    ({"x": [1], "y": 2}, 'expected "id" to be a string'),
+    ({"id": "a", "y": [1]}, "got the unknown keys ['y']"),
     ({"id": "a", "reset": 1}, 'expected "reset": true, got 1'),
     ({"id": "a", "open": {"stop": [], "cap": 3}},
      "optional keys ['stop', 'max_steps', 'sampler', 'seed']"),

@@ -100,6 +100,13 @@ class Session:
     def _apply(self, request):
         """Applies one request; a step returns `("step", row, x)` for the batch."""
         action, stream_id = request.action, request.id
+        if action == "step":  # the common request first
+            x = _plain_vector(request.value, self.runtime.input_size)
+            if x is None:  # not the common case: the full check, with its message
+                x = checks.check_inputs(self.runtime, request.value, "x", ndim=1)
+            row = self.row(stream_id)
+            self.touch(row)
+            return ("step", row, x)
         if action == "invalid":
             raise ValueError(request.value)
         if action == "close":
@@ -123,13 +130,6 @@ class Session:
                 self.table.reset(row)
                 self.touch(row)
             return ("ok", stream_id, None)
-        if action == "step":
-            x = _plain_vector(request.value, self.runtime.input_size)
-            if x is None:  # not the common case: the full check, with its message
-                x = checks.check_inputs(self.runtime, request.value, "x", ndim=1)
-            row = self.row(stream_id)
-            self.touch(row)
-            return ("step", row, x)
         if action == "reset":
             row = self.row(stream_id)
             self.table.reset(row)  # its seed, at position 0
