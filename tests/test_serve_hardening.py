@@ -81,6 +81,7 @@ def test_set_state_after_an_idle_drop_restores(model, runtime):
 # ---------------------------------------------------------------------- #
 # 11: a finite state that overflows.
 # ---------------------------------------------------------------------- #
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the replica's log stays quiet
 def test_an_overflowing_state_keeps_the_stream_usable():
     import importlib.resources
 
