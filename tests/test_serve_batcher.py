@@ -243,7 +243,7 @@ def test_tick_loop_batches_connections(model, runtime):
     rows = [table.allocate(("s", i), *runtime.options()) for i in range(6)]
 
     async def main():
-        ticks = TickLoop(batcher, batch_wait_ms=1.0)
+        ticks = TickLoop(batcher, batch_wait_ms=1.0, tick_rows=4)
         results = await asyncio.gather(
             ticks.submit([(rows[i], xs[i]) for i in range(3)]),
             ticks.submit([(rows[i], xs[i]) for i in range(3, 6)]))
@@ -252,6 +252,43 @@ def test_tick_loop_batches_connections(model, runtime):
 
     ticks, (first, second) = asyncio.run(main())
     assert ticks.ticks == 2 and ticks.rows_stepped == 6  # 4 + 2 rows
+    expected = [sg.Stream(model).step(xs[i]) for i in range(6)]
+    assert_outputs_equal(first + second, expected)
+
+
+@pytest.mark.parametrize("max_batch_size, tick_rows, ticks, calls", [
+    (1, None, 1, [1] * 6),  # batching off: a call per step, one tick (MIN_TICK_ROWS)
+    (1, 4, 2, [1] * 6),
+    (4, None, 1, [4, 2]),
+])
+def test_tick_loop_steps_a_tick_in_calls_of_max_batch_size(model, runtime, max_batch_size,
+                                                           tick_rows, ticks, calls):
+    table = StateTable(runtime)
+    batcher = Batcher(table, max_batch_size=max_batch_size)
+    counted = []
+
+    class Counted:  # the runtime, counting the rows of each call
+        def __getattr__(self, name):
+            return getattr(runtime, name)
+
+        def run(self, x, *arguments, **options):
+            counted.append(len(x))
+            return runtime.run(x, *arguments, **options)
+
+    batcher.runtime = Counted()
+    xs = inputs(6, 1, seed=5)[:, 0]
+    rows = [table.allocate(("s", i), *runtime.options()) for i in range(6)]
+
+    async def main():
+        loop = TickLoop(batcher, tick_rows=tick_rows)
+        results = await asyncio.gather(
+            loop.submit([(rows[i], xs[i]) for i in range(3)]),
+            loop.submit([(rows[i], xs[i]) for i in range(3, 6)]))
+        await loop.stop()
+        return loop, results
+
+    loop, (first, second) = asyncio.run(main())
+    assert (loop.ticks, loop.rows_stepped, counted) == (ticks, 6, calls)
     expected = [sg.Stream(model).step(xs[i]) for i in range(6)]
     assert_outputs_equal(first + second, expected)
 

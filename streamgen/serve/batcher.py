@@ -262,9 +262,16 @@ class TickLoop:
 
     Each `submit` call hands in the steps of one connection (distinct rows)
     and waits for their outputs. A single task runs the ticks: it takes
-    everything submitted so far (up to `max_batch_size` rows), optionally
-    waits `batch_wait_ms` for more, gathers on the event loop, runs the step
-    in `executor` (a thread: the event loop keeps receiving), and scatters.
+    everything submitted so far (up to `tick_rows` rows), optionally waits
+    `batch_wait_ms` for more, gathers on the event loop, runs the step in
+    `executor` (a thread: the event loop keeps receiving), and scatters.
+
+    A tick of more rows than the batcher's `max_batch_size` is stepped in
+    several `runtime.step` calls of at most that many rows, in one trip to
+    the thread: with batching off (`max_batch_size=1`) every stream step
+    still has a call of its own, and the hand-off to the thread and back
+    (tens of microseconds, more than a one-row LiteRT step) is paid once
+    per tick instead of once per step.
 
     Args:
         batcher: a `Batcher`.
@@ -273,12 +280,18 @@ class TickLoop:
             next one anyway).
         executor: a `concurrent.futures.Executor` for the step; `None`
             runs it on the event loop.
+        tick_rows: the most rows of one tick; `None`: the batcher's
+            `max_batch_size`, or `MIN_TICK_ROWS` if that is smaller.
     """
 
-    def __init__(self, batcher, batch_wait_ms=0.0, executor=None):
+    MIN_TICK_ROWS = 64
+
+    def __init__(self, batcher, batch_wait_ms=0.0, executor=None, tick_rows=None):
         self.batcher = batcher
         self.batch_wait = checks.non_negative_float("batch_wait_ms", batch_wait_ms) / 1000.0
         self.executor = executor
+        self.tick_rows = (max(batcher.max_batch_size, self.MIN_TICK_ROWS) if tick_rows is None
+                          else checks.positive_int("tick_rows", tick_rows))
         self._pending = []  # (row, x, future, index)
         self._ready = None
         self._task = None
@@ -316,10 +329,10 @@ class TickLoop:
 
     async def _run(self):
         loop = asyncio.get_running_loop()
-        size = self.batcher.max_batch_size
+        size = self.tick_rows
         while True:
             await self._ready.wait()
-            if self.batch_wait and len(self._pending) < size:
+            if self.batch_wait and len(self._pending) < self.batcher.max_batch_size:
                 await asyncio.sleep(self.batch_wait)
             chunk, self._pending = self._pending[:size], self._pending[size:]
             if not self._pending:
