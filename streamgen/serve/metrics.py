@@ -12,7 +12,7 @@ labelled `replica="<id>"`:
 | `streamgen_messages_total` | counter | WebSocket messages answered |
 | `streamgen_errors_total{kind}` | counter | refusals and error replies, by kind (`KINDS`) |
 | `streamgen_idle_drops_total` | counter | streams dropped by `--idle-timeout` |
-| `streamgen_tick_rows` | histogram | rows of one batched tick |
+| `streamgen_tick_rows` | histogram | rows of one tick (calls of `--max-batch-size` rows) |
 | `streamgen_tick_seconds` | histogram | the batched step of one tick |
 | `streamgen_message_seconds` | histogram | a message, from receipt to reply sent |
 
