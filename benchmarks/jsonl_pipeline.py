@@ -13,6 +13,11 @@
 Run:
 
     .venv/bin/python benchmarks/jsonl_pipeline.py [--big-mb 1000] [--train-steps 300]
+    .venv/bin/python benchmarks/jsonl_pipeline.py --smoke
+
+`--smoke` (for tests/test_benchmarks.py: that the script runs; its figures
+mean nothing): files of the first 64 and 128 records of samples/train.jsonl,
+2 training steps.
 """
 
 import argparse
@@ -43,8 +48,15 @@ print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss /
 """
 
 
-def write_copies(path, megabytes):
+def write_copies(path, megabytes, records=None):
+    """Copies of samples/train.jsonl, about `megabytes` MB (at least one copy),
+    or its first `records` records: the number of records written."""
     with open(os.path.join(ROOT, "samples", "train.jsonl"), "rb") as f:
+        if records is not None:
+            lines = f.readlines()[:records]
+            with open(path, "wb") as out:
+                out.writelines(lines)
+            return len(lines)
         block = f.read()
     copies = max(1, round(megabytes * 1e6 / len(block)))
     with open(path, "wb") as f:
@@ -67,12 +79,17 @@ def main():
     parser.add_argument("--small-mb", type=float, default=10)
     parser.add_argument("--big-mb", type=float, default=1000)
     parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--smoke", action="store_true",
+                        help="64- and 128-record files, 2 training steps (figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.train_steps = 2
     folder = tempfile.mkdtemp(prefix="sg-jsonl-")
     files = {}
     for name, size in (("small", args.small_mb), ("big", args.big_mb)):
         files[name] = os.path.join(folder, f"{name}.jsonl")
-        records = write_copies(files[name], size)
+        records = write_copies(files[name], size,
+                               records={"small": 64, "big": 128}[name] if args.smoke else None)
         print(f"{name}: {os.path.getsize(files[name]) / 1e6:,.0f} MB, {records:,} sequences")
 
     for name in ("small", "big"):
