@@ -25,19 +25,20 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 
-# script -> the arguments of its quickest run
+# script -> the arguments of its quickest run (`--smoke`: every section, scenario and
+# check once, at the smallest sizes; its figures mean nothing)
 QUICK = {
-    "run.py": ["--quick"],
-    "lite_breakdown.py": ["--quick"],
-    "decode_throughput.py": ["--steps", "2000", "--stream-steps", "30", "--no-ray"],
-    "jsonl_pipeline.py": ["--small-mb", "0.2", "--big-mb", "0.4", "--train-steps", "3"],
-    "serve_load.py": ["--quick", "--seconds", "1"],
-    "serve_abuse.py": ["--seconds", "0.5"],
-    "serve_metrics.py": ["--seconds", "0.5", "--rounds", "1", "--scenarios", "a"],
-    "train_scaling.py": ["--records", "64", "--epochs", "1", "--units", "8"],
+    "run.py": ["--smoke"],
+    "lite_breakdown.py": ["--smoke"],
+    "decode_throughput.py": ["--smoke", "--no-ray"],
+    "jsonl_pipeline.py": ["--smoke"],
+    "serve_load.py": ["--smoke"],
+    "serve_abuse.py": ["--smoke"],
+    "serve_metrics.py": ["--smoke"],
+    "train_scaling.py": ["--smoke"],
     # OLD is a copy of this checkout's package (the script refuses one checkout twice)
-    "step_paired.py": ["{old}", str(ROOT), "--pairs", "1", "--steps", "50"],
-    "sampling.py": ["--quick", "--batch", "1"],
+    "step_paired.py": ["{old}", str(ROOT), "--smoke"],
+    "sampling.py": ["--smoke", "--batch", "1"],
 }
 # the scripts that start a Ray cluster of their own, longest first
 RAY_LANE = ("train_scaling.py", "serve_load.py", "serve_abuse.py", "serve_metrics.py")
