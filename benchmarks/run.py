@@ -21,10 +21,10 @@ on the same weights (GRU, units 64, max_steps 9):
    TensorFlow and LiteRT, batch 1 and 256 (`--quick`: the mdn model,
    TensorFlow, batch 1 only).
 
-`--smoke` runs every section and check once at the smallest sizes (one
-round, a few calls, B=4 and T=3 for training, 300 streamed steps, one CLI
-start each): for tests/test_benchmarks.py, which only checks that the
-script still runs; its figures mean nothing.
+`--smoke` runs every section and check once at the smallest sizes (max_steps
+2, one round of a few calls, B=4 and T=3 for training, 300 streamed steps,
+one CLI start each): for tests/test_benchmarks.py, which only checks that
+the script still runs; its figures mean nothing.
 
 The stop head's threshold is 1.0 (it never fires), so every path runs all 9
 inner steps of every outer step: the worst case, and the same work for all.
@@ -79,7 +79,8 @@ def main(argv=None):
 
     keras.utils.set_random_seed(0)
     model = sg.StreamGen(input_size=INPUT_SIZE, output_size=OUTPUT_SIZE, units=UNITS,
-                         cell="gru", max_steps=MAX_STEPS, stop=[sg.StopHead(NEVER)])
+                         cell="gru", max_steps=2 if smoke else MAX_STEPS,
+                         stop=[sg.StopHead(NEVER)])
     folder = tempfile.mkdtemp(prefix="streamgen-bench-")
     lite_path = os.path.join(folder, "model.tflite")
     model.export_litert(lite_path)
@@ -273,7 +274,7 @@ def check_equal_outputs(naive, streams, inputs):
 
 
 def training_rows(model, rng, quick, checks, smoke=False):
-    (B, T), M, O = (4, 3) if smoke else (32, 20), MAX_STEPS, OUTPUT_SIZE
+    (B, T), M, O = (4, 3) if smoke else (32, 20), model.max_steps, OUTPUT_SIZE
     x = tf.constant(rng.normal(size=(B, T, INPUT_SIZE)).astype(np.float32))
     lengths = rng.integers(0, M + 1, size=(B, T))
     frame_mask, stop_labels, stop_mask = data_lib.masks_from_lengths(lengths, None, M)
