@@ -109,6 +109,8 @@ def main():
     import streamgen as sg
     from streamgen.serve.app import build_app
 
+    import ray_start  # benchmarks/ray_start.py
+
     folder = tempfile.mkdtemp(prefix="serve-load-")
     keras_path = os.path.join(os.path.dirname(sg.__file__), "default_model.keras")
     lite_path = os.path.join(folder, "default.tflite")
@@ -119,8 +121,9 @@ def main():
     references = {engine: sg.open_runtime(lite_path if engine == "LiteRT" else model)
                   for engine, _ in engines}
     port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    with ray_start.lock():  # one cluster start at a time (the tests run several)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     url = f"ws://127.0.0.1:{port}/v1/streams"
     rows, failed = [], False

@@ -78,12 +78,15 @@ def main():
 
     from streamgen.training import ray as raytrain
 
+    import ray_start  # benchmarks/ray_start.py
+
     folder = tempfile.mkdtemp(prefix="streamgen-scaling-")
     train = head("train.jsonl", folder, args.records)
     valid = (head("valid.jsonl", folder, 16) if args.smoke
              else os.path.join(ROOT, "samples", "valid.jsonl"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
+    with ray_start.lock():  # one cluster start at a time (the tests run several)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
     results = {}
     try:
         for workers in (1, 2):
