@@ -14,6 +14,11 @@ Each figure is wall time of the whole command, start-up included, in outer
 steps per second. Run:
 
     .venv/bin/python benchmarks/decode_throughput.py [--steps N] [--no-ray]
+    .venv/bin/python benchmarks/decode_throughput.py --smoke [--no-ray]
+
+`--smoke` (for tests/test_benchmarks.py: that the script runs; its figures
+mean nothing): the first 20 sequences of the validation file, once, and 30
+steps for `streamgen stream`.
 """
 
 import argparse
@@ -46,11 +51,15 @@ def main():
     parser.add_argument("--stream-steps", type=int, default=3_555)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="20 sequences, 30 stream steps (figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.stream_steps = 1, 30
 
     folder = tempfile.mkdtemp(prefix="sg-decode-")
     with open(os.path.join(ROOT, "samples", "valid.jsonl")) as f:
-        lines = f.readlines()
+        lines = f.readlines()[:20 if args.smoke else None]
     per_copy = sum(len(json.loads(line)["x"]) for line in lines)
     copies = -(-args.steps // per_copy)
     data = os.path.join(folder, "data.jsonl")

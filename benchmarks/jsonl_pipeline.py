@@ -13,6 +13,11 @@
 Run:
 
     .venv/bin/python benchmarks/jsonl_pipeline.py [--big-mb 1000] [--train-steps 300]
+    .venv/bin/python benchmarks/jsonl_pipeline.py --smoke
+
+`--smoke` (for tests/test_benchmarks.py: that the script runs; its figures
+mean nothing): one file, the first 64 records of samples/train.jsonl, and
+one training process of 2 steps.
 """
 
 import argparse
@@ -43,8 +48,15 @@ print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss /
 """
 
 
-def write_copies(path, megabytes):
+def write_copies(path, megabytes, records=None):
+    """Copies of samples/train.jsonl, about `megabytes` MB (at least one copy),
+    or its first `records` records: the number of records written."""
     with open(os.path.join(ROOT, "samples", "train.jsonl"), "rb") as f:
+        if records is not None:
+            lines = f.readlines()[:records]
+            with open(path, "wb") as out:
+                out.writelines(lines)
+            return len(lines)
         block = f.read()
     copies = max(1, round(megabytes * 1e6 / len(block)))
     with open(path, "wb") as f:
@@ -67,15 +79,23 @@ def main():
     parser.add_argument("--small-mb", type=float, default=10)
     parser.add_argument("--big-mb", type=float, default=1000)
     parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--smoke", action="store_true",
+                        help="one 64-record file, one training process of 2 steps "
+                             "(figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.train_steps = 2
     folder = tempfile.mkdtemp(prefix="sg-jsonl-")
     files = {}
-    for name, size in (("small", args.small_mb), ("big", args.big_mb)):
+    sizes = {"small": args.small_mb, "big": args.big_mb}
+    if args.smoke:  # one file, so one training process
+        del sizes["big"]
+    for name, size in sizes.items():
         files[name] = os.path.join(folder, f"{name}.jsonl")
-        records = write_copies(files[name], size)
+        records = write_copies(files[name], size, records=64 if args.smoke else None)
         print(f"{name}: {os.path.getsize(files[name]) / 1e6:,.0f} MB, {records:,} sequences")
 
-    for name in ("small", "big"):
+    for name in sizes:
         result = subprocess.run([sys.executable, "-c", TRAIN, files[name],
                                  str(args.train_steps)], capture_output=True, text=True)
         if result.returncode:

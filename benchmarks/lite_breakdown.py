@@ -2,6 +2,7 @@
 
     python benchmarks/lite_breakdown.py            # ~1 minute (15 rounds)
     python benchmarks/lite_breakdown.py --quick
+    python benchmarks/lite_breakdown.py --smoke    # max_steps 1 unrolled and 2 `WHILE`, 1 round
 
 Exports the benchmark's model (GRU, units 64, input 8, output 4, a stop
 threshold that never fires) with `max_steps` 1, 3, 5 and 9 as written by
@@ -13,7 +14,10 @@ copies in and out, splitting the frames). Interleaved by process: each round
 runs one process per export, in turn. (Not several interpreters in one
 process: taking turns there slows each by up to a third, cache effects that
 a deployment running one model does not see.) Prints a Markdown table of
-the medians over rounds; *best round* is the quietest one.
+the medians over rounds; *best round* is the quietest one. `--smoke` (for
+tests/test_benchmarks.py: that the script runs; its figures mean nothing)
+exports one unrolled (max_steps 1) and one `WHILE` (max_steps 2) variant
+and times each in one process of 20 steps.
 """
 
 import argparse
@@ -37,9 +41,11 @@ NEVER = 1.0  # StopHead threshold that never fires: every inner step runs
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--smoke", action="store_true",
+                        help="two small exports, one process each (figures mean nothing)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="streamgen-breakdown-") as folder:
-        rows = measure(folder, quick=args.quick)
+        rows = measure(folder, quick=args.quick, smoke=args.smoke)
     print(f"load average {os.getloadavg()[0]:.2f} at the end\n")
     print("| export | `LiteStream.step` median | best round | of which `invoke()` | Python |")
     print("| --- | ---: | ---: | ---: | ---: |")
@@ -47,12 +53,14 @@ def main(argv=None):
         print("| " + " | ".join(row) + " |")
 
 
-def measure(folder, quick):
+def measure(folder, quick, smoke=False):
     """Exports the variants into `folder` and times them: table rows."""
     import keras
 
     paths = {}
-    for steps, unroll in ((1, True), (3, True), (5, True), (9, True), (9, False)):
+    variants = (((1, True), (2, False)) if smoke
+                else ((1, True), (3, True), (5, True), (9, True), (9, False)))
+    for steps, unroll in variants:
         keras.utils.set_random_seed(0)
         model = sg.StreamGen(input_size=INPUT_SIZE, output_size=OUTPUT_SIZE, units=UNITS,
                              cell="gru", max_steps=steps, stop=[sg.StopHead(NEVER)])
@@ -66,7 +74,7 @@ def measure(folder, quick):
             export_lib.UNROLL_MAX_STEPS = limit
     inputs = os.path.join(folder, "inputs.npy")
     np.save(inputs, np.random.default_rng(0).normal(size=(4096, INPUT_SIZE)).astype(np.float32))
-    rounds, per_round = (3, 400) if quick else (15, 2000)
+    rounds, per_round = (1, 20) if smoke else (3, 400) if quick else (15, 2000)
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lite_latency.py")
     reports = {label: [] for label in paths}
     for _ in range(rounds):

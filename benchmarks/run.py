@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # the full run (~5 minutes)
     python benchmarks/run.py --quick    # a short run (~1 minute)
+    python benchmarks/run.py --smoke    # every section once, tiny sizes (the tests)
 
 Prints one table (Markdown) of medians and ratios, all measured in this run
 on the same weights (GRU, units 64, max_steps 9):
@@ -19,6 +20,11 @@ on the same weights (GRU, units 64, max_steps 9):
    `TopP(0.9)` + `StopSample` (mse: `StopSample`) against `Greedy()`,
    TensorFlow and LiteRT, batch 1 and 256 (`--quick`: the mdn model,
    TensorFlow, batch 1 only).
+
+`--smoke` runs every section and check once at the smallest sizes (max_steps
+2, one round of a few calls, B=4 and T=3 for training, 300 streamed steps,
+one CLI start each): for tests/test_benchmarks.py, which only checks that
+the script still runs; its figures mean nothing.
 
 The stop head's threshold is 1.0 (it never fires), so every path runs all 9
 inner steps of every outer step: the worst case, and the same work for all.
@@ -62,16 +68,19 @@ NEVER = 1.0  # StopHead threshold that never fires: all 9 inner steps run
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every section once at the smallest sizes (figures mean nothing)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
-    quick = args.quick
+    quick, smoke = args.quick or args.smoke, args.smoke
 
     sg.StreamGen  # noqa: B018  (imports TensorFlow before the clock starts)
     import keras
 
     keras.utils.set_random_seed(0)
     model = sg.StreamGen(input_size=INPUT_SIZE, output_size=OUTPUT_SIZE, units=UNITS,
-                         cell="gru", max_steps=MAX_STEPS, stop=[sg.StopHead(NEVER)])
+                         cell="gru", max_steps=2 if smoke else MAX_STEPS,
+                         stop=[sg.StopHead(NEVER)])
     folder = tempfile.mkdtemp(prefix="streamgen-bench-")
     lite_path = os.path.join(folder, "model.tflite")
     model.export_litert(lite_path)
@@ -90,7 +99,7 @@ def main(argv=None):
     }
     noop = tf.function(lambda: tf.constant(0.0))
     noop_concrete = noop.get_concrete_function()
-    checks.append(check_equal_outputs(naive, streams, inputs[:20]))
+    checks.append(check_equal_outputs(naive, streams, inputs[:3 if smoke else 20]))
     contenders = {
         "naive": cycling(naive.step, inputs),
         "tf": cycling(streams["tf"].step, inputs),
@@ -99,12 +108,13 @@ def main(argv=None):
         "noop": noop,
         "noop_concrete": noop_concrete,
     }
-    counts = {"naive": 5 if quick else 20}
-    rounds, per_round = (3, 100) if quick else (7, 400)
+    counts = {"naive": 1 if smoke else 5 if quick else 20}
+    rounds, per_round = (1, 5) if smoke else (3, 100) if quick else (7, 400)
+    warmup = 1 if smoke else 3
     lite_alone = LiteWithoutTensorflow(lite_path, inputs)
     times = interleaved(contenders, rounds=rounds,
                         per_round=lambda name: counts.get(name, per_round),
-                        elsewhere={"litert_alone": lite_alone.block})
+                        elsewhere={"litert_alone": lite_alone.block}, warmup=warmup)
     lite_invoke = lite_alone.invoke()
     base = times["naive"][0]
     labels = {
@@ -137,7 +147,8 @@ def main(argv=None):
     }
     times = interleaved(
         {name: cycling(s.step, batch_inputs) for name, s in batch_streams.items()},
-        rounds=2 if quick else 5, per_round=lambda name: 10 if quick else 40,
+        rounds=1 if smoke else 2 if quick else 5,
+        per_round=lambda name: 2 if smoke else 10 if quick else 40, warmup=warmup,
     )
     for name, label in (("tf", "`Stream.step` (TensorFlow)"),
                         ("xla", "`Stream.step` (XLA)"),
@@ -148,16 +159,16 @@ def main(argv=None):
                      f"{times['tf'][0] / median:.1f}x TF"))
 
     # 3. One training step. ------------------------------------------------
-    rows += training_rows(model, rng, quick, checks)
+    rows += training_rows(model, rng, quick, checks, smoke)
 
     # 4. Memory over a long stream. -----------------------------------------
-    rows += memory_rows(model, lite_path, inputs, quick)
+    rows += memory_rows(model, lite_path, inputs, quick, smoke)
 
     # 5. CLI time to first output. ------------------------------------------
-    rows += cli_rows(model, lite_path, folder)
+    rows += cli_rows(model, lite_path, folder, starts=1 if smoke else 3)
 
     # 6. Sampled over greedy. ----------------------------------------------
-    rows += sampling_rows(folder, quick)
+    rows += sampling_rows(folder, quick, smoke)
 
     print_table(rows, checks)
     if args.json:
@@ -180,11 +191,11 @@ def cycling(step, inputs):
     return call
 
 
-def interleaved(contenders, rounds, per_round, elsewhere=None):
+def interleaved(contenders, rounds, per_round, elsewhere=None, warmup=3):
     """Seconds per call of each contender: `{name: (median, best round)}`.
 
-    Each round runs every contender for a warm block (3 untimed calls, then
-    `per_round(name)` timed ones), so slow phases of the machine hit all.
+    Each round runs every contender for a warm block (`warmup` untimed
+    calls, then `per_round(name)` timed ones), so slow phases of the machine hit all.
     `median` is over all timed calls; `best round` is the median of the
     quietest round (what the code costs when the machine is not shared).
     `elsewhere`: `{name: block(count) -> [seconds, ...]}`, contenders timed
@@ -196,7 +207,7 @@ def interleaved(contenders, rounds, per_round, elsewhere=None):
     for _ in range(rounds):
         for name, call in contenders.items():
             block = []
-            for _ in range(3):
+            for _ in range(warmup):
                 call()
             for _ in range(per_round(name)):
                 start = time.perf_counter()
@@ -259,11 +270,11 @@ def check_equal_outputs(naive, streams, inputs):
             worst = max(worst, float(np.abs(got - expected).max(initial=0.0)))
     for stream in streams.values():
         stream.reset()
-    return f"naive, TF, XLA and LiteRT agree on 20 steps: max |diff| {worst:.1e}"
+    return f"naive, TF, XLA and LiteRT agree on {len(inputs)} steps: max |diff| {worst:.1e}"
 
 
-def training_rows(model, rng, quick, checks):
-    B, T, M, O = 32, 20, MAX_STEPS, OUTPUT_SIZE
+def training_rows(model, rng, quick, checks, smoke=False):
+    (B, T), M, O = (4, 3) if smoke else (32, 20), model.max_steps, OUTPUT_SIZE
     x = tf.constant(rng.normal(size=(B, T, INPUT_SIZE)).astype(np.float32))
     lengths = rng.integers(0, M + 1, size=(B, T))
     frame_mask, stop_labels, stop_mask = data_lib.masks_from_lengths(lengths, None, M)
@@ -291,46 +302,54 @@ def training_rows(model, rng, quick, checks):
     checks.append(f"training: vectorised and nested-loop losses {float(loss_v):.6f} / "
                   f"{float(loss_n):.6f}, max |grad diff| {diff:.1e}")
     times = interleaved({"vectorised": vectorised, "nested": nested},
-                        rounds=2 if quick else 3,
-                        per_round=lambda name: (2 if quick else 4) if name == "nested"
-                        else (10 if quick else 30))
+                        rounds=1 if smoke else 2 if quick else 3,
+                        per_round=lambda name: (1 if smoke else 2 if quick else 4)
+                        if name == "nested" else (2 if smoke else 10 if quick else 30),
+                        warmup=0 if smoke else 3)  # smoke: the checks' calls warmed both
     ratio = times["nested"][0] / times["vectorised"][0]
+    section = f"3. training step, B={B}, T={T}"
     return [
-        ("3. training step, B=32, T=20", "nested `tf.while_loop` + `TensorArray`, eager",
+        (section, "nested `tf.while_loop` + `TensorArray`, eager",
          us(times["nested"][0]), us(times["nested"][1]), "1.0x", ""),
-        ("3. training step, B=32, T=20", "vectorised teacher forcing, `tf.function`",
+        (section, "vectorised teacher forcing, `tf.function`",
          us(times["vectorised"][0]), us(times["vectorised"][1]), f"{ratio:.1f}x",
          "target >= 15x"),
     ]
 
 
-def memory_rows(model, lite_path, inputs, quick):
-    total = 10_000 if quick else 100_000
+def memory_rows(model, lite_path, inputs, quick, smoke=False):
+    first, total = (100, 300) if smoke else (1_000, 10_000 if quick else 100_000)
     rows = []
     for name, stream in (("TF", model.open_stream()), ("LiteRT", sg.LiteStream(lite_path))):
         traces = compiled_functions(model).tracing_count()
         marks = {}
         for i in range(total):
             stream.step(inputs[i % len(inputs)])
-            if i + 1 in (1_000, total):
+            if i + 1 in (first, total):
                 gc.collect()
                 marks[i + 1] = rss_mb()
-        growth = marks[total] - marks[1_000]
+        growth = marks[total] - marks[first]
         retraces = (f"retraces: {compiled_functions(model).tracing_count() - traces}" if name == "TF"
                     else "no graph to retrace")
-        rows.append((f"4. memory, {total:,} steps", f"{name}: RSS after 1k / {total // 1000}k steps",
-                     f"{marks[1_000]:.0f} / {marks[total]:.0f} MB", "",
+        rows.append((f"4. memory, {total:,} steps",
+                     f"{name}: RSS after {thousands(first)} / {thousands(total)} steps",
+                     f"{marks[first]:.0f} / {marks[total]:.0f} MB", "",
                      f"{growth:+.1f} MB", f"target < 20 MB; {retraces}"))
     return rows
 
 
-def sampling_rows(folder, quick):
+def thousands(count):
+    """`1000 -> "1k"`; counts that are no multiple of 1000 as they are."""
+    return f"{count // 1000}k" if count % 1000 == 0 else f"{count:,}"
+
+
+def sampling_rows(folder, quick, smoke=False):
     """Section 6: `sampling.paired` per frame kind, runtime and batch size."""
     import sampling
 
     kinds = ("mdn",) if quick else ("mdn", "categorical", "mse")
     runtimes = ("tf",) if quick else ("tf", "lite")
-    rounds, steps = (2, 10) if quick else (6, 30)
+    rounds, steps = (1, 2) if smoke else (2, 10) if quick else (6, 30)
     rows = []
     for frame_loss in kinds:
         model = sampling.make(frame_loss)
@@ -351,7 +370,7 @@ def sampling_rows(folder, quick):
     return rows
 
 
-def cli_rows(model, lite_path, folder):
+def cli_rows(model, lite_path, folder, starts=3):
     keras_path = os.path.join(folder, "model.keras")
     model.save(keras_path)
     command = os.path.join(os.path.dirname(sys.executable), "streamgen")
@@ -362,7 +381,7 @@ def cli_rows(model, lite_path, folder):
     line = " ".join(["0.1"] * INPUT_SIZE) + "\n"
     for name, path in ((".keras (TensorFlow)", keras_path), (".tflite (LiteRT)", lite_path)):
         seconds = []
-        for _ in range(3):
+        for _ in range(starts):
             result = first_line_seconds([command, "stream", "--model", path], line)
             if isinstance(result, str):
                 seconds = result

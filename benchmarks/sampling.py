@@ -15,7 +15,9 @@ flipped every round), so each round's pair sees the same load; prints
 JSON: medians over rounds of each block's median in microseconds per
 step, the median over rounds of sampled/greedy, and the number of
 LiteRT operators of each export (the LiteRT step's speed follows it).
-`--quick`: 6 rounds of 30 steps (default 20 of 60). `--only tf|lite`: one
+`--quick`: 6 rounds of 30 steps (default 20 of 60); `--smoke` (for
+tests/test_benchmarks.py: that the script runs; its figures mean nothing):
+1 round of 3 steps, on models of 8 units and max_steps 2. `--only tf|lite`: one
 runtime (`--only tf` exports nothing); `--batch N` and `--frames KIND`
 (repeatable): other batch sizes, fewer models. `paired` is the measurement
 (`run.py` imports it).
@@ -36,13 +38,13 @@ import streamgen as sg  # noqa: E402
 from streamgen import samplers  # noqa: E402
 
 
-def make(frame_loss):
+def make(frame_loss, units=64, max_steps=9):
     import keras
 
     keras.utils.set_random_seed(0)
     options = {"mixtures": 3} if frame_loss == "mdn" else {}
     # a stop head that gives logit -1.3 whatever the input
-    model = sg.StreamGen(input_size=3, output_size=2, units=64, max_steps=9,
+    model = sg.StreamGen(input_size=3, output_size=2, units=units, max_steps=max_steps,
                          frame_loss=frame_loss, **options)
     kernel, _ = model.stop_head.get_weights()
     model.stop_head.set_weights([kernel * 0.0, np.array([-1.3], np.float32)])
@@ -114,17 +116,20 @@ def paired(model, path, frame_loss, runtime, batch, rounds, steps):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 round of 3 steps, small models (figures mean nothing)")
     parser.add_argument("--only", choices=("tf", "lite"))
     parser.add_argument("--batch", type=int, action="append",
                         help="a batch size (repeatable; default 1 and 256)")
     parser.add_argument("--frames", choices=("mdn", "categorical", "mse"), action="append",
                         help="a frame kind (repeatable; default all three)")
     args = parser.parse_args()
-    rounds, steps = (6, 30) if args.quick else (20, 60)
+    rounds, steps = (1, 3) if args.smoke else (6, 30) if args.quick else (20, 60)
+    sizes = dict(units=8, max_steps=2) if args.smoke else {}
     results = {"load_average": round(os.getloadavg()[0], 2)}
     folder = tempfile.mkdtemp()
     for frame_loss in args.frames or ("mdn", "categorical", "mse"):
-        model = make(frame_loss)
+        model = make(frame_loss, **sizes)
         path = os.path.join(folder, f"{frame_loss}.tflite")
         if args.only != "tf":
             model.export_litert(path)

@@ -24,6 +24,11 @@ Acceptance (issue 19): the well-behaved client's p99 < 250 ms, /healthz
 within 1 s, memory growth < 200 MB and back within 10 s.
 
     python benchmarks/serve_abuse.py [--seconds 3] [--check] [--scenarios slow_reader,...]
+    python benchmarks/serve_abuse.py --smoke
+
+`--smoke` (for tests/test_benchmarks.py: that every scenario runs; its
+figures mean nothing): 0.3 s abuses, 5 well-behaved steps each, a 0.5 s
+body timeout.
 
 Each row also gives the CPU seconds the replica and Serve's HTTP proxy
 used during the scenario (`replica_cpu_s`, `proxy_cpu_s`).
@@ -312,8 +317,8 @@ def _started():
     return os.getpid()
 
 
-async def scenario(name, abuse, ws_url, http, headers, pid, proxy_pid=None):
-    """Runs `abuse` beside the well-behaved client; the numbers.
+async def scenario(name, abuse, ws_url, http, headers, pid, proxy_pid=None, steps=20):
+    """Runs `abuse` beside the well-behaved client (`steps` steps); the numbers.
 
     `abuse` is `(coroutine_function, args)`, run in a process of its own:
     an abuser on a thread of this one would hold the GIL that the measured
@@ -328,13 +333,13 @@ async def scenario(name, abuse, ws_url, http, headers, pid, proxy_pid=None):
             1, mp_context=multiprocessing.get_context("spawn"))
         await loop.run_in_executor(pool, _started)  # its start is not measured
     try:
-        return await _scenario(name, abuse, pool, ws_url, http, headers, pid, proxy_pid)
+        return await _scenario(name, abuse, pool, ws_url, http, headers, pid, proxy_pid, steps)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-async def _scenario(name, abuse, pool, ws_url, http, headers, pid, proxy_pid):
+async def _scenario(name, abuse, pool, ws_url, http, headers, pid, proxy_pid, steps):
     loop = asyncio.get_running_loop()
     good = await _connect(ws_url, headers)
     await well_behaved(good, steps=3, gap=0)  # warm
@@ -354,7 +359,7 @@ async def _scenario(name, abuse, pool, ws_url, http, headers, pid, proxy_pid):
     else:
         task = asyncio.ensure_future(asyncio.to_thread(asyncio.run, abuse))
     await asyncio.sleep(0.3)  # the abuse is under way
-    latencies, _ = await asyncio.gather(well_behaved(good), watch(task))
+    latencies, _ = await asyncio.gather(well_behaved(good, steps), watch(task))
     result = await task
     cpu = cpu_s(pid) - cpu_before[0], (cpu_s(proxy_pid) - cpu_before[1]) if proxy_pid else None
     await good.close()
@@ -384,8 +389,10 @@ def ok(row):
             and row["rss_back_s"] is not None)
 
 
-def run_all(port, prefix, frozen_prefix, token, seconds, max_connections, names=SCENARIOS):
-    """Every scenario on a running server; a list of result dicts."""
+def run_all(port, prefix, frozen_prefix, token, seconds, max_connections, names=SCENARIOS,
+            steps=20):
+    """Every scenario on a running server (`steps`: the well-behaved client's);
+    a list of result dicts."""
     http = f"http://127.0.0.1:{port}{prefix}"
     ws_url = f"ws://127.0.0.1:{port}{prefix}/v1/streams"
     headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -406,7 +413,8 @@ def run_all(port, prefix, frozen_prefix, token, seconds, max_connections, names=
     }
     rows = []
     for name in names:
-        row = asyncio.run(scenario(name, abuses[name](), ws_url, http, headers, pid, proxy_pid))
+        row = asyncio.run(scenario(name, abuses[name](), ws_url, http, headers, pid, proxy_pid,
+                                   steps))
         row["ok"] = ok(row)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -425,7 +433,12 @@ def main():
                              "in benchmarks/README.md; the server's own default is 0: off)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help="comma-separated, of: " + ", ".join(SCENARIOS))
+    parser.add_argument("--smoke", action="store_true",
+                        help="0.3 s abuses, 5 well-behaved steps, a 0.5 s body timeout "
+                             "(figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds = 0.3
     names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = sorted(set(names) - set(SCENARIOS))
     if unknown:
@@ -437,22 +450,25 @@ def main():
     import streamgen as sg
     from streamgen.serve.app import build_app
 
+    import ray_start  # benchmarks/ray_start.py
+
     folder = tempfile.mkdtemp(prefix="serve-abuse-")
     lite_path = os.path.join(folder, "default.tflite")
     sg.load_default().export_litert(lite_path)
     port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    with ray_start.lock():  # one cluster start at a time (the tests run several)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     bounds = dict(max_connections=50, max_queued_messages=16, connection_timeout=30,
-                  max_body_bytes=4 << 20, body_timeout=2.0)
+                  max_body_bytes=4 << 20, body_timeout=0.5 if args.smoke else 2.0)
     bounds["abuse_backoff"] = args.abuse_backoff
     try:
         serve.run(build_app(lite_path, token="t", **bounds), name="abuse",
                   route_prefix="/abuse")
         serve.run(build_app(lite_path, token="t"), name="frozen", route_prefix="/frozen")
         rows = run_all(port, "/abuse", "/frozen", "t", args.seconds, bounds["max_connections"],
-                       names)
+                       names, steps=5 if args.smoke else 20)
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -11,7 +11,11 @@ Every stream's inputs are recorded and its outputs checked against the
 local runtime (the step `Stream`/`LiteStream` run) fed the same inputs:
 same lengths, frames to 1e-5. Any mismatch fails the run (exit 1).
 
-    python benchmarks/serve_load.py [--seconds 5] [--quick]
+    python benchmarks/serve_load.py [--seconds 5] [--quick | --smoke]
+
+`--smoke` (for tests/test_benchmarks.py: that the script runs and its
+outputs check; its figures mean nothing): `--quick` with 0.3 s windows and
+warm-ups.
 """
 
 import argparse
@@ -92,7 +96,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="LiteRT, 1 replica only")
+    parser.add_argument("--smoke", action="store_true",
+                        help="--quick with 0.3 s windows and warm-ups (figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.quick, args.seconds = True, 0.3
+    warmup = args.seconds if args.smoke else 1.0
 
     import ray
     from ray import serve
@@ -100,19 +109,24 @@ def main():
     import streamgen as sg
     from streamgen.serve.app import build_app
 
+    import ray_start  # benchmarks/ray_start.py
+
     folder = tempfile.mkdtemp(prefix="serve-load-")
     keras_path = os.path.join(os.path.dirname(sg.__file__), "default_model.keras")
     lite_path = os.path.join(folder, "default.tflite")
     model = sg.load_default()
     model.export_litert(lite_path)
-    references = {"LiteRT": sg.open_runtime(lite_path), "TensorFlow": sg.open_runtime(model)}
+    engines = [("LiteRT", lite_path)] + ([] if args.quick else [("TensorFlow", keras_path)])
+    # the local runtimes the outputs are checked against (of the engines run)
+    references = {engine: sg.open_runtime(lite_path if engine == "LiteRT" else model)
+                  for engine, _ in engines}
     port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    with ray_start.lock():  # one cluster start at a time (the tests run several)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     url = f"ws://127.0.0.1:{port}/v1/streams"
     rows, failed = [], False
-    engines = [("LiteRT", lite_path)] + ([] if args.quick else [("TensorFlow", keras_path)])
     try:
         for engine, path in engines:
             for replicas in ((1,) if args.quick else (1, 2)):
@@ -122,7 +136,7 @@ def main():
                     for scenario in scenarios:
                         streams, connections = {"a": (256, 4), "b": (64, 64),
                                                 "c": (256, 4)}[scenario]
-                        asyncio.run(load(url, streams, connections, 1.0, 3))  # warm-up
+                        asyncio.run(load(url, streams, connections, warmup, 3))  # warm-up
                         inputs, outs, lat, elapsed = asyncio.run(
                             load(url, streams, connections, args.seconds, 3, seed=1))
                         steps = sum(len(o) for o in outs)

@@ -22,6 +22,11 @@ streams and connections each, --rounds times): the two replicas share the
 same moment of the machine, so their CPU a step compares directly.
 
     python benchmarks/serve_metrics.py [--seconds 5] [--rounds 3] [--scenarios ab] [--together]
+    python benchmarks/serve_metrics.py --smoke
+
+`--smoke` (for tests/test_benchmarks.py: that the script runs and its
+outputs check; its figures mean nothing): scenario (a), one round, 0.3 s
+windows and warm-ups, and --together.
 """
 
 import argparse
@@ -100,7 +105,13 @@ def main():
     parser.add_argument("--together", action="store_true",
                         help="also load both applications at once (half the streams "
                              "each) and compare their replicas' CPU a step")
+    parser.add_argument("--smoke", action="store_true",
+                        help="scenario (a), 1 round, 0.3 s windows and warm-ups, --together "
+                             "(figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.rounds, args.scenarios, args.together = 0.3, 1, "a", True
+    warmup = args.seconds if args.smoke else 1.0
 
     import ray
     from ray import serve
@@ -108,12 +119,15 @@ def main():
     import streamgen as sg
     from streamgen.serve.app import build_app
 
+    import ray_start  # benchmarks/ray_start.py
+
     lite_path = os.path.join(tempfile.mkdtemp(prefix="serve-metrics-"), "default.tflite")
     sg.load_default().export_litert(lite_path)
     reference = sg.open_runtime(lite_path)
     port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    with ray_start.lock():  # one cluster start at a time (the tests run several)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     apps = {True: "metrics-on", False: "metrics-off"}  # deployed in this order
     results = {}  # (scenario, metrics) -> [steps/s per round]
@@ -131,7 +145,7 @@ def main():
             streams, connections = {"a": (256, 4), "b": (64, 64)}[scenario]
             for app in apps.values():  # warm-up
                 asyncio.run(load(f"ws://127.0.0.1:{port}/{app}/v1/streams", streams,
-                                 connections, 1.0, 3))
+                                 connections, warmup, 3))
             for round_ in range(args.rounds):
                 for metrics in ((True, False) if round_ % 2 == 0 else (False, True)):
                     url = f"ws://127.0.0.1:{port}/{apps[metrics]}/v1/streams"

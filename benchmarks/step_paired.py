@@ -9,7 +9,9 @@ calls of `Stream.step` and of `LiteStream.step` on the same inputs (after
 a warm-up) and printing the medians. Prints JSON: per checkout the median
 over the pairs of each process's median (and 10th percentile, and CPU time
 per step: steadier on a loaded machine), in microseconds, and new/old.
-`--quick` runs 2 pairs of 300 steps.
+`--quick` runs 2 pairs of 300 steps. `--smoke` (for tests/test_benchmarks.py:
+that the script runs; its figures mean nothing) runs 1 pair of 20 steps,
+each process exporting its checkout's model first (2 processes, not 4).
 """
 
 import argparse
@@ -28,10 +30,11 @@ import numpy as np
 import streamgen as sg
 from streamgen import default
 mode, path, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if mode == "export":
-    default.load_default().export_litert(path)
-    sys.exit(0)
 model = default.load_default()
+if mode in ("export", "export+run"):
+    model.export_litert(path)
+    if mode == "export":
+        sys.exit(0)
 x = np.random.default_rng(0).normal(size=(steps + 200, model.input_size)).astype("float32")
 out = {"file": sg.__file__}
 for name, stream in (("stream", model.open_stream()), ("lite", sg.LiteStream(path))):
@@ -54,7 +57,7 @@ def _run(checkout, mode, path, steps):
     env = dict(os.environ, PYTHONPATH=checkout, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run([sys.executable, "-c", _CHILD, mode, path, str(steps)],
                             env=env, cwd=checkout, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1]) if mode == "run" else None
+    return json.loads(result.stdout.strip().splitlines()[-1]) if mode != "export" else None
 
 
 def main():
@@ -64,19 +67,26 @@ def main():
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 pair of 20 steps, exports in the same processes "
+                             "(figures mean nothing)")
     args = parser.parse_args()
     if args.quick:
         args.pairs, args.steps = 2, 300
+    if args.smoke:
+        args.pairs, args.steps = 1, 20
     folder = tempfile.mkdtemp()
     files = {}
     for label, checkout in (("old", args.old), ("new", args.new)):
         files[label] = os.path.join(folder, f"{label}.tflite")
-        _run(os.path.abspath(checkout), "export", files[label], 0)
+        if not args.smoke:  # smoke: each checkout's first run exports
+            _run(os.path.abspath(checkout), "export", files[label], 0)
     runs = {"old": [], "new": []}
     order = [("old", args.old), ("new", args.new)]
     for pair in range(args.pairs):  # old first, then new first: the order biases a pair
         for label, checkout in (order if pair % 2 == 0 else order[::-1]):
-            runs[label].append(_run(os.path.abspath(checkout), "run", files[label], args.steps))
+            mode = "run" if os.path.exists(files[label]) else "export+run"
+            runs[label].append(_run(os.path.abspath(checkout), mode, files[label], args.steps))
     report = {}
     for label in runs:
         report[label] = {key: float(np.median([r[key] for r in runs[label]]))

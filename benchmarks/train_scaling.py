@@ -17,6 +17,11 @@ On one local Ray cluster (127.0.0.1, 2 CPUs), with `streamgen.training.ray`:
 Run (the quick mode is the default; bounded by the epochs and records):
 
     .venv/bin/python benchmarks/train_scaling.py [--records 512] [--epochs 3]
+    .venv/bin/python benchmarks/train_scaling.py --smoke
+
+`--smoke` (for tests/test_benchmarks.py: that the script runs; its figures
+mean nothing): 16 records, 1 epoch, 8 units, batch 8, and the first 16
+records of samples/valid.jsonl.
 """
 
 import argparse
@@ -28,6 +33,15 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def head(name, folder, records):
+    """The first `records` lines of samples/`name`, written to `folder`/`name`: its path."""
+    path = os.path.join(folder, name)
+    with open(os.path.join(ROOT, "samples", name)) as src, open(path, "w") as dst:
+        for _, line in zip(range(records), src):
+            dst.write(line)
+    return path
 
 
 def local_fit(train, valid, args):
@@ -53,20 +67,26 @@ def main():
     parser.add_argument("--units", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true",
+                        help="16 records, 1 epoch, 8 units, batch 8, 16 validation records "
+                             "(figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.records, args.epochs, args.units, args.batch_size = 16, 1, 8, 8
 
     import ray
 
     from streamgen.training import ray as raytrain
 
+    import ray_start  # benchmarks/ray_start.py
+
     folder = tempfile.mkdtemp(prefix="streamgen-scaling-")
-    train = os.path.join(folder, "train.jsonl")
-    with open(os.path.join(ROOT, "samples", "train.jsonl")) as src, open(train, "w") as dst:
-        for _, line in zip(range(args.records), src):
-            dst.write(line)
-    valid = os.path.join(ROOT, "samples", "valid.jsonl")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
+    train = head("train.jsonl", folder, args.records)
+    valid = (head("valid.jsonl", folder, 16) if args.smoke
+             else os.path.join(ROOT, "samples", "valid.jsonl"))
+    with ray_start.lock():  # one cluster start at a time (the tests run several)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
     results = {}
     try:
         for workers in (1, 2):

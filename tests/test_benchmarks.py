@@ -5,12 +5,14 @@ has them); only that each script ends with status 0, prints its numbers and
 keeps stderr free of tracebacks. A new script in benchmarks/ must be listed
 below, either with its quick arguments or as a module the others import.
 
-The scripts run in two lanes at once, each lane one script after the other:
-the ones that start a Ray cluster of their own (at most one such start at a
-time: a raylet that misses Ray's 30 s registration wait fails the start),
-and the rest. The first test of the module starts both lanes; each test
-waits for its script. About half the wall time of one lane, on 2 cores,
-since the Ray scripts mostly wait for their cluster.
+The scripts run two at a time (the machine has 2 cores; they are mostly
+CPU-bound), each lane taking the longest script left (LONGEST_FIRST) when
+its last one ends. Four start a Ray cluster of their own: two clusters
+starting together can miss Ray's 30 s raylet registration wait, which fails
+the start, so those starts take turns (benchmarks/ray_start.py, a lock
+file named in the scripts' environment); once started, two clusters run
+side by side. The first test of the module starts both lanes; each test
+waits for its script and prints its seconds (`pytest -s` shows them).
 """
 
 import os
@@ -19,32 +21,39 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 
-# script -> the arguments of its quickest run
+# script -> the arguments of its quickest run (`--smoke`: every section, scenario and
+# check once, at the smallest sizes; its figures mean nothing)
 QUICK = {
-    "run.py": ["--quick"],
-    "lite_breakdown.py": ["--quick"],
-    "decode_throughput.py": ["--steps", "2000", "--stream-steps", "30", "--no-ray"],
-    "jsonl_pipeline.py": ["--small-mb", "0.2", "--big-mb", "0.4", "--train-steps", "3"],
-    "serve_load.py": ["--quick", "--seconds", "1"],
-    "serve_abuse.py": ["--seconds", "0.5"],
-    "serve_metrics.py": ["--seconds", "0.5", "--rounds", "1", "--scenarios", "a"],
-    "train_scaling.py": ["--records", "64", "--epochs", "1", "--units", "8"],
+    "run.py": ["--smoke"],
+    "lite_breakdown.py": ["--smoke"],
+    "decode_throughput.py": ["--smoke", "--no-ray"],
+    "jsonl_pipeline.py": ["--smoke"],
+    "serve_load.py": ["--smoke"],
+    "serve_abuse.py": ["--smoke"],
+    "serve_metrics.py": ["--smoke"],
+    "train_scaling.py": ["--smoke"],
     # OLD is a copy of this checkout's package (the script refuses one checkout twice)
-    "step_paired.py": ["{old}", str(ROOT), "--pairs", "1", "--steps", "50"],
-    "sampling.py": ["--quick", "--batch", "1"],
+    "step_paired.py": ["{old}", str(ROOT), "--smoke"],
+    "sampling.py": ["--smoke", "--batch", "1"],
 }
-# the scripts that start a Ray cluster of their own, longest first
-RAY_LANE = ("train_scaling.py", "serve_load.py", "serve_abuse.py", "serve_metrics.py")
+# every script of QUICK, longest first (their --smoke runs alone, 2 cores): the
+# order in which the lanes take them (train_scaling.py, alone, is about a third)
+LONGEST_FIRST = ("train_scaling.py", "serve_load.py", "jsonl_pipeline.py", "run.py",
+                 "serve_abuse.py", "serve_metrics.py", "step_paired.py",
+                 "decode_throughput.py", "sampling.py", "lite_breakdown.py")
+LANES = 2
 # modules the scripts above import or launch (not run on their own)
 HELPERS = {
     "reference.py": "imported by run.py",
     "lite_latency.py": "launched by run.py and lite_breakdown.py, one process per round",
+    "ray_start.py": "imported by the scripts that start a Ray cluster",
 }
 
 
@@ -52,11 +61,15 @@ def test_every_script_is_listed():
     scripts = {p.name for p in BENCHMARKS.glob("*.py")}
     assert scripts == set(QUICK) | set(HELPERS), (
         "list each benchmarks/*.py in QUICK (with its quick arguments) or HELPERS")
+    assert sorted(LONGEST_FIRST) == sorted(QUICK), "list each script of QUICK in LONGEST_FIRST"
 
 
-def run_script(script, folder):
-    """Runs `script` with its quick arguments in `folder` -> CompletedProcess."""
+def run_script(script, folder, ray_lock=None):
+    """Runs `script` with its quick arguments in `folder` -> CompletedProcess.
+    `ray_lock`: the file its Ray cluster's start holds (benchmarks/ray_start.py)."""
     env = dict(os.environ, STREAMGEN_QUIET_TF="1", TF_CPP_MIN_LOG_LEVEL="3")
+    if ray_lock is not None:
+        env["STREAMGEN_BENCH_RAY_LOCK"] = str(ray_lock)
     old = folder / "old"
     if "{old}" in QUICK[script]:
         shutil.copytree(ROOT / "streamgen", old / "streamgen",
@@ -69,25 +82,32 @@ def run_script(script, folder):
 
 @pytest.fixture(scope="module")
 def quick_runs(request, tmp_path_factory):
-    """({script: CompletedProcess or the exception}, {script: Event set when it ended}):
-    both lanes of the selected scripts started at once; at the module's end,
-    both finished."""
+    """({script: (CompletedProcess or the exception, seconds)}, {script: Event set
+    when it ended}): the selected scripts, LANES at a time, longest first; at the
+    module's end, all finished."""
     selected = {item.callspec.params["script"] for item in request.session.items
                 if getattr(item, "originalname", "") == "test_runs_in_quick_mode"}
     results, ended = {}, {script: threading.Event() for script in selected}
+    pending = [script for script in LONGEST_FIRST if script in selected]
+    taking = threading.Lock()
+    ray_lock = tmp_path_factory.mktemp("ray_start") / "lock"
 
-    def run_lane(lane):
-        for script in lane:
+    def run_lane():
+        while True:
+            with taking:
+                if not pending:
+                    return
+                script = pending.pop(0)
+            start = time.monotonic()
             try:
-                results[script] = run_script(
-                    script, tmp_path_factory.mktemp(script.replace(".", "_")))
+                result = run_script(
+                    script, tmp_path_factory.mktemp(script.replace(".", "_")), ray_lock)
             except Exception as error:  # noqa: BLE001  (raised by the script's own test)
-                results[script] = error
+                result = error
+            results[script] = (result, time.monotonic() - start)
             ended[script].set()
 
-    others = sorted(selected - set(RAY_LANE), key=lambda s: s != "run.py")  # longest first
-    lanes = [threading.Thread(target=run_lane, args=(lane,), daemon=True)
-             for lane in ([s for s in RAY_LANE if s in selected], others)]
+    lanes = [threading.Thread(target=run_lane, daemon=True) for _ in range(LANES)]
     for lane in lanes:
         lane.start()
     yield results, ended
@@ -100,7 +120,8 @@ def quick_runs(request, tmp_path_factory):
 def test_runs_in_quick_mode(script, quick_runs):
     results, ended = quick_runs
     assert ended[script].wait(timeout=1200), f"{script} did not end within 20 minutes"
-    result = results[script]
+    result, seconds = results[script]
+    print(f"{script}: {seconds:.1f} s")
     if isinstance(result, Exception):
         raise result
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
