@@ -236,24 +236,31 @@ def test_scatter_skips_rows_closed_meanwhile(runtime):
     assert np.any(table.states[a][:-4] != 0) and np.array_equal(table.states[b], fresh)
 
 
+def tick_two_submissions(batcher, rows, xs, **options):
+    """A `TickLoop(batcher, **options)` given rows 0-2 and 3-5 at once (two
+    connections) -> (the stopped loop, the six outputs in row order)."""
+
+    async def main():
+        loop = TickLoop(batcher, **options)
+        first, second = await asyncio.gather(
+            loop.submit([(rows[i], xs[i]) for i in range(3)]),
+            loop.submit([(rows[i], xs[i]) for i in range(3, 6)]))
+        await loop.stop()
+        return loop, first + second
+
+    return asyncio.run(main())
+
+
 def test_tick_loop_batches_connections(model, runtime):
     table = StateTable(runtime)
     batcher = Batcher(table, max_batch_size=4)
     xs = inputs(6, 1, seed=4)[:, 0]
     rows = [table.allocate(("s", i), *runtime.options()) for i in range(6)]
 
-    async def main():
-        ticks = TickLoop(batcher, batch_wait_ms=1.0, tick_rows=4)
-        results = await asyncio.gather(
-            ticks.submit([(rows[i], xs[i]) for i in range(3)]),
-            ticks.submit([(rows[i], xs[i]) for i in range(3, 6)]))
-        await ticks.stop()
-        return ticks, results
-
-    ticks, (first, second) = asyncio.run(main())
+    ticks, outs = tick_two_submissions(batcher, rows, xs, batch_wait_ms=1.0, tick_rows=4)
     assert ticks.ticks == 2 and ticks.rows_stepped == 6  # 4 + 2 rows
     expected = [sg.Stream(model).step(xs[i]) for i in range(6)]
-    assert_outputs_equal(first + second, expected)
+    assert_outputs_equal(outs, expected)
 
 
 @pytest.mark.parametrize("max_batch_size, tick_rows, ticks, calls", [
@@ -279,18 +286,10 @@ def test_tick_loop_steps_a_tick_in_calls_of_max_batch_size(model, runtime, max_b
     xs = inputs(6, 1, seed=5)[:, 0]
     rows = [table.allocate(("s", i), *runtime.options()) for i in range(6)]
 
-    async def main():
-        loop = TickLoop(batcher, tick_rows=tick_rows)
-        results = await asyncio.gather(
-            loop.submit([(rows[i], xs[i]) for i in range(3)]),
-            loop.submit([(rows[i], xs[i]) for i in range(3, 6)]))
-        await loop.stop()
-        return loop, results
-
-    loop, (first, second) = asyncio.run(main())
+    loop, outs = tick_two_submissions(batcher, rows, xs, tick_rows=tick_rows)
     assert (loop.ticks, loop.rows_stepped, counted) == (ticks, 6, calls)
     expected = [sg.Stream(model).step(xs[i]) for i in range(6)]
-    assert_outputs_equal(first + second, expected)
+    assert_outputs_equal(outs, expected)
 
 
 @pytest.mark.parametrize("x, message", [

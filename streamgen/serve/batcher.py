@@ -329,12 +329,12 @@ class TickLoop:
 
     async def _run(self):
         loop = asyncio.get_running_loop()
-        size = self.tick_rows
+        tick_rows = self.tick_rows
         while True:
             await self._ready.wait()
             if self.batch_wait and len(self._pending) < self.batcher.max_batch_size:
                 await asyncio.sleep(self.batch_wait)
-            chunk, self._pending = self._pending[:size], self._pending[size:]
+            chunk, self._pending = self._pending[:tick_rows], self._pending[tick_rows:]
             if not self._pending:
                 self._ready.clear()
             # Steps of a caller that went away (its connection closed; its rows
