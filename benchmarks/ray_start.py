@@ -6,6 +6,7 @@ loaded 2-core machine can miss Ray's 30 s raylet registration wait, which
 fails the start. So when `STREAMGEN_BENCH_RAY_LOCK` names a file, `lock()`
 holds it (`flock`) while a script's cluster starts; once started, clusters
 run side by side. Without the variable (a run by hand) there is no lock.
+`init()` starts the benchmarks' cluster that way.
 """
 
 import contextlib
@@ -29,3 +30,14 @@ def lock():
             yield
         finally:
             fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def init(**options):
+    """`ray.init` of the benchmarks' local cluster (2 CPUs, quiet, 127.0.0.1)
+    under `lock()`; `options` override or add to its arguments."""
+    import ray
+
+    arguments = dict(address="local", num_cpus=2, include_dashboard=False,
+                     log_to_driver=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    with lock():  # one cluster start at a time (the tests run several)
+        ray.init(**{**arguments, **options})

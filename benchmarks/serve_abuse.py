@@ -456,9 +456,7 @@ def main():
     lite_path = os.path.join(folder, "default.tflite")
     sg.load_default().export_litert(lite_path)
     port = free_port()
-    with ray_start.lock():  # one cluster start at a time (the tests run several)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    ray_start.init(configure_logging=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     bounds = dict(max_connections=50, max_queued_messages=16, connection_timeout=30,
                   max_body_bytes=4 << 20, body_timeout=0.5 if args.smoke else 2.0)

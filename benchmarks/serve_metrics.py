@@ -125,9 +125,7 @@ def main():
     sg.load_default().export_litert(lite_path)
     reference = sg.open_runtime(lite_path)
     port = free_port()
-    with ray_start.lock():  # one cluster start at a time (the tests run several)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    ray_start.init(configure_logging=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     apps = {True: "metrics-on", False: "metrics-off"}  # deployed in this order
     results = {}  # (scenario, metrics) -> [steps/s per round]

@@ -26,7 +26,6 @@ records of samples/valid.jsonl.
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -84,9 +83,7 @@ def main():
     train = head("train.jsonl", folder, args.records)
     valid = (head("valid.jsonl", folder, 16) if args.smoke
              else os.path.join(ROOT, "samples", "valid.jsonl"))
-    with ray_start.lock():  # one cluster start at a time (the tests run several)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
+    ray_start.init()
     results = {}
     try:
         for workers in (1, 2):
