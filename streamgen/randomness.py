@@ -312,12 +312,13 @@ def derive_seed(seed, key):
 def derive_seeds(seed, n):
     """`[derive_seed(seed, b) for b in range(n)]`, vectorised: int64 `(n,)`."""
     seed = check_seed("seed", seed)
-    index = np.arange(n, dtype=np.uint64)
-    counter = np.stack([index & np.uint64(0xFFFFFFFF), index >> np.uint64(32),
-                        np.zeros_like(index), np.zeros_like(index)], axis=1)
-    key = np.broadcast_to(np.array([seed, _DERIVE_TAG], np.uint64), (n, 2))
-    seeds = philox4x32(counter, key)[:, 0].astype(np.int64)
-    seeds[:1] = seed  # key 0 keeps the seed
+    seeds = np.full(n, seed, np.int64)  # key 0 keeps the seed
+    if n > 1:  # one row (a server's new stream) needs no block at all
+        index = np.arange(1, n, dtype=np.uint64)
+        counter = np.stack([index & np.uint64(0xFFFFFFFF), index >> np.uint64(32),
+                            np.zeros_like(index), np.zeros_like(index)], axis=1)
+        key = np.broadcast_to(np.array([seed, _DERIVE_TAG], np.uint64), (n - 1, 2))
+        seeds[1:] = philox4x32(counter, key)[:, 0]
     return seeds
 
 

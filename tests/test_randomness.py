@@ -89,6 +89,9 @@ def test_derive_seed():
     assert randomness.derive_seed(8, 1) != a[1]
     assert randomness.derive_seeds(7, 100).tolist() == a  # the vectorised form
     assert randomness.derive_seeds(7, 0).shape == (0,)
+    assert randomness.derive_seeds(7, 1).tolist() == [7]  # one row: no block drawn
+    assert randomness.derive_seeds(2**32 - 1, 2).tolist() == [
+        2**32 - 1, randomness.derive_seed(2**32 - 1, 1)]
     assert randomness.derive_seed(7, "0") != a[0]  # ids and indices never collide
     assert randomness.derive_seed(7, "rec-a") == randomness.derive_seed(7, "rec-a")
     assert randomness.derive_seed(7, "rec-a") != randomness.derive_seed(7, "rec-b")
