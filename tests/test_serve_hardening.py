@@ -224,6 +224,67 @@ def test_memory_trimmer_trims_after_each_burst_of_refusals():
     if sys.platform.startswith("linux"):  # glibc: the real function, which returns 0 or 1
         assert limits.malloc_trim()(0) in (0, 1)
 
+def test_connection_reader_wakes_without_losing_a_message():
+    async def main():
+        inbox = asyncio.Queue()
+        reader = limits.ConnectionReader(inbox.get, timeout=None)
+        got = []
+
+        async def read():
+            while len(got) < 3:
+                got.append(await reader.receive())
+
+        task = asyncio.ensure_future(read())
+        inbox.put_nowait("m1")
+        await asyncio.sleep(0.01)
+        reader.wake()  # waiting on the next message: woken with None
+        reader.wake()  # twice before it resumes: still one wake-up
+        await asyncio.sleep(0.01)
+        inbox.put_nowait("m2")  # the woken read took nothing: it comes next
+        await asyncio.wait_for(task, 1)
+        assert got == ["m1", None, "m2"] and not reader.idle
+        reader.wake()  # between reads: a no-op
+        inbox.put_nowait("m3")
+        assert await reader.receive() == "m3"
+
+        async def read_forever():  # someone else's cancel still cancels
+            reader_b = limits.ConnectionReader(asyncio.Queue().get)
+            await reader_b.receive()
+
+        task = asyncio.ensure_future(read_forever())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    asyncio.run(main())
+
+
+def test_connection_reader_is_idle_only_with_nothing_to_answer():
+    async def main():
+        inbox, busy = asyncio.Queue(), [True]
+        reader = limits.ConnectionReader(inbox.get, timeout=0.1, busy=lambda: busy[0])
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for _ in range(3):  # each message starts the timeout again
+            await asyncio.sleep(0.06)
+            inbox.put_nowait("m")
+            assert await reader.receive() == "m"
+        busy[0] = False  # answering until now
+        assert await asyncio.wait_for(reader.receive(), 1) is None and reader.idle
+        assert loop.time() - start >= 0.18 + 0.1 - 0.01
+        assert await reader.receive() is None  # idle stays idle
+        reader.close()
+
+        busy = [True]  # still answering at the timeout: not idle until it is done
+        reader = limits.ConnectionReader(inbox.get, timeout=0.05, busy=lambda: busy[0])
+        loop.call_later(0.12, lambda: busy.__setitem__(0, False))
+        start = loop.time()
+        assert await asyncio.wait_for(reader.receive(), 1) is None and reader.idle
+        assert loop.time() - start >= 0.12
+        reader.close()
+    asyncio.run(main())
+
+
 # ---------------------------------------------------------------------- #
 # 5, 6, 12: the client never hangs.
 # ---------------------------------------------------------------------- #

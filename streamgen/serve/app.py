@@ -151,11 +151,13 @@ class Server:
     def __init__(self, model_name, model_bytes, options):
         from streamgen.runtimes import open_runtime
 
-        self.folder = tempfile.TemporaryDirectory(prefix="streamgen-serve-")
-        path = os.path.join(self.folder.name, os.path.basename(model_name))
-        with open(path, "wb") as file:
-            file.write(model_bytes)
-        self.runtime = open_runtime(path)
+        # The runtime reads the whole file as it opens: the copy can go at once
+        # (a replica killed later leaves nothing behind in the temp folder).
+        with tempfile.TemporaryDirectory(prefix="streamgen-serve-") as folder:
+            path = os.path.join(folder, os.path.basename(model_name))
+            with open(path, "wb") as file:
+                file.write(model_bytes)
+            self.runtime = open_runtime(path)
         self.options = dict(_LIMIT_DEFAULTS, **options)
         self.token = self.options.get("token") or None
         self.origins = origins_lib.Origins(self.options.get("allow_origins") or ())
@@ -402,30 +404,30 @@ class Server:
         opened = time.monotonic()
         limit = options["max_message_bytes"]
         idle = options["connection_timeout"]
+        reader = limits.ConnectionReader(websocket.receive, idle,
+                                         busy=lambda: bool(len(queue) or busy[0]))
         drained = asyncio.ensure_future(drain.wait())
+        drained.add_done_callback(reader.wake)
         worker = asyncio.ensure_future(self._answer(websocket, session, queue, busy))
-        receive = None
+        worker.add_done_callback(reader.wake)
         try:
             while True:
-                if receive is None:
-                    receive = asyncio.ensure_future(websocket.receive())
-                done, _ = await asyncio.wait({receive, drained, worker}, timeout=idle,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                # None: woken by the worker's end, a drain or --connection-timeout.
+                message = None if drained.done() else await reader.receive()
                 if worker.done():  # it could not send: the peer went away
                     break
-                if not done:
-                    if len(queue) or busy[0]:
-                        continue  # not idle: still answering
+                if message is None and reader.idle:
                     code = 1001
                     await websocket.close(code=1001, reason=_reason(
                         f"no message for {idle:g} s (--connection-timeout)"))
                     break
-                if not receive.done():  # draining, between messages
+                if drained.done() and message is None:  # draining, between messages
                     await self._settle(queue, busy)
                     code = 1001
                     await websocket.close(code=1001, reason="server shutting down")
                     break
-                message, receive = receive.result(), None
+                if message is None:
+                    continue
                 received = time.perf_counter()
                 if message["type"] == "websocket.disconnect":
                     code = message.get("code")
@@ -455,9 +457,9 @@ class Server:
         except (asyncio.CancelledError, RuntimeError, OSError):  # the peer went away
             pass
         finally:
-            for task in (receive, drained, worker):
-                if task is not None:
-                    task.cancel()
+            reader.close()
+            drained.cancel()
+            worker.cancel()
             dropped = queue.clear()  # the backlog of a closed connection never runs
             session.close()
             self.connections.discard(drain)

@@ -11,6 +11,8 @@ their own. Every bound is an option of `build_app` (and of
   size and in time, without quadratic copies.
 - `MessageQueue`: the bounded queue of one connection's unanswered
   messages.
+- `ConnectionReader`: a connection's reads, woken early when its worker
+  ends, a drain starts or it stays idle past `--connection-timeout`.
 - `Backoff`: client addresses refused for a while after one of their
   connections was closed for abuse (a reconnecting flooder gets one burst
   per period, not one per reconnection).
@@ -171,6 +173,99 @@ class MessageQueue:
             self._queue.get_nowait()
             dropped += 1
         return dropped
+
+
+class ConnectionReader:
+    """One WebSocket connection's reads, woken early for its bounds.
+
+    `await reader.receive()` returns the next ASGI message, or `None` when
+    the reader was woken: `wake()` was called (the connection's worker
+    ended, a drain began: pass `wake` to `add_done_callback`), or no
+    message came for `timeout` seconds while nothing was left to answer
+    (`idle` is then true). The caller checks why, and reads on or closes.
+
+    Each message costs one plain `await receive()`: no task, no
+    `asyncio.wait` and no timer of its own (the idle check is one timer per
+    connection, re-armed from the last message's time). A wake-up cancels
+    only that await, so a message is never lost: ASGI receives hand a
+    message over only once the await resumes.
+
+    Args:
+        receive: coroutine function -> the next ASGI message
+            (`websocket.receive`).
+        timeout: seconds without a message before `idle`, or `None`: never.
+        busy: callable -> true while received messages are unanswered (the
+            connection is then not idle, however long they take).
+
+    Example:
+
+    >>> async def demo():
+    ...     inbox = asyncio.Queue()
+    ...     reader = ConnectionReader(inbox.get, timeout=0.05)
+    ...     inbox.put_nowait({"type": "websocket.receive", "text": "[]"})
+    ...     first = await reader.receive()
+    ...     second = await reader.receive()  # no message for 0.05 s: woken
+    ...     reader.close()
+    ...     return first["text"], second, reader.idle
+    >>> asyncio.run(demo())
+    ('[]', None, True)
+    """
+
+    def __init__(self, receive, timeout=None, busy=lambda: False):
+        self._receive = receive
+        self._task = None  # the task awaiting `receive()`: a wake-up cancels that await
+        self._loop = asyncio.get_running_loop()
+        self._busy = busy
+        self._receiving = False
+        self._woken = False
+        self.idle = False
+        self.timeout = timeout
+        self._last = self._loop.time()
+        self._timer = self._loop.call_later(timeout, self._check_idle) if timeout else None
+
+    async def receive(self):
+        """The next ASGI message, or `None` if woken first (see the class)."""
+        if self.idle:
+            return None
+        self._task = asyncio.current_task()
+        self._receiving = True
+        try:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if not self._woken:
+                raise  # cancelled by someone else: the connection is going away
+            uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None and uncancel() > 0:
+                raise  # also cancelled by someone else meanwhile
+            return None
+        finally:
+            self._receiving = self._woken = False
+        self._last = self._loop.time()
+        return message
+
+    def wake(self, *_):
+        """Makes a pending `receive()` return `None` (a no-op between reads)."""
+        if self._receiving and not self._woken:
+            self._woken = True
+            self._task.cancel()
+
+    def close(self):
+        """Stops the idle timer (call it when the connection ends)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_idle(self):
+        now = self._loop.time()
+        due = self._last + self.timeout
+        if now < due:  # a message came since the timer was set
+            self._timer = self._loop.call_at(due, self._check_idle)
+        elif self._busy():  # still answering: not idle, look again later
+            self._timer = self._loop.call_later(self.timeout, self._check_idle)
+        else:
+            self._timer = None
+            self.idle = True
+            self.wake()
 
 
 class Backoff:
