@@ -26,8 +26,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
+
+import scratch  # benchmarks/scratch.py: a temp folder removed at exit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STREAMGEN = os.path.join(os.path.dirname(sys.executable), "streamgen")
@@ -57,7 +58,7 @@ def main():
     if args.smoke:
         args.steps, args.stream_steps = 1, 30
 
-    folder = tempfile.mkdtemp(prefix="sg-decode-")
+    folder = scratch.folder("sg-decode-")
     with open(os.path.join(ROOT, "samples", "valid.jsonl")) as f:
         lines = f.readlines()[:20 if args.smoke else None]
     per_copy = sum(len(json.loads(line)["x"]) for line in lines)

@@ -25,8 +25,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
+
+import scratch  # benchmarks/scratch.py: a temp folder removed at exit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +86,7 @@ def main():
     args = parser.parse_args()
     if args.smoke:
         args.train_steps = 2
-    folder = tempfile.mkdtemp(prefix="sg-jsonl-")
+    folder = scratch.folder("sg-jsonl-")
     files = {}
     sizes = {"small": args.small_mb, "big": args.big_mb}
     if args.smoke:  # one file, so one training process

@@ -43,7 +43,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -58,6 +57,7 @@ quiet.enable()  # an entry point: TensorFlow's import lines are not ours to show
 tf = quiet.import_tensorflow()
 
 import reference  # noqa: E402
+import scratch  # noqa: E402  (benchmarks/scratch.py)
 from streamgen.data import dataset as data_lib  # noqa: E402
 from streamgen.runtimes.tf import compiled_functions  # noqa: E402
 
@@ -81,7 +81,7 @@ def main(argv=None):
     model = sg.StreamGen(input_size=INPUT_SIZE, output_size=OUTPUT_SIZE, units=UNITS,
                          cell="gru", max_steps=2 if smoke else MAX_STEPS,
                          stop=[sg.StopHead(NEVER)])
-    folder = tempfile.mkdtemp(prefix="streamgen-bench-")
+    folder = scratch.folder("streamgen-bench-")
     lite_path = os.path.join(folder, "model.tflite")
     model.export_litert(lite_path)
     rng = np.random.default_rng(0)

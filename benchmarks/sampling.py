@@ -27,10 +27,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
+
+import scratch  # benchmarks/scratch.py: a temp folder removed at exit
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -127,7 +128,7 @@ def main():
     rounds, steps = (1, 3) if args.smoke else (6, 30) if args.quick else (20, 60)
     sizes = dict(units=8, max_steps=2) if args.smoke else {}
     results = {"load_average": round(os.getloadavg()[0], 2)}
-    folder = tempfile.mkdtemp()
+    folder = scratch.folder("streamgen-sampling-")
     for frame_loss in args.frames or ("mdn", "categorical", "mse"):
         model = make(frame_loss, **sizes)
         path = os.path.join(folder, f"{frame_loss}.tflite")

@@ -45,9 +45,10 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import time
 import urllib.request
+
+import scratch  # benchmarks/scratch.py: a temp folder removed at exit
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -452,7 +453,7 @@ def main():
 
     import ray_start  # benchmarks/ray_start.py
 
-    folder = tempfile.mkdtemp(prefix="serve-abuse-")
+    folder = scratch.folder("serve-abuse-")
     lite_path = os.path.join(folder, "default.tflite")
     sg.load_default().export_litert(lite_path)
     port = free_port()

@@ -25,10 +25,11 @@ import os
 import socket
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
+
+import scratch  # benchmarks/scratch.py: a temp folder removed at exit
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -111,7 +112,7 @@ def main():
 
     import ray_start  # benchmarks/ray_start.py
 
-    folder = tempfile.mkdtemp(prefix="serve-load-")
+    folder = scratch.folder("serve-load-")
     keras_path = os.path.join(os.path.dirname(sg.__file__), "default_model.keras")
     lite_path = os.path.join(folder, "default.tflite")
     model = sg.load_default()

@@ -35,8 +35,9 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import urllib.request
+
+import scratch  # benchmarks/scratch.py: a temp folder removed at exit
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -121,7 +122,7 @@ def main():
 
     import ray_start  # benchmarks/ray_start.py
 
-    lite_path = os.path.join(tempfile.mkdtemp(prefix="serve-metrics-"), "default.tflite")
+    lite_path = os.path.join(scratch.folder("serve-metrics-"), "default.tflite")
     sg.load_default().export_litert(lite_path)
     reference = sg.open_runtime(lite_path)
     port = free_port()

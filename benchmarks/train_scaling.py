@@ -28,8 +28,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
+
+import scratch  # benchmarks/scratch.py: a temp folder removed at exit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,7 +80,7 @@ def main():
 
     import ray_start  # benchmarks/ray_start.py
 
-    folder = tempfile.mkdtemp(prefix="streamgen-scaling-")
+    folder = scratch.folder("streamgen-scaling-")
     train = head("train.jsonl", folder, args.records)
     valid = (head("valid.jsonl", folder, 16) if args.smoke
              else os.path.join(ROOT, "samples", "valid.jsonl"))

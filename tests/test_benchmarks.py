@@ -54,6 +54,7 @@ HELPERS = {
     "reference.py": "imported by run.py",
     "lite_latency.py": "launched by run.py and lite_breakdown.py, one process per round",
     "ray_start.py": "imported by the scripts that start a Ray cluster",
+    "scratch.py": "imported by the scripts that write files: their temp folder",
 }
 
 
