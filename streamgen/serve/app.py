@@ -413,7 +413,8 @@ class Server:
         try:
             while True:
                 # None: woken by the worker's end, a drain or --connection-timeout.
-                message = None if drained.done() else await reader.receive()
+                message = (None if drained.done() or worker.done()
+                           else await reader.receive())
                 if worker.done():  # it could not send: the peer went away
                     break
                 if message is None and reader.idle:
