@@ -422,13 +422,11 @@ class Server:
                     await websocket.close(code=1001, reason=_reason(
                         f"no message for {idle:g} s (--connection-timeout)"))
                     break
-                if drained.done() and message is None:  # draining, between messages
+                if message is None:  # draining, between messages
                     await self._settle(queue, busy)
                     code = 1001
                     await websocket.close(code=1001, reason="server shutting down")
                     break
-                if message is None:
-                    continue
                 received = time.perf_counter()
                 if message["type"] == "websocket.disconnect":
                     code = message.get("code")

@@ -213,10 +213,9 @@ class ConnectionReader:
 
     def __init__(self, receive, timeout=None, busy=lambda: False):
         self._receive = receive
-        self._task = None  # the task awaiting `receive()`: a wake-up cancels that await
+        self._task = None  # the task awaiting `receive()`, while it does: a wake-up cancels it
         self._loop = asyncio.get_running_loop()
         self._busy = busy
-        self._receiving = False
         self._woken = False
         self.idle = False
         self.timeout = timeout
@@ -228,24 +227,23 @@ class ConnectionReader:
         if self.idle:
             return None
         self._task = asyncio.current_task()
-        self._receiving = True
         try:
             message = await self._receive()
         except asyncio.CancelledError:
             if not self._woken:
                 raise  # cancelled by someone else: the connection is going away
-            uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
             if uncancel is not None and uncancel() > 0:
                 raise  # also cancelled by someone else meanwhile
             return None
         finally:
-            self._receiving = self._woken = False
+            self._task, self._woken = None, False
         self._last = self._loop.time()
         return message
 
     def wake(self, *_):
         """Makes a pending `receive()` return `None` (a no-op between reads)."""
-        if self._receiving and not self._woken:
+        if self._task is not None and not self._woken:
             self._woken = True
             self._task.cancel()
 
