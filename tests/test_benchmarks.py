@@ -5,14 +5,17 @@ has them); only that each script ends with status 0, prints its numbers and
 keeps stderr free of tracebacks. A new script in benchmarks/ must be listed
 below, either with its quick arguments or as a module the others import.
 
-The scripts run two at a time (the machine has 2 cores; they are mostly
-CPU-bound), each lane taking the longest script left (LONGEST_FIRST) when
-its last one ends. Four start a Ray cluster of their own: two clusters
-starting together can miss Ray's 30 s raylet registration wait, which fails
-the start, so those starts take turns (benchmarks/ray_start.py, a lock
-file named in the scripts' environment); once started, two clusters run
-side by side. The first test of the module starts both lanes; each test
-waits for its script and prints its seconds (`pytest -s` shows them).
+The scripts run in lanes, one per core this pytest process has (at most
+LANES: they are mostly CPU-bound; under pytest-xdist the other workers take
+their share of the cores), each lane taking the longest script left
+(LONGEST_FIRST) when its last one ends. Four start a Ray cluster of their
+own: two clusters starting together can miss Ray's 30 s raylet registration
+wait, which fails the start, so those starts take turns
+(benchmarks/ray_start.py, a lock file named in the scripts' environment);
+once started, two clusters run side by side. The first test of the module
+starts the lanes; each test waits for its script and prints its seconds
+(`pytest -s` shows them). Under pytest-xdist the module runs in the Ray
+tests' worker (tests/conftest.py), so no other Ray start competes.
 """
 
 import os
@@ -48,7 +51,7 @@ QUICK = {
 LONGEST_FIRST = ("train_scaling.py", "serve_load.py", "jsonl_pipeline.py", "run.py",
                  "serve_abuse.py", "serve_metrics.py", "step_paired.py",
                  "decode_throughput.py", "sampling.py", "lite_breakdown.py")
-LANES = 2
+LANES = 2  # at most; see lanes()
 # modules the scripts above import or launch (not run on their own)
 HELPERS = {
     "reference.py": "imported by run.py",
@@ -63,6 +66,13 @@ def test_every_script_is_listed():
     assert scripts == set(QUICK) | set(HELPERS), (
         "list each benchmarks/*.py in QUICK (with its quick arguments) or HELPERS")
     assert sorted(LONGEST_FIRST) == sorted(QUICK), "list each script of QUICK in LONGEST_FIRST"
+
+
+def lanes():
+    """Scripts run at once: this process's share of the cores (pytest-xdist
+    sets PYTEST_XDIST_WORKER_COUNT in its workers), 1 to LANES."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, min(LANES, (os.cpu_count() or 1) // workers))
 
 
 def run_script(script, folder, ray_lock=None):
@@ -84,8 +94,8 @@ def run_script(script, folder, ray_lock=None):
 @pytest.fixture(scope="module")
 def quick_runs(request, tmp_path_factory):
     """({script: (CompletedProcess or the exception, seconds)}, {script: Event set
-    when it ended}): the selected scripts, LANES at a time, longest first; at the
-    module's end, all finished."""
+    when it ended}): the selected scripts, lanes() at a time, longest first; at
+    the module's end, all finished."""
     selected = {item.callspec.params["script"] for item in request.session.items
                 if getattr(item, "originalname", "") == "test_runs_in_quick_mode"}
     results, ended = {}, {script: threading.Event() for script in selected}
@@ -108,19 +118,22 @@ def quick_runs(request, tmp_path_factory):
             results[script] = (result, time.monotonic() - start)
             ended[script].set()
 
-    lanes = [threading.Thread(target=run_lane, daemon=True) for _ in range(LANES)]
-    for lane in lanes:
-        lane.start()
+    threads = [threading.Thread(target=run_lane, daemon=True) for _ in range(lanes())]
+    for thread in threads:
+        thread.start()
     yield results, ended
-    for lane in lanes:  # leave nothing running
-        lane.join()
+    for thread in threads:  # leave nothing running
+        thread.join()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(QUICK))
 def test_runs_in_quick_mode(script, quick_runs):
     results, ended = quick_runs
-    assert ended[script].wait(timeout=1200), f"{script} did not end within 20 minutes"
+    # Each script is stopped after 600 s (run_script), so each ends; this only
+    # bounds the wait for those ahead of it in its lane.
+    limit = 600 * len(QUICK)
+    assert ended[script].wait(timeout=limit), f"{script} did not end within {limit} s"
     result, seconds = results[script]
     print(f"{script}: {seconds:.1f} s")
     if isinstance(result, Exception):
