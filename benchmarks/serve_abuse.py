@@ -119,10 +119,13 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pid):
+def rss_mb(pid, field="VmRSS"):
+    """A process's resident memory in MB: all of it (VmRSS), or one part of it
+    (`field`, e.g. "RssShmem": shared memory it has touched, such as Ray's
+    object store)."""
     with open(f"/proc/{pid}/status") as file:
         for line in file:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     return 0.0
 
@@ -344,7 +347,7 @@ async def _scenario(name, abuse, pool, ws_url, http, headers, pid, proxy_pid, st
     loop = asyncio.get_running_loop()
     good = await _connect(ws_url, headers)
     await well_behaved(good, steps=3, gap=0)  # warm
-    before = rss_mb(pid)
+    before, shared_before = rss_mb(pid), rss_mb(pid, "RssShmem")
     cpu_before = cpu_s(pid), cpu_s(proxy_pid) if proxy_pid else 0.0
     peak = [before]
     health = []
@@ -372,6 +375,9 @@ async def _scenario(name, abuse, pool, ws_url, http, headers, pid, proxy_pid, st
             back_s = time.monotonic() - start
             break
         await asyncio.sleep(0.25)
+    # Of what is still held: shared memory (Ray's object store pages mapped by
+    # the replica; 12-26 MB after large_body on 2026-12-01), not the heap.
+    shared_held = rss_mb(pid, "RssShmem") - shared_before
     ms = sorted(x * 1000 for x in latencies)
     return {"scenario": name, "p50_ms": round(ms[len(ms) // 2], 1),
             "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1),
@@ -379,6 +385,7 @@ async def _scenario(name, abuse, pool, ws_url, http, headers, pid, proxy_pid, st
             "healthz_max_s": round(max(health), 3) if health else None,
             "rss_before_mb": round(before, 1), "rss_growth_mb": round(peak[0] - before, 1),
             "rss_back_s": None if back_s is None else round(back_s, 2),
+            "rss_shared_held_mb": round(shared_held, 1),
             "replica_cpu_s": round(cpu[0], 2),
             "proxy_cpu_s": None if cpu[1] is None else round(cpu[1], 2), **result}
 
