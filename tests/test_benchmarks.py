@@ -52,6 +52,7 @@ LONGEST_FIRST = ("train_scaling.py", "serve_load.py", "jsonl_pipeline.py", "run.
                  "serve_abuse.py", "serve_metrics.py", "step_paired.py",
                  "decode_throughput.py", "sampling.py", "lite_breakdown.py")
 LANES = 2  # at most; see lanes()
+SCRIPT_TIMEOUT_S = 600  # a script still running then is stopped (and its test fails)
 # modules the scripts above import or launch (not run on their own)
 HELPERS = {
     "reference.py": "imported by run.py",
@@ -88,7 +89,7 @@ def run_script(script, folder, ray_lock=None):
     args = [str(old) if a == "{old}" else a for a in QUICK[script]]
     return subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args], cwd=folder, env=env,
-        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +131,9 @@ def quick_runs(request, tmp_path_factory):
 @pytest.mark.parametrize("script", sorted(QUICK))
 def test_runs_in_quick_mode(script, quick_runs):
     results, ended = quick_runs
-    # Each script is stopped after 600 s (run_script), so each ends; this only
-    # bounds the wait for those ahead of it in its lane.
-    limit = 600 * len(QUICK)
+    # Each script is stopped after SCRIPT_TIMEOUT_S (run_script), so each ends;
+    # this only bounds the wait for those ahead of it in its lane.
+    limit = SCRIPT_TIMEOUT_S * len(QUICK)
     assert ended[script].wait(timeout=limit), f"{script} did not end within {limit} s"
     result, seconds = results[script]
     print(f"{script}: {seconds:.1f} s")
