@@ -165,16 +165,23 @@ async def _connect(url, headers, source=None):
 # ---------------------------------------------------------------------- #
 # The abuses (each bounded by `seconds`).
 # ---------------------------------------------------------------------- #
-async def slow_reader(url, headers, seconds, source=ABUSER):
+async def slow_reader(url, headers, seconds, source=ABUSER, grace=10.0):
     """Sends 20-step messages, never reads; reconnects at once when closed
-    or refused (from the address `source`)."""
+    or refused (from the address `source`). Runs `seconds`, and on until it
+    has been closed and then refused once (at most `grace` seconds more: on
+    a loaded machine the proxy may pass the first messages on late)."""
     import websockets
 
-    stop_at = time.monotonic() + seconds
+    start = time.monotonic()
     sent = closed = refused = 0
     codes, statuses = set(), set()
     message = json.dumps([{"id": "s", "x": json.loads(STEP)}] * 20)
-    while time.monotonic() < stop_at:
+
+    def going():
+        elapsed = time.monotonic() - start
+        return elapsed < seconds or (elapsed < seconds + grace and not (closed and refused))
+
+    while going():
         try:
             ws = await _connect(url, headers, source)
         except websockets.InvalidStatus as error:
@@ -182,7 +189,7 @@ async def slow_reader(url, headers, seconds, source=ABUSER):
             statuses.add(error.response.status_code)
             continue
         try:
-            while time.monotonic() < stop_at:
+            while going():
                 await ws.send(message)
                 sent += 1
                 await asyncio.sleep(0)

@@ -16,8 +16,9 @@ The program's edges (`main`, used by the console script and by
   command runs (while Python imports click, numpy and the commands) a
   SIGINT ends the process at once; inside a command it raises
   `KeyboardInterrupt`, so that `train` can save what it has. A SIGINT that
-  lands while the interpreter itself starts, before streamgen's first line
-  runs (about 20 ms), is Python's to handle.
+  lands before this module's first lines run (while the interpreter starts
+  and imports the `streamgen` package around it: ~30 ms, most of it the
+  interpreter's) is Python's to handle.
 - *Standard streams*: a closed stdout (`>&-`) is refused before anything
   runs; a closed stdin (`<&-`) is an error only for a command that reads it
   (`streamgen: error: cannot read standard input: it is closed`); a closed
@@ -32,8 +33,12 @@ None of this is installed when the module is imported by another program
 state.
 """
 
+# `_signal` (the C module under `signal`), `os` and `sys` are loaded by the
+# time any module runs: these lines import nothing. `import signal` would
+# (~2 ms, more on a loaded machine), and a SIGINT landing in it would show a
+# traceback through this file.
+import _signal
 import os
-import signal
 import sys
 
 
@@ -47,9 +52,11 @@ def _exit_at_once(signum, frame):
 # a host program's signal handling is not ours to change.
 if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "streamgen":
     try:
-        signal.signal(signal.SIGINT, _exit_at_once)
+        _signal.signal(_signal.SIGINT, _exit_at_once)
     except (ValueError, OSError):  # not the main thread: leave it alone
         pass
+
+import signal  # noqa: E402
 
 import io  # noqa: E402
 
