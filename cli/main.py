@@ -33,10 +33,11 @@ None of this is installed when the module is imported by another program
 state.
 """
 
-# `_signal` (the C module under `signal`), `os` and `sys` are loaded by the
-# time any module runs: these lines import nothing. `import signal` would
-# (~2 ms, more on a loaded machine), and a SIGINT landing in it would show a
-# traceback through this file.
+# `_signal` is the built-in C module under `signal`: no Python code runs to
+# import it (CPython 3.11 has it, `os` and `sys` loaded before any module
+# runs). `import signal` runs signal.py and builds its enums (~2 ms, more on
+# a loaded machine), and a SIGINT landing there showed a traceback through
+# this file; so the handler goes in first and `signal` comes after.
 import _signal
 import os
 import sys
