@@ -1,12 +1,14 @@
-"""Shared fixtures. Import streamgen first so TensorFlow is imported quietly."""
+"""Shared fixtures, and the run's set-up: xdist workers and groups, the LiteRT export cache."""
 
 import os
+import shutil
 import sys
+import tempfile
 
 # Under pytest-xdist (pyproject.toml's `-n auto`) each worker takes its share
 # of the cores: TensorFlow's thread pools sized to it, not to the machine, keep
 # the workers' threads from crowding each other (not-slow tests, 2 workers on
-# 2 cores: 372 s against 401 s). Set before TensorFlow is imported (below).
+# 2 cores: 372 s against 401 s). Set before the test modules import TensorFlow.
 _XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _XDIST_WORKERS > 1:
     _SHARE = str(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS))
@@ -15,15 +17,14 @@ if _XDIST_WORKERS > 1:
 
 import numpy as np
 import pytest
-from hypothesis import settings
 
-import streamgen as sg  # noqa: F401  (first: quiet TensorFlow import)
-import keras
+# Nothing here imports TensorFlow (`import streamgen` does not): xdist's main
+# process, which only hands out the tests, loads this module too, before it
+# starts the workers. The test modules import it, in the workers.
+import streamgen as sg
 
-settings.register_profile("streamgen", deadline=None, max_examples=25, derandomize=True)
-settings.load_profile("streamgen")
-
-from helpers import CELLS, MODES, export_each, make_model, sampling_models as _sampling_models
+from helpers import (CELLS, EXPORT_CACHE_ENV, MODES, Exports, export_litert, make_model,
+                     sampling_models as _sampling_models)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +57,11 @@ def cli_model_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cli_model(cli_model_path):
     """`cli_model_path`, loaded: the reference the CLI's output is checked against."""
-    return keras.models.load_model(cli_model_path, compile=False)
+    import keras
+
+    model = keras.models.load_model(cli_model_path, compile=False)
+    _LOADED[_file_key(cli_model_path)] = model  # the commands' too: one trace
+    return model
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +78,44 @@ def cli_tflite(cli_model_path, tmp_path_factory):
     assert result.exit_code == 0, result.output
     assert result.stdout == f"wrote {path} ({os.path.getsize(path):,} bytes)\n"
     return path
+
+
+_LOADED = {}  # `_file_key(path)` -> model, for `cli_models_loaded_once`
+
+
+def _file_key(path):
+    stat = os.stat(path)
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+
+
+@pytest.fixture(autouse=True)
+def cli_models_loaded_once(request, monkeypatch):
+    """In tests/cli/: `sg.load_model` of a file loaded before (the same path,
+    size and modification time) and `sg.load_default()` give the model
+    loaded then.
+
+    The commands are invoked in-process (`CliRunner`) hundreds of times, and
+    each invocation would load the file and trace its step again (~0.6 s);
+    the commands never change a model they load. Loading itself is tested in
+    tests/test_model.py, and tests/cli/test_subprocess.py runs the real
+    process. Tests marked `fresh_models` (they count loads and traces) load
+    anew.
+    """
+    if request.node.path.parent.name != "cli" or request.node.get_closest_marker("fresh_models"):
+        return
+
+    def load_model(path):
+        try:
+            key = _file_key(path)
+        except OSError:
+            return original_load(path)  # its own error
+        if key not in _LOADED:
+            _LOADED[key] = original_load(path)
+        return _LOADED[key]
+
+    original_load = sg.load_model
+    monkeypatch.setattr(sg, "load_model", load_model)
+    monkeypatch.setattr(sg, "load_default", lambda: load_model(sg.default_model_path()))
 
 
 # pytest-xdist (`-n auto --dist loadgroup`, pyproject.toml): at most four
@@ -103,11 +146,35 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session):
+    """Where tests are collected and run (each xdist worker, or the one
+    process): Hypothesis' profile. Not in xdist's main process, which collects
+    nothing: importing Hypothesis takes ~2 s there, before any worker starts."""
+    if session.config.pluginmanager.hasplugin("dsession"):
+        return
+    from hypothesis import settings
+
+    settings.register_profile("streamgen", deadline=None, max_examples=25, derandomize=True)
+    settings.load_profile("streamgen")
+
+
+def pytest_configure(config):
+    """In the main process: the run's LiteRT export cache (`helpers.export_litert`),
+    a folder that the xdist workers (started later) find in their environment."""
+    if not hasattr(config, "workerinput") and EXPORT_CACHE_ENV not in os.environ:
+        os.environ[EXPORT_CACHE_ENV] = tempfile.mkdtemp(prefix="streamgen-test-exports-")
+        _OWN_CACHE.append(os.environ[EXPORT_CACHE_ENV])
+
+
+_OWN_CACHE = []  # the export cache this process made, removed at the end
 _EXIT_STATUS = []  # pytest's, for `pytest_unconfigure` (below)
 
 
 def pytest_sessionfinish(session, exitstatus):
     _EXIT_STATUS.append(int(exitstatus))
+    for folder in _OWN_CACHE:  # after the workers' end, in the main process
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)
@@ -217,7 +284,7 @@ def cli_mdn_tflite(cli_mdn_path, tmp_path_factory):
     import streamgen as sg
 
     path = str(tmp_path_factory.mktemp("cli_mdn_lite") / "mdn.tflite")
-    sg.load_model(cli_mdn_path).export_litert(path)
+    export_litert(sg.load_model(cli_mdn_path), path)
     return path
 
 
@@ -231,5 +298,5 @@ def sampling_models():
 def sampling_lite_paths(sampling_models, tmp_path_factory):
     """Each of `sampling_models` exported to LiteRT, once."""
     pytest.importorskip("ai_edge_litert")
-    return export_each(sampling_models, tmp_path_factory.mktemp("sampling"))
+    return Exports(sampling_models, tmp_path_factory.mktemp("sampling"))
 

@@ -1,8 +1,14 @@
-"""Helpers shared by the test modules (no test module imports another)."""
+"""Helpers shared by the test modules (no test module imports another).
 
+Importing this module does not import TensorFlow: tests/conftest.py imports
+it in xdist's main process too, which runs no test.
+"""
+
+import collections.abc
+import hashlib
 import json
+import os
 
-import keras
 import numpy as np
 
 import streamgen as sg
@@ -18,6 +24,8 @@ def make_model(cell="gru", decoder_state="reset", seed=1, stop_scale=20.0, **kwa
     lengths cannot flip on the ~1e-6 differences oneDNN makes between batch
     sizes.
     """
+    import keras
+
     keras.utils.set_random_seed(seed)
     options = dict(input_size=3, output_size=2, ir_size=8, units=8)
     options.update(kwargs)
@@ -93,11 +101,90 @@ def sampling_models():
     }
 
 
-def export_each(models, folder, name=str):
+# Set by conftest.py (`pytest_configure`) to a folder that the run's xdist
+# workers share; removed at the end of the run.
+EXPORT_CACHE_ENV = "STREAMGEN_TEST_EXPORT_CACHE"
+
+
+def export_litert(model, path, stop=None):
+    """`model.export_litert(path, stop=stop)`, converted once per pytest run.
+
+    For tests that export as a means, not as the subject (tests/test_export.py
+    and the CLI's `export` tests convert for real): a conversion takes ~3 s,
+    and several modules export the same tiny models. The file and its metadata
+    are kept in the run's folder `EXPORT_CACHE_ENV` (shared by the xdist
+    workers) under the digest of what decides the file: the model's config and
+    weights, `stop` (classes included) and the inner-loop limit
+    `UNROLL_MAX_STEPS` at the time of the call. Without that folder: a plain
+    export.
+
+    Returns:
+        The metadata stored in the file, a dict.
+    """
+    from streamgen.runtimes import export as export_lib
+
+    folder = os.environ.get(EXPORT_CACHE_ENV)
+    if not folder:
+        return model.export_litert(path, stop=stop)
+    digest = hashlib.sha256(json.dumps(
+        [type(model).__qualname__, model.get_config(), export_lib.UNROLL_MAX_STEPS,
+         [(type(c).__module__, type(c).__qualname__, repr(c))
+          for c in (stop if isinstance(stop, (list, tuple)) else [stop])]],
+        sort_keys=True, default=repr).encode())
+    for variable in model.variables:
+        digest.update(variable.path.encode())
+        digest.update(np.asarray(variable).tobytes())
+    cached = os.path.join(folder, digest.hexdigest())
+    try:
+        with open(cached + ".json") as fh:  # written last: the file is there
+            metadata = json.load(fh)
+        with open(cached + ".tflite", "rb") as fh:
+            content = fh.read()
+    except FileNotFoundError:
+        metadata = model.export_litert(path, stop=stop)
+        with open(path, "rb") as fh:
+            content = fh.read()
+        _write_atomically(cached + ".tflite", content)
+        _write_atomically(cached + ".json", json.dumps(metadata).encode())
+        return metadata
+    with open(path, "wb") as fh:
+        fh.write(content)
+    return metadata
+
+
+def _write_atomically(path, content):
+    """Two workers may write the same entry at once: each renames its own copy."""
+    partial = f"{path}.{os.getpid()}"
+    with open(partial, "wb") as fh:
+        fh.write(content)
+    os.replace(partial, path)
+
+
+class Exports(collections.abc.Mapping):
     """`{key: path}` of each model of `models` (`{key: model}`) exported to
-    LiteRT in `folder` (a `pathlib.Path`), as `name(key) + ".tflite"`."""
-    paths = {}
-    for key, model in models.items():
-        paths[key] = str(folder / f"{name(key)}.tflite")
-        model.export_litert(paths[key])
-    return paths
+    LiteRT in `folder` (a `pathlib.Path`) as `name(key) + ".tflite"`, each on
+    first use (through `export_litert`): a test that reads one key converts
+    one model.
+
+    `export`: `(model, path) -> metadata`, the conversion (default
+    `export_litert`).
+    """
+
+    def __init__(self, models, folder, name=str, export=None):
+        self._models, self._folder, self._name = models, folder, name
+        self._export = export or export_litert
+        self._paths = {}
+
+    def __getitem__(self, key):
+        if key not in self._paths:
+            path = str(self._folder / f"{self._name(key)}.tflite")
+            self._export(self._models[key], path)
+            self._paths[key] = path
+        return self._paths[key]
+
+    def __len__(self):
+        return len(self._models)
+
+    def __iter__(self):
+        return iter(self._models)
+

@@ -204,6 +204,7 @@ def test_make_dataset_validation(change, message):
         make_dataset(inputs, targets)
 
 
+@pytest.mark.slow  # 100k sequences (~13 s)
 def test_make_dataset_100k_sequences():
     rng = np.random.default_rng(0)
     n = 100_000

@@ -104,7 +104,9 @@ def write_jsonl(path, n, bad_line=None):
     return write_toy_jsonl(path, n, seed=2, bad_line=bad_line)
 
 
-@pytest.mark.parametrize("files, count", [(1, 2), (1, 3), (3, 2), (2, 2)])
+@pytest.mark.parametrize("files, count", [  # ~4 s each: ranges of lines in the quick run
+    pytest.param(1, 2, marks=pytest.mark.slow), (1, 3), pytest.param(3, 2, marks=pytest.mark.slow),
+    pytest.param(2, 2, marks=pytest.mark.slow)])
 def test_shards_hold_every_record_once(tmp_path, files, count):
     paths = [write_jsonl(tmp_path / f"d{i}.jsonl", 5 + i) for i in range(files)]
     whole = [tuple(r.inputs.ravel()[:2]) for r in sg.read_records(paths)]

@@ -50,9 +50,21 @@ EXAMPLES = examples()
 
 def test_there_are_examples_to_run():
     assert len(EXAMPLES) >= 10
+    assert SLOW_EXAMPLES <= {t.name for t in EXAMPLES}
 
 
-@pytest.mark.parametrize("test", EXAMPLES, ids=[t.name for t in EXAMPLES])
+# Examples of ~4 s or more (a training run, a dataset over the sample files,
+# LiteRT conversions): in the full run only.
+SLOW_EXAMPLES = {"streamgen.training.distributed.DistributedTraining",
+                 "streamgen.data.dataset.jsonl_dataset",
+                 "streamgen.runtimes.export.export_litert",
+                 "streamgen.runtimes.open_runtime",
+                 "streamgen.stream.LiteStream"}
+
+
+@pytest.mark.parametrize("test", [
+    pytest.param(t, id=t.name, marks=pytest.mark.slow if t.name in SLOW_EXAMPLES else ())
+    for t in EXAMPLES])
 def test_docstring_example_runs(test, tmp_path, monkeypatch):
     (tmp_path / "samples").symlink_to(ROOT / "samples")
     monkeypatch.chdir(tmp_path)

@@ -90,6 +90,7 @@ def test_exported_thresholds_are_the_defaults(exported):
             np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow  # two LiteRT conversions and training (~9 s)
 def test_export_uses_the_current_weights(tmp_path):
     model = make_model("gru", "reset", seed=7)
     first, second = str(tmp_path / "a.tflite"), str(tmp_path / "b.tflite")
@@ -104,6 +105,7 @@ def test_export_uses_the_current_weights(tmp_path):
     assert not np.allclose(before, after)
 
 
+@pytest.mark.slow  # a LiteRT conversion (~4 s)
 def test_loaded_model_exports(tmp_path):
     model = make_model("simple_rnn", "carry", seed=8)
     keras_path, tflite_path = str(tmp_path / "m.keras"), str(tmp_path / "m.tflite")
@@ -128,6 +130,7 @@ def test_missing_litert_is_a_clear_import_error(monkeypatch, tmp_path):
     assert not (tmp_path / "m.tflite").exists()
 
 
+@pytest.mark.slow  # a LiteRT conversion (~4 s)
 def test_export_litert_function_is_the_method(tmp_path):
     model = make_model("gru", "carry", seed=9)
     metadata = export_lib.export_litert(model, str(tmp_path / "f.tflite"), stop=[])
@@ -137,6 +140,7 @@ def test_export_litert_function_is_the_method(tmp_path):
     assert [len(s.step(x)) for x in np.zeros((3, 3))] == [9, 9, 9]
 
 
+@pytest.mark.slow  # a LiteRT conversion (~4 s)
 def test_large_max_steps_exports_a_while_loop(tmp_path):
     """Above UNROLL_MAX_STEPS the file loops (and stops early) instead."""
     model = make_model("gru", "carry", seed=6, max_steps=export_lib.UNROLL_MAX_STEPS + 1)
@@ -154,6 +158,7 @@ def test_large_max_steps_exports_a_while_loop(tmp_path):
     assert len(lengths) >= 3, lengths
 
 
+@pytest.mark.slow  # four LiteRT conversions (~14 s)
 def test_per_row_caps_and_thresholds_equal_the_tensorflow_step(core_models, tmp_path,
                                                                monkeypatch):
     """The file's per-row `caps` (0 included: no inner step runs) and
@@ -185,6 +190,7 @@ def test_per_row_caps_and_thresholds_equal_the_tensorflow_step(core_models, tmp_
             np.testing.assert_allclose(got[2], expected[2], atol=1e-5, err_msg=f"{mode}, {loop}")
 
 
+@pytest.mark.slow  # a LiteRT conversion (~4 s)
 def test_export_and_lite_stream_print_nothing(tmp_path, capfd):
     """No LiteRT or converter line on stdout/stderr (LiteRT logs its XNNPACK
     line once per process, so `test_subprocess` checks a fresh process)."""

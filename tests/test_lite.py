@@ -12,7 +12,7 @@ import pytest
 from keras import ops
 
 import streamgen as sg
-from helpers import CELLS, MODES, export_each, make_model
+from helpers import CELLS, MODES, Exports, export_litert, make_model
 
 STEPS = 200  # "long streams": every state path is exercised many times
 
@@ -20,7 +20,7 @@ STEPS = 200  # "long streams": every state path is exercised many times
 @pytest.fixture(scope="module")
 def exports(core_models, tmp_path_factory):
     """`(cell, mode) -> path` of each core model's LiteRT export."""
-    return export_each(core_models, tmp_path_factory.mktemp("litert"), name="_".join)
+    return Exports(core_models, tmp_path_factory.mktemp("litert"), name="_".join)
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +29,13 @@ def while_exports(core_models, tmp_path_factory):
     models above `UNROLL_MAX_STEPS` get (forced here on the tiny models)."""
     from streamgen.runtimes import export as export_lib
 
-    folder = tmp_path_factory.mktemp("litert_while")
-    paths = {}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(export_lib, "UNROLL_MAX_STEPS", 0)
-        for key, model in core_models.items():
-            paths[key] = str(folder / f"{key[0]}_{key[1]}.tflite")
-            assert model.export_litert(paths[key])["inner_loop"] == "while"
-    return paths
+    def export_while(model, path):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(export_lib, "UNROLL_MAX_STEPS", 0)
+            assert export_litert(model, path)["inner_loop"] == "while"
+
+    return Exports(core_models, tmp_path_factory.mktemp("litert_while"), name="_".join,
+                   export=export_while)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +53,16 @@ def assert_same(got, expected, where):
         np.testing.assert_allclose(a, b, atol=1e-5, err_msg=f"{where}, row {row}")
 
 
-@pytest.mark.parametrize("loop", ["unrolled", "while"])
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("mode", MODES)
+# One variant in the quick run (`-m "not slow"`); the other seven each take
+# a LiteRT conversion and 400 steps on both runtimes.
+LONG_STREAM_VARIANTS = [
+    pytest.param(mode, cell, loop, id=f"{mode}-{cell}-{loop}",
+                 marks=() if (mode, cell, loop) == ("reset", "gru", "unrolled")
+                 else pytest.mark.slow)
+    for mode in MODES for cell in CELLS for loop in ("unrolled", "while")]
+
+
+@pytest.mark.parametrize("mode, cell, loop", LONG_STREAM_VARIANTS)
 def test_lite_equals_stream_over_long_streams(core_models, exports, while_exports, long_inputs,
                                               cell, mode, loop):
     model = core_models[(cell, mode)]
@@ -336,7 +342,8 @@ class ShiftedStop(sg.StopHead):
         return ops.sigmoid(stop_logit + 0.3) > threshold
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [  # a LiteRT conversion each (~4 s): carry in the full run
+    "reset", pytest.param("carry", marks=pytest.mark.slow)])
 def test_custom_cells_and_criteria_equal_stream(tmp_path, long_inputs, mode):
     """User-supplied cells and criteria go through the generic ops of the
     unrolled export (they are called, not rewritten) and still match."""

@@ -133,6 +133,7 @@ def test_fit_reports_the_mixture_nll_as_frame_loss():
     assert history["frame_loss"][-1] < history["frame_loss"][0]
 
 
+@pytest.mark.slow  # a LiteRT conversion with the mdn head (~8 s)
 def test_litert_export_of_an_mdn_model_decodes_greedily(tmp_path):
     pytest.importorskip("ai_edge_litert")
     model = make_model(frame_loss="mdn", mixtures=3, stop_network="separate")
@@ -146,6 +147,7 @@ def test_litert_export_of_an_mdn_model_decodes_greedily(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.slow  # training, then evaluation (~5 s)
 def test_evaluate_reports_the_teacher_forced_frame_nll():
     model = make_model(frame_loss="mdn", mixtures=2)
     inputs, targets = toy_data(4)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import streamgen as sg
-from helpers import CELLS, assert_outputs_equal, make_model, ragged_to_lists
+from helpers import CELLS, MODES, assert_outputs_equal, make_model, ragged_to_lists
 
 
 def run_python(script, quiet):
@@ -115,8 +115,11 @@ def test_config_round_trip():
     assert clone.count_params() == model.count_params()
 
 
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("mode", ["reset", "carry"])
+@pytest.mark.parametrize("mode, cell", [  # ~2 s each: two in the quick run
+    pytest.param(mode, cell, id=f"{mode}-{cell}",
+                 marks=() if (mode, cell) in {("reset", "gru"), ("carry", "lstm")}
+                 else pytest.mark.slow)
+    for mode in MODES for cell in CELLS])
 def test_save_load_identical_outputs(tmp_path, core_models, core_inputs, cell, mode):
     model = core_models[(cell, mode)]
     path = tmp_path / "model.keras"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import streamgen as sg
-from helpers import make_model, ragged_to_lists
+from helpers import export_litert, make_model, ragged_to_lists
 from streamgen.offline import decode as offline
 from streamgen.data.text import frames_json
 
@@ -72,10 +72,11 @@ def test_decode_sequences_stop_and_cap(model, sequences):
     assert_same(sg.decode_sequences(model, sequences, stop=sg.StopHead(0.9)), expected)
 
 
+@pytest.mark.slow  # a LiteRT conversion (~5 s)
 def test_litert_equals_decode(model, sequences, tmp_path):
     pytest.importorskip("ai_edge_litert")
     path = str(tmp_path / "m.tflite")
-    model.export_litert(path)
+    export_litert(model, path)
     runtime = sg.open_runtime(path)
     assert_same(sg.decode_sequences(runtime, sequences, batch_size=4),
                 reference(model, sequences))

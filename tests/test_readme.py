@@ -58,6 +58,7 @@ def test_readme_training_example_runs(tmp_path, monkeypatch, capsys):
     np.testing.assert_allclose(got.flat_values, expected.flat_values, atol=1e-6)
 
 
+@pytest.mark.slow  # a LiteRT conversion (~5 s)
 def test_readme_litert_example_runs(tmp_path, monkeypatch):
     """The LiteRT example runs as written and matches the TensorFlow path."""
     import numpy as np

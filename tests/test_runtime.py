@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import streamgen as sg
-from helpers import make_model
+from helpers import export_litert, make_model
 from streamgen.runtimes.tf import compiled_functions
 
 pytest.importorskip("ai_edge_litert")
@@ -21,7 +21,7 @@ def model():
 @pytest.fixture(scope="module")
 def runtimes(model, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("runtime") / "m.tflite")
-    model.export_litert(path)
+    export_litert(model, path)
     return {"tf": sg.open_runtime(model), "lite": sg.open_runtime(path), "path": path}
 
 

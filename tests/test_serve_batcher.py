@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import streamgen as sg
-from helpers import assert_outputs_equal, make_model
+from helpers import assert_outputs_equal, export_litert, make_model
 from streamgen.remote import protocol
 from streamgen.runtimes import base
 from streamgen.serve.batcher import Batcher, LimitError, StateTable, TickLoop
@@ -105,13 +105,14 @@ MIXES = [
 ]
 
 
-@pytest.mark.parametrize("kind", ["keras", "tflite"])
+@pytest.mark.parametrize("kind", [  # tflite: a LiteRT conversion (~5 s), in the full run
+    "keras", pytest.param("tflite", marks=pytest.mark.slow)])
 def test_session_with_any_built_in_mixes_in_one_message_equals_streams(model, runtime, kind,
                                                                        tmp_path):
     if kind == "tflite":
         pytest.importorskip("ai_edge_litert")
         path = str(tmp_path / "m.tflite")
-        model.export_litert(path)
+        export_litert(model, path)
         runtime = sg.open_runtime(path)
     table = StateTable(runtime, capacity=2)
     batcher = Batcher(table)

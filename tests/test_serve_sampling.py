@@ -94,8 +94,9 @@ def open_runtime(models, lite_paths, kind, where):
 # ---------------------------------------------------------------------- #
 # A stream opened with a sampler and a seed.
 # ---------------------------------------------------------------------- #
-@pytest.mark.parametrize("where", ["keras", "tflite"])
-@pytest.mark.parametrize("kind", ["categorical", "mdn"])
+@pytest.mark.parametrize("kind, where", [
+    ("categorical", "keras"), ("categorical", "tflite"), ("mdn", "keras"),
+    pytest.param("mdn", "tflite", marks=pytest.mark.slow)])  # a LiteRT conversion (~6 s)
 def test_server_stream_equals_local_stream_of_the_same_seed(models, lite_paths, kind, where):
     runtime = open_runtime(models, lite_paths, kind, where)
     server, xs = Server(runtime), inputs(8)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streamgen as sg
-from helpers import make_model
+from helpers import export_litert, make_model
 from streamgen import criteria
 from streamgen.runtimes.tf import compiled_functions
 
@@ -41,7 +41,7 @@ def model():
 @pytest.fixture(scope="module")
 def runtimes(model, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("stop_kinds") / "m.tflite")
-    model.export_litert(path)
+    export_litert(model, path)
     return {"tf": sg.open_runtime(model), "lite": sg.open_runtime(path), "path": path}
 
 

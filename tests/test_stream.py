@@ -5,7 +5,8 @@ import pytest
 
 import streamgen as sg
 from streamgen.runtimes.tf import compiled_functions
-from helpers import CELLS, MODES, assert_outputs_equal, make_model, ragged_to_lists
+from helpers import (CELLS, MODES, assert_outputs_equal, export_litert, make_model,
+                     ragged_to_lists)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -231,7 +232,7 @@ def both_streams(core_models, tmp_path_factory):
     pytest.importorskip("ai_edge_litert")
     model = core_models[("gru", "reset")]
     path = str(tmp_path_factory.mktemp("both") / "m.tflite")
-    model.export_litert(path)
+    export_litert(model, path)
     return {"tf": model.open_stream, "lite": lambda: sg.LiteStream(path)}
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import streamgen as sg
 from streamgen import losses
-from helpers import make_model
+from helpers import export_litert, make_model
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "samples"
 
@@ -374,6 +374,7 @@ def test_evaluate_by_hand():
     assert never["length_mae"] == pytest.approx(np.abs(true_lengths - 9).mean())
 
 
+@pytest.mark.slow  # three evaluations (~5 s)
 def test_evaluate_padding_does_not_change_figures():
     """Variable-T sequences batched together == each sequence alone (any
     weights: a sharpened stop head, so that no length flips on float noise)."""
@@ -420,6 +421,7 @@ def test_default_model():
     assert figures["frame_mse"] < 0.01
 
 
+@pytest.mark.slow  # a LiteRT conversion and evaluations (~6 s each)
 @pytest.mark.parametrize("decoder_state", ["reset", "carry"])
 def test_evaluate_on_a_litert_export_equals_the_model(tmp_path, decoder_state):
     """`sg.evaluate` through a LiteRT runtime forces the true lengths by
@@ -429,7 +431,7 @@ def test_evaluate_on_a_litert_export_equals_the_model(tmp_path, decoder_state):
     model = make_model(decoder_state=decoder_state, seed=6,
                        stop=[sg.StopHead(0.5), sg.L2Norm(0.6, "below")])
     path = str(tmp_path / "m.tflite")
-    model.export_litert(path)
+    export_litert(model, path)
     rng = np.random.default_rng(0)
     inputs = [rng.normal(size=(t, 3)).astype(np.float32) for t in (4, 7, 2)]
     targets = [[rng.normal(size=(int(rng.integers(0, 10)), 2)).astype(np.float32)

@@ -408,6 +408,7 @@ def test_decode_into_a_closed_pipe_is_quiet(data, cli_tflite, tmp_path):
     assert run.stderr == ""
 
 
+@pytest.mark.slow  # three decodes, a FIFO writer thread (~7 s)
 def test_decode_reads_gzip_fifo_and_stdin(data, cli_model_path, tmp_path):
     """A .jsonl.gz, a FIFO and '-' (stdin) give the plain file's output."""
     import gzip

@@ -749,6 +749,7 @@ def test_export_then_stream_the_export(cli_tflite, cli_model):
         assert len(json.loads(line)) == len(expected)
 
 
+@pytest.mark.slow  # a LiteRT conversion (~4 s)
 def test_export_with_other_stop_criteria(cli_model_path, tmp_path):
     path = str(tmp_path / "none.tflite")
     result = invoke(["export", "--model", cli_model_path, "--stop", "none", "-o", path])
@@ -820,6 +821,7 @@ def test_evaluate_l2_below(cli_data, cli_model_path, cli_model):
     assert json.loads(result.stdout) == rounded(expected)
 
 
+@pytest.mark.slow  # a LiteRT conversion, three streams (~5 s)
 def test_tflite_takes_any_built_in_stop_kind(cli_model_path, tmp_path):
     path = str(tmp_path / "above.tflite")
     assert invoke(["export", "--model", cli_model_path, "--stop", "l2-above", "--threshold", "1",

@@ -20,6 +20,8 @@ SAMPLING = ["--sampler", "top-k", "--top-k", "2", "--temperature", "0.8", "--see
             "--stop", "sample", "--threshold", "0.7", "--max-steps", "5"]
 LINES = "0.5 0 0.1\n1 1 -0.5\n\n0.2 0.1 0.9\n"
 
+pytestmark = pytest.mark.fresh_models  # counts loads and traces (tests/conftest.py)
+
 
 @pytest.fixture
 def opens(monkeypatch):
@@ -52,9 +54,16 @@ def commands(tmp_path):
     }
 
 
-@pytest.mark.parametrize("name", ["stream", "plot", "decode", "evaluate"])
-@pytest.mark.parametrize("kind", ["keras", "tflite"])
-@pytest.mark.parametrize("sampling", [False, True], ids=["stop", "sampling"])
+# Sampling on a .keras model traces the sampling step, XLA's for decode
+# (~3.5 s each): in the full run.
+CASES = [pytest.param(name, kind, sampling,
+                      id=f"{'sampling' if sampling else 'stop'}-{kind}-{name}",
+                      marks=pytest.mark.slow if sampling and kind == "keras" else ())
+         for sampling in (False, True) for kind in ("keras", "tflite")
+         for name in ("stream", "plot", "decode", "evaluate")]
+
+
+@pytest.mark.parametrize("name, kind, sampling", CASES)
 def test_a_command_opens_its_model_once(name, kind, sampling, opens, tmp_path, cli_model_path,
                                         cli_tflite, cli_mdn_path, cli_mdn_tflite):
     (tmp_path / "in.txt").write_text(LINES)

@@ -48,6 +48,7 @@ def lengths(text):
 # ---------------------------------------------------------------------- #
 # stream
 # ---------------------------------------------------------------------- #
+@pytest.mark.slow  # five sampled streams (~10 s)
 def test_stream_seed_repeats_equals_the_library_and_seeds_differ(cli_mdn_path):
     args = ["stream", "--model", cli_mdn_path, "--sampler", "random"]
     first = invoke([*args, "--seed", "7"], LINES)
@@ -87,6 +88,7 @@ def test_sampler_spec_resolves_the_options():
     assert common.sampler_spec("greedy") == {"class_name": "Greedy", "config": {}}
 
 
+@pytest.mark.slow  # a LiteRT conversion, sampled streams (~10 s)
 def test_stop_sample_on_keras_and_tflite(cli_mdn_path, cli_mdn_tflite):
     options = ["--stop", "sample", "--threshold", "0.5", "--seed", "11"]
     keras_run = invoke(["stream", "--model", cli_mdn_path, *options], LINES)
@@ -213,6 +215,7 @@ def records(tmp_path_factory):
     return {"path": str(path), "inputs": inputs, "targets": targets}
 
 
+@pytest.mark.slow  # six decodes, XLA compiles (~18 s)
 def test_decode_seed_is_batch_size_invariant(records, cli_mdn_path):
     args = ["decode", records["path"], "--model", cli_mdn_path, "-o", "-", "--top-p", "0.9",
             "--stop", "sample"]
@@ -260,6 +263,7 @@ def test_decode_ray_seed_equals_local(records, cli_mdn_path, ray_cluster, tmp_pa
 # ---------------------------------------------------------------------- #
 # evaluate --samples, plot --samples, info
 # ---------------------------------------------------------------------- #
+@pytest.mark.slow  # sampled evaluations, XLA compiles (~9 s)
 def test_evaluate_samples_prints_the_library_length_tv(records, cli_mdn_path):
     result = invoke(["evaluate", records["path"], "--model", cli_mdn_path, "--samples", "3",
                      "--stop", "sample", "--seed", "2"])
