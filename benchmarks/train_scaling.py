@@ -21,7 +21,9 @@ Run (the quick mode is the default; bounded by the epochs and records):
 
 `--smoke` (for tests/test_benchmarks.py: that the script runs; its figures
 mean nothing): 16 records, 1 epoch, 8 units, batch 8, and the first 16
-records of samples/valid.jsonl.
+records of samples/valid.jsonl; the 2-worker run only (the 1-worker run
+takes the same path without the collectives, and each Ray Train run starts
+a controller and its workers: ~30 s), so no speedup is printed.
 """
 
 import argparse
@@ -55,7 +57,8 @@ def local_fit(train, valid, args):
     ds = sg.jsonl_dataset(train, args.batch_size, shuffle_buffer=10_000, seed=args.seed)
     val = sg.jsonl_dataset(valid, args.batch_size)
     start = time.perf_counter()
-    history = model.fit(ds, validation_data=val, epochs=args.epochs, verbose=0).history
+    history = model.fit(ds, validation_data=val, epochs=args.epochs, verbose=0,
+                        shuffle=False).history  # the dataset shuffles itself
     return {"val_loss": history["val_loss"][-1], "seconds": time.perf_counter() - start}
 
 
@@ -68,8 +71,8 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true",
-                        help="16 records, 1 epoch, 8 units, batch 8, 16 validation records "
-                             "(figures mean nothing)")
+                        help="16 records, 1 epoch, 8 units, batch 8, 16 validation records, "
+                             "2 workers only (figures mean nothing)")
     args = parser.parse_args()
     if args.smoke:
         args.records, args.epochs, args.units, args.batch_size = 16, 1, 8, 8
@@ -87,7 +90,7 @@ def main():
     ray_start.init()
     results = {}
     try:
-        for workers in (1, 2):
+        for workers in (2,) if args.smoke else (1, 2):
             epochs = []
             start = time.perf_counter()
             result = raytrain.train_on_ray(
@@ -108,12 +111,14 @@ def main():
         ray.shutdown()
     results["fit"] = {k: round(v, 5) for k, v in local_fit(train, valid, args).items()}
     print(json.dumps({"fit_1_process": results["fit"]}), flush=True)
-    one, two = results[1], results[2]
-    print(json.dumps({
-        "speedup_2_workers": round(two["records_per_s"] / one["records_per_s"], 2),
-        "collective_ms_per_step": round(two["step_ms"] - one["step_ms"], 1),
-        "val_loss_2_workers_vs_fit": round(two["val_loss"] / results["fit"]["val_loss"], 3),
-    }))
+    two = results[2]
+    ratios = {"val_loss_2_workers_vs_fit": round(two["val_loss"] / results["fit"]["val_loss"], 3)}
+    if 1 in results:
+        one = results[1]
+        ratios = {"speedup_2_workers": round(two["records_per_s"] / one["records_per_s"], 2),
+                  "collective_ms_per_step": round(two["step_ms"] - one["step_ms"], 1),
+                  **ratios}
+    print(json.dumps(ratios))
 
 
 if __name__ == "__main__":

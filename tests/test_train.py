@@ -1,5 +1,6 @@
 """Training: the masked loss, `fit` with callbacks, `evaluate`, the default model."""
 
+import functools
 import os
 import pathlib
 
@@ -345,6 +346,32 @@ def test_fit_with_validation_and_callbacks(tmp_path):
         expected, got = model.decode(x, stop=stop), loaded.decode(x, stop=stop)
         np.testing.assert_array_equal(got.values.row_lengths(), expected.values.row_lengths())
         np.testing.assert_array_equal(got.flat_values, expected.flat_values)
+
+
+@pytest.mark.slow  # trains two models
+def test_fit_traces_the_step_once_and_trains_as_keras_does():
+    """`make_train_function` builds the optimizer first: one trace of the
+    train step, where Keras' own order (its variables made inside the first
+    trace) takes two; the same weights after."""
+    inputs, targets = sample_subset(12)
+    weights, traces = [], []
+    for keras_order in (False, True):
+        keras.utils.set_random_seed(1)
+        model = sg.StreamGen(3, 2, ir_size=8, units=8)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        calls = []
+        step = model.train_step
+        model.train_step = lambda data: calls.append(1) or step(data)
+        if keras_order:  # Keras' own, without the override
+            model.make_train_function = functools.partial(keras.Model.make_train_function,
+                                                          model)
+        model.fit(sg.make_dataset(inputs, targets, batch_size=4, seed=0), epochs=2,
+                  verbose=0, shuffle=False)
+        weights.append(model.get_weights())
+        traces.append(len(calls))
+    assert traces == [1, 2]
+    for ours, keras_own in zip(*weights):
+        np.testing.assert_array_equal(ours, keras_own)
 
 
 # ---------------------------------------------------------------------- #

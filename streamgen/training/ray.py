@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import tempfile
 import threading
 import warnings
@@ -178,7 +179,7 @@ def _init(ray, address, cpus):
 def _fit(ray, config, workers, max_failures, storage_path, on_epoch):
     """Runs the trainer; relays the workers' messages to `on_epoch`."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
+    from ray.train.tensorflow import TensorflowTrainer  # imports TensorFlow (the driver only)
     from ray.util.queue import Empty, Queue
 
     messages = Queue(actor_options={"num_cpus": 0})
@@ -210,6 +211,7 @@ def _fit(ray, config, workers, max_failures, storage_path, on_epoch):
         warnings.filterwarnings("ignore", module=r"ray(\.|$)")
         trainer = TensorflowTrainer(
             _worker_loop, train_loop_config=config,
+            tensorflow_config=_backend_config(config["loopback"]),
             scaling_config=ScalingConfig(num_workers=workers,
                                          resources_per_worker={"CPU": config["cpus"]}),
             run_config=RunConfig(
@@ -260,20 +262,57 @@ def _first_line(error):
 # ---------------------------------------------------------------------- #
 # On each worker.
 # ---------------------------------------------------------------------- #
-def _loopback_tf_config():
-    """`TF_CONFIG` with every worker on 127.0.0.1 (Ray writes the node's address)."""
-    tf_config = json.loads(os.environ["TF_CONFIG"])
-    for job, hosts in tf_config.get("cluster", {}).items():
-        tf_config["cluster"][job] = ["127.0.0.1:" + h.rsplit(":", 1)[1] for h in hosts]
-    os.environ["TF_CONFIG"] = json.dumps(tf_config)
+def _backend_config(loopback):
+    """Ray Train's backend for our workers: `TF_CONFIG` for
+    `MultiWorkerMirroredStrategy`, each worker at its node's address and a
+    free port (127.0.0.1 on a `loopback` cluster, where Ray would write the
+    machine's own address).
+
+    In place of Ray's `TensorflowConfig`, which writes the same `TF_CONFIG`
+    but imports TensorFlow into Ray Train's controller (its package imports
+    it): ~7 s of CPU on the path of every run's start and of every restart of
+    the workers.
+    """
+    from ray.train.backend import Backend, BackendConfig
+
+    class TFConfigBackend(Backend):
+        def on_start(self, worker_group, backend_config):
+            import ray
+
+            addresses = worker_group.execute(_free_address, loopback)
+            ray.get([worker_group.execute_single_async(i, _set_tf_config, addresses, i)
+                     for i in range(len(worker_group))])
+
+    class TFConfig(BackendConfig):
+        @property
+        def backend_cls(self):
+            return TFConfigBackend
+
+    return TFConfig()
+
+
+def _free_address(loopback):
+    """On a worker: `"host:port"`, a port free on this node now."""
+    import ray
+
+    host = "127.0.0.1" if loopback else ray.util.get_node_ip_address()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+
+
+def _set_tf_config(addresses, index):
+    """On the worker `addresses[index]`: `TF_CONFIG` naming every worker."""
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": list(addresses)},
+                                          "task": {"type": "worker", "index": index}})
 
 
 def _worker_loop(config):
     """Ray Train's `train_loop_per_worker`: `train_distributed` on one worker."""
     import ray.train
 
-    if config["loopback"]:
-        _loopback_tf_config()
     from streamgen.quiet import import_tensorflow
 
     tf = import_tensorflow()

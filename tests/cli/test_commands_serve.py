@@ -6,6 +6,7 @@ is ours and is stopped by its pid at the end (not `ray stop`, which would
 end every Ray cluster of this user on the machine).
 """
 
+import contextlib
 import json
 import os
 import select
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -45,8 +47,45 @@ def clean_env():
     return env
 
 
+def ray_address_file():
+    """The file where `ray start` leaves its cluster's address (Ray's temp folder)."""
+    return os.path.join(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir(), "ray",
+                        "ray_current_cluster")
+
+
+@contextlib.contextmanager
+def ray_address_file_kept():
+    """Puts back the address file as it was before `ray start` wrote it.
+
+    Once our `ray start` has stopped, its file points to a dead cluster, and
+    Ray reads it wherever no address is given: in a later test, Ray Train's
+    placement group cleaner queried it for 40 s at a time, and every later
+    training run waited 12 s for the cleaner to stop.
+    """
+    path = ray_address_file()
+    try:
+        with open(path, "rb") as f:
+            before = f.read()
+    except FileNotFoundError:
+        before = None
+    try:
+        yield
+    finally:
+        if before is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        else:
+            with open(path, "wb") as f:
+                f.write(before)
+
+
 @pytest.fixture(scope="module")
 def server(cli_tflite):
+    with ray_address_file_kept():
+        yield from serving(cli_tflite)
+
+
+def serving(cli_tflite):
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     streamgen_bin = os.path.join(os.path.dirname(sys.executable), "streamgen")
     if not os.path.exists(ray_bin) or not shutil.which(streamgen_bin):
