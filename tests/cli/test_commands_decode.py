@@ -221,8 +221,9 @@ def test_decode_on_a_local_ray_cluster_equals_local(data, cli_model_path, ray_cl
 def test_decode_ray_bad_records(data, cli_model_path, ray_cluster, tmp_path):
     path = bad_file(tmp_path, data)
     out = tmp_path / "shards"
+    # one actor (each starts TensorFlow; two are tested above)
     result = invoke(["decode", "--ray", "local", path, "--model", cli_model_path, "-o", str(out),
-                     "--on-error", "skip", "--batch-size", "2"])
+                     "--on-error", "skip", "--batch-size", "2", "--workers", "1"])
     assert result.exit_code == 0
     assert result.stderr == (
         f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 (input_size=3)\n"
@@ -232,7 +233,7 @@ def test_decode_ray_bad_records(data, cli_model_path, ray_cluster, tmp_path):
     assert len(lines) == 4
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     result = invoke(["decode", "--ray", path, "--model", cli_model_path, "-o", str(out),
-                     "--overwrite", "--batch-size", "2"])
+                     "--overwrite", "--batch-size", "2", "--workers", "1"])
     assert result.exit_code == 1
     assert result.stderr == (f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 "
                              f"(input_size=3); {out} was not written\n")
@@ -254,7 +255,7 @@ def test_decode_ray_refuses_a_used_folder(data, cli_model_path, ray_cluster, tmp
     assert "is not empty; pass --overwrite" in result.stderr
     assert sorted(os.listdir(out)) == [f"part-{n:05d}.jsonl" for n in range(5)]
     result = invoke(["decode", "--ray", data["a"], "--model", cli_model_path, "-o", str(out),
-                     "--overwrite", "--batch-size", "16"])
+                     "--overwrite", "--batch-size", "16", "--workers", "1"])  # one actor
     assert (result.exit_code, result.stderr) == (0, "")
     lines = "".join(p.read_text() for p in sorted(out.iterdir())).splitlines()
     assert len(lines) == 25 and "stale" not in lines
