@@ -563,7 +563,8 @@ class StreamGen(keras.Model):
         -> 7.4 s), the same weights.
         """
         if self.built and self.optimizer is not None and not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
+            with self.distribute_strategy.scope():  # where Keras would make them
+                self.optimizer.build(self.trainable_variables)
         return super().make_train_function(force)
 
     def _loss_parts(self, y, y_pred, sample_weight):
