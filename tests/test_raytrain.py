@@ -1,12 +1,16 @@
 """Training on the session's Ray cluster (`streamgen.training.ray`, `streamgen train --ray`).
 
-Each test here starts a Ray Train worker group (TensorFlow imported in every
-worker): slow. They share the session cluster (`ray_cluster`, 2 CPUs).
+Each test here but the last starts a Ray Train worker group (TensorFlow
+imported in every worker): slow. They share the session cluster
+(`ray_cluster`, 2 CPUs). The last checks our backend (`TF_CONFIG`) alone.
 """
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -87,3 +91,27 @@ def test_cli_bad_record_stops_every_worker_with_one_line(ray_cluster, tmp_path, 
     assert not os.path.exists(out)
     # the run's shorter poll of its workers (0.5 s) does not outlive it
     assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in os.environ
+
+
+def test_backend_writes_tf_config_and_keeps_tensorflow_out_of_the_controller(monkeypatch):
+    """Ray Train's controller unpickles our backend config (not Ray's
+    `TensorflowConfig`, whose package imports TensorFlow): nothing of it
+    imports TensorFlow. On the workers it writes `TF_CONFIG`, every worker at
+    127.0.0.1 on a loopback cluster, each task by its index."""
+    import ray
+
+    blob = ray.cloudpickle.dumps(raytrain._backend_config(True))
+    code = ("import pickle, sys\n"
+            "config = pickle.loads(sys.stdin.buffer.read())\n"
+            "config.backend_cls\n"
+            "print('tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True,
+                            timeout=120)
+    assert (result.returncode, result.stdout) == (0, b"False\n"), result.stderr[-2000:]
+
+    addresses = [raytrain._free_address(True) for _ in range(2)]
+    assert all(re.fullmatch(r"127\.0\.0\.1:\d+", a) for a in addresses)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    raytrain._set_tf_config(addresses, 1)
+    assert json.loads(os.environ["TF_CONFIG"]) == {
+        "cluster": {"worker": addresses}, "task": {"type": "worker", "index": 1}}

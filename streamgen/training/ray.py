@@ -1,8 +1,9 @@
 """Training on a Ray cluster with Ray Train (`streamgen train --ray`).
 
 `train_on_ray` runs `streamgen.training.distributed.train_distributed` on `workers`
-Ray Train workers (`TensorflowTrainer`, which sets up `TF_CONFIG` for
-`tf.distribute.MultiWorkerMirroredStrategy`). Each worker streams its own
+Ray Train workers (`TensorflowTrainer`, with our own backend writing
+`TF_CONFIG` for `tf.distribute.MultiWorkerMirroredStrategy`: see
+`_backend_config`). Each worker streams its own
 share of the JSONL files through `sg.jsonl_dataset(..., shard=(rank,
 workers))`: whole files when there are at least as many files as workers,
 else ranges of lines; no record is read twice in an epoch. `batch_size` is
