@@ -139,13 +139,13 @@ def train_on_ray(paths, output, *, valid=None, address=None, workers=2, epochs=1
     try:
         for name in ("ray", "ray.train", "ray.tune"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        config["loopback"] = all(node.get("NodeManagerAddress") == "127.0.0.1"
-                                 for node in ray.nodes() if node.get("Alive"))
+        loopback = all(node.get("NodeManagerAddress") == "127.0.0.1"
+                       for node in ray.nodes() if node.get("Alive"))
         if storage_path is None:
             temporary = tempfile.TemporaryDirectory(prefix="streamgen-train-")
             storage_path = temporary.name
         return _fit(ray, config, workers, max_failures, os.path.abspath(storage_path),
-                    on_epoch)
+                    on_epoch, loopback)
     finally:
         if temporary is not None:
             temporary.cleanup()
@@ -177,8 +177,9 @@ def _init(ray, address, cpus):
                 raise RuntimeError(f"could not {where}: {_first_line(error)}") from None
 
 
-def _fit(ray, config, workers, max_failures, storage_path, on_epoch):
-    """Runs the trainer; relays the workers' messages to `on_epoch`."""
+def _fit(ray, config, workers, max_failures, storage_path, on_epoch, loopback):
+    """Runs the trainer; relays the workers' messages to `on_epoch`.
+    `loopback`: every node of the cluster is at 127.0.0.1 (`_backend_config`)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer  # imports TensorFlow (the driver only)
     from ray.util.queue import Empty, Queue
@@ -212,7 +213,7 @@ def _fit(ray, config, workers, max_failures, storage_path, on_epoch):
         warnings.filterwarnings("ignore", module=r"ray(\.|$)")
         trainer = TensorflowTrainer(
             _worker_loop, train_loop_config=config,
-            tensorflow_config=_backend_config(config["loopback"]),
+            tensorflow_config=_backend_config(loopback),
             scaling_config=ScalingConfig(num_workers=workers,
                                          resources_per_worker={"CPU": config["cpus"]}),
             run_config=RunConfig(
