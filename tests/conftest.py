@@ -139,11 +139,29 @@ def pytest_collection_modifyitems(config, items):
     raylet registration wait. test_benchmarks.py, which starts Ray clusters
     too, is in that group.
     """
+    phases = {}  # Ray tests' module -> its phase (_ray_phase), the latest of its tests'
     for item in items:
         uses_ray = (item.get_closest_marker("ray") or "ray_cluster" in item.fixturenames
                     or item.path.name == "test_benchmarks.py")
         group = "ray" if uses_ray else item.path.relative_to(config.rootpath).as_posix()
         item.add_marker(pytest.mark.xdist_group(group))
+        if uses_ray:
+            phases[item.path] = max(phases.get(item.path, 0), _ray_phase(item))
+    # A stable sort: each module's tests stay together and in their order.
+    items.sort(key=lambda item: phases.get(item.path, -1))
+
+
+def _ray_phase(item):
+    """The Ray tests run in three phases: 0, the benchmark scripts (their own
+    clusters, in subprocesses; the session's cluster not started yet); 1, Ray
+    Data and Ray Train on the session's cluster; 2, Serve, last: its
+    controller, proxy and replicas poll while idle (~10 CPU-s a minute with
+    one application, ~1 more per replica), so they live through these tests
+    only."""
+    if item.path.name == "test_benchmarks.py":
+        return 0
+    serving = "serve_port" in item.fixturenames or "serve" in item.path.name
+    return 2 if serving else 1
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -359,9 +359,9 @@ def test_decode_ray_equals_decode_jsonl_whatever_the_shards(models, tmp_path, ra
     sg.decode_jsonl(path, [str(source)], str(tmp_path / "local.jsonl"), batch_size=5, **options)
     local = (tmp_path / "local.jsonl").read_text()
     # shards of 5, 5 and 2 records, each decoded in batches of 2: neither the
-    # shards nor the batches are the local run's batches of 5 (one Ray run:
-    # each starts its actors, TensorFlow imported in each)
+    # shards nor the batches are the local run's batches of 5 (one Ray run, one
+    # actor that decodes the three shards in turn: TensorFlow starts once)
     totals = decode_ray(path, [str(source)], str(tmp_path / "ray"), lines_per_shard=5,
-                        batch_size=2, **options)
+                        batch_size=2, workers=1, **options)
     assert len(totals["shards"]) == 3
     assert "".join(open(p).read() for p in totals["shards"]) == local

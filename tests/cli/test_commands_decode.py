@@ -218,11 +218,12 @@ def test_decode_on_a_local_ray_cluster_equals_local(data, cli_model_path, ray_cl
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_decode_ray_bad_records(data, cli_model_path, ray_cluster, tmp_path):
+def test_decode_ray_bad_records(data, cli_tflite, ray_cluster, tmp_path):
+    """The LiteRT export (an actor without TensorFlow; the .keras model on
+    Ray is tested above), one actor."""
     path = bad_file(tmp_path, data)
     out = tmp_path / "shards"
-    # one actor (each starts TensorFlow; two are tested above)
-    result = invoke(["decode", "--ray", "local", path, "--model", cli_model_path, "-o", str(out),
+    result = invoke(["decode", "--ray", "local", path, "--model", cli_tflite, "-o", str(out),
                      "--on-error", "skip", "--batch-size", "2", "--workers", "1"])
     assert result.exit_code == 0
     assert result.stderr == (
@@ -232,7 +233,7 @@ def test_decode_ray_bad_records(data, cli_model_path, ray_cluster, tmp_path):
     lines = "".join(p.read_text() for p in sorted(out.iterdir())).splitlines()
     assert len(lines) == 4
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    result = invoke(["decode", "--ray", path, "--model", cli_model_path, "-o", str(out),
+    result = invoke(["decode", "--ray", path, "--model", cli_tflite, "-o", str(out),
                      "--overwrite", "--batch-size", "2", "--workers", "1"])
     assert result.exit_code == 1
     assert result.stderr == (f"streamgen: error: {path}:2: field 'x[0]': width 2, expected 3 "
@@ -244,25 +245,26 @@ def test_decode_ray_bad_records(data, cli_model_path, ray_cluster, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_decode_ray_refuses_a_used_folder(data, cli_model_path, ray_cluster, tmp_path):
-    """Stale shards are never mixed in: refused, or replaced whole with --overwrite."""
+def test_decode_ray_refuses_a_used_folder(data, cli_tflite, ray_cluster, tmp_path):
+    """Stale shards are never mixed in: refused, or replaced whole with --overwrite
+    (the LiteRT export: an actor without TensorFlow)."""
     out = tmp_path / "shards"
     out.mkdir()
     for n in range(5):
         (out / f"part-{n:05d}.jsonl").write_text("stale\n")
-    result = invoke(["decode", "--ray", data["a"], "--model", cli_model_path, "-o", str(out)])
+    result = invoke(["decode", "--ray", data["a"], "--model", cli_tflite, "-o", str(out)])
     assert result.exit_code == 2
     assert "is not empty; pass --overwrite" in result.stderr
     assert sorted(os.listdir(out)) == [f"part-{n:05d}.jsonl" for n in range(5)]
-    result = invoke(["decode", "--ray", data["a"], "--model", cli_model_path, "-o", str(out),
-                     "--overwrite", "--batch-size", "16", "--workers", "1"])  # one actor
+    result = invoke(["decode", "--ray", data["a"], "--model", cli_tflite, "-o", str(out),
+                     "--overwrite", "--batch-size", "16", "--workers", "1"])
     assert (result.exit_code, result.stderr) == (0, "")
     lines = "".join(p.read_text() for p in sorted(out.iterdir())).splitlines()
     assert len(lines) == 25 and "stale" not in lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
     # a folder that holds an input is never cleared
     result = invoke(["decode", "--ray", str(tmp_path / "shards" / "part-00000.jsonl"),
-                     "--model", cli_model_path, "-o", str(tmp_path), "--overwrite"])
+                     "--model", cli_tflite, "-o", str(tmp_path), "--overwrite"])
     assert result.exit_code == 2 and "holds the input" in result.stderr
 
 
