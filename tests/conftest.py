@@ -278,8 +278,8 @@ def web_serve(serve_port, cli_tflite):
     yield {"port": port, "self": f"http://{base}", "web": f"http://{base}/web",
            "webtok": f"http://{base}/webtok", "ws": f"ws://{base}/web",
            "wstok": f"ws://{base}/webtok"}
-    for name in ("web", "webtok"):
-        serve.delete(name)
+    # Left to `serve_port`'s `serve.shutdown()` at the session's end, which
+    # ends every application at once (`serve.delete` waits ~3 s for each).
 
 
 # The CLI sampling tests' tiny mdn model, saved and exported.
