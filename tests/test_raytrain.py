@@ -111,7 +111,7 @@ def test_backend_writes_tf_config_and_keeps_tensorflow_out_of_the_controller(mon
 
     addresses = [raytrain._free_address(True) for _ in range(2)]
     assert all(re.fullmatch(r"127\.0\.0\.1:\d+", a) for a in addresses)
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("TF_CONFIG", "")  # so that the one written below is undone after the test
     raytrain._set_tf_config(addresses, 1)
     assert json.loads(os.environ["TF_CONFIG"]) == {
         "cluster": {"worker": addresses}, "task": {"type": "worker", "index": 1}}
