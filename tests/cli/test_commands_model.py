@@ -349,8 +349,9 @@ def interrupting_save(monkeypatch, call, line):
 @pytest.mark.slow  # trains a model
 # An interrupt injected inside Keras's zip writing leaves its `ZipFile` to the
 # garbage collector, whose `__del__` then finds its file closed ("Exception
-# ignored"): an artefact of the injection, collected here (below), not later
-# in whichever test happens to run.
+# ignored"): an artefact of the injection, collected here (once, at the end:
+# a full collection takes ~1 s in a worker that has run hundreds of tests),
+# not later in whichever test happens to run.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_interrupt_at_any_point_of_a_save_leaves_the_old_file_or_none(tmp_path, monkeypatch):
     """`saving.save_model`, interrupted at 12 points spread over the write:
@@ -387,7 +388,7 @@ def test_interrupt_at_any_point_of_a_save_leaves_the_old_file_or_none(tmp_path, 
                 for got, want in zip(loaded.get_weights(), previous.get_weights()):
                     np.testing.assert_array_equal(got, want)
             monkeypatch.undo()
-            gc.collect()
+    gc.collect()
 
 
 @pytest.mark.slow  # trains a model
