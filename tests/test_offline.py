@@ -174,14 +174,15 @@ def test_decode_jsonl_reader_processes_give_the_same_lines(model, sequences, tmp
 # ---------------------------------------------------------------------- #
 # issue 21: memory bounded by the work in flight.
 # ---------------------------------------------------------------------- #
+LONG_STEPS = 5000  # record 100's steps; the other 4,095 records have one each
 _MEMORY_SCRIPT = r"""
 import json, resource, sys, tracemalloc
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # a runaway fails, not the machine
 from streamgen.offline import decode as offline
-model, data, out = sys.argv[1:4]
+model, data, out, long_steps = sys.argv[1:5]
 with open(data, "w") as f:
     for n in range(4096):
-        steps = 5000 if n == 100 else 1
+        steps = int(long_steps) if n == 100 else 1
         f.write(json.dumps({"x": [[0.1, -0.2, 0.3]] * steps}) + "\n")
 runtime = offline.as_runtime(model)
 offline.decode_jsonl(runtime, [data], out, readers=0)  # warm-up: the interpreter's tensors
@@ -206,14 +207,16 @@ def test_long_record_among_short_ones_decodes_in_bounded_memory(cli_tflite, tmp_
     import sys
 
     run = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, cli_tflite,
-                          str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")],
+                          str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"),
+                          str(LONG_STEPS)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.splitlines()[-1])
-    assert result["totals"] == {"sequences": 4096, "steps": 9095, "skipped": 0}
+    assert result["totals"] == {"sequences": 4096, "steps": 4095 + LONG_STEPS,
+                                 "skipped": 0}
     assert result["peak"] < 200 << 20, result
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
-    assert [len(json.loads(line)["y"]) for line in lines] == [5000 if n == 100 else 1
+    assert [len(json.loads(line)["y"]) for line in lines] == [LONG_STEPS if n == 100 else 1
                                                               for n in range(4096)]
 
 
