@@ -28,7 +28,7 @@ def test_metadata_describes_the_model(exported):
     assert {k: stored[k] for k in ("format", "version", "input_size", "output_size",
                                    "max_steps", "outer_state_sizes", "inner_state_sizes",
                                    "decoder_state", "cell", "inner_loop")} == {
-        "format": "streamgen-litert", "version": 4, "input_size": 3, "output_size": 2,
+        "format": "streamgen-litert", "version": 5, "input_size": 3, "output_size": 2,
         "max_steps": 6, "outer_state_sizes": [8, 8], "inner_state_sizes": [8, 8],
         "decoder_state": "carry", "cell": "lstm", "inner_loop": "unrolled",
     }
@@ -77,6 +77,30 @@ def test_only_builtin_ops_and_no_variables(exported):
     assert list(details["state"]["shape_signature"]) == [-1, 36]  # LSTM: 2 x (8 + 8), seed, position
     assert list(details["thresholds"]["shape_signature"]) == [-1, 4]  # per row: 4 built-in kinds
     assert list(details["caps"]["shape_signature"]) == [-1]
+
+
+def test_the_greedy_step_is_a_second_model_in_the_file(exported, tmp_path):
+    """Format 5: the metadata entry `GREEDY_NAME` holds the greedy step, a
+    `.tflite` model of its own: the full step's inputs but `params` and
+    `uniforms`, builtin ops only, and fewer operators (no draws and no
+    `StopSample` test), which is what makes a greedy call cheaper."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, path, _ = exported
+    with open(path, "rb") as file:
+        content = file.read()
+    greedy = lite_lib.metadata_entry(content, lite_lib.GREEDY_NAME)
+    assert greedy[4:8] == b"TFL3"
+    greedy_path = tmp_path / "greedy.tflite"
+    greedy_path.write_bytes(greedy)
+    assert "CUSTOM" not in ops_used(str(greedy_path))
+    signature = Interpreter(model_content=greedy).get_signature_list()[lite_lib.SIGNATURE]
+    assert sorted(signature["inputs"]) == ["caps", "generate", "state", "thresholds", "x"]
+    assert sorted(signature["outputs"]) == ["output_0", "output_1", "output_2"]
+    schema = lite_lib.import_schema()
+    operators = [schema.Model.GetRootAs(c, 0).Subgraphs(0).OperatorsLength()
+                 for c in (content, greedy)]
+    assert operators[1] < operators[0], operators
 
 
 def test_exported_thresholds_are_the_defaults(exported):

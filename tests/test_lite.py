@@ -465,11 +465,13 @@ def _swap_outputs(m):
     (lambda m: m.update(max_steps=10 ** 9), r"max_steps: expected an integer in \[1, 1024\]"),
     (lambda m: m.update(outer_state_sizes=[8, -1]), r"outer_state_sizes: expected an integer"),
     (lambda m: m.update(decoder_state="sideways"), r"decoder_state: expected 'reset' or 'carry'"),
-    (lambda m: m.update(version=1), r"format version 1; this streamgen reads version 4: "
+    (lambda m: m.update(version=1), r"format version 1; this streamgen reads version 5: "
                                     r"export it again"),
-    (lambda m: m.update(version=2), r"format version 2; this streamgen reads version 4: "
+    (lambda m: m.update(version=2), r"format version 2; this streamgen reads version 5: "
                                     r"export it again"),
-    (lambda m: m.update(version=3), r"format version 3; this streamgen reads version 4: "
+    (lambda m: m.update(version=3), r"format version 3; this streamgen reads version 5: "
+                                    r"export it again"),
+    (lambda m: m.update(version=4), r"format version 4; this streamgen reads version 5: "
                                     r"export it again"),
 ])
 def test_edited_metadata_is_refused_by_name(exports, tmp_path, edit, message):

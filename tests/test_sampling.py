@@ -168,6 +168,34 @@ def test_tf_and_litert_agree_draw_for_draw(models, lite_paths, kind):
     print(f"{kind}: {differ} of {draws} draws differ")
 
 
+@pytest.mark.parametrize("kind", [  # a LiteRT conversion each (~5 s): mdn and mse in the full run
+    "categorical", pytest.param("mdn", marks=pytest.mark.slow),
+    pytest.param("mse", marks=pytest.mark.slow)])
+def test_litert_greedy_step_equals_the_full_step_on_greedy_rows(lite_paths, kind):
+    """A call where no row samples runs the file's greedy step (format 5);
+    the full step on the same greedy rows (with their draws, which they do
+    not read) gives the same outputs: frames, lengths and states equal,
+    over a whole stream of steps, with thresholds of every other kind."""
+    runtime = sg.open_runtime(lite_paths[kind])
+    rows, steps = 16, 8
+    x = inputs(steps, rows=rows, seed=9)
+    stops = [[sg.StopHead(0.5)], [sg.L2Norm(1.0, "above"), sg.StopHead(0.9)],
+             [sg.L2Norm(0.5, "below")], []]
+    thresholds = np.stack([runtime.options(stops[b % 4])[0] for b in range(rows)])
+    state = runtime.initial_state(rows, seeds=7)
+    lengths = []
+    for t in range(steps):
+        greedy = runtime.run(x[:, t], state, thresholds=thresholds, samples=False)
+        full = runtime.run(x[:, t], state, thresholds=thresholds, samples=True)
+        for a, b in zip(greedy, full):
+            np.testing.assert_array_equal(a, b)
+        lengths += greedy[1].tolist()
+        state = greedy[2]
+    assert len(set(lengths)) >= 3  # the stop tests decided (not all 0 or all capped)
+    # one interpreter per step and bucket (1 row: made when the file opened)
+    assert sorted(runtime._greedy_buckets) == sorted(runtime._buckets) == [1, 16]
+
+
 def test_litestream_samples_like_stream(models, lite_paths):
     model, x = models["categorical"], inputs(8)
     options = dict(sampler=samplers.TopK(3), stop=[sg.StopSample()], seed=5)
@@ -185,13 +213,13 @@ def test_an_older_export_is_refused_by_name(lite_paths, tmp_path):
     from streamgen.runtimes import lite
 
     content = open(lite_paths["categorical"], "rb").read()
-    older = content.replace(b'"version": 4', b'"version": 3')
+    older = content.replace(b'"version": 5', b'"version": 4')
     path = tmp_path / "old.tflite"
     path.write_bytes(older)
     with pytest.raises(sg.NotAnExportError if hasattr(sg, "NotAnExportError") else ValueError,
-                       match="version 3; this streamgen reads version 4: export it again"):
+                       match="version 4; this streamgen reads version 5: export it again"):
         lite.LiteRuntime(str(path))
-    assert json.loads(json.dumps(lite.FORMAT_VERSION)) == 4
+    assert json.loads(json.dumps(lite.FORMAT_VERSION)) == 5
 
 
 # ---------------------------------------------------------------------- #

@@ -31,6 +31,18 @@ criteria, the tensor names, the model's fingerprint) is stored as JSON in the mo
 `"streamgen"`, with a SHA-256 digest of the whole file that `LiteRuntime`
 checks before the interpreter sees a byte (`lite.digest_of`).
 
+The greedy step (format version 5). The metadata table's entry
+`"streamgen_greedy"` (`lite.GREEDY_NAME`) holds a second `.tflite` model:
+the same step without `params` and `uniforms` (the first five inputs, the
+same outputs), greedy frames and no `StopSample` test. `LiteRuntime` runs
+it for calls where no row samples, the default: the same outputs (tested
+against the full step on greedy rows) for ~1 us less per call at batch 1
+(the `StopSample` test's operators run outside XNNPACK's partition; see
+`benchmarks/README.md`). LiteRT's Python API runs only a model's first
+subgraph without resizing and allocating every input on each call, hence
+a second model rather than a second signature. The price: the file and
+the export's conversion time are about twice as large.
+
 The inner loop. Up to `UNROLL_MAX_STEPS` (16) inner steps, which covers the
 default `max_steps=9`, the file holds the inner steps *unrolled*
 (`_unrolled_outer_step`): every row runs all `max_steps` steps as one
@@ -107,24 +119,15 @@ def export_litert(model, path, stop=None):
     criteria = stopping.resolve_stop(model.stop, stop)
     custom = tuple(c for c in criteria  # the user's own classes, baked in
                    if not criteria_lib.is_built_in(criterion_dict(c)))
-    specs = tf_runtime.step_signature(model, criteria_lib.COUNT + len(custom), sampling=True)
     draws = samplers.draws_per_step(model.frame_loss, model.output_size)
     unrolled = model.max_steps <= UNROLL_MAX_STEPS
-    function = tf.function(_flat_step(model, custom, unrolled), input_signature=specs)
-    concrete = function.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    # The converter logs dozens of progress lines ("Reading SavedModel
-    # from ...") on fd 2; a failure raises with its message.
-    with quiet.silenced_fd2():
-        content = converter.convert()
-
     names = {  # tensor names in the file's signature `lite.SIGNATURE`
         "inputs": {name: name for name in lite.INPUT_NAMES},
         # The flat outputs of `_flat_step`, in order.
         "outputs": {"frames": "output_0", "lengths": "output_1", "state": "output_2"},
     }
-    _check_export(model, concrete, content, names)
+    content = _converted(model, custom, unrolled, names, sampling=True)
+    greedy = _converted(model, custom, unrolled, names, sampling=False)
     metadata = {
         "format": lite.FORMAT,
         "version": lite.FORMAT_VERSION,
@@ -144,7 +147,8 @@ def export_litert(model, path, stop=None):
         **names,
         "digest": lite.DIGEST_PLACEHOLDER,
     }
-    content = _with_metadata(schema, content, json.dumps(metadata).encode("utf-8"))
+    content = _with_metadata(schema, content, {lite.METADATA_NAME: json.dumps(metadata).encode(),
+                                               lite.GREEDY_NAME: greedy})
     # The digest of the file with the placeholder, then put in its place.
     metadata["digest"] = hashlib.sha256(content).hexdigest()
     content = content.replace(f'"digest": "{lite.DIGEST_PLACEHOLDER}"'.encode(),
@@ -153,16 +157,34 @@ def export_litert(model, path, stop=None):
     return metadata
 
 
+def _converted(model, criteria, unrolled, names, sampling):
+    """The `.tflite` bytes of `_flat_step`, converted and checked
+    (`_check_export`); `sampling`: the full step, else the greedy one."""
+    specs = tf_runtime.step_signature(model, criteria_lib.COUNT + len(criteria),
+                                      sampling=sampling)
+    function = tf.function(_flat_step(model, criteria, unrolled), input_signature=specs)
+    concrete = function.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    # The converter logs dozens of progress lines ("Reading SavedModel
+    # from ...") on fd 2; a failure raises with its message.
+    with quiet.silenced_fd2():
+        content = converter.convert()
+    _check_export(model, concrete, content, names)
+    return content
+
+
 def _flat_step(model, criteria, unrolled):
     """The outer step on a packed state, with a flat tuple of outputs,
     with the built-in stop kinds and `criteria` (the user's own classes).
 
     `unrolled`: `_unrolled_outer_step` if True, else `runtimes.tf.outer_step`
-    (a `tf.while_loop`).
+    (a `tf.while_loop`). Called without `params` and `uniforms` (the greedy
+    step's signature): every row greedy, no `StopSample` test, no draw.
     """
     weights = [(v, v.numpy()) for v in model.variables]  # read now, eagerly
 
-    def step(x, state, generate, thresholds, caps, params, uniforms):
+    def step(x, state, generate, thresholds, caps, params=None, uniforms=None):
         # Every weight is read as a constant inside this scope, so the file
         # holds plain constants (no resource variables to initialize).
         mapping = [(v, tf.constant(value)) for v, value in weights]
@@ -174,6 +196,9 @@ def _flat_step(model, criteria, unrolled):
                     params, uniforms)
                 return frames, lengths, tf.concat(
                     list(outer_state) + list(inner_state) + [tf_runtime.next_position(random)], 1)
+            if uniforms is None:
+                return tf_runtime.packed_step(model, criteria, x, state, generate, thresholds,
+                                              caps)
             return tf_runtime.sampling_step(model, criteria, x, state, generate, thresholds, caps,
                                             params, uniforms)
 
@@ -186,7 +211,9 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, generate,
 
     Same arguments as `runtimes.tf.packed_step`'s `outer_step` (without
     `stop_at`; the built-in kinds always in, `criteria` the user's own
-    classes), same results: `(frames, lengths, outer_state, inner_state)`. Every row runs all `max_steps` inner steps,
+    classes; `params` and `uniforms` `None` for the greedy step: greedy
+    frames, no `StopSample`), same results: `(frames, lengths, outer_state,
+    inner_state)`. Every row runs all `max_steps` inner steps,
     whether it has stopped or not; nothing a stopped row computes reaches
     the results (it is only ever *selected* away, so even a NaN in it
     cannot leak). Per row, with `first` the first inner step where a
@@ -208,9 +235,12 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, generate,
     outer_state, ir, state = model.outer_update(x, outer_state, inner_state)
     count = criteria_lib.COUNT  # the built-in kinds' columns come first
     limits = [thresholds[:, count + k] for k in range(len(criteria))]  # each (B,)
-    draws = samplers.draws_per_step(model.frame_loss, model.output_size)
-    u_all = tf.reshape(uniforms, [-1, M, draws])  # (B, M, draws)
-    plan = tf_runtime.sampling_plan(model, params, u_all)  # hoisted out of the chain
+    if uniforms is None:  # the greedy step
+        u_all = plan = None
+    else:
+        draws = samplers.draws_per_step(model.frame_loss, model.output_size)
+        u_all = tf.reshape(uniforms, [-1, M, draws])  # (B, M, draws)
+        plan = tf_runtime.sampling_plan(model, params, u_all)  # hoisted out of the chain
 
     history = [[s] for s in state]  # per state tensor: start, after step 0, ...
     frames, stop_logits = [], []  # each (B, O), (B, 1)
@@ -218,6 +248,9 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, generate,
     for j in range(M):
         if model.frame_loss in ("mse", "mae"):  # only Greedy applies: the head's frame
             previous, stop_logit, state = model.inner_step(ir, previous, state)
+        elif u_all is None:  # the greedy step (`runtimes.tf.outer_step`'s greedy frames)
+            head, stop_logit, state = model.inner_head_step(ir, previous, state)
+            previous = tf_runtime.greedy_frame(model, head)
         else:
             head, stop_logit, state = model.inner_head_step(ir, previous, state)
             previous = tf_runtime.sampled_frame(model, head, params, None, plan, j)
@@ -229,7 +262,8 @@ def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, generate,
     frames = tf.stack(frames, axis=1)  # (B, M, O)
     stop_logits = tf.concat(stop_logits, axis=1)  # (B, M)
     # The stop tests of all steps at once, off the chain: `(B, M)` each.
-    fired = _built_in_fires(frames, stop_logits, thresholds, u_all[:, :, 0])
+    fired = _built_in_fires(frames, stop_logits, thresholds,
+                            None if u_all is None else u_all[:, :, 0])
     if criteria:
         fired += [_fires(criterion, frames, stop_logits, limit)
                   for criterion, limit in zip(criteria, limits)]
@@ -270,7 +304,8 @@ def _built_in_fires(frames, stop_logits, thresholds, u):
 
     Args:
         frames: `(B, M, O)`; stop_logits: `(B, M)`; thresholds: `(B, 4 + C)`;
-        u: `(B, M)`, each step's `StopSample` draw.
+        u: `(B, M)`, each step's `StopSample` draw; `None` in the greedy
+            step, which has no `StopSample` test (~1 us of a call at batch 1).
 
     Returns:
         A list of bool `(B, M)` tensors.
@@ -278,10 +313,12 @@ def _built_in_fires(frames, stop_logits, thresholds, u):
     column = lambda k: thresholds[:, k:k + 1]  # noqa: E731  (B, 1)
     squares = tf.matmul(frames * frames, tf.ones([frames.shape[2], 1]))  # (B, M, 1)
     norm = tf.sqrt(tf.squeeze(squares, -1))  # (B, M)
+    fired = [tf.sigmoid(stop_logits) > column(0), norm > column(1), norm < column(2)]
+    if u is None:
+        return fired
     temperature = column(criteria_lib.SAMPLE)  # +inf: off
     u = tf.where(temperature < np.inf, u, 2.0)
-    return [tf.sigmoid(stop_logits) > column(0), norm > column(1), norm < column(2),
-            u < tf.sigmoid(stop_logits / temperature)]
+    return fired + [u < tf.sigmoid(stop_logits / temperature)]
 
 
 def _fires(criterion, frames, stop_logits, threshold):
@@ -321,14 +358,16 @@ def _check_export(model, concrete, content, names):
 
     batch = 2
     rng = np.random.default_rng(0)
-    specs = concrete.structured_input_signature[0]
+    specs = [s for s in concrete.structured_input_signature[0] if s is not None]
     feeds = {}
     for spec in specs:
         shape = [batch if d is None else d for d in spec.shape]
         feeds[spec.name] = rng.normal(size=shape).astype(np.float32)
-    # valid sampler rows and draws; whole seed and position halves
-    feeds["params"] = np.tile(np.array([[0.0, 1.0, 0.0, 1.0]], np.float32), (batch, 1))
-    feeds["uniforms"] = rng.uniform(0.01, 0.99, size=feeds["uniforms"].shape).astype(np.float32)
+    if "uniforms" in feeds:  # valid sampler rows and draws (the full step)
+        feeds["params"] = np.tile(np.array([[0.0, 1.0, 0.0, 1.0]], np.float32), (batch, 1))
+        feeds["uniforms"] = rng.uniform(0.01, 0.99, size=feeds["uniforms"].shape).astype(
+            np.float32)
+    # whole seed and position halves
     feeds["state"][:, -RANDOM_COLUMNS:] = rng.integers(0, 65535, (batch, RANDOM_COLUMNS))
     probes = [
         ({"generate": np.zeros(batch, bool), "caps": np.full(batch, model.max_steps, np.int32)},
@@ -354,19 +393,21 @@ def _check_export(model, concrete, content, names):
                 )
 
 
-def _with_metadata(schema, content, data):
-    """`content` with `data` in its metadata table under `lite.METADATA_NAME`."""
+def _with_metadata(schema, content, entries):
+    """`content` with each `{name: bytes}` of `entries` in its metadata table."""
     import flatbuffers
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(data, np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = lite.METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = [m for m in (model.metadata or []) if m.name != lite.METADATA_NAME.encode()]
-    model.metadata.append(entry)
+    names = [name.encode() for name in entries]
+    model.metadata = [m for m in (model.metadata or []) if m.name not in names]
+    for name, data in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(data, np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
