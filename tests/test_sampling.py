@@ -174,8 +174,8 @@ def test_tf_and_litert_agree_draw_for_draw(models, lite_paths, kind):
 def test_litert_greedy_step_equals_the_full_step_on_greedy_rows(lite_paths, kind):
     """A call where no row samples runs the file's greedy step (format 5);
     the full step on the same greedy rows (with their draws, which they do
-    not read) gives the same outputs: frames, lengths and states equal,
-    over a whole stream of steps, with thresholds of every other kind."""
+    not read) gives the same outputs: lengths equal, frames and states to
+    1e-6, over a whole stream of steps, with thresholds of every other kind."""
     runtime = sg.open_runtime(lite_paths[kind])
     rows, steps = 16, 8
     x = inputs(steps, rows=rows, seed=9)
@@ -187,8 +187,9 @@ def test_litert_greedy_step_equals_the_full_step_on_greedy_rows(lite_paths, kind
     for t in range(steps):
         greedy = runtime.run(x[:, t], state, thresholds=thresholds, samples=False)
         full = runtime.run(x[:, t], state, thresholds=thresholds, samples=True)
-        for a, b in zip(greedy, full):
-            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(greedy[1], full[1])  # lengths
+        np.testing.assert_allclose(greedy[0], full[0], atol=1e-6)  # frames
+        np.testing.assert_allclose(greedy[2], full[2], atol=1e-6)  # states
         lengths += greedy[1].tolist()
         state = greedy[2]
     assert len(set(lengths)) >= 3  # the stop tests decided (not all 0 or all capped)
