@@ -126,8 +126,11 @@ def export_litert(model, path, stop=None):
         # The flat outputs of `_flat_step`, in order.
         "outputs": {"frames": "output_0", "lengths": "output_1", "state": "output_2"},
     }
-    content = _converted(model, custom, unrolled, names, sampling=True)
-    greedy = _converted(model, custom, unrolled, names, sampling=False)
+    step = _flat_step(model, custom, unrolled)  # the weights read once, for both steps
+    count = criteria_lib.COUNT + len(custom)
+    content = _converted(model, step, tf_runtime.step_signature(model, count, sampling=True),
+                         names)
+    greedy = _converted(model, step, tf_runtime.step_signature(model, count), names)
     metadata = {
         "format": lite.FORMAT,
         "version": lite.FORMAT_VERSION,
@@ -157,12 +160,11 @@ def export_litert(model, path, stop=None):
     return metadata
 
 
-def _converted(model, criteria, unrolled, names, sampling):
-    """The `.tflite` bytes of `_flat_step`, converted and checked
-    (`_check_export`); `sampling`: the full step, else the greedy one."""
-    specs = tf_runtime.step_signature(model, criteria_lib.COUNT + len(criteria),
-                                      sampling=sampling)
-    function = tf.function(_flat_step(model, criteria, unrolled), input_signature=specs)
+def _converted(model, step, specs, names):
+    """The `.tflite` bytes of `step` (`_flat_step`) traced with the input
+    signature `specs` (the full step's, or the greedy step's: without
+    `params` and `uniforms`), converted and checked (`_check_export`)."""
+    function = tf.function(step, input_signature=specs)
     concrete = function.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

@@ -243,7 +243,9 @@ class _Bucket:
         self._frames, self._lengths = self.outputs["frames"], self.outputs["lengths"]
         self._state_out = self.outputs["state"]
         self.defaults = False  # whether generate, thresholds, caps and params hold the defaults
-        self.drawn = True  # whether `uniforms` holds draws (not the constant 0.5)
+        # whether `uniforms` holds draws (not the constant 0.5); the greedy
+        # step has no `uniforms`
+        self.drawn = sampling
         self.run(np.zeros((size, runtime.input_size), np.float32),
                  np.zeros((size, runtime.state_size), np.float32), None, None, None, None, None)
 
@@ -267,7 +269,7 @@ class _Bucket:
         if uniforms is not None:
             interpreter.set_tensor(self.inputs["uniforms"], uniforms)
             self.drawn = True
-        elif self.drawn and self.sampling:  # no row reads them: any value in (0, 1)
+        elif self.drawn:  # no row reads them: any value in (0, 1)
             interpreter.set_tensor(self.inputs["uniforms"], np.full(
                 (size, self.runtime.trained_max_steps * self.runtime.draws_per_step),
                 0.5, np.float32))
