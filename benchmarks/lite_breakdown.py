@@ -7,7 +7,7 @@
 Exports the benchmark's model (GRU, units 64, input 8, output 4, a stop
 threshold that never fires) with `max_steps` 1, 3, 5 and 9 as written by
 default (inner steps unrolled), and with `max_steps` 9 as a `WHILE` loop
-(what models above `export.UNROLL_MAX_STEPS` get), then times each in a
+(what models above `runtimes.tf.UNROLL_MAX_STEPS` get), then times each in a
 fresh process without TensorFlow (`lite_latency.py`): the whole
 `LiteStream.step`, and `invoke()` alone (the rest is Python: validation, the
 copies in and out, splitting the frames). Interleaved by process: each round
@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import streamgen as sg  # noqa: E402
-from streamgen.runtimes import export as export_lib  # noqa: E402
+from streamgen.runtimes import tf as tf_runtime  # noqa: E402
 
 INPUT_SIZE, OUTPUT_SIZE, UNITS = 8, 4, 64
 NEVER = 1.0  # StopHead threshold that never fires: every inner step runs
@@ -66,12 +66,12 @@ def measure(folder, quick, smoke=False):
                              cell="gru", max_steps=steps, stop=[sg.StopHead(NEVER)])
         label = f"max_steps {steps}, " + ("unrolled" if unroll else "`WHILE` loop")
         paths[label] = os.path.join(folder, f"m{steps}_{'unrolled' if unroll else 'while'}.tflite")
-        limit = export_lib.UNROLL_MAX_STEPS
-        export_lib.UNROLL_MAX_STEPS = limit if unroll else 0
+        limit = tf_runtime.UNROLL_MAX_STEPS
+        tf_runtime.UNROLL_MAX_STEPS = limit if unroll else 0
         try:
             model.export_litert(paths[label])
         finally:
-            export_lib.UNROLL_MAX_STEPS = limit
+            tf_runtime.UNROLL_MAX_STEPS = limit
     inputs = os.path.join(folder, "inputs.npy")
     np.save(inputs, np.random.default_rng(0).normal(size=(4096, INPUT_SIZE)).astype(np.float32))
     rounds, per_round = (1, 20) if smoke else (3, 400) if quick else (15, 2000)

@@ -121,13 +121,13 @@ def export_litert(model, path, stop=None):
     Returns:
         The metadata stored in the file, a dict.
     """
-    from streamgen.runtimes import export as export_lib
+    from streamgen.runtimes import tf as tf_runtime
 
     folder = os.environ.get(EXPORT_CACHE_ENV)
     if not folder:
         return model.export_litert(path, stop=stop)
     digest = hashlib.sha256(json.dumps(
-        [type(model).__qualname__, model.get_config(), export_lib.UNROLL_MAX_STEPS,
+        [type(model).__qualname__, model.get_config(), tf_runtime.UNROLL_MAX_STEPS,
          [(type(c).__module__, type(c).__qualname__, repr(c))
           for c in (stop if isinstance(stop, (list, tuple)) else [stop])]],
         sort_keys=True, default=repr).encode())

@@ -9,6 +9,7 @@ import streamgen as sg
 from helpers import make_model
 from streamgen.runtimes import export as export_lib
 from streamgen.runtimes import lite as lite_lib
+from streamgen.runtimes import tf as tf_runtime
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +168,7 @@ def test_export_litert_function_is_the_method(tmp_path):
 @pytest.mark.slow  # a LiteRT conversion (~4 s)
 def test_large_max_steps_exports_a_while_loop(tmp_path):
     """Above UNROLL_MAX_STEPS the file loops (and stops early) instead."""
-    model = make_model("gru", "carry", seed=6, max_steps=export_lib.UNROLL_MAX_STEPS + 1)
+    model = make_model("gru", "carry", seed=6, max_steps=tf_runtime.UNROLL_MAX_STEPS + 1)
     path = str(tmp_path / "long.tflite")
     assert model.export_litert(path)["inner_loop"] == "while"
     assert {"WHILE", "FULLY_CONNECTED"} <= ops_used(path)
@@ -203,8 +204,8 @@ def test_per_row_caps_and_thresholds_equal_the_tensorflow_step(core_models, tmp_
         state[:, -4:] = rng.integers(0, 65536, size=(6, 4))  # seeds and positions
         expected = sg.open_runtime(model).step(x, state, decode, thresholds, caps)
         assert expected[1][:2].tolist() == [0, 0] and not expected[0][:2].any()
-        for unroll in (export_lib.UNROLL_MAX_STEPS, 0):
-            monkeypatch.setattr(export_lib, "UNROLL_MAX_STEPS", unroll)
+        for unroll in (tf_runtime.UNROLL_MAX_STEPS, 0):
+            monkeypatch.setattr(tf_runtime, "UNROLL_MAX_STEPS", unroll)
             path = str(tmp_path / f"{mode}_{unroll}.tflite")
             loop = model.export_litert(path)["inner_loop"]
             assert loop == ("unrolled" if unroll else "while")
@@ -230,6 +231,5 @@ def test_export_and_lite_stream_print_nothing(tmp_path, capfd):
 def test_the_export_has_the_steps_inputs():
     """One signature: the `.tflite` inputs are the compiled step's, in order."""
     from streamgen.runtimes import lite
-    from streamgen.runtimes import tf as tf_runtime
 
     assert lite.INPUT_NAMES == tf_runtime.STEP_INPUTS

@@ -27,11 +27,11 @@ def exports(core_models, tmp_path_factory):
 def while_exports(core_models, tmp_path_factory):
     """`(cell, mode) -> path`, exported with the `WHILE` inner loop that
     models above `UNROLL_MAX_STEPS` get (forced here on the tiny models)."""
-    from streamgen.runtimes import export as export_lib
+    from streamgen.runtimes import tf as tf_runtime
 
     def export_while(model, path):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(export_lib, "UNROLL_MAX_STEPS", 0)
+            patch.setattr(tf_runtime, "UNROLL_MAX_STEPS", 0)
             assert export_litert(model, path)["inner_loop"] == "while"
 
     return Exports(core_models, tmp_path_factory.mktemp("litert_while"), name="_".join,

@@ -258,3 +258,96 @@ def test_lengths_stay_within_each_rows_cap(runtimes, rows, cap, seed):
     assert np.all((0 <= lengths) & (lengths <= caps))
     emitted = np.arange(9)[None, :] < lengths[:, None]
     assert not frames[~emitted].any()  # zero past each row's length
+
+
+# The mixes of the loop-structure test: every built-in kind, alone and
+# together, `[]`, and `StopSample` (which the greedy step leaves out).
+LOOP_MIXES = [[sg.StopHead(0.5)], [sg.L2Norm(1.0), sg.StopHead(0.9)], [sg.L2Norm(0.5, "below")],
+              [], [sg.StopSample(1.0)], [sg.StopSample(0.5), sg.L2Norm(2.0)]]
+
+
+@pytest.mark.parametrize("kind", ["mse", "categorical", "mdn"])
+def test_the_unrolled_step_equals_the_while_loop_step(sampling_models, kind):
+    """The TensorFlow step runs its inner steps unrolled up to
+    `UNROLL_MAX_STEPS` and in a `tf.while_loop` above; both structures of
+    the same step, greedy and sampling, give the same outputs over a stream
+    of steps: lengths equal, frames and states to 1e-6, with per-row mixes
+    of every built-in kind, caps from 0 to `max_steps`, rows that do not
+    generate, and greedy and sampled rows side by side."""
+    import tensorflow as tf
+
+    from streamgen.runtimes import base
+    from streamgen.runtimes import tf as tf_runtime
+
+    model = sampling_models[kind]
+    runtime = sg.open_runtime(model)
+    rows, steps = 12, 8
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(steps, rows, 3)).astype(np.float32)
+    options = [runtime.options(LOOP_MIXES[b % len(LOOP_MIXES)], max_steps=None if b % 4 else
+                               1 + b % model.max_steps) for b in range(rows)]
+    thresholds = tf.constant(np.stack([o[0] for o in options]))
+    caps = np.array([o[1] for o in options], np.int32)
+    caps[5] = 0  # no inner step runs
+    samplers_ = ["greedy"] if kind == "mse" else ["greedy", "random", sg.samplers.TopK(2)]
+    params = tf.constant(np.stack([runtime.sampler_params(samplers_[b % len(samplers_)])
+                                   for b in range(rows)]))
+    signature = tf_runtime.step_signature(model, thresholds.shape[1], sampling=True)
+    functions = {}
+    for unrolled in (True, False):
+        def step(*inputs, unrolled=unrolled):
+            return tf_runtime.sampling_step(model, (), *inputs, unrolled=unrolled)
+
+        def greedy(*inputs, unrolled=unrolled):
+            return tf_runtime.packed_step(model, (), *inputs, unrolled=unrolled)
+
+        functions[unrolled] = (tf.function(greedy, input_signature=signature[:5]),
+                               tf.function(step, input_signature=signature))
+    states = {unrolled: runtime.initial_state(rows, seeds=3) for unrolled in functions}
+    lengths = []
+    for t in range(steps):
+        generate = tf.constant(rng.random(rows) > 0.2)
+        results = {}
+        for unrolled, (greedy, step) in functions.items():
+            state = tf.constant(states[unrolled])
+            uniforms = tf.constant(base.state_uniforms(
+                states[unrolled], model.max_steps, runtime.draws_per_step))
+            inputs = (tf.constant(x[t]), state, generate, thresholds, tf.constant(caps))
+            results[unrolled] = ([v.numpy() for v in greedy(*inputs)],
+                                 [v.numpy() for v in step(*inputs, params, uniforms)])
+            states[unrolled] = results[unrolled][1][2]
+        for unrolled_result, loop_result in zip(results[True], results[False]):
+            np.testing.assert_array_equal(unrolled_result[1], loop_result[1])  # lengths
+            np.testing.assert_allclose(unrolled_result[0], loop_result[0], atol=1e-6)  # frames
+            np.testing.assert_allclose(unrolled_result[2], loop_result[2], atol=1e-6)  # state
+        lengths += results[True][1][1].tolist()
+        assert results[True][1][1][5] == 0 and not results[True][1][0][5].any()
+    assert len(set(lengths)) >= 4, lengths  # the stop tests decided
+
+
+def test_the_graph_call_equals_the_concrete_function_and_reads_the_weights_each_call():
+    """`TFRuntime` runs its step's graph as one op (`GraphCall`): the same
+    outputs as calling the concrete function, bit for bit, and weights
+    changed after the runtime was made are used by its next call."""
+    import tensorflow as tf
+
+    from streamgen.runtimes.tf import GraphCall
+
+    model = make_model("lstm", "reset", seed=12)
+    runtime = sg.open_runtime(model)
+    assert isinstance(runtime._step, GraphCall)
+    assert not isinstance(sg.open_runtime(model, jit_compile=True)._step, GraphCall)
+    rng = np.random.default_rng(2)
+    x, state = rng.normal(size=(3, 3)).astype(np.float32), runtime.initial_state(3)
+    frames, lengths, new_state = runtime.step(x, state)
+    inputs = [tf.constant(v) for v in (x, state, np.ones(3, bool),
+                                       np.tile(runtime.thresholds, (3, 1)),
+                                       np.full(3, model.max_steps, np.int32))]
+    for got, want in zip((frames, lengths, new_state), runtime._step.concrete(*inputs)):
+        np.testing.assert_array_equal(got, want.numpy())
+    kernel, bias = model.frame_head.get_weights()
+    model.frame_head.set_weights([kernel * 2.0, bias + 0.5])
+    changed = runtime.step(x, state)
+    assert not np.allclose(changed[0], frames)
+    for got, want in zip(changed, runtime._step.concrete(*inputs)):
+        np.testing.assert_array_equal(got, want.numpy())

@@ -43,9 +43,9 @@ subgraph without resizing and allocating every input on each call, hence
 a second model rather than a second signature. The price: the file and
 the export's conversion time are about twice as large.
 
-The inner loop. Up to `UNROLL_MAX_STEPS` (16) inner steps, which covers the
-default `max_steps=9`, the file holds the inner steps *unrolled*
-(`_unrolled_outer_step`): every row runs all `max_steps` steps as one
+The inner loop. Up to `runtimes.tf.UNROLL_MAX_STEPS` (16) inner steps, which
+covers the default `max_steps=9`, the file holds the inner steps *unrolled*
+(`runtimes.tf.unrolled_outer_step`, as TensorFlow's own step): every row runs all `max_steps` steps as one
 straight chain of ops, and the stop tests, the lengths, the frames' mask and
 the carried state are computed once, at the end. At batch 1 and
 `max_steps=9` that is about as fast as a `WHILE` loop that stops after its
@@ -63,7 +63,6 @@ Above `UNROLL_MAX_STEPS` the file therefore holds `runtimes.tf.outer_step`'s
 `sg.Stream`'s outputs.
 """
 
-import functools
 import hashlib
 import json
 
@@ -82,11 +81,6 @@ from streamgen.criteria import criterion_dict
 from streamgen.quiet import import_tensorflow
 
 tf = import_tensorflow()
-
-# Largest `max_steps` whose inner steps are unrolled in the file; above it
-# the file holds a `WHILE` loop (see the module docstring). Tests lower it to
-# 0 to export small models with the loop.
-UNROLL_MAX_STEPS = 16
 
 
 def export_litert(model, path, stop=None):
@@ -120,7 +114,7 @@ def export_litert(model, path, stop=None):
     custom = tuple(c for c in criteria  # the user's own classes, baked in
                    if not criteria_lib.is_built_in(criterion_dict(c)))
     draws = samplers.draws_per_step(model.frame_loss, model.output_size)
-    unrolled = model.max_steps <= UNROLL_MAX_STEPS
+    unrolled = tf_runtime.unrolls(model)
     names = {  # tensor names in the file's signature `lite.SIGNATURE`
         "inputs": {name: name for name in lite.INPUT_NAMES},
         # The flat outputs of `_flat_step`, in order.
@@ -177,12 +171,11 @@ def _converted(model, step, specs, names):
 
 
 def _flat_step(model, criteria, unrolled):
-    """The outer step on a packed state, with a flat tuple of outputs,
-    with the built-in stop kinds and `criteria` (the user's own classes).
-
-    `unrolled`: `_unrolled_outer_step` if True, else `runtimes.tf.outer_step`
-    (a `tf.while_loop`). Called without `params` and `uniforms` (the greedy
-    step's signature): every row greedy, no `StopSample` test, no draw.
+    """The streaming step (`runtimes.tf.packed_step`, or `sampling_step`
+    with `params` and `uniforms`) with the model's weights as constants,
+    traced with LiteRT builtin ops only; `unrolled` as `packed_step`'s.
+    Called without `params` and `uniforms` (the greedy step's signature):
+    every row greedy, no `StopSample` test, no draw.
     """
     weights = [(v, v.numpy()) for v in model.variables]  # read now, eagerly
 
@@ -190,157 +183,12 @@ def _flat_step(model, criteria, unrolled):
         # Every weight is read as a constant inside this scope, so the file
         # holds plain constants (no resource variables to initialize).
         mapping = [(v, tf.constant(value)) for v, value in weights]
+        sampling = None if uniforms is None else (params, uniforms)
         with keras.StatelessScope(state_mapping=mapping), tf_runtime.litert_builtins():
-            if unrolled:
-                outer_state, inner_state, random = tf_runtime.split_state(model, state)
-                frames, lengths, outer_state, inner_state = _unrolled_outer_step(
-                    model, criteria, x, outer_state, inner_state, generate, thresholds, caps,
-                    params, uniforms)
-                return frames, lengths, tf.concat(
-                    list(outer_state) + list(inner_state) + [tf_runtime.next_position(random)], 1)
-            if uniforms is None:
-                return tf_runtime.packed_step(model, criteria, x, state, generate, thresholds,
-                                              caps)
-            return tf_runtime.sampling_step(model, criteria, x, state, generate, thresholds, caps,
-                                            params, uniforms)
+            return tf_runtime.packed_step(model, criteria, x, state, generate, thresholds, caps,
+                                          sampling=sampling, unrolled=unrolled)
 
     return step
-
-
-def _unrolled_outer_step(model, criteria, x, outer_state, inner_state, generate,
-                         thresholds, cap, params, uniforms):
-    """`runtimes.tf.outer_step` with the inner steps unrolled and unmasked.
-
-    Same arguments as `runtimes.tf.packed_step`'s `outer_step` (without
-    `stop_at`; the built-in kinds always in, `criteria` the user's own
-    classes; `params` and `uniforms` `None` for the greedy step: greedy
-    frames, no `StopSample`), same results: `(frames, lengths, outer_state,
-    inner_state)`. Every row runs all `max_steps` inner steps,
-    whether it has stopped or not; nothing a stopped row computes reaches
-    the results (it is only ever *selected* away, so even a NaN in it
-    cannot leak). Per row, with `first` the first inner step where a
-    criterion fires (`max_steps` if none):
-
-    - `lengths = min(first, cap)`, 0 where `generate` is False;
-    - the frames of steps `j < lengths` are emitted, the rest are zeros;
-    - the carried inner state is the one after the last step that ran (the
-      STOP step included): after step `min(first, cap - 1)`, which is
-      index `min(first + 1, cap)` in `[start, after step 0, ...]`; the start
-      state where nothing ran (`generate` False, or `cap` 0).
-
-    That is what the masked `tf.while_loop` of `outer_step` computes; here
-    the inner steps form one chain of ops without selects or comparisons,
-    which the XNNPACK delegate runs as one partition, and the stop tests of
-    all steps are one call per criterion, after it.
-    """
-    M = model.max_steps
-    outer_state, ir, state = model.outer_update(x, outer_state, inner_state)
-    count = criteria_lib.COUNT  # the built-in kinds' columns come first
-    limits = [thresholds[:, count + k] for k in range(len(criteria))]  # each (B,)
-    if uniforms is None:  # the greedy step
-        u_all = plan = None
-    else:
-        draws = samplers.draws_per_step(model.frame_loss, model.output_size)
-        u_all = tf.reshape(uniforms, [-1, M, draws])  # (B, M, draws)
-        plan = tf_runtime.sampling_plan(model, params, u_all)  # hoisted out of the chain
-
-    history = [[s] for s in state]  # per state tensor: start, after step 0, ...
-    frames, stop_logits = [], []  # each (B, O), (B, 1)
-    previous = None  # the previous frame is zeros at step 0
-    for j in range(M):
-        if model.frame_loss in ("mse", "mae"):  # only Greedy applies: the head's frame
-            previous, stop_logit, state = model.inner_step(ir, previous, state)
-        elif u_all is None:  # the greedy step (`runtimes.tf.outer_step`'s greedy frames)
-            head, stop_logit, state = model.inner_head_step(ir, previous, state)
-            previous = tf_runtime.greedy_frame(model, head)
-        else:
-            head, stop_logit, state = model.inner_head_step(ir, previous, state)
-            previous = tf_runtime.sampled_frame(model, head, params, None, plan, j)
-        for past, now in zip(history, state):
-            past.append(now)
-        frames.append(previous)  # (B, O)
-        stop_logits.append(stop_logit)  # (B, 1)
-
-    frames = tf.stack(frames, axis=1)  # (B, M, O)
-    stop_logits = tf.concat(stop_logits, axis=1)  # (B, M)
-    # The stop tests of all steps at once, off the chain: `(B, M)` each.
-    fired = _built_in_fires(frames, stop_logits, thresholds,
-                            None if u_all is None else u_all[:, :, 0])
-    if criteria:
-        fired += [_fires(criterion, frames, stop_logits, limit)
-                  for criterion, limit in zip(criteria, limits)]
-    # (Not `clip_by_value(cap, 0, M)`: the converter turns an int32 clip to
-    # [0, 6] into a RELU6 that LiteRT lacks.)
-    cap = tf.minimum(cap, M)
-    steps = tf.range(M)  # (M,)
-    generate = tf.cast(generate, tf.bool)
-    ran = generate & (cap > 0)  # rows that ran at least one inner step
-    # the first step where a criterion fires, M if none: (B,)
-    stops = functools.reduce(tf.logical_or, fired)
-    first = tf.reduce_min(tf.where(stops, steps, M), axis=1)
-    lengths = tf.where(ran, tf.minimum(first, cap), 0)  # (B,)
-    last = tf.where(ran, tf.minimum(first + 1, cap), 0)  # index into history
-    end_state = [tf.gather(tf.stack(past, axis=1), last, batch_dims=1) for past in history]
-    if model.decoder_state == "reset":
-        # Rows that generate nothing keep their previous inner state.
-        generating = tf.expand_dims(generate, 1)  # (B, 1)
-        end_state = [tf.where(generating, new, old) for new, old in zip(end_state, inner_state)]
-    emitted = tf.reshape(steps, [1, M, 1]) < tf.reshape(lengths, [-1, 1, 1])  # (B, M, 1)
-    frames = tf.where(emitted, frames, 0.0)  # (B, M, O)
-    return frames, lengths, outer_state, end_state
-
-
-def _built_in_fires(frames, stop_logits, thresholds, u):
-    """Where each built-in kind fires, for every inner step at once.
-
-    `runtimes.tf.built_in_fires`'s tests (`streamgen.criteria`'s table) on
-    `(B, M)` values, each kind compared on its own with its `(B, 1)`
-    threshold column: `sigmoid(logit) > t0`, `norm > t1`, `norm < t2`,
-    `u < sigmoid(logit / t3)` (rows without `StopSample` compare `u` = 2.0).
-    The same decisions as one comparison of the concatenated `[sigmoid, norm,
-    -norm]` against signed thresholds, but LiteRT runs that concatenation,
-    the broadcast comparison and the `any` reduction in slow reference
-    kernels: at 256 rows the export's step took ~35 us (~3.5%) longer. The
-    squared norm is one matrix product with a column of ones (XNNPACK's
-    fully connected kernel) instead of a `SUM` reduction.
-
-    Args:
-        frames: `(B, M, O)`; stop_logits: `(B, M)`; thresholds: `(B, 4 + C)`;
-        u: `(B, M)`, each step's `StopSample` draw; `None` in the greedy
-            step, which has no `StopSample` test (~1 us of a call at batch 1).
-
-    Returns:
-        A list of bool `(B, M)` tensors.
-    """
-    column = lambda k: thresholds[:, k:k + 1]  # noqa: E731  (B, 1)
-    squares = tf.matmul(frames * frames, tf.ones([frames.shape[2], 1]))  # (B, M, 1)
-    norm = tf.sqrt(tf.squeeze(squares, -1))  # (B, M)
-    fired = [tf.sigmoid(stop_logits) > column(0), norm > column(1), norm < column(2)]
-    if u is None:
-        return fired
-    temperature = column(criteria_lib.SAMPLE)  # +inf: off
-    u = tf.where(temperature < np.inf, u, 2.0)
-    return fired + [u < tf.sigmoid(stop_logits / temperature)]
-
-
-def _fires(criterion, frames, stop_logits, threshold):
-    """`criterion.fires` for every inner step at once: `(B, M)` bool.
-
-    Args:
-        frames: `(B, M, O)`; stop_logits: `(B, M)`.
-
-    A criterion decides row by row (`fires` maps `(N, O)` frames and `(N,)`
-    logits to `(N,)`), so the `B * M` (row, step) pairs go through one call
-    as `N` rows. `sg.StopHead` is computed directly on `(B, M)` (the same
-    `sigmoid(logit) > threshold`), which spares the two reshapes.
-    """
-    if type(criterion) is stopping.StopHead:
-        return tf.sigmoid(stop_logits) > tf.expand_dims(threshold, 1)
-    steps = stop_logits.shape[1]
-    fired = criterion.fires(tf.reshape(frames, [-1, frames.shape[2]]),
-                            tf.reshape(stop_logits, [-1]),
-                            tf.repeat(threshold, steps))  # row-major (B * M,)
-    return tf.reshape(fired, [-1, steps])
 
 
 def _check_export(model, concrete, content, names):

@@ -7,14 +7,19 @@ has stopped. Frames are written into a fixed-size buffer
 `(B, max_steps, output_size)` (no `TensorArray`), which keeps the function
 convertible to LiteRT and compilable by XLA. Stop thresholds and caps are
 per-row inputs, so rows with different settings share one call.
+`unrolled_outer_step` computes the same with the inner steps unrolled and
+the stop tests after them: the streaming step (`packed_step`) uses it up to
+`UNROLL_MAX_STEPS` inner steps, on TensorFlow and in `.tflite` exports;
+whole-sequence decoding (`outer_loop`) keeps the loop.
 
-`CompiledFunctions` wraps it in `tf.function`s with a fixed input signature
-(batch dimension `None`). The step is compiled with the four built-in
-kinds of stop criteria at once (`streamgen.criteria`: each row's thresholds
-switch each kind on or off), so one trace serves any mix of built-in
-criteria; only criterion classes that users write themselves are baked in,
-one trace per tuple of their kinds. `TFRuntime` is the public, stateless
-step over it (see `streamgen.runtimes.base`).
+`CompiledFunctions` wraps them in `tf.function`s with a fixed input
+signature (batch dimension `None`). The step is compiled with the four
+built-in kinds of stop criteria at once (`streamgen.criteria`: each row's
+thresholds switch each kind on or off), so one trace serves any mix of
+built-in criteria; only criterion classes that users write themselves are
+baked in, one trace per tuple of their kinds. `TFRuntime` is the public,
+stateless step over it (see `streamgen.runtimes.base`), which it runs as
+one graph op (`GraphCall`).
 """
 
 import contextlib
@@ -271,6 +276,162 @@ def outer_step(model, criteria, x, outer_state, inner_state, generate, stop_at,
     return frames, lengths, outer_state, end_state
 
 
+# Up to this many inner steps (`model.max_steps`), the streaming step runs
+# them unrolled (`unrolled_outer_step`), on TensorFlow and in a `.tflite`
+# export alike; above it, in `outer_step`'s `tf.while_loop`.
+UNROLL_MAX_STEPS = 16
+
+
+def unrolls(model):
+    """Whether the streaming step of `model` runs its inner steps unrolled."""
+    return model.max_steps <= UNROLL_MAX_STEPS
+
+
+def unrolled_outer_step(model, criteria, x, outer_state, inner_state, generate,
+                        thresholds, cap, params=None, uniforms=None):
+    """`outer_step` with the inner steps unrolled and unmasked.
+
+    Same arguments as `packed_step`'s `outer_step` (without `stop_at`; the
+    built-in kinds always in, `criteria` the user's own classes; `params`
+    and `uniforms` `None` for the greedy step: greedy frames, no
+    `StopSample`), same results: `(frames, lengths, outer_state,
+    inner_state)`. Every row runs all `max_steps` inner steps,
+    whether it has stopped or not; nothing a stopped row computes reaches
+    the results (it is only ever *selected* away, so even a NaN in it
+    cannot leak). Per row, with `first` the first inner step where a
+    criterion fires (`max_steps` if none):
+
+    - `lengths = min(first, cap)`, 0 where `generate` is False;
+    - the frames of steps `j < lengths` are emitted, the rest are zeros;
+    - the carried inner state is the one after the last step that ran (the
+      STOP step included): after step `min(first, cap - 1)`, which is
+      index `min(first + 1, cap)` in `[start, after step 0, ...]`; the start
+      state where nothing ran (`generate` False, or `cap` 0).
+
+    That is what the masked `tf.while_loop` of `outer_step` computes; here
+    the inner steps form one chain of ops without selects, comparisons or
+    control flow, and the stop tests of all steps are one call per
+    criterion, after it. The graph has no loop, so TensorFlow runs it
+    straight through on the calling thread (`GraphCall`), and LiteRT's
+    XNNPACK delegate takes the chain as one partition; the price is that
+    every inner step runs even when every row has stopped, which is why
+    only models up to `UNROLL_MAX_STEPS` get it (`benchmarks/README.md`).
+    """
+    M = model.max_steps
+    outer_state, ir, state = model.outer_update(x, outer_state, inner_state)
+    count = criteria_lib.COUNT  # the built-in kinds' columns come first
+    limits = [thresholds[:, count + k] for k in range(len(criteria))]  # each (B,)
+    if uniforms is None:  # the greedy step
+        u_all = plan = None
+    else:
+        draws = samplers.draws_per_step(model.frame_loss, model.output_size)
+        u_all = tf.reshape(uniforms, [-1, M, draws])  # (B, M, draws)
+        plan = sampling_plan(model, params, u_all)  # hoisted out of the chain
+
+    history = [[s] for s in state]  # per state tensor: start, after step 0, ...
+    frames, stop_logits = [], []  # each (B, O), (B, 1)
+    previous = None  # the previous frame is zeros at step 0
+    for j in range(M):
+        if model.frame_loss in ("mse", "mae"):  # only Greedy applies: the head's frame
+            previous, stop_logit, state = model.inner_step(ir, previous, state)
+        elif u_all is None:  # the greedy step (`runtimes.tf.outer_step`'s greedy frames)
+            head, stop_logit, state = model.inner_head_step(ir, previous, state)
+            previous = greedy_frame(model, head)
+        else:
+            head, stop_logit, state = model.inner_head_step(ir, previous, state)
+            previous = sampled_frame(model, head, params, None, plan, j)
+        for past, now in zip(history, state):
+            past.append(now)
+        frames.append(previous)  # (B, O)
+        stop_logits.append(stop_logit)  # (B, 1)
+
+    frames = tf.stack(frames, axis=1)  # (B, M, O)
+    stop_logits = tf.concat(stop_logits, axis=1)  # (B, M)
+    # The stop tests of all steps at once, off the chain: `(B, M)` each.
+    fired = all_steps_built_in_fires(frames, stop_logits, thresholds,
+                                     None if u_all is None else u_all[:, :, 0])
+    if criteria:
+        fired += [all_steps_fire(criterion, frames, stop_logits, limit)
+                  for criterion, limit in zip(criteria, limits)]
+    # (Not `clip_by_value(cap, 0, M)`: the converter turns an int32 clip to
+    # [0, 6] into a RELU6 that LiteRT lacks.)
+    cap = tf.minimum(cap, M)
+    steps = tf.range(M)  # (M,)
+    generate = tf.cast(generate, tf.bool)
+    ran = generate & (cap > 0)  # rows that ran at least one inner step
+    # the first step where a criterion fires, M if none: (B,)
+    stops = functools.reduce(tf.logical_or, fired)
+    first = tf.reduce_min(tf.where(stops, steps, M), axis=1)
+    lengths = tf.where(ran, tf.minimum(first, cap), 0)  # (B,)
+    last = tf.where(ran, tf.minimum(first + 1, cap), 0)  # index into history
+    end_state = [tf.gather(tf.stack(past, axis=1), last, batch_dims=1) for past in history]
+    if model.decoder_state == "reset":
+        # Rows that generate nothing keep their previous inner state.
+        generating = tf.expand_dims(generate, 1)  # (B, 1)
+        end_state = [tf.where(generating, new, old) for new, old in zip(end_state, inner_state)]
+    emitted = tf.reshape(steps, [1, M, 1]) < tf.reshape(lengths, [-1, 1, 1])  # (B, M, 1)
+    frames = tf.where(emitted, frames, 0.0)  # (B, M, O)
+    return frames, lengths, outer_state, end_state
+
+
+def all_steps_built_in_fires(frames, stop_logits, thresholds, u):
+    """Where each built-in kind fires, for every inner step at once.
+
+    `runtimes.tf.built_in_fires`'s tests (`streamgen.criteria`'s table) on
+    `(B, M)` values, each kind compared on its own with its `(B, 1)`
+    threshold column: `sigmoid(logit) > t0`, `norm > t1`, `norm < t2`,
+    `u < sigmoid(logit / t3)` (rows without `StopSample` compare `u` = 2.0).
+    The same decisions as one comparison of the concatenated `[sigmoid, norm,
+    -norm]` against signed thresholds, but LiteRT runs that concatenation,
+    the broadcast comparison and the `any` reduction in slow reference
+    kernels: at 256 rows the export's step took ~35 us (~3.5%) longer. In
+    a LiteRT export (`litert_builtins`) the squared norm is one matrix
+    product with a column of ones (XNNPACK's fully connected kernel)
+    instead of a `SUM` reduction; in TensorFlow it is `built_in_fires`'
+    reduction, the same values as the `tf.while_loop` step.
+
+    Args:
+        frames: `(B, M, O)`; stop_logits: `(B, M)`; thresholds: `(B, 4 + C)`;
+        u: `(B, M)`, each step's `StopSample` draw; `None` in the greedy
+            step, which has no `StopSample` test (~1 us of a call at batch 1).
+
+    Returns:
+        A list of bool `(B, M)` tensors.
+    """
+    column = lambda k: thresholds[:, k:k + 1]  # noqa: E731  (B, 1)
+    if getattr(_TRACING, "builtins", False):
+        squares = tf.squeeze(tf.matmul(frames * frames, tf.ones([frames.shape[2], 1])), -1)
+    else:
+        squares = tf.reduce_sum(frames * frames, axis=-1)
+    norm = tf.sqrt(squares)  # (B, M)
+    fired = [tf.sigmoid(stop_logits) > column(0), norm > column(1), norm < column(2)]
+    if u is None:
+        return fired
+    temperature = column(criteria_lib.SAMPLE)  # +inf: off
+    u = tf.where(temperature < np.inf, u, 2.0)
+    return fired + [u < tf.sigmoid(stop_logits / temperature)]
+
+
+def all_steps_fire(criterion, frames, stop_logits, threshold):
+    """`criterion.fires` for every inner step at once: `(B, M)` bool.
+
+    Args:
+        frames: `(B, M, O)`; stop_logits: `(B, M)`.
+
+    A criterion decides row by row (`fires` maps `(N, O)` frames and `(N,)`
+    logits to `(N,)`), so the `B * M` (row, step) pairs go through one call
+    as `N` rows. `sg.StopHead` is computed directly on `(B, M)` (the same
+    `sigmoid(logit) > threshold`), which spares the two reshapes.
+    """
+    if type(criterion) is stopping.StopHead:
+        return tf.sigmoid(stop_logits) > tf.expand_dims(threshold, 1)
+    steps = stop_logits.shape[1]
+    fired = criterion.fires(tf.reshape(frames, [-1, frames.shape[2]]),
+                            tf.reshape(stop_logits, [-1]),
+                            tf.repeat(threshold, steps))  # row-major (B * M,)
+    return tf.reshape(fired, [-1, steps])
+
+
 def outer_loop(model, criteria, x, stop_at, thresholds, cap):
     """Runs `outer_step` over `T` steps inside the graph, from zero state.
 
@@ -375,6 +536,21 @@ class CompiledFunctions:
             self._concrete[key] = self.step(criteria, jit_compile, sampling).get_concrete_function()
         return self._concrete[key]
 
+    def step_call(self, criteria, jit_compile=False, sampling=False):
+        """`step_concrete(criteria, jit_compile, sampling)` as the callable
+        `TFRuntime` steps with: `(x, state, generate, thresholds, caps[,
+        params, uniforms]) -> [frames, lengths, state]`, tensors in and out.
+
+        Without XLA, a `GraphCall` of the concrete function; with XLA, the
+        concrete function itself (run as a plain op, an XLA function would
+        run without XLA).
+        """
+        key = ("call", stopping.criteria_kind(criteria), bool(jit_compile), bool(sampling))
+        if key not in self._concrete:
+            concrete = self.step_concrete(criteria, jit_compile, sampling)
+            self._concrete[key] = concrete if jit_compile else GraphCall(concrete)
+        return self._concrete[key]
+
     def sequences(self, criteria):
         """The compiled `outer_loop` for these criteria kinds."""
         key = ("sequences", stopping.criteria_kind(criteria))
@@ -394,6 +570,42 @@ class CompiledFunctions:
     def tracing_count(self):
         """Total number of traces over all compiled functions (for tests)."""
         return sum(f.experimental_get_tracing_count() for f in self._functions.values())
+
+
+class GraphCall:
+    """Runs a concrete function's graph as one `StatefulPartitionedCall` op.
+
+    Calling a concrete function (`tf.function(...).get_concrete_function()`)
+    binds its arguments against the signature in Python and then runs the
+    graph through the eager runtime's function path, which on 2 cores cost
+    ~180 us per call of a function that only returns its inputs, against
+    ~13 us for the same function run as a `tf.raw_ops.StatefulPartitionedCall`
+    op (the op a graph uses to call another). On the unrolled streaming
+    step (no control flow) the op also runs every kernel on the calling
+    thread: at batch 1 the default model's step took ~300 us instead of
+    ~610 us (CPU time ~300 us instead of ~830 us), with the same outputs,
+    bit for bit (benchmarks/README.md, "The TensorFlow step's call").
+
+    Positional tensors only, of the signature's dtypes and shapes (the
+    caller checks them: nothing is converted or bound here); the function's
+    outputs must be a flat tuple of tensors. No gradient is recorded. The
+    captured inputs (the model's variables) are taken at each call, as the
+    concrete function itself does, so later weight updates are seen.
+
+    Args:
+        concrete: a concrete function, not XLA-compiled (as an op, an XLA
+            function runs without XLA).
+    """
+
+    def __init__(self, concrete):
+        self.concrete = concrete
+        self._output_dtypes = [output.dtype for output in concrete.outputs]
+
+    def __call__(self, *inputs):
+        """`inputs` tensors -> the function's outputs, a list of tensors."""
+        return tf.raw_ops.StatefulPartitionedCall(
+            args=list(inputs) + list(self.concrete.captured_inputs),
+            Tout=self._output_dtypes, f=self.concrete)
 
 
 # The step's inputs, in order (a `.tflite` export's input names too:
@@ -498,36 +710,50 @@ def split_state(model, packed):
     return parts[:count], parts[count:-1], parts[-1]
 
 
-def packed_step(model, criteria, x, state, generate, thresholds, cap, sampling=None):
-    """`outer_step` on a packed state `(B, S + 4)` with the built-in stop
-    kinds (`thresholds` `(B, 4 + len(criteria))`; `criteria`: the user's
-    own classes), without forced lengths (streaming never forces them, and
-    leaving the check out saves two ops per inner step); returns
-    `(frames, lengths, state)`, the state's position one further. Every
-    row greedy and no `StopSample` (`sampling_step` for the others)."""
+def packed_step(model, criteria, x, state, generate, thresholds, cap, sampling=None,
+                unrolled=None):
+    """One streaming step on a packed state `(B, S + 4)`, with the built-in
+    stop kinds (`thresholds` `(B, 4 + len(criteria))`; `criteria`: the
+    user's own classes) and without forced lengths (streaming never forces
+    them); returns `(frames, lengths, state)`, the state's position one
+    further. Every row greedy and no `StopSample` (`sampling_step` for
+    the others).
+
+    `unrolled`: the inner steps unrolled (`unrolled_outer_step`) or in a
+    `tf.while_loop` (`outer_step`), the same results; `None`: `unrolls(model)`.
+    """
     outer_state, inner_state, random = split_state(model, state)
-    frames, lengths, outer_state, inner_state = outer_step(
-        model, criteria, x, outer_state, inner_state, generate, None, thresholds, cap,
-        built_in=True, sampling=sampling)
+    if unrolled if unrolled is not None else unrolls(model):
+        params, uniforms = (None, None) if sampling is None else sampling
+        frames, lengths, outer_state, inner_state = unrolled_outer_step(
+            model, criteria, x, outer_state, inner_state, generate, thresholds, cap,
+            params, uniforms)
+    else:
+        frames, lengths, outer_state, inner_state = outer_step(
+            model, criteria, x, outer_state, inner_state, generate, None, thresholds, cap,
+            built_in=True, sampling=sampling)
     state = tf.concat(list(outer_state) + list(inner_state) + [next_position(random)], axis=1)
     return frames, lengths, state
 
 
-def sampling_step(model, criteria, x, state, generate, thresholds, cap, params, uniforms):
+def sampling_step(model, criteria, x, state, generate, thresholds, cap, params, uniforms,
+                  unrolled=None):
     """`packed_step` with the sampler parameters `(B, 4)` and the uniforms
     `(B, max_steps * draws_per_step)` of each row (its draws at its
     position): any mix of samplers and `StopSample` in one trace."""
     return packed_step(model, criteria, x, state, generate, thresholds, cap,
-                       sampling=(params, uniforms))
+                       sampling=(params, uniforms), unrolled=unrolled)
 
 
 class TFRuntime(Runtime):
     """The compiled TensorFlow step of a `sg.StreamGen` as a `sg.Runtime`.
 
     Stateless: `step(x, state)` for any rows, with per-row thresholds and
-    caps (see `streamgen.runtimes.base.Runtime.step`). Calls the model's one
-    concrete function, compiled with every built-in stop kind (no
-    retracing for a new batch size or another mix of built-in criteria).
+    caps (see `streamgen.runtimes.base.Runtime.step`). Runs the model's one
+    concrete function of the step, compiled with every built-in stop kind
+    (no retracing for a new batch size or another mix of built-in
+    criteria), as one graph op (`GraphCall`; XLA steps are called as
+    concrete functions).
 
     Args:
         model: a `sg.StreamGen`.
@@ -565,7 +791,7 @@ class TFRuntime(Runtime):
                             "inner": list(model.inner_state_sizes)}
         self.thresholds = criteria_lib.thresholds_row(self.criteria, self.custom_criteria)
         self.jit_compile = bool(jit_compile)
-        self._step = compiled_functions(model).step_concrete(self._custom, jit_compile)
+        self._step = compiled_functions(model).step_call(self._custom, jit_compile)
         self._sampling = None  # the sampling step, compiled on first use
         self._samples = self.samples()  # whether the defaults read draws
         self._defaults = {}  # rows -> the default per-row inputs, as tensors
@@ -632,7 +858,7 @@ class TFRuntime(Runtime):
             frames, lengths, state = self._step(*inputs)
             return frames.numpy(), lengths.numpy(), state
         if self._sampling is None:
-            self._sampling = compiled_functions(self.model).step_concrete(
+            self._sampling = compiled_functions(self.model).step_call(
                 self._custom, self.jit_compile, sampling=True)
         u = state_uniforms(state, self.trained_max_steps, self.draws_per_step)
         frames, lengths, state = self._sampling(
