@@ -45,9 +45,10 @@ the export's conversion time are about twice as large.
 
 The inner loop. Up to `runtimes.tf.UNROLL_MAX_STEPS` (16) inner steps, which
 covers the default `max_steps=9`, the file holds the inner steps *unrolled*
-(`runtimes.tf.unrolled_outer_step`, as TensorFlow's own step): every row runs all `max_steps` steps as one
-straight chain of ops, and the stop tests, the lengths, the frames' mask and
-the carried state are computed once, at the end. At batch 1 and
+(`runtimes.tf.unrolled_outer_step`, as TensorFlow's own step): every row
+runs all `max_steps` steps as one straight chain of ops, and the stop
+tests, the lengths, the frames' mask and the carried state are computed
+once, at the end. At batch 1 and
 `max_steps=9` that is about as fast as a `WHILE` loop that stops after its
 first inner step, and about twice as fast as one that runs all nine
 (`benchmarks/lite_breakdown.py`, `benchmarks/README.md`): LiteRT's `WHILE`

@@ -10,7 +10,7 @@ per-row inputs, so rows with different settings share one call.
 `unrolled_outer_step` computes the same with the inner steps unrolled and
 the stop tests after them: the streaming step (`packed_step`) uses it up to
 `UNROLL_MAX_STEPS` inner steps, on TensorFlow and in `.tflite` exports;
-whole-sequence decoding (`outer_loop`) keeps the loop.
+XLA steps and whole-sequence decoding (`outer_loop`) keep the loop.
 
 `CompiledFunctions` wraps them in `tf.function`s with a fixed input
 signature (batch dimension `None`). The step is compiled with the four
@@ -277,8 +277,8 @@ def outer_step(model, criteria, x, outer_state, inner_state, generate, stop_at,
 
 
 # Up to this many inner steps (`model.max_steps`), the streaming step runs
-# them unrolled (`unrolled_outer_step`), on TensorFlow and in a `.tflite`
-# export alike; above it, in `outer_step`'s `tf.while_loop`.
+# them unrolled (`unrolled_outer_step`), on TensorFlow (but for XLA) and in
+# a `.tflite` export alike; above it, in `outer_step`'s `tf.while_loop`.
 UNROLL_MAX_STEPS = 16
 
 
@@ -510,9 +510,12 @@ class CompiledFunctions:
             # of a partial was measured 2.5-3x slower to call at batch 1
             # (the same graph; benchmarks/README.md, sampling).
             model, step = self._model, sampling_step if sampling else packed_step
+            # XLA compiles the loop itself, and at large batches (decoding:
+            # thousands of rows) its early exit saves more than unrolling.
+            unrolled = unrolls(model) and not jit_compile
 
             def function(*inputs):
-                return step(model, criteria, *inputs)
+                return step(model, criteria, *inputs, unrolled=unrolled)
 
             self._functions[key] = tf.function(
                 function,
