@@ -86,22 +86,27 @@ def _descends_from_us(pid):
 
 
 def process_pid(marker):
-    """The PID of a process whose command line holds `marker` (ours first)."""
+    """The PID of a process whose command line holds `marker` (ours first;
+    of several, the one started last: a replica of an earlier app or
+    cluster of the same name may still be exiting)."""
     found = []
-    for name in sorted(os.listdir("/proc")):
+    for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
             continue
         try:
             with open(f"/proc/{name}/cmdline", "rb") as file:
                 command = file.read().decode("utf-8", "replace")
+            with open(f"/proc/{name}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if marker in command:
-            found.append(int(name))
-    ours = [pid for pid in found if _descends_from_us(pid)]
+        # fields[0]: the state (Z: exited, T: stopped); fields[19]: the start time
+        if marker in command and fields[0] not in "ZT":
+            found.append((int(fields[19]), int(name)))
+    ours = [(start, pid) for start, pid in found if _descends_from_us(pid)]
     if not (ours or found):
         raise RuntimeError(f"no process {marker!r}")
-    return (ours or found)[0]
+    return max(ours or found)[1]
 
 
 def replica_pid(app):

@@ -33,6 +33,7 @@ import serve_abuse  # noqa: E402
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+APP, FROZEN_APP = "abuse_test", "frozen_test"  # Serve app names (see the fixture)
 NDJSON = {**AUTH, "Content-Type": "application/x-ndjson"}
 BOUNDS = dict(max_connections=6, max_queued_messages=4, connection_timeout=3.0,
               max_body_bytes=1 << 20, body_timeout=2.0, max_streams_per_connection=3,
@@ -43,13 +44,18 @@ BOUNDS = dict(max_connections=6, max_queued_messages=4, connection_timeout=3.0,
 def abuse(serve_port, cli_tflite):
     from streamgen.serve.app import build_app
 
-    serve.run(build_app(cli_tflite, token=TOKEN, **BOUNDS), name="abuse",
+    # Not `benchmarks/serve_abuse.py`'s app names: its `--smoke` run
+    # (tests/test_benchmarks.py) may run at the same time, in a cluster of its
+    # own whose processes also descend from this one, and `replica_pid` finds
+    # a replica by its app's name (a SIGSTOP sent to that run's replica left
+    # this one answering).
+    serve.run(build_app(cli_tflite, token=TOKEN, **BOUNDS), name=APP,
               route_prefix="/abuse")
-    serve.run(build_app(cli_tflite, token=TOKEN), name="frozen", route_prefix="/frozen")
+    serve.run(build_app(cli_tflite, token=TOKEN), name=FROZEN_APP, route_prefix="/frozen")
     base = f"127.0.0.1:{serve_port}/abuse"
     yield {"port": serve_port, "ws": f"ws://{base}/v1/streams", "http": f"http://{base}"}
-    serve.delete("abuse")
-    serve.delete("frozen")
+    serve.delete(APP)
+    serve.delete(FROZEN_APP)
 
 
 def http(url, data=None, headers=None, timeout=30):
@@ -182,7 +188,7 @@ def test_abuse_beside_a_well_behaved_client(abuse, name):
     port = abuse["port"]
     http_base, ws_url = abuse["http"], abuse["ws"]
     serve_abuse.STEP = "[0.1, 0.2, 0.3]"
-    pid = serve_abuse.replica_pid("abuse")
+    pid = serve_abuse.replica_pid(APP)
     seconds = 2.0
     abuses = {
         "slow_reader": lambda: (serve_abuse.slow_reader, (ws_url, AUTH, seconds)),
@@ -190,7 +196,7 @@ def test_abuse_beside_a_well_behaved_client(abuse, name):
                           (ws_url, AUTH, seconds, BOUNDS["max_connections"] + 20)),
         "large_body": lambda: (serve_abuse.large_body, (port, "/abuse", TOKEN, seconds)),
         "frozen": lambda: serve_abuse.frozen_client(
-            f"ws://127.0.0.1:{port}/frozen", TOKEN, serve_abuse.replica_pid("frozen"), seconds),
+            f"ws://127.0.0.1:{port}/frozen", TOKEN, serve_abuse.replica_pid(FROZEN_APP), seconds),
     }
     row = asyncio.run(serve_abuse.scenario(name, abuses[name](), ws_url, http_base, AUTH, pid))
     print(json.dumps(row))
