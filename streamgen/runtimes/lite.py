@@ -163,7 +163,10 @@ class LiteRuntime(Runtime):
         if samples is None:
             samples = (self._samples if thresholds is None and params is None
                        else self.samples(thresholds, params))
-        uniforms = self._uniforms(state) if samples else None
+        if not samples:  # the greedy step: no draws, and the rows' params are all greedy
+            params = uniforms = None
+        else:
+            uniforms = self._uniforms(state)
         with self._lock:
             return self._bucket(rows, samples).run(x, state, generate, thresholds, caps, params,
                                                    uniforms)
@@ -250,8 +253,8 @@ class _Bucket:
                  np.zeros((size, runtime.state_size), np.float32), None, None, None, None, None)
 
     def run(self, x, state, generate, thresholds, caps, params, uniforms):
-        if not self.sampling:  # every row greedy (the caller's `samples`)
-            params = uniforms = None
+        """`params` and `uniforms` are `None` in a greedy bucket (it has no
+        such inputs)."""
         rows, size = x.shape[0], self.size
         if rows < size:  # pad up to the bucket; padded rows generate nothing
             x, state = _padded(x, size), _padded(state, size)

@@ -714,7 +714,7 @@ def split_state(model, packed):
 
 
 def packed_step(model, criteria, x, state, generate, thresholds, cap, sampling=None,
-                unrolled=None):
+                unrolled=False):
     """One streaming step on a packed state `(B, S + 4)`, with the built-in
     stop kinds (`thresholds` `(B, 4 + len(criteria))`; `criteria`: the
     user's own classes) and without forced lengths (streaming never forces
@@ -722,11 +722,12 @@ def packed_step(model, criteria, x, state, generate, thresholds, cap, sampling=N
     further. Every row greedy and no `StopSample` (`sampling_step` for
     the others).
 
-    `unrolled`: the inner steps unrolled (`unrolled_outer_step`) or in a
-    `tf.while_loop` (`outer_step`), the same results; `None`: `unrolls(model)`.
+    `unrolled`: the inner steps unrolled (`unrolled_outer_step`; callers
+    decide with `unrolls(model)`) or in a `tf.while_loop` (`outer_step`),
+    the same results.
     """
     outer_state, inner_state, random = split_state(model, state)
-    if unrolled if unrolled is not None else unrolls(model):
+    if unrolled:
         params, uniforms = (None, None) if sampling is None else sampling
         frames, lengths, outer_state, inner_state = unrolled_outer_step(
             model, criteria, x, outer_state, inner_state, generate, thresholds, cap,
@@ -740,7 +741,7 @@ def packed_step(model, criteria, x, state, generate, thresholds, cap, sampling=N
 
 
 def sampling_step(model, criteria, x, state, generate, thresholds, cap, params, uniforms,
-                  unrolled=None):
+                  unrolled=False):
     """`packed_step` with the sampler parameters `(B, 4)` and the uniforms
     `(B, max_steps * draws_per_step)` of each row (its draws at its
     position): any mix of samplers and `StopSample` in one trace."""
